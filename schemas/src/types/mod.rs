@@ -1,0 +1,24 @@
+//! One Rust type per `.avsc` file. Field names, order and types follow the
+//! schema exactly; `tests/schema_match.rs` proves it.
+
+mod bar;
+mod dead_letter;
+mod feature_vector;
+mod model_version;
+mod param_update;
+mod regime_posterior;
+mod trade_outcome;
+mod training_status;
+mod training_trigger;
+mod validation_flag;
+
+pub use bar::Bar;
+pub use dead_letter::{DeadLetter, ErrorKind};
+pub use feature_vector::{FeatureValue, FeatureVector};
+pub use model_version::{Manifest, ModelVersion, OffsetRange, RegistryEvent};
+pub use param_update::{Effective, ParamUpdate, ParamValue, UpdateReason};
+pub use regime_posterior::RegimePosterior;
+pub use trade_outcome::TradeOutcome;
+pub use training_status::{Metric, TrainingState, TrainingStatus};
+pub use training_trigger::{DriftEvidence, Param, Priority, TrainingTrigger, TriggerReason};
+pub use validation_flag::{FlagKind, HitlState, Severity, ValidationFlag};

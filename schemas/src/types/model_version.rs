@@ -1,0 +1,55 @@
+use serde::{Deserialize, Serialize};
+
+use crate::payload::payload;
+use crate::types::{Metric, Param};
+
+/// An event of the model registry (`schemas/model_version.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    pub model_key: String,
+    pub version: i32,
+    pub event: RegistryEvent,
+    pub training_id: Option<String>,
+    #[serde(with = "apache_avro::serde_avro_bytes_opt")]
+    pub parameters: Option<Vec<u8>>,
+    pub artifact_hash: Option<String>,
+    pub parameter_hash: String,
+    pub metrics: Vec<Metric>,
+    pub tags: Vec<String>,
+    pub manifest: Option<Manifest>,
+    pub alias: Option<String>,
+    pub previous_version: Option<i32>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryEvent {
+    Registered,
+    AliasMoved,
+    Rollback,
+}
+
+/// Everything needed to rebuild a model bit for bit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub trigger_id: String,
+    pub code_version: String,
+    pub feature_contract_version: String,
+    pub inputs: Vec<OffsetRange>,
+    pub split_version: String,
+    pub reference_hash: String,
+    pub hyperparams: Vec<Param>,
+    pub seed: i64,
+}
+
+/// `[start, end)` offsets of one topic partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OffsetRange {
+    pub topic: String,
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+}
+
+payload!(ModelVersion, "ModelVersion", "model_version.avsc");

@@ -1,0 +1,228 @@
+//! Fully populated and minimal samples of every payload, shared by the tests.
+
+use autotrain_schemas::*;
+
+pub fn bar() -> Bar {
+    Bar {
+        exchange: "bitfinex".into(),
+        symbol: "BTCUSD".into(),
+        timeframe: "30m".into(),
+        ts: 1_506_816_000_000,
+        open: 4367.1,
+        high: 4387.5,
+        low: 4365.0,
+        close: 4386.3,
+        volume: 755.5217587,
+        source: "data/bitfinex_BTCUSD_30m.csv".into(),
+        checksum: Some("ab".repeat(32)),
+        revision: 2,
+    }
+}
+
+/// Each sample as (full, minimal) encoded bytes plus a check that decoding
+/// gives back the value. Returned as closures so one loop covers all types.
+pub fn all() -> Vec<(&'static str, Vec<apache_avro::types::Value>, Vec<Box<dyn Fn() -> Result<(), String>>>)> {
+    vec![
+        entry(vec![bar(), Bar { checksum: None, revision: 0, ..bar() }]),
+        entry(vec![
+            ValidationFlag {
+                flag_id: "gap-1".into(),
+                instrument: "bitfinex:BTCUSD".into(),
+                timeframe: "30m".into(),
+                kind: FlagKind::Gap,
+                severity: Severity::Error,
+                ts: 1_546_830_000_000,
+                gap_start: Some(1_546_822_800_000),
+                gap_end: Some(1_546_830_000_000),
+                missing_bars: Some(3),
+                detail: "3 bars missing".into(),
+                state: HitlState::Overridden,
+                actor: Some("ops@desk".into()),
+                decided_at: Some(1_546_900_000_000),
+            },
+            ValidationFlag {
+                flag_id: "stale-1".into(),
+                instrument: "bitfinex:BTCUSD".into(),
+                timeframe: "30m".into(),
+                kind: FlagKind::Stale,
+                severity: Severity::Warning,
+                ts: 1,
+                gap_start: None,
+                gap_end: None,
+                missing_bars: None,
+                detail: String::new(),
+                state: HitlState::Open,
+                actor: None,
+                decided_at: None,
+            },
+        ]),
+        entry(vec![
+            DeadLetter {
+                processor: "validator".into(),
+                source_topic: "market.bars.raw".into(),
+                source_partition: 3,
+                source_offset: 12345,
+                key: Some(b"bitfinex:BTCUSD".to_vec()),
+                payload: Some(vec![0, 1, 2, 255]),
+                error_kind: ErrorKind::UnknownSchema,
+                error: "unknown writer schema fingerprint".into(),
+                failed_at: 1_700_000_000_000,
+            },
+            DeadLetter {
+                processor: "validator".into(),
+                source_topic: "market.bars.raw".into(),
+                source_partition: 0,
+                source_offset: 0,
+                key: None,
+                payload: None,
+                error_kind: ErrorKind::Processing,
+                error: String::new(),
+                failed_at: 0,
+            },
+        ]),
+        entry(vec![FeatureVector {
+            instrument: "bitfinex:BTCUSD".into(),
+            timeframe: "30m".into(),
+            ts: 1_506_816_000_000,
+            contract_version: "1".into(),
+            bar_revision: 1,
+            values: vec![
+                FeatureValue { name: "lr".into(), value: Some(0.0012) },
+                FeatureValue { name: "rsi_14".into(), value: None },
+            ],
+        }]),
+        entry(vec![RegimePosterior {
+            instrument: "bitfinex:BTCUSD".into(),
+            timeframe: "30m".into(),
+            ts: 1_506_816_000_000,
+            model_key: "hmm-btc".into(),
+            model_version: 4,
+            probabilities: vec![0.1, 0.7, 0.2],
+            regime: 1,
+            loglik: -3.25,
+        }]),
+        entry(vec![
+            TrainingTrigger {
+                trigger_id: "t-1".into(),
+                model_key: "hmm-btc".into(),
+                tenant: Some("desk-a".into()),
+                reason: TriggerReason::Drift,
+                instruments: vec!["bitfinex:BTCUSD".into()],
+                dataset_version: Some("2019-10".into()),
+                feature_contract_version: Some("1".into()),
+                hyperparams: vec![Param { name: "states".into(), value: "3".into() }],
+                seed: 42,
+                priority: Priority::Urgent,
+                auto_promote: true,
+                evidence: Some(DriftEvidence {
+                    detector: "adwin".into(),
+                    instrument: "bitfinex:BTCUSD".into(),
+                    feature: "lr".into(),
+                    statistic: 0.31,
+                    threshold: 0.002,
+                    window: 200,
+                }),
+                rerun_of: Some("tr-0".into()),
+                created_at: 1_700_000_000_000,
+            },
+            TrainingTrigger {
+                trigger_id: "t-2".into(),
+                model_key: "hmm-btc".into(),
+                tenant: None,
+                reason: TriggerReason::Schedule,
+                instruments: vec![],
+                dataset_version: None,
+                feature_contract_version: None,
+                hyperparams: vec![],
+                seed: 0,
+                priority: Priority::Low,
+                auto_promote: false,
+                evidence: None,
+                rerun_of: None,
+                created_at: 0,
+            },
+        ]),
+        entry(vec![TrainingStatus {
+            training_id: "tr-1".into(),
+            model_key: "hmm-btc".into(),
+            state: TrainingState::WaitingData,
+            stage: Some("fit".into()),
+            progress: 0.5,
+            message: "restart 2/4".into(),
+            metrics: vec![Metric { name: "loglik".into(), value: -1.5 }],
+            error: None,
+            attempt: 2,
+            model_version: Some(3),
+            at: 1_700_000_000_000,
+        }]),
+        entry(vec![ModelVersion {
+            model_key: "hmm-btc".into(),
+            version: 3,
+            event: RegistryEvent::AliasMoved,
+            training_id: Some("tr-1".into()),
+            parameters: Some(vec![1, 2, 3]),
+            artifact_hash: None,
+            parameter_hash: "cd".repeat(32),
+            metrics: vec![Metric { name: "sharpe".into(), value: 1.2 }],
+            tags: vec!["hmm".into()],
+            manifest: Some(Manifest {
+                trigger_id: "t-1".into(),
+                code_version: "0.1.0".into(),
+                feature_contract_version: "1".into(),
+                inputs: vec![OffsetRange { topic: "features".into(), partition: 0, start: 0, end: 100 }],
+                split_version: "s1".into(),
+                reference_hash: "ef".repeat(32),
+                hyperparams: vec![Param { name: "states".into(), value: "3".into() }],
+                seed: 7,
+            }),
+            alias: Some("prod".into()),
+            previous_version: Some(2),
+            at: 1_700_000_000_000,
+        }]),
+        entry(vec![ParamUpdate {
+            strategy: "momentum_breakout".into(),
+            instrument: "bitfinex:BTCUSD".into(),
+            config_id: "cfg-1".into(),
+            preset_id: "safe".into(),
+            params: vec![ParamValue { name: "lookback".into(), value: 20.0 }],
+            model_key: None,
+            model_version: None,
+            reason: UpdateReason::KillSwitch,
+            effective_for: Effective::NewPositions,
+            at: 1_700_000_000_000,
+        }]),
+        entry(vec![TradeOutcome {
+            trade_id: "trade-1".into(),
+            strategy: "momentum_breakout".into(),
+            instrument: "bitfinex:BTCUSD".into(),
+            config_id: "cfg-1".into(),
+            preset_id: "safe".into(),
+            reward: -0.25,
+            context: vec![0.2, 0.8],
+            ts: 1_700_000_000_000,
+        }]),
+    ]
+}
+
+type Checks = Vec<Box<dyn Fn() -> Result<(), String>>>;
+
+fn entry<T: Payload>(values: Vec<T>) -> (&'static str, Vec<apache_avro::types::Value>, Checks) {
+    let generic = values
+        .iter()
+        .map(|v| apache_avro::to_value(v).expect("serde to Avro value"))
+        .collect();
+    let checks = values
+        .into_iter()
+        .map(|v| {
+            Box::new(move || {
+                let bytes = encode(&v).map_err(|e| e.to_string())?;
+                let back: T = decode(&bytes).map_err(|e| e.to_string())?;
+                if back != v {
+                    return Err(format!("{} round trip changed the value: {v:?} -> {back:?}", T::NAME));
+                }
+                Ok(())
+            }) as Box<dyn Fn() -> Result<(), String>>
+        })
+        .collect();
+    (T::NAME, generic, checks)
+}

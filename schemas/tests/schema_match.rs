@@ -1,0 +1,197 @@
+//! The `.avsc` files are the truth: each Rust payload type must have exactly
+//! the schema's fields, in order, with compatible types; records must round
+//! trip; and readers of the current schemas must read records written with
+//! the previous ones.
+
+mod samples;
+
+use apache_avro::schema::{RecordSchema, UnionSchema};
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use autotrain_schemas::*;
+
+/// Checks that a serde-produced Avro value has exactly the fields of the
+/// schema (recursively), then lets Avro validate the types.
+fn shape(value: &Value, schema: &Schema, path: &str) -> Result<(), String> {
+    match (value, schema) {
+        (Value::Record(fields), Schema::Record(RecordSchema { fields: sf, .. })) => {
+            let rust: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+            let avsc: Vec<&str> = sf.iter().map(|f| f.name.as_str()).collect();
+            if rust != avsc {
+                return Err(format!("{path}: Rust fields {rust:?} != .avsc fields {avsc:?}"));
+            }
+            for ((name, v), f) in fields.iter().zip(sf) {
+                shape(v, &f.schema, &format!("{path}.{name}"))?;
+            }
+            Ok(())
+        }
+        (Value::Array(items), Schema::Array(a)) => {
+            items.iter().try_for_each(|v| shape(v, &a.items, &format!("{path}[]")))
+        }
+        (Value::Union(_, inner), Schema::Union(u)) => shape_in_union(inner, u, path),
+        (inner, Schema::Union(u)) => shape_in_union(inner, u, path),
+        (Value::Record(_), other) => Err(format!("{path}: Rust has a record, .avsc has {other:?}")),
+        _ => Ok(()),
+    }
+}
+
+fn shape_in_union(value: &Value, union: &UnionSchema, path: &str) -> Result<(), String> {
+    if matches!(value, Value::Null) {
+        return Ok(());
+    }
+    let branch = union
+        .variants()
+        .iter()
+        .find(|s| !matches!(s, Schema::Null))
+        .ok_or(format!("{path}: union without a non-null branch"))?;
+    shape(value, branch, path)
+}
+
+#[test]
+fn every_rust_type_matches_its_avsc() {
+    let samples = samples::all();
+    assert_eq!(samples.len(), registry().len(), "a sample per payload type");
+    for (name, values, checks) in samples {
+        let set = registry().iter().find(|s| s.name == name).expect("registered");
+        for value in &values {
+            shape(value, &set.current, name).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                value.validate(&set.current),
+                "{name}: sample does not validate against schemas/{}",
+                set.file
+            );
+        }
+        for check in checks {
+            check().unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+#[test]
+fn avsc_files_parse_to_their_canonical_form_and_fingerprints_are_unique() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/");
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .expect("schemas dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".avsc"))
+        .collect();
+    on_disk.sort();
+    let mut registered: Vec<String> = registry().iter().map(|s| s.file.to_string()).collect();
+    registered.sort();
+    assert_eq!(on_disk, registered, "every .avsc file has a Rust type and vice versa");
+
+    let mut fps = std::collections::HashSet::new();
+    for set in registry() {
+        let text = std::fs::read_to_string(format!("{dir}{}", set.file)).expect("read avsc");
+        let parsed = Schema::parse_str(&text).expect("parse");
+        let canonical = payload::canonical_form(&parsed);
+        assert_eq!(canonical, payload::canonical_form(&set.current));
+        assert!(!canonical.contains("logicalType") && !canonical.contains("doc"), "{canonical}");
+        assert!(!canonical.contains(r#"{"type":"long"}"#), "[PRIMITIVES] rule: {canonical}");
+        let reparsed = Schema::parse_str(&canonical).expect("canonical form parses");
+        assert_eq!(payload::canonical_form(&reparsed), canonical);
+        assert!(fps.insert(set.fingerprint), "{} fingerprint collides", set.name);
+        for (fp, _) in &set.history {
+            assert!(fps.insert(*fp), "{} history fingerprint collides", set.name);
+        }
+    }
+}
+
+/// The evolution rule (docs/schemas.md): a new field needs a default, so the
+/// current reader fills it in for records written before it existed.
+#[test]
+fn current_bar_schema_reads_records_written_with_v1() {
+    let v1 = Schema::parse_str(include_str!("../history/bar.v1.avsc")).expect("v1 parses");
+    let old = Value::Record(vec![
+        ("exchange".into(), Value::String("bitfinex".into())),
+        ("symbol".into(), Value::String("BTCUSD".into())),
+        ("timeframe".into(), Value::String("30m".into())),
+        ("ts".into(), Value::TimestampMillis(1_506_816_000_000)),
+        ("open".into(), Value::Double(1.0)),
+        ("high".into(), Value::Double(2.0)),
+        ("low".into(), Value::Double(0.5)),
+        ("close".into(), Value::Double(1.5)),
+        ("volume".into(), Value::Double(10.0)),
+        ("source".into(), Value::String("old-feed".into())),
+    ]);
+    let mut bytes = MAGIC.to_vec();
+    let fp = Bar::schemas().history[0].0;
+    bytes.extend_from_slice(&fp.to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&v1, old).expect("encode v1"));
+    assert_ne!(fp, Bar::schemas().fingerprint);
+
+    let bar: Bar = decode(&bytes).expect("current reader reads v1");
+    assert_eq!(bar.symbol, "BTCUSD");
+    assert_eq!(bar.close, 1.5);
+    assert_eq!(bar.checksum, None, "default of the added field");
+    assert_eq!(bar.revision, 0, "default of the added field");
+}
+
+#[test]
+fn decoding_failures_are_typed() {
+    let good = encode(&samples::bar()).expect("encode");
+    assert!(matches!(decode::<Bar>(b"garbage!").unwrap_err(), WireError::BadMagic { .. }));
+    assert!(matches!(decode::<Bar>(&good[..5]).unwrap_err(), WireError::Truncated(_)));
+    let cut = decode::<Bar>(&good[..good.len() - 3]).unwrap_err();
+    assert_eq!(cut.kind(), WireErrorKind::Truncated, "{cut}");
+    let mut unknown = good.clone();
+    unknown[2] ^= 0xFF;
+    assert!(matches!(decode::<Bar>(&unknown).unwrap_err(), WireError::UnknownSchema { .. }));
+    let wrong = decode::<TradeOutcome>(&good).unwrap_err();
+    assert!(matches!(wrong, WireError::WrongType { expected: "TradeOutcome", found: "Bar" }), "{wrong}");
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_eq!(decode::<Bar>(&trailing).unwrap_err().kind(), WireErrorKind::Malformed);
+}
+
+#[test]
+fn fingerprint_is_crc64_avro_of_the_canonical_form() {
+    // Test vector from the Avro specification's test data (Java's
+    // SchemaNormalization): fingerprint64 of `"int"` is 0x7275d51a3f395c8f.
+    let int = Schema::parse_str("\"int\"").expect("int");
+    assert_eq!(autotrain_schemas::payload::fingerprint(&int), 0x7275_d51a_3f39_5c8f);
+}
+
+#[test]
+fn tail_decodes_any_payload_to_json() {
+    let bytes = encode(&samples::bar()).expect("encode");
+    let (name, json) = decode_any_json(&bytes).expect("decode");
+    assert_eq!(name, "Bar");
+    assert_eq!(json["symbol"], "BTCUSD");
+    assert_eq!(json["ts"], 1_506_816_000_000_i64);
+    assert_eq!(json["checksum"], "ab".repeat(32));
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<Bar>(&bytes);
+            let _ = decode_any_json(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_datum_after_a_valid_header_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&Bar::schemas().fingerprint.to_le_bytes());
+            bytes.extend(tail);
+            let _ = decode::<Bar>(&bytes);
+        }
+
+        #[test]
+        fn bars_round_trip(ts in any::<i64>(), o in any::<f64>(), v in any::<f64>(), sym in "[A-Z]{1,8}", rev in any::<i32>()) {
+            let bar = Bar { ts, open: o, volume: v, symbol: sym, revision: rev, ..samples::bar() };
+            let back: Bar = decode(&encode(&bar).expect("encode")).expect("decode");
+            // NaN != NaN: compare bit patterns.
+            prop_assert_eq!(back.open.to_bits(), bar.open.to_bits());
+            prop_assert_eq!(back.volume.to_bits(), bar.volume.to_bits());
+            prop_assert_eq!(back.ts, bar.ts);
+            prop_assert_eq!(back.symbol, bar.symbol);
+            prop_assert_eq!(back.revision, bar.revision);
+        }
+    }
+}
