@@ -16,7 +16,7 @@ pub struct DeadLetter {
     pub payload: Option<Vec<u8>>,
     pub error_kind: ErrorKind,
     pub error: String,
-    pub failed_at: i64,
+    pub source_timestamp: Option<i64>,
 }
 
 payload!(DeadLetter, "DeadLetter", "dead_letter.avsc");

@@ -66,7 +66,7 @@ pub fn all() -> Vec<(&'static str, Vec<apache_avro::types::Value>, Vec<Box<dyn F
                 payload: Some(vec![0, 1, 2, 255]),
                 error_kind: ErrorKind::UnknownSchema,
                 error: "unknown writer schema fingerprint".into(),
-                failed_at: 1_700_000_000_000,
+                source_timestamp: Some(1_700_000_000_000),
             },
             DeadLetter {
                 processor: "validator".into(),
@@ -77,7 +77,7 @@ pub fn all() -> Vec<(&'static str, Vec<apache_avro::types::Value>, Vec<Box<dyn F
                 payload: None,
                 error_kind: ErrorKind::Processing,
                 error: String::new(),
-                failed_at: 0,
+                source_timestamp: None,
             },
         ]),
         entry(vec![FeatureVector {

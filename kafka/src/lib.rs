@@ -1,0 +1,38 @@
+//! Kafka plumbing shared by every processor.
+//!
+//! # Layout
+//! - [`broker`] — [`Broker`]: the embedded in-process broker (librdkafka's
+//!   mock cluster) or an external cluster's bootstrap address.
+//! - [`settings`] — [`ClientSettings`]: bootstrap, topic prefix, client
+//!   properties; builds producer and consumer configs.
+//! - [`admin`] — create, list and check catalogue topics.
+//! - [`event_id`] — [`EventId`]: the deterministic id every record carries.
+//! - [`record`] — [`Incoming`] (a decoded input) and [`OutRecord`] (an
+//!   encoded output) plus [`Outputs`], where a processor puts its results.
+//! - [`producer`] — [`Producer`]: keyed sends with confirmed delivery.
+//! - [`dedupe`] — [`Dedupe`]: bounded per-partition memory of event ids.
+//! - [`runner`] — [`run`]: the consumer loop. It decodes, drops duplicates,
+//!   calls a pure [`Processor`], sends outputs, and stores an input offset
+//!   only once everything that input caused is acknowledged.
+//! - [`error`] — [`KafkaError`] and [`ProcessError`], each knowing whether it
+//!   is retriable (back off) or poison (dead-letter it).
+
+pub mod admin;
+pub mod broker;
+pub mod dedupe;
+pub mod error;
+pub mod event_id;
+pub mod producer;
+pub mod record;
+pub mod runner;
+pub mod settings;
+
+pub use admin::{check_topics, create_topics, list_topics, Drift, TopicState};
+pub use broker::Broker;
+pub use dedupe::Dedupe;
+pub use error::{KafkaError, ProcessError};
+pub use event_id::EventId;
+pub use producer::{Delivered, Producer};
+pub use record::{Incoming, OutRecord, Outputs, EVENT_ID_HEADER};
+pub use runner::{run, Inbound, Processor, RunStats, RunnerConfig};
+pub use settings::ClientSettings;

@@ -1,0 +1,119 @@
+//! [`Producer`]: sends encoded records keyed by instrument / model /
+//! strategy, with their event id header, and reports delivery.
+
+use std::time::Duration;
+
+use autotrain_schemas::Payload;
+use autotrain_topics::Topic;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+
+use crate::error::KafkaError;
+use crate::record::{OutRecord, EVENT_ID_HEADER};
+use crate::settings::ClientSettings;
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+pub struct Producer {
+    inner: FutureProducer,
+    settings: ClientSettings,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Producer({})", self.settings.bootstrap)
+    }
+}
+
+/// A send in flight; await [`Pending::confirm`] for the broker's answer.
+pub struct Pending {
+    topic: String,
+    future: DeliveryFuture,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pending({})", self.topic)
+    }
+}
+
+impl Pending {
+    pub async fn confirm(self) -> Result<Delivered, KafkaError> {
+        match self.future.await {
+            Ok(Ok(d)) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Err((e, _))) => Err(KafkaError::Delivery {
+                topic: self.topic,
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(KafkaError::Delivery {
+                topic: self.topic,
+                reason: "producer closed before delivery was reported".into(),
+            }),
+        }
+    }
+}
+
+impl Producer {
+    pub fn new(settings: &ClientSettings) -> Result<Self, KafkaError> {
+        Ok(Producer {
+            inner: settings.producer_config().create()?,
+            settings: settings.clone(),
+        })
+    }
+
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    /// Hands a record to the client; waits while its queue is full.
+    pub async fn enqueue(&self, record: &OutRecord) -> Result<Pending, KafkaError> {
+        let topic = self.settings.physical(&record.topic);
+        let id = record.event_id.to_hex();
+        loop {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: EVENT_ID_HEADER,
+                value: Some(id.as_bytes()),
+            });
+            let fr = FutureRecord::to(&topic)
+                .key(&record.key[..])
+                .payload(&record.payload[..])
+                .headers(headers);
+            match self.inner.send_result(fr) {
+                Ok(future) => {
+                    return Ok(Pending {
+                        topic: topic.clone(),
+                        future,
+                    })
+                }
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends one record and waits for the broker's acknowledgement.
+    pub async fn send(&self, record: &OutRecord) -> Result<Delivered, KafkaError> {
+        self.enqueue(record).await?.confirm().await
+    }
+
+    /// Encodes and sends a payload from outside content (id from content).
+    pub async fn publish<T: Payload>(&self, topic: Topic<T>, key: &str, value: &T) -> Result<Delivered, KafkaError> {
+        self.send(&OutRecord::from_content(topic, key, value)?).await
+    }
+
+    /// Waits until everything enqueued is delivered or failed.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        Ok(self.inner.flush(timeout)?)
+    }
+}

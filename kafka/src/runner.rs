@@ -1,0 +1,483 @@
+//! The consumer loop every processor runs in.
+//!
+//! For each input record, in partition order: check its log position (fail
+//! loudly if the broker dropped records we still need), drop it if its event
+//! id was seen, decode it (undecodable ⇒ dead letter), call the pure
+//! [`Processor`] core (retriable error ⇒ back off and call again; poison ⇒
+//! dead letter), and send the outputs. The input's offset is stored only
+//! after every record it caused is acknowledged by the broker, and stored
+//! offsets are committed in the background and once more on shutdown. A
+//! crash at any point therefore re-delivers inputs (never skips them), and
+//! the deterministic output ids let consumers drop the repeats.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use autotrain_schemas::{decode, DeadLetter, ErrorKind, Payload, WireError};
+use autotrain_topics::{catalogue, CleanupPolicy, Topic};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::stream::{FuturesOrdered, StreamExt};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use crate::dedupe::Dedupe;
+use crate::error::{KafkaError, ProcessError};
+use crate::event_id::EventId;
+use crate::producer::{Pending, Producer};
+use crate::record::{Incoming, OutRecord, Outputs, EVENT_ID_HEADER};
+use crate::settings::ClientSettings;
+
+const DEFAULT_DLQ: &str = "market.bars.dlq";
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a processor reads. Every payload type is one; a processor reading
+/// several topics of different types implements it for an enum.
+pub trait Inbound: Sized + Send + 'static {
+    fn decode(topic: &str, bytes: &[u8]) -> Result<Self, WireError>;
+}
+
+impl<T: Payload> Inbound for T {
+    fn decode(_topic: &str, bytes: &[u8]) -> Result<Self, WireError> {
+        decode::<T>(bytes)
+    }
+}
+
+/// A pure processing core: no I/O, deterministic in its inputs.
+pub trait Processor: Send {
+    type Input: Inbound;
+    /// Stable name: part of every output's event id and of dead letters.
+    fn name(&self) -> &str;
+    fn process(&mut self, input: &Incoming<Self::Input>, out: &mut Outputs) -> Result<(), ProcessError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub group_id: String,
+    /// Catalogue topic names to consume.
+    pub topics: Vec<String>,
+    /// Input records whose outputs may await acknowledgement at once.
+    pub max_in_flight: usize,
+    /// Event ids remembered per input partition (see [`Dedupe`]).
+    pub dedupe_window: usize,
+    /// Calls of the core for one record before a retriable error is fatal.
+    pub retry_attempts: usize,
+    pub retry_min_delay: Duration,
+    pub retry_max_delay: Duration,
+    /// Offsets start at 0 and the broker never deletes by retention (the
+    /// embedded broker): a consumer with no committed offset must then see
+    /// offset 0, and a later first offset means records were dropped.
+    pub strict_log_start: bool,
+}
+
+impl RunnerConfig {
+    pub fn new(group_id: impl Into<String>, topics: &[&str]) -> Self {
+        RunnerConfig {
+            group_id: group_id.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            max_in_flight: 50_000,
+            dedupe_window: 100_000,
+            retry_attempts: 5,
+            retry_min_delay: Duration::from_millis(50),
+            retry_max_delay: Duration::from_secs(5),
+            strict_log_start: false,
+        }
+    }
+}
+
+/// Counters a runner updates as it goes (readable while it runs).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub received: AtomicU64,
+    pub processed: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub outputs: AtomicU64,
+    pub retries: AtomicU64,
+    pub offsets_stored: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RunStats {
+    pub received: u64,
+    pub processed: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    pub outputs: u64,
+    pub retries: u64,
+    pub offsets_stored: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> RunStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RunStats {
+            received: g(&self.received),
+            processed: g(&self.processed),
+            duplicates: g(&self.duplicates),
+            dead_lettered: g(&self.dead_lettered),
+            outputs: g(&self.outputs),
+            retries: g(&self.retries),
+            offsets_stored: g(&self.offsets_stored),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+type Ack = Pin<Box<dyn Future<Output = Result<(String, i32, i64), KafkaError>> + Send>>;
+
+/// An input record copied out of the consumer's buffer.
+struct Raw {
+    logical: String,
+    physical: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    timestamp: Option<i64>,
+    event_id: Option<EventId>,
+}
+
+/// Runs `processor` until `shutdown` resolves; returns the core (with its
+/// state) and the counters. `counters` may be shared to watch progress.
+pub async fn run<P: Processor>(
+    settings: &ClientSettings,
+    config: &RunnerConfig,
+    processor: P,
+    counters: Arc<Counters>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(P, RunStats), KafkaError> {
+    let mut state = Loop {
+        settings,
+        config,
+        processor,
+        counters,
+        producer: Producer::new(settings)?,
+        dedupe: Dedupe::new(config.dedupe_window),
+        positions: HashMap::new(),
+    };
+    let consumer: StreamConsumer = settings.consumer_config(&config.group_id).create()?;
+    let physical: Vec<String> = config.topics.iter().map(|t| settings.physical(t)).collect();
+    consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
+    tracing::info!(processor = state.processor.name(), group = %config.group_id, topics = ?physical, "runner started");
+
+    let mut inflight: FuturesOrdered<Ack> = FuturesOrdered::new();
+    let result = state.consume(&consumer, &mut inflight, shutdown).await;
+
+    // Whatever happened, finish what was sent and store what was acknowledged.
+    let drained = async {
+        while let Some(done) = inflight.next().await {
+            let (topic, partition, offset) = done?;
+            state.store(&consumer, &topic, partition, offset);
+        }
+        Ok::<(), KafkaError>(())
+    }
+    .await;
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+        Err(e) => tracing::warn!(error = %e, "final commit failed; the next run re-reads from the last commit"),
+    }
+    consumer.unsubscribe();
+    result?;
+    drained?;
+    let stats = state.counters.snapshot();
+    tracing::info!(processor = state.processor.name(), ?stats, "runner stopped");
+    Ok((state.processor, stats))
+}
+
+struct Loop<'a, P> {
+    settings: &'a ClientSettings,
+    config: &'a RunnerConfig,
+    processor: P,
+    counters: Arc<Counters>,
+    producer: Producer,
+    dedupe: Dedupe,
+    /// Next offset expected per (physical topic, partition).
+    positions: HashMap<(String, i32), i64>,
+}
+
+impl<P: Processor> Loop<'_, P> {
+    async fn consume(
+        &mut self,
+        consumer: &StreamConsumer,
+        inflight: &mut FuturesOrdered<Ack>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), KafkaError> {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                Some(done) = inflight.next(), if !inflight.is_empty() => {
+                    let (topic, partition, offset) = done?;
+                    self.store(consumer, &topic, partition, offset);
+                }
+                msg = consumer.recv(), if inflight.len() < self.config.max_in_flight => {
+                    let raw = match msg {
+                        Ok(m) => self.copy(&m),
+                        Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code)) => {
+                            return Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code).into());
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consumer error; continuing");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let ack = self.handle(consumer, raw).await?;
+                    inflight.push_back(ack);
+                }
+            }
+        }
+    }
+
+    fn copy(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Raw {
+        let event_id = m.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == EVENT_ID_HEADER)
+                .and_then(|h| h.value.and_then(EventId::parse))
+        });
+        let physical = m.topic().to_string();
+        Raw {
+            logical: self.settings.logical(&physical).unwrap_or(&physical).to_string(),
+            physical,
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            timestamp: m.timestamp().to_millis(),
+            event_id,
+        }
+    }
+
+    fn store(&self, consumer: &StreamConsumer, topic: &str, partition: i32, offset: i64) {
+        match consumer.store_offset(topic, partition, offset) {
+            Ok(()) => bump(&self.counters.offsets_stored),
+            // The partition was revoked meanwhile; its new owner re-reads from
+            // the last commit and drops the repeats by event id.
+            Err(e) => tracing::debug!(topic, partition, offset, error = %e, "offset not stored"),
+        }
+    }
+
+    async fn handle(&mut self, consumer: &StreamConsumer, raw: Raw) -> Result<Ack, KafkaError> {
+        bump(&self.counters.received);
+        self.check_position(consumer, &raw).await?;
+        let id = raw
+            .event_id
+            .unwrap_or_else(|| EventId::for_position(&raw.logical, raw.partition, raw.offset));
+        let done: (String, i32, i64) = (raw.physical.clone(), raw.partition, raw.offset);
+        if self.dedupe.contains(&raw.physical, raw.partition, id) {
+            bump(&self.counters.duplicates);
+            return Ok(Box::pin(async move { Ok(done) }));
+        }
+        let outputs = match self.outputs_for(&raw, id).await? {
+            Ok(records) => {
+                bump(&self.counters.processed);
+                records
+            }
+            Err((kind, reason)) => {
+                bump(&self.counters.dead_lettered);
+                vec![self.dead_letter(&raw, id, kind, reason)?]
+            }
+        };
+        self.dedupe.insert(&raw.physical, raw.partition, id);
+        let mut pending: Vec<Pending> = Vec::with_capacity(outputs.len());
+        for record in &outputs {
+            pending.push(self.producer.enqueue(record).await?);
+            bump(&self.counters.outputs);
+        }
+        Ok(Box::pin(async move {
+            for p in pending {
+                p.confirm().await?;
+            }
+            Ok(done)
+        }))
+    }
+
+    /// Decodes and processes one record. The inner error is poison (kind,
+    /// reason) for the dead-letter topic; the outer one stops the runner.
+    #[allow(clippy::type_complexity)]
+    async fn outputs_for(
+        &mut self,
+        raw: &Raw,
+        id: EventId,
+    ) -> Result<Result<Vec<OutRecord>, (ErrorKind, String)>, KafkaError> {
+        let Some(bytes) = raw.payload.as_deref() else {
+            return Ok(Err((ErrorKind::Malformed, "record has no value (tombstone)".into())));
+        };
+        let value = match P::Input::decode(&raw.logical, bytes) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err((e.kind().into(), e.to_string()))),
+        };
+        let input = Incoming {
+            topic: raw.logical.clone(),
+            partition: raw.partition,
+            offset: raw.offset,
+            key: raw.key.clone(),
+            timestamp: raw.timestamp,
+            event_id: id,
+            value,
+        };
+        let mut delays = ExponentialBuilder::new()
+            .with_min_delay(self.config.retry_min_delay)
+            .with_max_delay(self.config.retry_max_delay)
+            .with_max_times(self.config.retry_attempts.saturating_sub(1))
+            .with_jitter()
+            .build();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut out = Outputs::new(self.processor.name(), id);
+            match self.processor.process(&input, &mut out) {
+                Ok(()) => return Ok(Ok(out.into_records())),
+                Err(ProcessError::Poison { kind, reason }) => return Ok(Err((kind, reason))),
+                Err(ProcessError::Retriable(reason)) => match delays.next() {
+                    Some(delay) => {
+                        bump(&self.counters.retries);
+                        tracing::warn!(processor = self.processor.name(), attempts, ?delay, %reason, "retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => {
+                        return Err(KafkaError::RetriesExhausted {
+                            processor: self.processor.name().to_string(),
+                            topic: raw.logical.clone(),
+                            partition: raw.partition,
+                            offset: raw.offset,
+                            attempts,
+                            reason,
+                        })
+                    }
+                },
+            }
+        }
+    }
+
+    fn dead_letter(&self, raw: &Raw, id: EventId, kind: ErrorKind, reason: String) -> Result<OutRecord, KafkaError> {
+        tracing::warn!(topic = %raw.logical, partition = raw.partition, offset = raw.offset, ?kind, %reason, "dead-lettered");
+        let dlq: &'static str = catalogue().dead_letter_for(&raw.logical).unwrap_or(DEFAULT_DLQ);
+        let letter = DeadLetter {
+            processor: self.processor.name().to_string(),
+            source_topic: raw.logical.clone(),
+            source_partition: raw.partition,
+            source_offset: raw.offset,
+            key: raw.key.clone(),
+            payload: raw.payload.clone(),
+            error_kind: kind,
+            error: reason,
+            source_timestamp: raw.timestamp,
+        };
+        let letter_id = EventId::derive(&[b"dlq", self.processor.name().as_bytes(), &id.0.to_be_bytes()]);
+        Ok(OutRecord::new(Topic::<DeadLetter>::new(dlq), &raw.logical, &letter, letter_id)?)
+    }
+
+    /// Verifies no needed record was dropped by the broker, and after any
+    /// change of position (start, rebalance) re-reads the dedupe window
+    /// before it so repeats of records processed earlier are recognised.
+    async fn check_position(&mut self, consumer: &StreamConsumer, raw: &Raw) -> Result<(), KafkaError> {
+        let key = (raw.physical.clone(), raw.partition);
+        let expected = self.positions.insert(key, raw.offset + 1);
+        if expected == Some(raw.offset) {
+            return Ok(());
+        }
+        let compacted = catalogue()
+            .get(&raw.logical)
+            .is_some_and(|s| s.cleanup_policy == CleanupPolicy::Compact);
+        if !compacted {
+            let baseline = match expected {
+                Some(e) if raw.offset > e => Some(e),
+                Some(_) => None,
+                None => self.committed(consumer, raw)?.or(self.config.strict_log_start.then_some(0)),
+            };
+            if let Some(needed) = baseline.filter(|b| raw.offset > *b) {
+                let (low, _) = consumer.fetch_watermarks(&raw.physical, raw.partition, BROKER_TIMEOUT)?;
+                if low > needed {
+                    return Err(KafkaError::DataLoss {
+                        topic: raw.physical.clone(),
+                        partition: raw.partition,
+                        needed,
+                        log_start: low,
+                        hint: if self.config.strict_log_start {
+                            " (the embedded broker keeps only the newest ~100,000 records / 5 MiB per partition: use more partitions, consume while producing, or an external broker)"
+                        } else {
+                            " (retention deleted them before they were consumed)"
+                        },
+                    });
+                }
+            }
+        }
+        if raw.offset > 0 {
+            self.warm_dedupe(raw).await?;
+        }
+        Ok(())
+    }
+
+    fn committed(&self, consumer: &StreamConsumer, raw: &Raw) -> Result<Option<i64>, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&raw.physical, raw.partition);
+        let committed = consumer.committed_offsets(tpl, BROKER_TIMEOUT)?;
+        let offset = committed
+            .find_partition(&raw.physical, raw.partition)
+            .and_then(|p| match p.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        drop(committed);
+        Ok(offset)
+    }
+
+    async fn warm_dedupe(&mut self, raw: &Raw) -> Result<(), KafkaError> {
+        let window = self.dedupe.window() as i64;
+        let end = raw.offset;
+        let start = (end - window).max(0);
+        let config = self.settings.reader_config();
+        let (physical, logical, partition) = (raw.physical.clone(), raw.logical.clone(), raw.partition);
+        let ids = tokio::task::spawn_blocking(move || -> Result<Vec<EventId>, KafkaError> {
+            let reader: BaseConsumer = config.create()?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&physical, partition, Offset::Offset(start))?;
+            reader.assign(&tpl)?;
+            drop(tpl);
+            let mut ids = Vec::new();
+            let deadline = Instant::now() + BROKER_TIMEOUT;
+            while Instant::now() < deadline {
+                match reader.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) => {
+                        if m.offset() >= end {
+                            break;
+                        }
+                        let id = m
+                            .headers()
+                            .and_then(|h| h.iter().find(|h| h.key == EVENT_ID_HEADER).and_then(|h| h.value.and_then(EventId::parse)))
+                            .unwrap_or_else(|| EventId::for_position(&logical, partition, m.offset()));
+                        ids.push(id);
+                        if m.offset() + 1 >= end {
+                            break;
+                        }
+                    }
+                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => {}
+                }
+            }
+            Ok(ids)
+        })
+        .await
+        .map_err(|e| KafkaError::Admin(format!("dedupe warm-up task: {e}")))??;
+        tracing::debug!(topic = %raw.physical, partition, from = start, to = end, ids = ids.len(), "dedupe window re-read");
+        for id in ids {
+            self.dedupe.insert(&raw.physical, partition, id);
+        }
+        Ok(())
+    }
+}
