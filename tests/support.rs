@@ -1,0 +1,329 @@
+//! Shared helpers for the integration tests: brokers (embedded and a real
+//! Tansu process), unique topic prefixes and group ids, bar files, a
+//! forwarding processor and a reader that collects a topic.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use autotrain_connector_file::{infer_instrument, BarReader};
+use autotrain_kafka::runner::Counters;
+use autotrain_kafka::{
+    create_topics, Broker, ClientSettings, EventId, Incoming, OutRecord, Outputs, ProcessError, Processor, Producer,
+    RunStats, EVENT_ID_HEADER,
+};
+use autotrain_schemas::{Bar, Payload};
+use autotrain_topics::{catalogue, MARKET_BARS};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("t{}-{}-{nanos:x}-{name}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn data_file(name: &str) -> PathBuf {
+    repo_root().join("data").join(name)
+}
+
+/// The first `n` bars of a bundled data file.
+pub fn bars(file: &str, n: usize) -> Vec<Bar> {
+    let path = data_file(file);
+    let id = infer_instrument(&path).expect("instrument from file name");
+    BarReader::open(&path, id)
+        .expect("open data file")
+        .take(n)
+        .map(|r| r.expect("bundled rows are valid"))
+        .collect()
+}
+
+/// A Tansu broker in its own process with SQLite storage.
+#[derive(Debug)]
+pub struct Tansu {
+    child: Option<Child>,
+    pub port: u16,
+    db: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    let cached = std::env::var("AUTOTRAIN_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/autotrain/tools"))
+        .join("bin/tansu");
+    if cached.exists() {
+        return cached;
+    }
+    panic!("Tansu is not installed: run .ci/install-tansu (or set TANSU_BIN)");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Tansu {
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut t = Tansu {
+            child: None,
+            port: free_port(),
+            db: dir.path().join("tansu.db"),
+            log: dir.path().join("tansu.log"),
+            _dir: dir,
+        };
+        t.spawn()?;
+        Ok(t)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(tansu_bin())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.db.parent().expect("db has a folder"))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawn tansu")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("tansu did not listen on {} within 30 s; log: {}", self.port, std::fs::read_to_string(&self.log)?)
+    }
+
+    /// SIGKILL: no clean shutdown, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and database.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Which broker a test runs against.
+#[derive(Debug)]
+pub enum TestBroker {
+    Embedded(Broker),
+    Tansu(Tansu, Broker),
+}
+
+impl TestBroker {
+    pub fn embedded() -> Self {
+        TestBroker::Embedded(Broker::embedded().expect("embedded broker"))
+    }
+
+    pub fn tansu() -> Self {
+        let t = Tansu::start().expect("tansu");
+        let b = Broker::connect_or_embed(Some(&t.bootstrap())).expect("external");
+        TestBroker::Tansu(t, b)
+    }
+
+    pub fn broker(&self) -> &Broker {
+        match self {
+            TestBroker::Embedded(b) | TestBroker::Tansu(_, b) => b,
+        }
+    }
+
+    /// Settings with a fresh topic prefix, and the catalogue's topics
+    /// created under it.
+    pub async fn fresh_topics(&self, test: &str) -> Result<ClientSettings> {
+        let settings = self.broker().settings(&format!("{}.", unique(test)));
+        create_topics(self.broker(), &settings, &catalogue().topics, 1).await?;
+        Ok(settings)
+    }
+}
+
+/// Produces bars as an outside producer would (content-derived event ids).
+pub async fn produce_bars(settings: &ClientSettings, bars: &[Bar]) -> Result<()> {
+    let producer = Producer::new(settings)?;
+    let mut pending = Vec::with_capacity(bars.len());
+    for bar in bars {
+        let record = OutRecord::from_content(autotrain_topics::MARKET_BARS_RAW, &bar.instrument(), bar)?;
+        pending.push(producer.enqueue(&record).await?);
+    }
+    for p in pending {
+        p.confirm().await?;
+    }
+    Ok(())
+}
+
+/// Sends raw bytes to a topic (for garbage and foreign records).
+pub async fn produce_raw(settings: &ClientSettings, topic: &str, key: &str, payload: Vec<u8>) -> Result<()> {
+    let producer = Producer::new(settings)?;
+    let record = OutRecord {
+        topic: topic.to_string(),
+        key: key.as_bytes().to_vec(),
+        event_id: EventId::for_content(topic, key.as_bytes(), &payload),
+        payload,
+    };
+    producer.send(&record).await?;
+    Ok(())
+}
+
+/// Forwards raw bars to `market.bars` unchanged, remembering what it saw.
+#[derive(Debug, Default)]
+pub struct Forward {
+    pub seen: Vec<Bar>,
+}
+
+impl Processor for Forward {
+    type Input = Bar;
+
+    fn name(&self) -> &str {
+        "forward"
+    }
+
+    fn process(&mut self, input: &Incoming<Bar>, out: &mut Outputs) -> Result<(), ProcessError> {
+        self.seen.push(input.value.clone());
+        out.send(MARKET_BARS, &input.value.instrument(), &input.value)
+    }
+}
+
+/// Collects every decoded record of a topic (a downstream consumer).
+#[derive(Debug)]
+pub struct Collect<T> {
+    pub records: Vec<(EventId, T)>,
+}
+
+impl<T> Default for Collect<T> {
+    fn default() -> Self {
+        Collect { records: Vec::new() }
+    }
+}
+
+impl<T: Payload> Processor for Collect<T> {
+    type Input = T;
+
+    fn name(&self) -> &str {
+        "collect"
+    }
+
+    fn process(&mut self, input: &Incoming<T>, _out: &mut Outputs) -> Result<(), ProcessError> {
+        self.records.push((input.event_id, input.value.clone()));
+        Ok(())
+    }
+}
+
+/// A shutdown signal that fires once `done` holds for the counters, or
+/// after `limit` (then the test's own assertions report what is missing).
+pub fn stop_when(
+    counters: Arc<Counters>,
+    limit: Duration,
+    done: impl Fn(&RunStats) -> bool + Send + 'static,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let deadline = Instant::now() + limit;
+        while !done(&counters.snapshot()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// Every record of a topic as (event id header, key, payload bytes), read
+/// from the beginning of every partition by a plain consumer.
+pub fn read_topic(settings: &ClientSettings, logical: &str, min: usize, limit: Duration) -> Result<Vec<(Option<EventId>, String, Vec<u8>)>> {
+    let topic = settings.physical(logical);
+    let reader: BaseConsumer = settings.reader_config().set("enable.partition.eof", "true").create()?;
+    let metadata = reader.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    drop(metadata);
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(&topic, *p, Offset::Beginning)?;
+    }
+    reader.assign(&tpl)?;
+    drop(tpl);
+    let mut out = Vec::new();
+    let mut eof: HashMap<i32, bool> = HashMap::new();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                eof.insert(m.partition(), false);
+                let id = m.headers().and_then(|h| {
+                    h.iter().find(|h| h.key == EVENT_ID_HEADER).and_then(|h| h.value.and_then(EventId::parse))
+                });
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                out.push((id, key, m.payload().unwrap_or_default().to_vec()));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eof.insert(p, true);
+                if out.len() >= min && partitions.iter().all(|p| eof.get(p).copied().unwrap_or(false)) {
+                    break;
+                }
+            }
+            Some(Err(e)) => bail!("reading {topic}: {e}"),
+            None => {
+                if out.len() >= min && partitions.iter().all(|p| eof.get(p).copied().unwrap_or(false)) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Asserts two bars are equal field by field (bit patterns for floats).
+pub fn assert_same_bar(got: &Bar, want: &Bar) {
+    assert_eq!(got.exchange, want.exchange);
+    assert_eq!(got.symbol, want.symbol);
+    assert_eq!(got.timeframe, want.timeframe);
+    assert_eq!(got.ts, want.ts);
+    for (g, w, name) in [
+        (got.open, want.open, "open"),
+        (got.high, want.high, "high"),
+        (got.low, want.low, "low"),
+        (got.close, want.close, "close"),
+        (got.volume, want.volume, "volume"),
+    ] {
+        assert_eq!(g.to_bits(), w.to_bits(), "{name} at ts {}", want.ts);
+    }
+    assert_eq!(got.source, want.source);
+    assert_eq!(got.checksum, want.checksum);
+    assert_eq!(got.revision, want.revision);
+}
