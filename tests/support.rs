@@ -24,8 +24,17 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// Logs to the test output when RUST_LOG is set (e.g. RUST_LOG=debug).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique(name: &str) -> String {
+    init_logging();
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -172,10 +181,20 @@ impl TestBroker {
     /// Settings with a fresh topic prefix, and the catalogue's topics
     /// created under it.
     pub async fn fresh_topics(&self, test: &str) -> Result<ClientSettings> {
-        let settings = self.broker().settings(&format!("{}.", unique(test)));
+        let settings = tune(self.broker().settings(&format!("{}.", unique(test))), matches!(self, TestBroker::Tansu(..)));
         create_topics(self.broker(), &settings, &catalogue().topics, 1).await?;
         Ok(settings)
     }
+}
+
+/// Tansu (SQLite) answers a 1 MiB fetch in seconds, and meanwhile a group
+/// member's heartbeats wait, so the group rebalances. Smaller fetches keep
+/// it responsive.
+pub fn tune(mut settings: ClientSettings, tansu: bool) -> ClientSettings {
+    if tansu {
+        settings.properties.insert("max.partition.fetch.bytes".into(), "65536".into());
+    }
+    settings
 }
 
 /// Produces bars as an outside producer would (content-derived event ids).
@@ -257,9 +276,14 @@ pub fn stop_when(
     done: impl Fn(&RunStats) -> bool + Send + 'static,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let deadline = Instant::now() + limit;
-        while !done(&counters.snapshot()) && Instant::now() < deadline {
+        let start = Instant::now();
+        let mut next_report = Duration::from_secs(5);
+        while !done(&counters.snapshot()) && start.elapsed() < limit {
             tokio::time::sleep(Duration::from_millis(25)).await;
+            if start.elapsed() > next_report {
+                eprintln!("[{:?}] {:?}", start.elapsed(), counters.snapshot());
+                next_report += Duration::from_secs(5);
+            }
         }
     }
 }

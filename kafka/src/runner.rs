@@ -36,6 +36,7 @@ use crate::settings::ClientSettings;
 
 const DEFAULT_DLQ: &str = "market.bars.dlq";
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a processor reads. Every payload type is one; a processor reading
 /// several topics of different types implements it for an enum.
@@ -101,6 +102,7 @@ pub struct Counters {
     pub outputs: AtomicU64,
     pub retries: AtomicU64,
     pub offsets_stored: AtomicU64,
+    pub offsets_rejected: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -113,6 +115,8 @@ pub struct RunStats {
     pub outputs: u64,
     pub retries: u64,
     pub offsets_stored: u64,
+    /// Offsets the client refused to store (partition revoked meanwhile).
+    pub offsets_rejected: u64,
 }
 
 impl Counters {
@@ -126,6 +130,7 @@ impl Counters {
             outputs: g(&self.outputs),
             retries: g(&self.retries),
             offsets_stored: g(&self.offsets_stored),
+            offsets_rejected: g(&self.offsets_rejected),
         }
     }
 }
@@ -133,6 +138,30 @@ impl Counters {
 fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
 }
+
+/// Logs partition assignments and revocations of the runner's consumer.
+#[derive(Debug)]
+pub struct RebalanceLog {
+    group: String,
+}
+
+impl rdkafka::ClientContext for RebalanceLog {}
+
+impl rdkafka::consumer::ConsumerContext for RebalanceLog {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        use rdkafka::consumer::Rebalance;
+        let parts = |tpl: &TopicPartitionList| {
+            tpl.elements().iter().map(|e| format!("{}[{}]", e.topic(), e.partition())).collect::<Vec<_>>()
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => tracing::info!(group = %self.group, partitions = ?parts(tpl), "assigned"),
+            Rebalance::Revoke(tpl) => tracing::info!(group = %self.group, partitions = ?parts(tpl), "revoked"),
+            Rebalance::Error(e) => tracing::warn!(group = %self.group, error = %e, "rebalance error"),
+        }
+    }
+}
+
+type Consumer_ = StreamConsumer<RebalanceLog>;
 
 type Ack = Pin<Box<dyn Future<Output = Result<(String, i32, i64), KafkaError>> + Send>>;
 
@@ -166,7 +195,11 @@ pub async fn run<P: Processor>(
         dedupe: Dedupe::new(config.dedupe_window),
         positions: HashMap::new(),
     };
-    let consumer: StreamConsumer = settings.consumer_config(&config.group_id).create()?;
+    let consumer: Consumer_ = settings
+        .consumer_config(&config.group_id)
+        .create_with_context(RebalanceLog {
+            group: config.group_id.clone(),
+        })?;
     let physical: Vec<String> = config.topics.iter().map(|t| settings.physical(t)).collect();
     consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
     tracing::info!(processor = state.processor.name(), group = %config.group_id, topics = ?physical, "runner started");
@@ -210,7 +243,7 @@ struct Loop<'a, P> {
 impl<P: Processor> Loop<'_, P> {
     async fn consume(
         &mut self,
-        consumer: &StreamConsumer,
+        consumer: &Consumer_,
         inflight: &mut FuturesOrdered<Ack>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), KafkaError> {
@@ -261,16 +294,19 @@ impl<P: Processor> Loop<'_, P> {
         }
     }
 
-    fn store(&self, consumer: &StreamConsumer, topic: &str, partition: i32, offset: i64) {
+    fn store(&self, consumer: &Consumer_, topic: &str, partition: i32, offset: i64) {
         match consumer.store_offset(topic, partition, offset) {
             Ok(()) => bump(&self.counters.offsets_stored),
             // The partition was revoked meanwhile; its new owner re-reads from
             // the last commit and drops the repeats by event id.
-            Err(e) => tracing::debug!(topic, partition, offset, error = %e, "offset not stored"),
+            Err(e) => {
+                bump(&self.counters.offsets_rejected);
+                tracing::debug!(topic, partition, offset, error = %e, "offset not stored");
+            }
         }
     }
 
-    async fn handle(&mut self, consumer: &StreamConsumer, raw: Raw) -> Result<Ack, KafkaError> {
+    async fn handle(&mut self, consumer: &Consumer_, raw: Raw) -> Result<Ack, KafkaError> {
         bump(&self.counters.received);
         self.check_position(consumer, &raw).await?;
         let id = raw
@@ -384,7 +420,7 @@ impl<P: Processor> Loop<'_, P> {
     /// Verifies no needed record was dropped by the broker, and after any
     /// change of position (start, rebalance) re-reads the dedupe window
     /// before it so repeats of records processed earlier are recognised.
-    async fn check_position(&mut self, consumer: &StreamConsumer, raw: &Raw) -> Result<(), KafkaError> {
+    async fn check_position(&mut self, consumer: &Consumer_, raw: &Raw) -> Result<(), KafkaError> {
         let key = (raw.physical.clone(), raw.partition);
         let expected = self.positions.insert(key, raw.offset + 1);
         if expected == Some(raw.offset) {
@@ -393,6 +429,7 @@ impl<P: Processor> Loop<'_, P> {
         let compacted = catalogue()
             .get(&raw.logical)
             .is_some_and(|s| s.cleanup_policy == CleanupPolicy::Compact);
+        tracing::debug!(topic = %raw.physical, partition = raw.partition, offset = raw.offset, ?expected, "position changed");
         if !compacted {
             let baseline = match expected {
                 Some(e) if raw.offset > e => Some(e),
@@ -422,7 +459,7 @@ impl<P: Processor> Loop<'_, P> {
         Ok(())
     }
 
-    fn committed(&self, consumer: &StreamConsumer, raw: &Raw) -> Result<Option<i64>, KafkaError> {
+    fn committed(&self, consumer: &Consumer_, raw: &Raw) -> Result<Option<i64>, KafkaError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&raw.physical, raw.partition);
         let committed = consumer.committed_offsets(tpl, BROKER_TIMEOUT)?;
@@ -442,6 +479,7 @@ impl<P: Processor> Loop<'_, P> {
         let start = (end - window).max(0);
         let config = self.settings.reader_config();
         let (physical, logical, partition) = (raw.physical.clone(), raw.logical.clone(), raw.partition);
+        let started = Instant::now();
         let ids = tokio::task::spawn_blocking(move || -> Result<Vec<EventId>, KafkaError> {
             let reader: BaseConsumer = config.create()?;
             let mut tpl = TopicPartitionList::new();
@@ -449,7 +487,7 @@ impl<P: Processor> Loop<'_, P> {
             reader.assign(&tpl)?;
             drop(tpl);
             let mut ids = Vec::new();
-            let deadline = Instant::now() + BROKER_TIMEOUT;
+            let deadline = Instant::now() + WARM_UP_TIMEOUT;
             while Instant::now() < deadline {
                 match reader.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) => {
@@ -474,7 +512,7 @@ impl<P: Processor> Loop<'_, P> {
         })
         .await
         .map_err(|e| KafkaError::Admin(format!("dedupe warm-up task: {e}")))??;
-        tracing::debug!(topic = %raw.physical, partition, from = start, to = end, ids = ids.len(), "dedupe window re-read");
+        tracing::debug!(topic = %raw.physical, partition, from = start, to = end, ids = ids.len(), ms = started.elapsed().as_millis() as u64, "dedupe window re-read");
         for id in ids {
             self.dedupe.insert(&raw.physical, partition, id);
         }

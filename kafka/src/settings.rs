@@ -43,6 +43,9 @@ impl ClientSettings {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
         c.set("log_level", "3");
+        if let Ok(debug) = std::env::var("AUTOTRAIN_RDKAFKA_DEBUG") {
+            c.set("debug", debug).set("log_level", "7");
+        }
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -77,8 +80,7 @@ impl ClientSettings {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("topic.metadata.refresh.interval.ms", "2000");
+            .set("heartbeat.interval.ms", "1000");
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -89,7 +91,9 @@ impl ClientSettings {
     /// dedupe warm-up, tests).
     pub fn reader_config(&self) -> ClientConfig {
         let mut c = self.base();
-        c.set("group.id", "autotrain-reader")
+        static READERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = READERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.set("group.id", format!("autotrain-reader-{}-{n}", std::process::id()))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")

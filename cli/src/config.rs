@@ -1,0 +1,132 @@
+//! Configuration: a documented serde struct read from a TOML file
+//! (`--config`, else `./autotrain.toml` if present), then `AUTOTRAIN__…`
+//! environment variables (`AUTOTRAIN__RUNNER__DEDUPE_WINDOW=5000`), then
+//! command-line flags. Unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Kafka bootstrap servers (`host:port,…`). Unset: start the embedded,
+    /// in-memory broker in-process.
+    pub brokers: Option<String>,
+    /// Put in front of every catalogue topic name (one cluster, several
+    /// deployments).
+    pub topic_prefix: String,
+    /// Replication factor for `topics create`; -1 takes the broker default.
+    pub replication_factor: i32,
+    /// Extra librdkafka properties for every client (`security.protocol`, …).
+    pub kafka: BTreeMap<String, String>,
+    pub runner: RunnerSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerSettings {
+    /// Input records whose outputs may await acknowledgement at once.
+    pub max_in_flight: usize,
+    /// Event ids remembered per input partition for dropping duplicates.
+    pub dedupe_window: usize,
+    /// Attempts of a retriable failure before the processor stops.
+    pub retry_attempts: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `autotrain_kafka=debug,info`, …
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            brokers: None,
+            topic_prefix: String::new(),
+            replication_factor: -1,
+            kafka: BTreeMap::new(),
+            runner: RunnerSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        RunnerSettings {
+            max_in_flight: 50_000,
+            dedupe_window: 100_000,
+            retry_attempts: 5,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Human,
+            level: "warn".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults ← TOML file ← `AUTOTRAIN__` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+                figment = figment.merge(Toml::file(path));
+            }
+            None if Path::new("autotrain.toml").exists() => figment = figment.merge(Toml::file("autotrain.toml")),
+            None => {}
+        }
+        figment
+            .merge(Env::prefixed("AUTOTRAIN__").split("__"))
+            .extract()
+            .context("invalid configuration")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.toml");
+        std::fs::write(&path, "topic_prefix = \"desk.\"\n[runner]\ndedupe_window = 7\n[kafka]\n\"security.protocol\" = \"plaintext\"\n").expect("write");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AUTOTRAIN__RUNNER__RETRY_ATTEMPTS", "9");
+            let c = Config::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(c.topic_prefix, "desk.");
+            assert_eq!(c.runner.dedupe_window, 7);
+            assert_eq!(c.runner.retry_attempts, 9);
+            assert_eq!(c.runner.max_in_flight, 50_000);
+            assert_eq!(c.kafka.get("security.protocol").map(String::as_str), Some("plaintext"));
+            Ok(())
+        });
+        std::fs::write(&path, "colour = \"red\"\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("unknown key");
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+    }
+}

@@ -1,0 +1,82 @@
+//! What every command needs: the broker (external or embedded), client
+//! settings from the config, logging, and a Ctrl-C / SIGTERM future.
+
+use anyhow::{Context as _, Result};
+use autotrain_kafka::{create_topics, Broker, ClientSettings};
+use autotrain_topics::catalogue;
+
+use crate::config::{Config, LogFormat, LogSettings};
+
+pub fn init_logging(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
+/// A connected broker plus the settings clients use with it.
+#[derive(Debug)]
+pub struct Context {
+    pub broker: Broker,
+    pub settings: ClientSettings,
+}
+
+impl Context {
+    /// Connects to `config.brokers`, or starts the embedded broker and
+    /// creates every catalogue topic on it (it starts empty).
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let broker = Broker::connect_or_embed(config.brokers.as_deref()).context("broker")?;
+        let mut settings = broker.settings(&config.topic_prefix);
+        settings.properties = config.kafka.clone();
+        let ctx = Context { broker, settings };
+        if ctx.broker.is_embedded() {
+            eprintln!(
+                "embedded broker (in memory, bounded to ~100,000 records / 5 MiB per partition) at {}",
+                ctx.broker.bootstrap()
+            );
+            ctx.create_topics(config).await?;
+        }
+        Ok(ctx)
+    }
+
+    pub async fn create_topics(&self, config: &Config) -> Result<Vec<(String, bool)>> {
+        create_topics(&self.broker, &self.settings, &catalogue().topics, config.replication_factor)
+            .await
+            .context("creating catalogue topics")
+    }
+
+    /// Runner settings from the config.
+    pub fn runner_config(&self, config: &Config, group: &str, topics: &[&str]) -> autotrain_kafka::RunnerConfig {
+        let mut rc = autotrain_kafka::RunnerConfig::new(group, topics);
+        rc.max_in_flight = config.runner.max_in_flight;
+        rc.dedupe_window = config.runner.dedupe_window;
+        rc.retry_attempts = config.runner.retry_attempts;
+        rc.strict_log_start = self.broker.is_embedded();
+        rc
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,77 @@
+//! `autotrain`: the command-line entry point.
+//!
+//! # Layout
+//! - [`config`] — the TOML + environment configuration.
+//! - [`context`] — connects to the configured broker (or starts the
+//!   embedded one) and hands out client settings; logging; Ctrl-C.
+//! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
+//!   `tail`, `demo`, `bench`.
+
+mod commands;
+mod config;
+mod context;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Keeps trading models trained on live market data, over Kafka topics.
+#[derive(Debug, Parser)]
+#[command(name = "autotrain", version, about, long_about = None)]
+pub struct Cli {
+    /// Kafka bootstrap servers. Without it (and without `brokers` in the
+    /// config) an embedded in-memory broker is started in-process.
+    #[arg(long, global = true, env = "AUTOTRAIN_BROKERS")]
+    brokers: Option<String>,
+    /// TOML configuration file (default: ./autotrain.toml if present).
+    #[arg(long, global = true, env = "AUTOTRAIN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the embedded broker with every catalogue topic and keep it up
+    /// until Ctrl-C (other clients connect to the printed address).
+    Up(commands::up::Args),
+    /// Create, list or check the catalogue's topics on the cluster.
+    #[command(subcommand)]
+    Topics(commands::topics::TopicsCommand),
+    /// Publish bars from CSV files (`ts,open,high,low,close,volume`) to
+    /// `market.bars.raw`.
+    Produce(commands::produce::Args),
+    /// Decode any topic to JSON lines.
+    Tail(commands::tail::Args),
+    /// The main job: publish the bundled real bars through the broker and
+    /// account for every one of them downstream.
+    Demo(commands::demo::Args),
+    /// Measure throughput and latency (prints figures).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut config = config::Config::load(cli.config.as_deref())?;
+    if cli.brokers.is_some() {
+        config.brokers = cli.brokers.clone();
+    }
+    if cli.json_logs {
+        config.log.format = config::LogFormat::Json;
+    }
+    context::init_logging(&config.log);
+    match cli.command {
+        Command::Up(args) => commands::up::run(&config, args).await,
+        Command::Topics(cmd) => commands::topics::run(&config, cmd).await,
+        Command::Produce(args) => commands::produce::run(&config, args).await,
+        Command::Tail(args) => commands::tail::run(&config, args).await,
+        Command::Demo(args) => commands::demo::run(&config, args).await,
+        Command::Bench(cmd) => commands::bench::run(&config, cmd).await,
+    }
+}
