@@ -1,0 +1,252 @@
+//! `autotrain bench …`: throughput and latency figures (printed, never
+//! asserted).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use autotrain_kafka::runner::Counters;
+use autotrain_kafka::{create_topics, Broker, ClientSettings, Incoming, OutRecord, Outputs, ProcessError, Processor, Producer, RunnerConfig};
+use autotrain_schemas::{decode, encode, Bar};
+use autotrain_topics::{Topic, TopicSpec};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Avro encode/decode in-process, and produce→consume through brokers.
+    Wire(WireArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WireArgs {
+    /// Bars for the in-process codec and the embedded-broker run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub bars: u64,
+    /// Instruments the bars are spread over (record keys).
+    #[arg(long, default_value_t = 100)]
+    pub instruments: u64,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 32)]
+    pub partitions: i32,
+    /// Also run through this external broker (e.g. Tansu at 127.0.0.1:9092).
+    #[arg(long)]
+    pub external: Option<String>,
+    /// Bars for the external-broker run.
+    #[arg(long, default_value_t = 100_000)]
+    pub external_bars: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct WireReport {
+    codec: CodecFigures,
+    embedded: BrokerFigures,
+    external: Option<BrokerFigures>,
+}
+
+#[derive(Debug, Serialize)]
+struct CodecFigures {
+    records: u64,
+    bytes_per_record: f64,
+    encode_per_s: f64,
+    decode_per_s: f64,
+    round_trip_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct BrokerFigures {
+    broker: String,
+    records: u64,
+    partitions: i32,
+    produce_per_s: f64,
+    end_to_end_per_s: f64,
+    latency_ms_p50: u64,
+    latency_ms_p99: u64,
+    latency_ms_max: u64,
+}
+
+fn bench_bar(i: u64, instruments: u64) -> Bar {
+    let n = i / instruments;
+    Bar {
+        exchange: "bench".into(),
+        symbol: format!("S{:03}", i % instruments),
+        timeframe: "1m".into(),
+        ts: 1_500_000_000_000 + n as i64 * 60_000,
+        open: 100.0 + (n % 97) as f64,
+        high: 101.0 + (n % 97) as f64,
+        low: 99.0 + (n % 97) as f64,
+        close: 100.5 + (n % 97) as f64,
+        volume: 1000.0 + n as f64,
+        source: "bench".into(),
+        checksum: None,
+        revision: 0,
+    }
+}
+
+fn codec(records: u64) -> Result<CodecFigures> {
+    let bars: Vec<Bar> = (0..records.min(100_000)).map(|i| bench_bar(i, 100)).collect();
+    let mut encoded = Vec::with_capacity(bars.len());
+    let t = Instant::now();
+    for i in 0..records {
+        let b = &bars[(i % bars.len() as u64) as usize];
+        let bytes = encode(b)?;
+        if encoded.len() < bars.len() {
+            encoded.push(bytes);
+        }
+    }
+    let enc = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut checksum = 0.0;
+    for i in 0..records {
+        let bar: Bar = decode(&encoded[(i % encoded.len() as u64) as usize])?;
+        checksum += bar.close;
+    }
+    let dec = t.elapsed().as_secs_f64();
+    std::hint::black_box(checksum);
+    let size = encoded.iter().map(Vec::len).sum::<usize>() as f64 / encoded.len() as f64;
+    Ok(CodecFigures {
+        records,
+        bytes_per_record: size,
+        encode_per_s: records as f64 / enc,
+        decode_per_s: records as f64 / dec,
+        round_trip_per_s: records as f64 / (enc + dec),
+    })
+}
+
+/// Counts records and their end-to-end latency (broker timestamp → processed).
+#[derive(Debug)]
+struct Meter {
+    latency: Histogram<u64>,
+}
+
+impl Processor for Meter {
+    type Input = Bar;
+
+    fn name(&self) -> &str {
+        "bench-meter"
+    }
+
+    fn process(&mut self, input: &Incoming<Bar>, _out: &mut Outputs) -> Result<(), ProcessError> {
+        if let Some(ts) = input.timestamp {
+            let now = chrono::Utc::now().timestamp_millis();
+            let _ = self.latency.record((now - ts).max(0) as u64);
+        }
+        Ok(())
+    }
+}
+
+async fn through_broker(broker: &Broker, records: u64, instruments: u64, partitions: i32) -> Result<BrokerFigures> {
+    const TOPIC: Topic<Bar> = Topic::new("bench.bars");
+    let settings: ClientSettings = broker.settings(&format!("bench-{}-{}.", std::process::id(), chrono::Utc::now().timestamp_millis()));
+    let spec = TopicSpec {
+        name: TOPIC.name().into(),
+        key: "instrument".into(),
+        value: "Bar".into(),
+        partitions,
+        cleanup_policy: autotrain_topics::CleanupPolicy::Delete,
+        retention_ms: -1,
+        dead_letter: None,
+        description: "benchmark".into(),
+    };
+    create_topics(broker, &settings, &[spec], 1).await?;
+    let counters = Arc::new(Counters::default());
+    let mut rc = RunnerConfig::new(format!("bench-{}", std::process::id()), &[TOPIC.name()]);
+    rc.strict_log_start = broker.is_embedded();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let meter = Meter {
+        latency: Histogram::new(3)?,
+    };
+    let consumer = autotrain_kafka::run(&settings, &rc, meter, counters.clone(), async {
+        let _ = stop_rx.await;
+    });
+    let producer_side = async {
+        // Let the consumer join its group first so latency measures the pipe.
+        while counters.snapshot().received == 0 {
+            let probe = OutRecord::from_content(TOPIC, "warmup", &bench_bar(0, 1))?;
+            Producer::new(&settings)?.send(&probe).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let warm = counters.snapshot().received;
+        let producer = Producer::new(&settings)?;
+        let started = Instant::now();
+        let mut pending = Vec::new();
+        for i in 0..records {
+            let bar = bench_bar(i, instruments);
+            pending.push(producer.enqueue(&OutRecord::from_content(TOPIC, &bar.instrument(), &bar)?).await?);
+            // Keep within the embedded broker's per-partition bound.
+            if i % 10_000 == 0 {
+                while i.saturating_sub(counters.snapshot().received.saturating_sub(warm)) > 200_000 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        for p in pending {
+            p.confirm().await?;
+        }
+        let produced = started.elapsed().as_secs_f64();
+        while counters.snapshot().received < warm + records {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let total = started.elapsed().as_secs_f64();
+        let _ = stop_tx.send(());
+        anyhow::Ok((produced, total))
+    };
+    let (consumed, produced) = tokio::join!(consumer, producer_side);
+    let (produced, total) = produced?;
+    let (meter, _) = consumed?;
+    Ok(BrokerFigures {
+        broker: if broker.is_embedded() { "embedded".into() } else { broker.bootstrap().into() },
+        records,
+        partitions,
+        produce_per_s: records as f64 / produced,
+        end_to_end_per_s: records as f64 / total,
+        latency_ms_p50: meter.latency.value_at_quantile(0.5),
+        latency_ms_p99: meter.latency.value_at_quantile(0.99),
+        latency_ms_max: meter.latency.max(),
+    })
+}
+
+pub async fn run(_config: &Config, cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Wire(args) => {
+            let codec = codec(args.bars)?;
+            if !args.json {
+                println!(
+                    "codec: {} bars, {:.0} B each; encode {:.0}/s, decode {:.0}/s, encode+decode {:.0}/s",
+                    codec.records, codec.bytes_per_record, codec.encode_per_s, codec.decode_per_s, codec.round_trip_per_s
+                );
+            }
+            let embedded_broker = Broker::embedded()?;
+            let embedded = through_broker(&embedded_broker, args.bars, args.instruments, args.partitions).await?;
+            if !args.json {
+                print_broker(&embedded);
+            }
+            let external = match &args.external {
+                Some(b) => {
+                    let f = through_broker(&Broker::connect_or_embed(Some(b))?, args.external_bars, args.instruments, args.partitions).await?;
+                    if !args.json {
+                        print_broker(&f);
+                    }
+                    Some(f)
+                }
+                None => None,
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&WireReport { codec, embedded, external })?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_broker(f: &BrokerFigures) {
+    println!(
+        "{}: {} bars on {} partitions; produce {:.0}/s, produce→consume {:.0}/s; latency p50 {} ms, p99 {} ms, max {} ms",
+        f.broker, f.records, f.partitions, f.produce_per_s, f.end_to_end_per_s, f.latency_ms_p50, f.latency_ms_p99, f.latency_ms_max
+    );
+}
