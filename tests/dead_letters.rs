@@ -30,7 +30,11 @@ async fn poison(tb: TestBroker) -> Result<()> {
     };
     let bad: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
         ("garbage", b"this is not avro".to_vec(), ErrorKind::BadMagic),
-        ("truncated", valid[..valid.len() - 4].to_vec(), ErrorKind::Truncated),
+        (
+            "truncated",
+            valid[..valid.len() - 4].to_vec(),
+            ErrorKind::Truncated,
+        ),
         ("unknown", unknown, ErrorKind::UnknownSchema),
         ("wrong type", encode(&outcome)?, ErrorKind::WrongType),
     ];
@@ -44,7 +48,9 @@ async fn poison(tb: TestBroker) -> Result<()> {
     let mut config = RunnerConfig::new(unique("dlq"), &["market.bars.raw"]);
     config.strict_log_start = tb.broker().is_embedded();
     let counters = Arc::new(Counters::default());
-    let stop = stop_when(counters.clone(), Duration::from_secs(60), |s| s.received >= 10);
+    let stop = stop_when(counters.clone(), Duration::from_secs(60), |s| {
+        s.received >= 10
+    });
     let (fwd, stats) = run(&settings, &config, Forward::default(), counters, stop).await?;
     assert_eq!(stats.dead_lettered, 4, "{stats:?}");
     assert_eq!(stats.processed, 6, "{stats:?}");
@@ -52,19 +58,33 @@ async fn poison(tb: TestBroker) -> Result<()> {
 
     let letters = read_topic(&settings, "market.bars.dlq", 4, Duration::from_secs(20))?;
     assert_eq!(letters.len(), 4);
-    let letters: Vec<DeadLetter> = letters.iter().map(|(_, _, b)| decode(b)).collect::<Result<_, _>>()?;
+    let letters: Vec<DeadLetter> = letters
+        .iter()
+        .map(|(_, _, b)| decode(b))
+        .collect::<Result<_, _>>()?;
     for (letter, (what, bytes, kind)) in letters.iter().zip(&bad) {
         assert_eq!(letter.error_kind, *kind, "{what}: {}", letter.error);
         assert!(!letter.error.is_empty(), "{what} has a reason");
         assert_eq!(letter.source_topic, "market.bars.raw");
         assert_eq!(letter.processor, "forward");
-        assert_eq!(letter.payload.as_deref(), Some(&bytes[..]), "{what}: bytes kept whole");
+        assert_eq!(
+            letter.payload.as_deref(),
+            Some(&bytes[..]),
+            "{what}: bytes kept whole"
+        );
         assert_eq!(letter.key.as_deref(), Some(key.as_bytes()));
     }
     let offsets: Vec<i64> = letters.iter().map(|l| l.source_offset).collect();
-    assert_eq!(offsets, vec![1, 3, 5, 7], "source offsets of the poison records");
+    assert_eq!(
+        offsets,
+        vec![1, 3, 5, 7],
+        "source offsets of the poison records"
+    );
     let forwarded = read_topic(&settings, "market.bars", 6, Duration::from_secs(20))?;
-    let forwarded: Vec<Bar> = forwarded.iter().map(|(_, _, b)| decode(b)).collect::<Result<_, _>>()?;
+    let forwarded: Vec<Bar> = forwarded
+        .iter()
+        .map(|(_, _, b)| decode(b))
+        .collect::<Result<_, _>>()?;
     assert_eq!(forwarded, good);
     Ok(())
 }

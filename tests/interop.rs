@@ -49,7 +49,9 @@ async fn python_fastavro_client_reads_and_writes_autotrain_records() -> Result<(
     let mut config = RunnerConfig::new(unique("interop"), &["market.bars.raw"]);
     config.strict_log_start = true;
     let counters = Arc::new(Counters::default());
-    let stop = stop_when(counters.clone(), Duration::from_secs(60), |s| s.received >= 3);
+    let stop = stop_when(counters.clone(), Duration::from_secs(60), |s| {
+        s.received >= 3
+    });
     let (fwd, stats) = run(&settings, &config, Forward::default(), counters, stop).await?;
     assert_eq!(stats.dead_lettered, 0, "{stats:?}");
     assert_eq!(fwd.seen.len(), 3);
@@ -59,12 +61,25 @@ async fn python_fastavro_client_reads_and_writes_autotrain_records() -> Result<(
     }
 
     // Python reads what autotrain wrote to market.bars.
-    let read = python(&["consume", &bootstrap, &settings.physical("market.bars"), schemas, "3"])?;
+    let read = python(&[
+        "consume",
+        &bootstrap,
+        &settings.physical("market.bars"),
+        schemas,
+        "3",
+    ])?;
     assert_eq!(read.len(), 3);
     for (json, want) in read.iter().zip(&fwd.seen) {
         let mut json = json.clone();
-        let event_id = json.as_object_mut().and_then(|o| o.remove("_event_id")).context("event id")?;
-        assert_eq!(event_id.as_str().map(str::len), Some(32), "event id header readable by other clients");
+        let event_id = json
+            .as_object_mut()
+            .and_then(|o| o.remove("_event_id"))
+            .context("event id")?;
+        assert_eq!(
+            event_id.as_str().map(str::len),
+            Some(32),
+            "event id header readable by other clients"
+        );
         let got: Bar = serde_json::from_value(json)?;
         assert_same_bar(&got, want);
     }

@@ -18,7 +18,11 @@ use autotrain_schemas::{decode, Bar};
 const N: usize = 10_000;
 const RESENT: usize = 500;
 
-async fn forward_with_crash(settings: autotrain_kafka::ClientSettings, strict: bool, mut chaos: Option<&mut Tansu>) -> Result<()> {
+async fn forward_with_crash(
+    settings: autotrain_kafka::ClientSettings,
+    strict: bool,
+    mut chaos: Option<&mut Tansu>,
+) -> Result<()> {
     let input = bars("bitfinex_BTCUSD_30m.csv", N);
     produce_bars(&settings, &input).await?;
 
@@ -34,7 +38,9 @@ async fn forward_with_crash(settings: autotrain_kafka::ClientSettings, strict: b
     // Phase 1: forward until 4,000 bars are processed and acknowledged, then
     // crash: the run future is dropped, no final commit.
     let c1 = Arc::new(Counters::default());
-    let crash = stop_when(c1.clone(), Duration::from_secs(120), |s| s.offsets_stored >= 4_000);
+    let crash = stop_when(c1.clone(), Duration::from_secs(120), |s| {
+        s.offsets_stored >= 4_000
+    });
     tokio::select! {
         r = run(&settings, &fwd, Forward::default(), c1.clone(), std::future::pending()) => { r?; }
         _ = crash => {}
@@ -51,31 +57,51 @@ async fn forward_with_crash(settings: autotrain_kafka::ClientSettings, strict: b
     // SIGKILL and restarted meanwhile.
     let c2 = Arc::new(Counters::default());
     let resent = RESENT as u64;
-    let stop_fwd = stop_when(c2.clone(), Duration::from_secs(240), move |s| s.duplicates >= resent);
+    let stop_fwd = stop_when(c2.clone(), Duration::from_secs(240), move |s| {
+        s.duplicates >= resent
+    });
     let chaos_run = async {
         if let Some(tansu) = chaos.as_deref_mut() {
-            stop_when(c2.clone(), Duration::from_secs(60), |s| s.processed >= 3_000).await;
+            stop_when(c2.clone(), Duration::from_secs(60), |s| {
+                s.processed >= 3_000
+            })
+            .await;
             tansu.kill();
             tokio::time::sleep(Duration::from_millis(500)).await;
             tansu.restart().expect("tansu restarts");
         }
     };
-    let (fwd_result, ()) = tokio::join!(run(&settings, &fwd, Forward::default(), c2.clone(), stop_fwd), chaos_run);
+    let (fwd_result, ()) = tokio::join!(
+        run(&settings, &fwd, Forward::default(), c2.clone(), stop_fwd),
+        chaos_run
+    );
     let (_, phase2) = fwd_result?;
 
     // Phase 3: a downstream consumer collects market.bars.
     let cs = Arc::new(Counters::default());
     let total = N as u64;
-    let stop_sink = stop_when(cs.clone(), Duration::from_secs(240), move |s| s.received >= total && s.processed >= total);
-    let (collected, sink_stats) = run(&settings, &sink, Collect::<Bar>::default(), cs.clone(), async {
-        stop_sink.await;
-        // Linger: any extra copy on the wire would show up as a duplicate.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    })
+    let stop_sink = stop_when(cs.clone(), Duration::from_secs(240), move |s| {
+        s.received >= total && s.processed >= total
+    });
+    let (collected, sink_stats) = run(
+        &settings,
+        &sink,
+        Collect::<Bar>::default(),
+        cs.clone(),
+        async {
+            stop_sink.await;
+            // Linger: any extra copy on the wire would show up as a duplicate.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        },
+    )
     .await?;
 
     // The re-sent bars were recognised at the forwarder's input.
-    assert!(phase2.duplicates >= RESENT as u64, "forwarder dropped {} duplicates: {phase2:?}", phase2.duplicates);
+    assert!(
+        phase2.duplicates >= RESENT as u64,
+        "forwarder dropped {} duplicates: {phase2:?}",
+        phase2.duplicates
+    );
 
     // Downstream saw every bar exactly once, identical field by field.
     assert_eq!(collected.records.len(), N, "collector: {sink_stats:?}");
@@ -88,8 +114,17 @@ async fn forward_with_crash(settings: autotrain_kafka::ClientSettings, strict: b
     // On the wire there may be repeats from the crash, but never a bar
     // under two ids: distinct ids == distinct bars == N.
     let wire = read_topic(&settings, "market.bars", N, Duration::from_secs(30))?;
-    let ids: HashSet<_> = wire.iter().map(|(id, _, _)| id.expect("every output has an event id")).collect();
-    assert_eq!(ids.len(), N, "{} records on the wire, {} distinct ids", wire.len(), ids.len());
+    let ids: HashSet<_> = wire
+        .iter()
+        .map(|(id, _, _)| id.expect("every output has an event id"))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        N,
+        "{} records on the wire, {} distinct ids",
+        wire.len(),
+        ids.len()
+    );
     let mut ts_per_id = std::collections::HashMap::new();
     for (id, _, bytes) in &wire {
         let bar: Bar = decode(bytes)?;
@@ -117,27 +152,48 @@ async fn embedded_broker_forward_10k_bars_with_crash_and_resend() -> Result<()> 
 async fn embedded_broker_truncation_is_detected_not_skipped() -> Result<()> {
     let tb = TestBroker::embedded();
     let settings = tb.broker().settings(&format!("{}.", unique("trunc")));
-    let mut spec = autotrain_topics::catalogue().get("market.bars.raw").expect("spec").clone();
+    let mut spec = autotrain_topics::catalogue()
+        .get("market.bars.raw")
+        .expect("spec")
+        .clone();
     spec.partitions = 1;
     autotrain_kafka::create_topics(tb.broker(), &settings, &[spec], 1).await?;
     // ~100 bytes a bar: 80,000 bars is ~8 MiB, beyond the bound.
     let many: Vec<Bar> = (0..80_000)
-        .map(|i| Bar { ts: i64::from(i) * 60_000, ..bars("bitfinex_BTCUSD_30m.csv", 1)[0].clone() })
+        .map(|i| Bar {
+            ts: i64::from(i) * 60_000,
+            ..bars("bitfinex_BTCUSD_30m.csv", 1)[0].clone()
+        })
         .collect();
     produce_bars(&settings, &many).await?;
     let mut config = RunnerConfig::new(unique("late"), &["market.bars.raw"]);
     config.strict_log_start = true;
     let counters = Arc::new(Counters::default());
-    let stop = stop_when(counters.clone(), Duration::from_secs(30), |s| s.received > 0);
-    let result = run(&settings, &config, Forward::default(), counters.clone(), async {
-        stop.await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    })
+    let stop = stop_when(counters.clone(), Duration::from_secs(30), |s| {
+        s.received > 0
+    });
+    let result = run(
+        &settings,
+        &config,
+        Forward::default(),
+        counters.clone(),
+        async {
+            stop.await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        },
+    )
     .await;
     let err = result.expect_err("a consumer starting after truncation must fail");
     let text = err.to_string();
-    assert!(matches!(err, autotrain_kafka::KafkaError::DataLoss { needed: 0, .. }), "{text}");
+    assert!(
+        matches!(err, autotrain_kafka::KafkaError::DataLoss { needed: 0, .. }),
+        "{text}"
+    );
     assert!(text.contains("embedded broker keeps only"), "{text}");
-    assert_eq!(counters.snapshot().processed, 0, "nothing processed past the hole");
+    assert_eq!(
+        counters.snapshot().processed,
+        0,
+        "nothing processed past the hole"
+    );
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! forwarding processor and a reader that collects a topic.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use autotrain_connector_file::{infer_instrument, BarReader};
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{
-    create_topics, Broker, ClientSettings, EventId, Incoming, OutRecord, Outputs, ProcessError, Processor, Producer,
-    RunStats, EVENT_ID_HEADER,
+    create_topics, Broker, ClientSettings, EventId, Incoming, OutRecord, Outputs, ProcessError,
+    Processor, Producer, RunStats, EVENT_ID_HEADER,
 };
 use autotrain_schemas::{Bar, Payload};
 use autotrain_topics::{catalogue, MARKET_BARS};
@@ -40,7 +39,11 @@ pub fn unique(name: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("t{}-{}-{nanos:x}-{name}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}-{}-{nanos:x}-{name}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn repo_root() -> PathBuf {
@@ -78,7 +81,9 @@ pub fn tansu_bin() -> PathBuf {
     }
     let cached = std::env::var("AUTOTRAIN_TOOLS")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/autotrain/tools"))
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/autotrain/tools")
+        })
         .join("bin/tansu");
     if cached.exists() {
         return cached;
@@ -113,9 +118,18 @@ impl Tansu {
 
     fn spawn(&mut self) -> Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(self.db.parent().expect("db has a folder"))
             .stdout(Stdio::from(log.try_clone()?))
@@ -130,7 +144,11 @@ impl Tansu {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("tansu did not listen on {} within 30 s; log: {}", self.port, std::fs::read_to_string(&self.log)?)
+        bail!(
+            "tansu did not listen on {} within 30 s; log: {}",
+            self.port,
+            std::fs::read_to_string(&self.log)?
+        )
     }
 
     /// SIGKILL: no clean shutdown, as in a crash.
@@ -181,7 +199,10 @@ impl TestBroker {
     /// Settings with a fresh topic prefix, and the catalogue's topics
     /// created under it.
     pub async fn fresh_topics(&self, test: &str) -> Result<ClientSettings> {
-        let settings = tune(self.broker().settings(&format!("{}.", unique(test))), matches!(self, TestBroker::Tansu(..)));
+        let settings = tune(
+            self.broker().settings(&format!("{}.", unique(test))),
+            matches!(self, TestBroker::Tansu(..)),
+        );
         create_topics(self.broker(), &settings, &catalogue().topics, 1).await?;
         Ok(settings)
     }
@@ -192,7 +213,9 @@ impl TestBroker {
 /// it responsive.
 pub fn tune(mut settings: ClientSettings, tansu: bool) -> ClientSettings {
     if tansu {
-        settings.properties.insert("max.partition.fetch.bytes".into(), "65536".into());
+        settings
+            .properties
+            .insert("max.partition.fetch.bytes".into(), "65536".into());
     }
     settings
 }
@@ -202,7 +225,8 @@ pub async fn produce_bars(settings: &ClientSettings, bars: &[Bar]) -> Result<()>
     let producer = Producer::new(settings)?;
     let mut pending = Vec::with_capacity(bars.len());
     for bar in bars {
-        let record = OutRecord::from_content(autotrain_topics::MARKET_BARS_RAW, &bar.instrument(), bar)?;
+        let record =
+            OutRecord::from_content(autotrain_topics::MARKET_BARS_RAW, &bar.instrument(), bar)?;
         pending.push(producer.enqueue(&record).await?);
     }
     for p in pending {
@@ -212,7 +236,12 @@ pub async fn produce_bars(settings: &ClientSettings, bars: &[Bar]) -> Result<()>
 }
 
 /// Sends raw bytes to a topic (for garbage and foreign records).
-pub async fn produce_raw(settings: &ClientSettings, topic: &str, key: &str, payload: Vec<u8>) -> Result<()> {
+pub async fn produce_raw(
+    settings: &ClientSettings,
+    topic: &str,
+    key: &str,
+    payload: Vec<u8>,
+) -> Result<()> {
     let producer = Producer::new(settings)?;
     let record = OutRecord {
         topic: topic.to_string(),
@@ -251,7 +280,9 @@ pub struct Collect<T> {
 
 impl<T> Default for Collect<T> {
     fn default() -> Self {
-        Collect { records: Vec::new() }
+        Collect {
+            records: Vec::new(),
+        }
     }
 }
 
@@ -270,31 +301,44 @@ impl<T: Payload> Processor for Collect<T> {
 
 /// A shutdown signal that fires once `done` holds for the counters, or
 /// after `limit` (then the test's own assertions report what is missing).
-pub fn stop_when(
+pub async fn stop_when(
     counters: Arc<Counters>,
     limit: Duration,
     done: impl Fn(&RunStats) -> bool + Send + 'static,
-) -> impl Future<Output = ()> + Send {
-    async move {
-        let start = Instant::now();
-        let mut next_report = Duration::from_secs(5);
-        while !done(&counters.snapshot()) && start.elapsed() < limit {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-            if start.elapsed() > next_report {
-                eprintln!("[{:?}] {:?}", start.elapsed(), counters.snapshot());
-                next_report += Duration::from_secs(5);
-            }
+) {
+    let start = Instant::now();
+    let mut next_report = Duration::from_secs(5);
+    while !done(&counters.snapshot()) && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if start.elapsed() > next_report {
+            eprintln!("[{:?}] {:?}", start.elapsed(), counters.snapshot());
+            next_report += Duration::from_secs(5);
         }
     }
 }
 
+/// (event id header, key, payload) of one record read back.
+pub type WireRecord = (Option<EventId>, String, Vec<u8>);
+
 /// Every record of a topic as (event id header, key, payload bytes), read
 /// from the beginning of every partition by a plain consumer.
-pub fn read_topic(settings: &ClientSettings, logical: &str, min: usize, limit: Duration) -> Result<Vec<(Option<EventId>, String, Vec<u8>)>> {
+pub fn read_topic(
+    settings: &ClientSettings,
+    logical: &str,
+    min: usize,
+    limit: Duration,
+) -> Result<Vec<WireRecord>> {
     let topic = settings.physical(logical);
-    let reader: BaseConsumer = settings.reader_config().set("enable.partition.eof", "true").create()?;
+    let reader: BaseConsumer = settings
+        .reader_config()
+        .set("enable.partition.eof", "true")
+        .create()?;
     let metadata = reader.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
     drop(metadata);
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
@@ -310,20 +354,33 @@ pub fn read_topic(settings: &ClientSettings, logical: &str, min: usize, limit: D
             Some(Ok(m)) => {
                 eof.insert(m.partition(), false);
                 let id = m.headers().and_then(|h| {
-                    h.iter().find(|h| h.key == EVENT_ID_HEADER).and_then(|h| h.value.and_then(EventId::parse))
+                    h.iter()
+                        .find(|h| h.key == EVENT_ID_HEADER)
+                        .and_then(|h| h.value.and_then(EventId::parse))
                 });
-                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                let key = m
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
                 out.push((id, key, m.payload().unwrap_or_default().to_vec()));
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 eof.insert(p, true);
-                if out.len() >= min && partitions.iter().all(|p| eof.get(p).copied().unwrap_or(false)) {
+                if out.len() >= min
+                    && partitions
+                        .iter()
+                        .all(|p| eof.get(p).copied().unwrap_or(false))
+                {
                     break;
                 }
             }
             Some(Err(e)) => bail!("reading {topic}: {e}"),
             None => {
-                if out.len() >= min && partitions.iter().all(|p| eof.get(p).copied().unwrap_or(false)) {
+                if out.len() >= min
+                    && partitions
+                        .iter()
+                        .all(|p| eof.get(p).copied().unwrap_or(false))
+                {
                     break;
                 }
             }

@@ -93,10 +93,16 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => {
-                anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+                anyhow::ensure!(
+                    path.exists(),
+                    "config file {} does not exist",
+                    path.display()
+                );
                 figment = figment.merge(Toml::file(path));
             }
-            None if Path::new("autotrain.toml").exists() => figment = figment.merge(Toml::file("autotrain.toml")),
+            None if Path::new("autotrain.toml").exists() => {
+                figment = figment.merge(Toml::file("autotrain.toml"))
+            }
             None => {}
         }
         figment
@@ -111,18 +117,22 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
     fn file_then_env_override_defaults_and_unknown_keys_fail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.toml");
         std::fs::write(&path, "topic_prefix = \"desk.\"\n[runner]\ndedupe_window = 7\n[kafka]\n\"security.protocol\" = \"plaintext\"\n").expect("write");
         figment::Jail::expect_with(|jail| {
             jail.set_env("AUTOTRAIN__RUNNER__RETRY_ATTEMPTS", "9");
-            let c = Config::load(Some(&path)).map_err(|e| e.to_string())?;
+            let c = Config::load(Some(&path)).map_err(|e| figment::Error::from(e.to_string()))?;
             assert_eq!(c.topic_prefix, "desk.");
             assert_eq!(c.runner.dedupe_window, 7);
             assert_eq!(c.runner.retry_attempts, 9);
             assert_eq!(c.runner.max_in_flight, 50_000);
-            assert_eq!(c.kafka.get("security.protocol").map(String::as_str), Some("plaintext"));
+            assert_eq!(
+                c.kafka.get("security.protocol").map(String::as_str),
+                Some("plaintext")
+            );
             Ok(())
         });
         std::fs::write(&path, "colour = \"red\"\n").expect("write");

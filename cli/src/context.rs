@@ -10,7 +10,9 @@ use crate::config::{Config, LogFormat, LogSettings};
 pub fn init_logging(log: &LogSettings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Human => builder.try_init(),
@@ -43,13 +45,23 @@ impl Context {
     }
 
     pub async fn create_topics(&self, config: &Config) -> Result<Vec<(String, bool)>> {
-        create_topics(&self.broker, &self.settings, &catalogue().topics, config.replication_factor)
-            .await
-            .context("creating catalogue topics")
+        create_topics(
+            &self.broker,
+            &self.settings,
+            &catalogue().topics,
+            config.replication_factor,
+        )
+        .await
+        .context("creating catalogue topics")
     }
 
     /// Runner settings from the config.
-    pub fn runner_config(&self, config: &Config, group: &str, topics: &[&str]) -> autotrain_kafka::RunnerConfig {
+    pub fn runner_config(
+        &self,
+        config: &Config,
+        group: &str,
+        topics: &[&str],
+    ) -> autotrain_kafka::RunnerConfig {
         let mut rc = autotrain_kafka::RunnerConfig::new(group, topics);
         rc.max_in_flight = config.runner.max_in_flight;
         rc.dedupe_window = config.runner.dedupe_window;

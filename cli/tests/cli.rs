@@ -35,7 +35,12 @@ fn every_subcommand_has_help() -> Result<()> {
         let help = ok(&[cmd, "--help"])?;
         assert!(help.contains("Usage"), "{cmd} --help");
     }
-    for sub in [["topics", "create"], ["topics", "list"], ["topics", "check"], ["bench", "wire"]] {
+    for sub in [
+        ["topics", "create"],
+        ["topics", "list"],
+        ["topics", "check"],
+        ["bench", "wire"],
+    ] {
         ok(&[sub[0], sub[1], "--help"])?;
     }
     Ok(())
@@ -58,14 +63,22 @@ fn demo_accounts_for_every_bar_and_row() -> Result<()> {
     let dir = tempfile::tempdir()?;
     sample(dir.path(), "bitfinex_BTCUSD_30m.csv", 3000, true)?;
     sample(dir.path(), "bitfinex_ETHUSD_30m.csv", 2000, false)?;
-    let out = ok(&["demo", "--json", "--data", dir.path().to_str().unwrap_or_default()])?;
+    let out = ok(&[
+        "demo",
+        "--json",
+        "--data",
+        dir.path().to_str().unwrap_or_default(),
+    ])?;
     let summary: serde_json::Value = serde_json::from_str(out.trim())?;
     assert_eq!(summary["bars_in"], 5000);
     assert_eq!(summary["bars_accounted"], 5000);
     assert_eq!(summary["bad_rows"], 1);
     assert_eq!(summary["dead_letters"], 1);
     assert_eq!(summary["instruments"]["bitfinex:BTCUSD"]["bars"], 3000);
-    assert_eq!(summary["instruments"]["bitfinex:ETHUSD"]["first_ts"], 1_506_816_000_000_i64);
+    assert_eq!(
+        summary["instruments"]["bitfinex:ETHUSD"]["first_ts"],
+        1_506_816_000_000_i64
+    );
     Ok(())
 }
 
@@ -88,25 +101,57 @@ fn ops_tools_against_tansu() -> Result<()> {
     assert!(String::from_utf8_lossy(&check.stdout).contains("missing"));
 
     let created = run(&["topics", "create"])?;
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    assert_eq!(String::from_utf8_lossy(&created.stdout).matches("created").count(), 11);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&created.stdout)
+            .matches("created")
+            .count(),
+        11
+    );
     let again = String::from_utf8(run(&["topics", "create"])?.stdout)?;
     assert_eq!(again.matches("exists").count(), 11, "create is idempotent");
 
     let check = run(&["topics", "check"])?;
-    assert!(check.status.success(), "{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     let list = String::from_utf8(run(&["topics", "list"])?.stdout)?;
-    assert!(list.contains(&format!("{prefix}model.updates\t4 partitions")), "{list}");
+    assert!(
+        list.contains(&format!("{prefix}model.updates\t4 partitions")),
+        "{list}"
+    );
 
     let dir = tempfile::tempdir()?;
     sample(dir.path(), "bitfinex_LTCUSD_30m.csv", 50, true)?;
-    let produced = run(&["produce", "--quiet", "--input", dir.path().to_str().unwrap_or_default()])?;
-    assert!(produced.status.success(), "{}", String::from_utf8_lossy(&produced.stderr));
+    let produced = run(&[
+        "produce",
+        "--quiet",
+        "--input",
+        dir.path().to_str().unwrap_or_default(),
+    ])?;
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&produced.stdout)?;
-    assert_eq!((report["bars"].as_u64(), report["bad_rows"].as_u64()), (Some(50), Some(1)));
+    assert_eq!(
+        (report["bars"].as_u64(), report["bad_rows"].as_u64()),
+        (Some(50), Some(1))
+    );
 
     let tail = String::from_utf8(run(&["tail", "market.bars.raw", "--max", "50"])?.stdout)?;
-    let lines: Vec<serde_json::Value> = tail.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let lines: Vec<serde_json::Value> = tail
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
     assert_eq!(lines.len(), 50);
     assert_eq!(lines[0]["schema"], "Bar");
     assert_eq!(lines[0]["value"]["symbol"], "LTCUSD");
@@ -116,7 +161,10 @@ fn ops_tools_against_tansu() -> Result<()> {
     let dlq = String::from_utf8(run(&["tail", "market.bars.dlq", "--max", "1"])?.stdout)?;
     let letter: serde_json::Value = serde_json::from_str(dlq.trim())?;
     assert_eq!(letter["value"]["error_kind"], "invalid");
-    assert_eq!(letter["value"]["source_offset"], 52, "line of the broken row");
+    assert_eq!(
+        letter["value"]["source_offset"], 52,
+        "line of the broken row"
+    );
     drop(tansu);
     Ok(())
 }

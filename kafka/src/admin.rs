@@ -27,10 +27,23 @@ pub struct TopicState {
 /// One difference between the catalogue and the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drift {
-    Missing { topic: String },
-    Partitions { topic: String, want: i32, have: i32 },
-    Config { topic: String, key: String, want: String, have: Option<String> },
-    ConfigUnknown { topic: String },
+    Missing {
+        topic: String,
+    },
+    Partitions {
+        topic: String,
+        want: i32,
+        have: i32,
+    },
+    Config {
+        topic: String,
+        key: String,
+        want: String,
+        have: Option<String>,
+    },
+    ConfigUnknown {
+        topic: String,
+    },
 }
 
 impl std::fmt::Display for Drift {
@@ -40,13 +53,21 @@ impl std::fmt::Display for Drift {
             Drift::Partitions { topic, want, have } => {
                 write!(f, "{topic}: {have} partitions, catalogue says {want}")
             }
-            Drift::Config { topic, key, want, have } => write!(
+            Drift::Config {
+                topic,
+                key,
+                want,
+                have,
+            } => write!(
                 f,
                 "{topic}: {key} = {}, catalogue says {want}",
                 have.as_deref().unwrap_or("(unset)")
             ),
             Drift::ConfigUnknown { topic } => {
-                write!(f, "{topic}: broker does not describe topic configs; not compared")
+                write!(
+                    f,
+                    "{topic}: broker does not describe topic configs; not compared"
+                )
             }
         }
     }
@@ -117,7 +138,11 @@ pub async fn create_topics(
             }
         }
     }
-    wait_until_visible(settings, &out.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()).await?;
+    wait_until_visible(
+        settings,
+        &out.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+    )
+    .await?;
     Ok(out)
 }
 
@@ -133,7 +158,9 @@ async fn wait_until_visible(settings: &ClientSettings, names: &[String]) -> Resu
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(KafkaError::Admin(format!("topics not visible after creation: {missing:?}")));
+            return Err(KafkaError::Admin(format!(
+                "topics not visible after creation: {missing:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -141,7 +168,10 @@ async fn wait_until_visible(settings: &ClientSettings, names: &[String]) -> Resu
 
 /// Topics on the cluster (internal `__` topics left out), optionally with
 /// their configs.
-pub async fn list_topics(settings: &ClientSettings, with_configs: bool) -> Result<Vec<TopicState>, KafkaError> {
+pub async fn list_topics(
+    settings: &ClientSettings,
+    with_configs: bool,
+) -> Result<Vec<TopicState>, KafkaError> {
     let config = settings.producer_config();
     let admin: AdminClient<DefaultClientContext> = config.create()?;
     let metadata = {
@@ -160,8 +190,10 @@ pub async fn list_topics(settings: &ClientSettings, with_configs: bool) -> Resul
         .collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     if with_configs && !topics.is_empty() {
-        let specifiers: Vec<ResourceSpecifier<'_>> =
-            topics.iter().map(|t| ResourceSpecifier::Topic(&t.name)).collect();
+        let specifiers: Vec<ResourceSpecifier<'_>> = topics
+            .iter()
+            .map(|t| ResourceSpecifier::Topic(&t.name))
+            .collect();
         let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
         if let Ok(results) = admin.describe_configs(&specifiers, &opts).await {
             let described: Vec<Option<BTreeMap<String, String>>> = results
@@ -184,13 +216,20 @@ pub async fn list_topics(settings: &ClientSettings, with_configs: bool) -> Resul
 }
 
 /// Compares the catalogue with the cluster.
-pub async fn check_topics(settings: &ClientSettings, specs: &[TopicSpec]) -> Result<Vec<Drift>, KafkaError> {
+pub async fn check_topics(
+    settings: &ClientSettings,
+    specs: &[TopicSpec],
+) -> Result<Vec<Drift>, KafkaError> {
     let cluster = list_topics(settings, true).await?;
     Ok(compare(settings, specs, &cluster))
 }
 
 /// The pure part of [`check_topics`].
-pub fn compare(settings: &ClientSettings, specs: &[TopicSpec], cluster: &[TopicState]) -> Vec<Drift> {
+pub fn compare(
+    settings: &ClientSettings,
+    specs: &[TopicSpec],
+    cluster: &[TopicState],
+) -> Vec<Drift> {
     let mut drift = Vec::new();
     for spec in specs {
         let name = settings.physical(&spec.name);
@@ -234,21 +273,47 @@ mod tests {
     fn compare_reports_every_kind_of_drift() {
         let settings = ClientSettings::new("x").with_prefix("p.");
         let specs = &catalogue().topics[..2];
-        let ok_configs = |s: &TopicSpec| Some(wanted_configs(s).into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        let ok_configs = |s: &TopicSpec| {
+            Some(
+                wanted_configs(s)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            )
+        };
         let mut cluster = vec![TopicState {
             name: settings.physical(&specs[0].name),
             partitions: specs[0].partitions,
             configs: ok_configs(&specs[0]),
         }];
         let drift = compare(&settings, specs, &cluster);
-        assert_eq!(drift, vec![Drift::Missing { topic: "p.market.bars".into() }]);
+        assert_eq!(
+            drift,
+            vec![Drift::Missing {
+                topic: "p.market.bars".into()
+            }]
+        );
 
-        cluster.push(TopicState { name: "p.market.bars".into(), partitions: 3, configs: None });
-        cluster[0].configs.as_mut().map(|c| c.insert("cleanup.policy".into(), "compact".into()));
+        cluster.push(TopicState {
+            name: "p.market.bars".into(),
+            partitions: 3,
+            configs: None,
+        });
+        cluster[0]
+            .configs
+            .as_mut()
+            .map(|c| c.insert("cleanup.policy".into(), "compact".into()));
         let drift = compare(&settings, specs, &cluster);
         assert_eq!(drift.len(), 3, "{drift:?}");
         assert!(matches!(&drift[0], Drift::Config { key, .. } if key == "cleanup.policy"));
-        assert!(matches!(drift[1], Drift::Partitions { want: 8, have: 3, .. }));
+        assert!(matches!(
+            drift[1],
+            Drift::Partitions {
+                want: 8,
+                have: 3,
+                ..
+            }
+        ));
         assert!(!drift[2].is_error());
     }
 }

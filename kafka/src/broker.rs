@@ -68,7 +68,11 @@ impl Broker {
 
     /// Creates a topic on the embedded broker (its CreateTopics API is not
     /// implemented; this is its native equivalent). `None` when external.
-    pub(crate) fn embedded_create(&self, name: &str, partitions: i32) -> Option<Result<(), KafkaError>> {
+    pub(crate) fn embedded_create(
+        &self,
+        name: &str,
+        partitions: i32,
+    ) -> Option<Result<(), KafkaError>> {
         match self {
             Broker::Embedded { cluster, .. } => Some(
                 cluster

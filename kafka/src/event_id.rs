@@ -36,7 +36,12 @@ impl EventId {
 
     /// Id of a record that arrived without one: its log position names it.
     pub fn for_position(topic: &str, partition: i32, offset: i64) -> Self {
-        Self::derive(&[b"pos", topic.as_bytes(), &partition.to_le_bytes(), &offset.to_le_bytes()])
+        Self::derive(&[
+            b"pos",
+            topic.as_bytes(),
+            &partition.to_le_bytes(),
+            &offset.to_le_bytes(),
+        ])
     }
 
     /// Id of a record published from outside content (files, exchanges):
@@ -82,7 +87,13 @@ mod tests {
         assert_eq!(EventId::parse(a.to_hex().as_bytes()), Some(a));
         assert_eq!(EventId::parse(b"nothex"), None);
         let src = EventId::for_position("t", 0, 1);
-        assert_ne!(EventId::for_output("p", src, 0), EventId::for_output("p", src, 1));
-        assert_ne!(EventId::for_output("p", src, 0), EventId::for_output("q", src, 0));
+        assert_ne!(
+            EventId::for_output("p", src, 0),
+            EventId::for_output("p", src, 1)
+        );
+        assert_ne!(
+            EventId::for_output("p", src, 0),
+            EventId::for_output("q", src, 0)
+        );
     }
 }

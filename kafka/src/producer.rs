@@ -108,8 +108,14 @@ impl Producer {
     }
 
     /// Encodes and sends a payload from outside content (id from content).
-    pub async fn publish<T: Payload>(&self, topic: Topic<T>, key: &str, value: &T) -> Result<Delivered, KafkaError> {
-        self.send(&OutRecord::from_content(topic, key, value)?).await
+    pub async fn publish<T: Payload>(
+        &self,
+        topic: Topic<T>,
+        key: &str,
+        value: &T,
+    ) -> Result<Delivered, KafkaError> {
+        self.send(&OutRecord::from_content(topic, key, value)?)
+            .await
     }
 
     /// Waits until everything enqueued is delivered or failed.

@@ -89,7 +89,12 @@ impl Outputs {
         }
     }
 
-    pub fn send<T: Payload>(&mut self, topic: Topic<T>, key: &str, value: &T) -> Result<(), ProcessError> {
+    pub fn send<T: Payload>(
+        &mut self,
+        topic: Topic<T>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), ProcessError> {
         let id = EventId::for_output(&self.processor, self.source, self.records.len());
         let record = OutRecord::new(topic, key, value, id).map_err(|e| ProcessError::Poison {
             kind: ErrorKind::Processing,

@@ -55,7 +55,11 @@ pub trait Processor: Send {
     type Input: Inbound;
     /// Stable name: part of every output's event id and of dead letters.
     fn name(&self) -> &str;
-    fn process(&mut self, input: &Incoming<Self::Input>, out: &mut Outputs) -> Result<(), ProcessError>;
+    fn process(
+        &mut self,
+        input: &Incoming<Self::Input>,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError>;
 }
 
 #[derive(Debug, Clone)]
@@ -148,15 +152,28 @@ pub struct RebalanceLog {
 impl rdkafka::ClientContext for RebalanceLog {}
 
 impl rdkafka::consumer::ConsumerContext for RebalanceLog {
-    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+    fn post_rebalance(
+        &self,
+        _c: &BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
         use rdkafka::consumer::Rebalance;
         let parts = |tpl: &TopicPartitionList| {
-            tpl.elements().iter().map(|e| format!("{}[{}]", e.topic(), e.partition())).collect::<Vec<_>>()
+            tpl.elements()
+                .iter()
+                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
         };
         match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(group = %self.group, partitions = ?parts(tpl), "assigned"),
-            Rebalance::Revoke(tpl) => tracing::info!(group = %self.group, partitions = ?parts(tpl), "revoked"),
-            Rebalance::Error(e) => tracing::warn!(group = %self.group, error = %e, "rebalance error"),
+            Rebalance::Assign(tpl) => {
+                tracing::info!(group = %self.group, partitions = ?parts(tpl), "assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(group = %self.group, partitions = ?parts(tpl), "revoked")
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "rebalance error")
+            }
         }
     }
 }
@@ -219,7 +236,9 @@ pub async fn run<P: Processor>(
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => {}
         Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
-        Err(e) => tracing::warn!(error = %e, "final commit failed; the next run re-reads from the last commit"),
+        Err(e) => {
+            tracing::warn!(error = %e, "final commit failed; the next run re-reads from the last commit")
+        }
     }
     consumer.unsubscribe();
     result?;
@@ -283,7 +302,11 @@ impl<P: Processor> Loop<'_, P> {
         });
         let physical = m.topic().to_string();
         Raw {
-            logical: self.settings.logical(&physical).unwrap_or(&physical).to_string(),
+            logical: self
+                .settings
+                .logical(&physical)
+                .unwrap_or(&physical)
+                .to_string(),
             physical,
             partition: m.partition(),
             offset: m.offset(),
@@ -350,7 +373,10 @@ impl<P: Processor> Loop<'_, P> {
         id: EventId,
     ) -> Result<Result<Vec<OutRecord>, (ErrorKind, String)>, KafkaError> {
         let Some(bytes) = raw.payload.as_deref() else {
-            return Ok(Err((ErrorKind::Malformed, "record has no value (tombstone)".into())));
+            return Ok(Err((
+                ErrorKind::Malformed,
+                "record has no value (tombstone)".into(),
+            )));
         };
         let value = match P::Input::decode(&raw.logical, bytes) {
             Ok(v) => v,
@@ -399,9 +425,17 @@ impl<P: Processor> Loop<'_, P> {
         }
     }
 
-    fn dead_letter(&self, raw: &Raw, id: EventId, kind: ErrorKind, reason: String) -> Result<OutRecord, KafkaError> {
+    fn dead_letter(
+        &self,
+        raw: &Raw,
+        id: EventId,
+        kind: ErrorKind,
+        reason: String,
+    ) -> Result<OutRecord, KafkaError> {
         tracing::warn!(topic = %raw.logical, partition = raw.partition, offset = raw.offset, ?kind, %reason, "dead-lettered");
-        let dlq: &'static str = catalogue().dead_letter_for(&raw.logical).unwrap_or(DEFAULT_DLQ);
+        let dlq: &'static str = catalogue()
+            .dead_letter_for(&raw.logical)
+            .unwrap_or(DEFAULT_DLQ);
         let letter = DeadLetter {
             processor: self.processor.name().to_string(),
             source_topic: raw.logical.clone(),
@@ -413,8 +447,17 @@ impl<P: Processor> Loop<'_, P> {
             error: reason,
             source_timestamp: raw.timestamp,
         };
-        let letter_id = EventId::derive(&[b"dlq", self.processor.name().as_bytes(), &id.0.to_be_bytes()]);
-        Ok(OutRecord::new(Topic::<DeadLetter>::new(dlq), &raw.logical, &letter, letter_id)?)
+        let letter_id = EventId::derive(&[
+            b"dlq",
+            self.processor.name().as_bytes(),
+            &id.0.to_be_bytes(),
+        ]);
+        Ok(OutRecord::new(
+            Topic::<DeadLetter>::new(dlq),
+            &raw.logical,
+            &letter,
+            letter_id,
+        )?)
     }
 
     /// Verifies no needed record was dropped by the broker, and after any
@@ -434,10 +477,13 @@ impl<P: Processor> Loop<'_, P> {
             let baseline = match expected {
                 Some(e) if raw.offset > e => Some(e),
                 Some(_) => None,
-                None => self.committed(consumer, raw)?.or(self.config.strict_log_start.then_some(0)),
+                None => self
+                    .committed(consumer, raw)?
+                    .or(self.config.strict_log_start.then_some(0)),
             };
             if let Some(needed) = baseline.filter(|b| raw.offset > *b) {
-                let (low, _) = consumer.fetch_watermarks(&raw.physical, raw.partition, BROKER_TIMEOUT)?;
+                let (low, _) =
+                    consumer.fetch_watermarks(&raw.physical, raw.partition, BROKER_TIMEOUT)?;
                 if low > needed {
                     return Err(KafkaError::DataLoss {
                         topic: raw.physical.clone(),
@@ -478,7 +524,8 @@ impl<P: Processor> Loop<'_, P> {
         let end = raw.offset;
         let start = (end - window).max(0);
         let config = self.settings.reader_config();
-        let (physical, logical, partition) = (raw.physical.clone(), raw.logical.clone(), raw.partition);
+        let (physical, logical, partition) =
+            (raw.physical.clone(), raw.logical.clone(), raw.partition);
         let started = Instant::now();
         let ids = tokio::task::spawn_blocking(move || -> Result<Vec<EventId>, KafkaError> {
             let reader: BaseConsumer = config.create()?;
@@ -496,8 +543,14 @@ impl<P: Processor> Loop<'_, P> {
                         }
                         let id = m
                             .headers()
-                            .and_then(|h| h.iter().find(|h| h.key == EVENT_ID_HEADER).and_then(|h| h.value.and_then(EventId::parse)))
-                            .unwrap_or_else(|| EventId::for_position(&logical, partition, m.offset()));
+                            .and_then(|h| {
+                                h.iter()
+                                    .find(|h| h.key == EVENT_ID_HEADER)
+                                    .and_then(|h| h.value.and_then(EventId::parse))
+                            })
+                            .unwrap_or_else(|| {
+                                EventId::for_position(&logical, partition, m.offset())
+                            });
                         ids.push(id);
                         if m.offset() + 1 >= end {
                             break;

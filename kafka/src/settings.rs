@@ -93,11 +93,14 @@ impl ClientSettings {
         let mut c = self.base();
         static READERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = READERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        c.set("group.id", format!("autotrain-reader-{}-{n}", std::process::id()))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
+        c.set(
+            "group.id",
+            format!("autotrain-reader-{}-{n}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
         for (k, v) in &self.properties {
             c.set(k, v);
         }

@@ -39,7 +39,12 @@ pub struct SchemaSet {
 impl SchemaSet {
     /// Parses the embedded schema texts. They are compiled into the binary and
     /// covered by tests, so a parse failure is a build defect: it panics.
-    pub fn load(name: &'static str, file: &'static str, avsc: &'static str, history: &[&str]) -> Self {
+    pub fn load(
+        name: &'static str,
+        file: &'static str,
+        avsc: &'static str,
+        history: &[&str],
+    ) -> Self {
         apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         let parse = |text: &str| {
             Schema::parse_str(text)

@@ -82,7 +82,9 @@ pub fn decode_any_json(bytes: &[u8]) -> Result<(&'static str, serde_json::Value)
         .iter()
         .find(|s| s.writer(fp).is_some())
         .ok_or(WireError::UnknownSchema { fingerprint: fp })?;
-    let writer = set.writer(fp).ok_or(WireError::UnknownSchema { fingerprint: fp })?;
+    let writer = set
+        .writer(fp)
+        .ok_or(WireError::UnknownSchema { fingerprint: fp })?;
     let reader = (fp != set.fingerprint).then_some(&set.current);
     let value = read_datum(set.name, writer, reader, datum)?;
     Ok((set.name, to_json(value)))
@@ -152,8 +154,10 @@ fn to_json(value: Value) -> serde_json::Value {
 
 fn hex_string(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -18,16 +18,18 @@ fn shape(value: &Value, schema: &Schema, path: &str) -> Result<(), String> {
             let rust: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
             let avsc: Vec<&str> = sf.iter().map(|f| f.name.as_str()).collect();
             if rust != avsc {
-                return Err(format!("{path}: Rust fields {rust:?} != .avsc fields {avsc:?}"));
+                return Err(format!(
+                    "{path}: Rust fields {rust:?} != .avsc fields {avsc:?}"
+                ));
             }
             for ((name, v), f) in fields.iter().zip(sf) {
                 shape(v, &f.schema, &format!("{path}.{name}"))?;
             }
             Ok(())
         }
-        (Value::Array(items), Schema::Array(a)) => {
-            items.iter().try_for_each(|v| shape(v, &a.items, &format!("{path}[]")))
-        }
+        (Value::Array(items), Schema::Array(a)) => items
+            .iter()
+            .try_for_each(|v| shape(v, &a.items, &format!("{path}[]"))),
         (Value::Union(_, inner), Schema::Union(u)) => shape_in_union(inner, u, path),
         (inner, Schema::Union(u)) => shape_in_union(inner, u, path),
         (Value::Record(_), other) => Err(format!("{path}: Rust has a record, .avsc has {other:?}")),
@@ -52,7 +54,10 @@ fn every_rust_type_matches_its_avsc() {
     let samples = samples::all();
     assert_eq!(samples.len(), registry().len(), "a sample per payload type");
     for (name, values, checks) in samples {
-        let set = registry().iter().find(|s| s.name == name).expect("registered");
+        let set = registry()
+            .iter()
+            .find(|s| s.name == name)
+            .expect("registered");
         for value in &values {
             shape(value, &set.current, name).unwrap_or_else(|e| panic!("{e}"));
             assert!(
@@ -79,7 +84,10 @@ fn avsc_files_parse_to_their_canonical_form_and_fingerprints_are_unique() {
     on_disk.sort();
     let mut registered: Vec<String> = registry().iter().map(|s| s.file.to_string()).collect();
     registered.sort();
-    assert_eq!(on_disk, registered, "every .avsc file has a Rust type and vice versa");
+    assert_eq!(
+        on_disk, registered,
+        "every .avsc file has a Rust type and vice versa"
+    );
 
     let mut fps = std::collections::HashSet::new();
     for set in registry() {
@@ -87,11 +95,21 @@ fn avsc_files_parse_to_their_canonical_form_and_fingerprints_are_unique() {
         let parsed = Schema::parse_str(&text).expect("parse");
         let canonical = payload::canonical_form(&parsed);
         assert_eq!(canonical, payload::canonical_form(&set.current));
-        assert!(!canonical.contains("logicalType") && !canonical.contains("doc"), "{canonical}");
-        assert!(!canonical.contains(r#"{"type":"long"}"#), "[PRIMITIVES] rule: {canonical}");
+        assert!(
+            !canonical.contains("logicalType") && !canonical.contains("doc"),
+            "{canonical}"
+        );
+        assert!(
+            !canonical.contains(r#"{"type":"long"}"#),
+            "[PRIMITIVES] rule: {canonical}"
+        );
         let reparsed = Schema::parse_str(&canonical).expect("canonical form parses");
         assert_eq!(payload::canonical_form(&reparsed), canonical);
-        assert!(fps.insert(set.fingerprint), "{} fingerprint collides", set.name);
+        assert!(
+            fps.insert(set.fingerprint),
+            "{} fingerprint collides",
+            set.name
+        );
         for (fp, _) in &set.history {
             assert!(fps.insert(*fp), "{} history fingerprint collides", set.name);
         }
@@ -131,18 +149,39 @@ fn current_bar_schema_reads_records_written_with_v1() {
 #[test]
 fn decoding_failures_are_typed() {
     let good = encode(&samples::bar()).expect("encode");
-    assert!(matches!(decode::<Bar>(b"garbage!").unwrap_err(), WireError::BadMagic { .. }));
-    assert!(matches!(decode::<Bar>(&good[..5]).unwrap_err(), WireError::Truncated(_)));
+    assert!(matches!(
+        decode::<Bar>(b"garbage!").unwrap_err(),
+        WireError::BadMagic { .. }
+    ));
+    assert!(matches!(
+        decode::<Bar>(&good[..5]).unwrap_err(),
+        WireError::Truncated(_)
+    ));
     let cut = decode::<Bar>(&good[..good.len() - 3]).unwrap_err();
     assert_eq!(cut.kind(), WireErrorKind::Truncated, "{cut}");
     let mut unknown = good.clone();
     unknown[2] ^= 0xFF;
-    assert!(matches!(decode::<Bar>(&unknown).unwrap_err(), WireError::UnknownSchema { .. }));
+    assert!(matches!(
+        decode::<Bar>(&unknown).unwrap_err(),
+        WireError::UnknownSchema { .. }
+    ));
     let wrong = decode::<TradeOutcome>(&good).unwrap_err();
-    assert!(matches!(wrong, WireError::WrongType { expected: "TradeOutcome", found: "Bar" }), "{wrong}");
+    assert!(
+        matches!(
+            wrong,
+            WireError::WrongType {
+                expected: "TradeOutcome",
+                found: "Bar"
+            }
+        ),
+        "{wrong}"
+    );
     let mut trailing = good.clone();
     trailing.push(0);
-    assert_eq!(decode::<Bar>(&trailing).unwrap_err().kind(), WireErrorKind::Malformed);
+    assert_eq!(
+        decode::<Bar>(&trailing).unwrap_err().kind(),
+        WireErrorKind::Malformed
+    );
 }
 
 #[test]
@@ -150,7 +189,10 @@ fn fingerprint_is_crc64_avro_of_the_canonical_form() {
     // Test vector from the Avro specification's test data (Java's
     // SchemaNormalization): fingerprint64 of `"int"` is 0x7275d51a3f395c8f.
     let int = Schema::parse_str("\"int\"").expect("int");
-    assert_eq!(autotrain_schemas::payload::fingerprint(&int), 0x7275_d51a_3f39_5c8f);
+    assert_eq!(
+        autotrain_schemas::payload::fingerprint(&int),
+        0x7275_d51a_3f39_5c8f
+    );
 }
 
 #[test]

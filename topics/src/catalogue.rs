@@ -65,7 +65,10 @@ impl Catalogue {
     /// Parses and checks a catalogue text.
     pub fn parse(text: &str) -> Result<Self, CatalogueError> {
         let catalogue: Catalogue = toml::from_str(text)?;
-        let payloads: Vec<&str> = autotrain_schemas::registry().iter().map(|s| s.name).collect();
+        let payloads: Vec<&str> = autotrain_schemas::registry()
+            .iter()
+            .map(|s| s.name)
+            .collect();
         let mut seen = std::collections::HashSet::new();
         for t in &catalogue.topics {
             if !seen.insert(t.name.as_str()) {

@@ -57,9 +57,15 @@ mod tests {
     #[test]
     fn registry_topics_are_compacted() {
         for name in ["model.updates", "param.updates"] {
-            assert_eq!(catalogue().get(name).map(|t| t.cleanup_policy), Some(CleanupPolicy::Compact));
+            assert_eq!(
+                catalogue().get(name).map(|t| t.cleanup_policy),
+                Some(CleanupPolicy::Compact)
+            );
         }
-        assert_eq!(catalogue().dead_letter_for("market.bars.raw"), Some("market.bars.dlq"));
+        assert_eq!(
+            catalogue().dead_letter_for("market.bars.raw"),
+            Some("market.bars.dlq")
+        );
     }
 
     #[test]
@@ -70,7 +76,10 @@ mod tests {
             )
         };
         let dup = format!("{}{}", entry("a", "Bar", ""), entry("a", "Bar", ""));
-        assert!(matches!(Catalogue::parse(&dup), Err(CatalogueError::Duplicate(_))));
+        assert!(matches!(
+            Catalogue::parse(&dup),
+            Err(CatalogueError::Duplicate(_))
+        ));
         assert!(matches!(
             Catalogue::parse(&entry("a", "Nope", "")),
             Err(CatalogueError::UnknownPayload { .. })

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use autotrain_kafka::runner::Counters;
-use autotrain_kafka::{create_topics, Broker, ClientSettings, Incoming, OutRecord, Outputs, ProcessError, Processor, Producer, RunnerConfig};
+use autotrain_kafka::{
+    create_topics, Broker, ClientSettings, Incoming, OutRecord, Outputs, ProcessError, Processor,
+    Producer, RunnerConfig,
+};
 use autotrain_schemas::{decode, encode, Bar};
 use autotrain_topics::{Topic, TopicSpec};
 use hdrhistogram::Histogram;
@@ -89,7 +92,9 @@ fn bench_bar(i: u64, instruments: u64) -> Bar {
 }
 
 fn codec(records: u64) -> Result<CodecFigures> {
-    let bars: Vec<Bar> = (0..records.min(100_000)).map(|i| bench_bar(i, 100)).collect();
+    let bars: Vec<Bar> = (0..records.min(100_000))
+        .map(|i| bench_bar(i, 100))
+        .collect();
     let mut encoded = Vec::with_capacity(bars.len());
     let t = Instant::now();
     for i in 0..records {
@@ -140,9 +145,18 @@ impl Processor for Meter {
     }
 }
 
-async fn through_broker(broker: &Broker, records: u64, instruments: u64, partitions: i32) -> Result<BrokerFigures> {
+async fn through_broker(
+    broker: &Broker,
+    records: u64,
+    instruments: u64,
+    partitions: i32,
+) -> Result<BrokerFigures> {
     const TOPIC: Topic<Bar> = Topic::new("bench.bars");
-    let settings: ClientSettings = broker.settings(&format!("bench-{}-{}.", std::process::id(), chrono::Utc::now().timestamp_millis()));
+    let settings: ClientSettings = broker.settings(&format!(
+        "bench-{}-{}.",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    ));
     let spec = TopicSpec {
         name: TOPIC.name().into(),
         key: "instrument".into(),
@@ -177,10 +191,15 @@ async fn through_broker(broker: &Broker, records: u64, instruments: u64, partiti
         let mut pending = Vec::new();
         for i in 0..records {
             let bar = bench_bar(i, instruments);
-            pending.push(producer.enqueue(&OutRecord::from_content(TOPIC, &bar.instrument(), &bar)?).await?);
+            pending.push(
+                producer
+                    .enqueue(&OutRecord::from_content(TOPIC, &bar.instrument(), &bar)?)
+                    .await?,
+            );
             // Keep within the embedded broker's per-partition bound.
             if i % 10_000 == 0 {
-                while i.saturating_sub(counters.snapshot().received.saturating_sub(warm)) > 200_000 {
+                while i.saturating_sub(counters.snapshot().received.saturating_sub(warm)) > 200_000
+                {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
@@ -200,7 +219,11 @@ async fn through_broker(broker: &Broker, records: u64, instruments: u64, partiti
     let (produced, total) = produced?;
     let (meter, _) = consumed?;
     Ok(BrokerFigures {
-        broker: if broker.is_embedded() { "embedded".into() } else { broker.bootstrap().into() },
+        broker: if broker.is_embedded() {
+            "embedded".into()
+        } else {
+            broker.bootstrap().into()
+        },
         records,
         partitions,
         produce_per_s: records as f64 / produced,
@@ -222,13 +245,25 @@ pub async fn run(_config: &Config, cmd: BenchCommand) -> Result<()> {
                 );
             }
             let embedded_broker = Broker::embedded()?;
-            let embedded = through_broker(&embedded_broker, args.bars, args.instruments, args.partitions).await?;
+            let embedded = through_broker(
+                &embedded_broker,
+                args.bars,
+                args.instruments,
+                args.partitions,
+            )
+            .await?;
             if !args.json {
                 print_broker(&embedded);
             }
             let external = match &args.external {
                 Some(b) => {
-                    let f = through_broker(&Broker::connect_or_embed(Some(b))?, args.external_bars, args.instruments, args.partitions).await?;
+                    let f = through_broker(
+                        &Broker::connect_or_embed(Some(b))?,
+                        args.external_bars,
+                        args.instruments,
+                        args.partitions,
+                    )
+                    .await?;
                     if !args.json {
                         print_broker(&f);
                     }
@@ -237,7 +272,14 @@ pub async fn run(_config: &Config, cmd: BenchCommand) -> Result<()> {
                 None => None,
             };
             if args.json {
-                println!("{}", serde_json::to_string(&WireReport { codec, embedded, external })?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&WireReport {
+                        codec,
+                        embedded,
+                        external
+                    })?
+                );
             }
         }
     }

@@ -93,18 +93,30 @@ fn bundled_data() -> PathBuf {
 }
 
 pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Summary> {
-    let inputs = if args.data.is_empty() { vec![bundled_data()] } else { args.data.clone() };
+    let inputs = if args.data.is_empty() {
+        vec![bundled_data()]
+    } else {
+        args.data.clone()
+    };
     let mut files = super::produce::expand(&inputs)?;
-    files.retain(|f| infer_instrument(f).is_some_and(|id| id.timeframe == "30m") || !args.data.is_empty());
+    files.retain(|f| {
+        infer_instrument(f).is_some_and(|id| id.timeframe == "30m") || !args.data.is_empty()
+    });
     ensure!(!files.is_empty(), "no bar files to replay in {inputs:?}");
 
     let counters = Arc::new(Counters::default());
     let group = format!("autotrain-demo-ledger-{}", std::process::id());
     let rc = ctx.runner_config(config, &group, &[MARKET_BARS_RAW.name()]);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let ledger = autotrain_kafka::run(&ctx.settings, &rc, Ledger::default(), counters.clone(), async {
-        let _ = done_rx.await;
-    });
+    let ledger = autotrain_kafka::run(
+        &ctx.settings,
+        &rc,
+        Ledger::default(),
+        counters.clone(),
+        async {
+            let _ = done_rx.await;
+        },
+    );
     let started = Instant::now();
     let publisher = publish_with_backpressure(ctx, &files, counters.clone(), !args.json);
     let (ledger_result, published) = tokio::join!(ledger, async {
@@ -139,15 +151,29 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
 /// records behind: the embedded broker keeps only the newest ~5 MiB per
 /// partition, so an unbounded head start would lose data (and the runner
 /// would stop with a data-loss error).
-async fn publish_with_backpressure(ctx: &Context, files: &[PathBuf], counters: Arc<Counters>, progress: bool) -> Result<(u64, u64)> {
+async fn publish_with_backpressure(
+    ctx: &Context,
+    files: &[PathBuf],
+    counters: Arc<Counters>,
+    progress: bool,
+) -> Result<(u64, u64)> {
     const LAG: u64 = 10_000;
     let producer = Producer::new(&ctx.settings)?;
     let mut rows: Vec<(String, Result<Bar, autotrain_connector_file::RowError>)> = Vec::new();
     for path in files {
-        let id = infer_instrument(path).with_context(|| format!("{}: name is not <exchange>_<SYMBOL>_<timeframe>.csv", path.display()))?;
+        let id = infer_instrument(path).with_context(|| {
+            format!(
+                "{}: name is not <exchange>_<SYMBOL>_<timeframe>.csv",
+                path.display()
+            )
+        })?;
         rows.extend(BarReader::open(path, id.clone())?.map(|r| (id.key(), r)));
     }
-    let bar = if progress { ProgressBar::new(rows.len() as u64) } else { ProgressBar::hidden() };
+    let bar = if progress {
+        ProgressBar::new(rows.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("replaying bars [{bar:40}] {pos}/{len} {elapsed} ({per_sec})")
             .map(|s| s.progress_chars("=> "))
@@ -159,7 +185,11 @@ async fn publish_with_backpressure(ctx: &Context, files: &[PathBuf], counters: A
         match row {
             Ok(b) => {
                 bars_in += 1;
-                pending.push(producer.enqueue(&OutRecord::from_content(MARKET_BARS_RAW, &key, &b)?).await?);
+                pending.push(
+                    producer
+                        .enqueue(&OutRecord::from_content(MARKET_BARS_RAW, &key, &b)?)
+                        .await?,
+                );
             }
             Err(e) => {
                 bad += 1;
@@ -195,13 +225,21 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         println!("bars accounted    {}", summary.bars_accounted);
         println!("dead letters      {}", summary.dead_letters);
         println!("duplicates        {}", summary.duplicates_dropped);
-        println!("time              {:.2} s ({:.0} bars/s end to end)", summary.seconds, summary.bars_per_second);
+        println!(
+            "time              {:.2} s ({:.0} bars/s end to end)",
+            summary.seconds, summary.bars_per_second
+        );
         for (k, t) in &summary.instruments {
             let day = |ms: Option<i64>| {
                 ms.and_then(chrono::DateTime::from_timestamp_millis)
                     .map_or_else(|| "-".into(), |d| d.format("%Y-%m-%d").to_string())
             };
-            println!("  {k:<20} {:>7} bars  {} .. {}", t.bars, day(t.first_ts), day(t.last_ts));
+            println!(
+                "  {k:<20} {:>7} bars  {} .. {}",
+                t.bars,
+                day(t.first_ts),
+                day(t.last_ts)
+            );
         }
     }
     ensure!(

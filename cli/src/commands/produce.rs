@@ -46,14 +46,21 @@ pub struct Published {
 pub async fn run(config: &Config, args: Args) -> Result<()> {
     let ctx = Context::connect(config).await?;
     let fixed = match (&args.instrument, &args.timeframe) {
-        (Some(i), Some(tf)) => Some(InstrumentId::parse(i, tf).with_context(|| format!("bad --instrument {i:?} / --timeframe {tf:?}"))?),
+        (Some(i), Some(tf)) => Some(
+            InstrumentId::parse(i, tf)
+                .with_context(|| format!("bad --instrument {i:?} / --timeframe {tf:?}"))?,
+        ),
         _ => None,
     };
     let files = expand(&args.input)?;
     let report = publish(&ctx, &files, fixed.as_ref(), args.pace, !args.quiet).await?;
     println!("{}", serde_json::to_string(&report)?);
     if report.bad_rows > 0 {
-        eprintln!("{} row(s) could not be read; they are in {} with the reason", report.bad_rows, MARKET_BARS_DLQ.name());
+        eprintln!(
+            "{} row(s) could not be read; they are in {} with the reason",
+            report.bad_rows,
+            MARKET_BARS_DLQ.name()
+        );
     }
     Ok(())
 }
@@ -92,17 +99,36 @@ fn instrument_of(path: &Path, fixed: Option<&InstrumentId>) -> Result<Instrument
 }
 
 /// Publishes every row of `files`; returns the counts once all are acknowledged.
-pub async fn publish(ctx: &Context, files: &[PathBuf], fixed: Option<&InstrumentId>, pace: Option<f64>, progress: bool) -> Result<Published> {
+pub async fn publish(
+    ctx: &Context,
+    files: &[PathBuf],
+    fixed: Option<&InstrumentId>,
+    pace: Option<f64>,
+    progress: bool,
+) -> Result<Published> {
     let producer = Producer::new(&ctx.settings)?;
-    let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    let bar = if progress { ProgressBar::new(total_bytes) } else { ProgressBar::hidden() };
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = if progress {
+        ProgressBar::new(total_bytes)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg:30} [{bar:40}] {percent:>3}% {elapsed} ({per_sec})")
-            .map(|s| s.progress_chars("=> "))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} {msg:30} [{bar:40}] {percent:>3}% {elapsed} ({per_sec})",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let mut report = Published { files: files.len(), ..Published::default() };
+    let mut report = Published {
+        files: files.len(),
+        ..Published::default()
+    };
     for path in files {
         let id = instrument_of(path, fixed)?;
         bar.set_message(id.key());
@@ -131,7 +157,11 @@ pub async fn publish(ctx: &Context, files: &[PathBuf], fixed: Option<&Instrument
             };
             pending.push(producer.enqueue(&record).await?);
             if rows % 4096 == 0 {
-                bar.set_position(bar.position().saturating_add(size.saturating_mul(4096) / 35_000).min(total_bytes));
+                bar.set_position(
+                    bar.position()
+                        .saturating_add(size.saturating_mul(4096) / 35_000)
+                        .min(total_bytes),
+                );
             }
         }
         for p in pending {
@@ -145,7 +175,11 @@ pub async fn publish(ctx: &Context, files: &[PathBuf], fixed: Option<&Instrument
     Ok(report)
 }
 
-fn dead_letter(path: &Path, id: &InstrumentId, e: &autotrain_connector_file::RowError) -> Result<OutRecord> {
+fn dead_letter(
+    path: &Path,
+    id: &InstrumentId,
+    e: &autotrain_connector_file::RowError,
+) -> Result<OutRecord> {
     let source = format!("file:{}", path.display());
     let letter = DeadLetter {
         processor: "produce".into(),
@@ -158,6 +192,11 @@ fn dead_letter(path: &Path, id: &InstrumentId, e: &autotrain_connector_file::Row
         error: e.reason.clone(),
         source_timestamp: None,
     };
-    let event_id = EventId::derive(&[b"produce-dlq", source.as_bytes(), &e.line.to_le_bytes(), e.raw.as_bytes()]);
+    let event_id = EventId::derive(&[
+        b"produce-dlq",
+        source.as_bytes(),
+        &e.line.to_le_bytes(),
+        e.raw.as_bytes(),
+    ]);
     Ok(OutRecord::new(MARKET_BARS_DLQ, &source, &letter, event_id)?)
 }

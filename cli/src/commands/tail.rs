@@ -51,14 +51,24 @@ fn tail(settings: &autotrain_kafka::ClientSettings, topic: &str, args: &Args) ->
     }
     let mut tpl = TopicPartitionList::new();
     match args.from.as_str() {
-        "beginning" => partitions.iter().try_for_each(|p| tpl.add_partition_offset(topic, *p, Offset::Beginning))?,
-        "end" => partitions.iter().try_for_each(|p| tpl.add_partition_offset(topic, *p, Offset::End))?,
+        "beginning" => partitions
+            .iter()
+            .try_for_each(|p| tpl.add_partition_offset(topic, *p, Offset::Beginning))?,
+        "end" => partitions
+            .iter()
+            .try_for_each(|p| tpl.add_partition_offset(topic, *p, Offset::End))?,
         other => match other.parse::<i64>() {
-            Ok(o) => partitions.iter().try_for_each(|p| tpl.add_partition_offset(topic, *p, Offset::Offset(o)))?,
+            Ok(o) => partitions
+                .iter()
+                .try_for_each(|p| tpl.add_partition_offset(topic, *p, Offset::Offset(o)))?,
             Err(_) => {
-                let ms = parse_ts(other).map_err(anyhow::Error::msg).context("--from")?;
+                let ms = parse_ts(other)
+                    .map_err(anyhow::Error::msg)
+                    .context("--from")?;
                 let mut times = TopicPartitionList::new();
-                partitions.iter().try_for_each(|p| times.add_partition_offset(topic, *p, Offset::Offset(ms)))?;
+                partitions
+                    .iter()
+                    .try_for_each(|p| times.add_partition_offset(topic, *p, Offset::Offset(ms)))?;
                 let found = consumer.offsets_for_times(times, Duration::from_secs(10))?;
                 tpl = found;
             }

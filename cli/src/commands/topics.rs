@@ -37,7 +37,10 @@ pub async fn run(config: &Config, cmd: TopicsCommand) -> Result<()> {
                             .join(" ")
                     },
                 );
-                let known = ctx.settings.logical(&t.name).and_then(|l| catalogue().get(l));
+                let known = ctx
+                    .settings
+                    .logical(&t.name)
+                    .and_then(|l| catalogue().get(l));
                 println!(
                     "{}\t{} partitions\t{}\t{}",
                     t.name,
@@ -56,7 +59,10 @@ pub async fn run(config: &Config, cmd: TopicsCommand) -> Result<()> {
             if errors > 0 {
                 bail!("{errors} difference(s) between the catalogue and the cluster");
             }
-            println!("ok: {} catalogue topics match the cluster", catalogue().topics.len());
+            println!(
+                "ok: {} catalogue topics match the cluster",
+                catalogue().topics.len()
+            );
         }
     }
     Ok(())

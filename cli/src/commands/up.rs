@@ -14,7 +14,11 @@ pub async fn run(config: &Config, _args: Args) -> Result<()> {
         ctx.create_topics(config).await?;
     }
     println!("bootstrap: {}", ctx.broker.bootstrap());
-    println!("topics: {} (prefix {:?})", autotrain_topics::catalogue().topics.len(), config.topic_prefix);
+    println!(
+        "topics: {} (prefix {:?})",
+        autotrain_topics::catalogue().topics.len(),
+        config.topic_prefix
+    );
     println!("press Ctrl-C to stop");
     shutdown_signal().await;
     Ok(())

@@ -14,7 +14,10 @@ use crate::instrument::InstrumentId;
 #[derive(Debug, Error)]
 pub enum FileError {
     #[error("{path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: header must start with ts,open,high,low,close,volume; found {found:?}")]
     Header { path: PathBuf, found: Vec<String> },
     #[error("{path}: {source}")]
@@ -137,12 +140,20 @@ impl<R: Read> Iterator for BarReader<R> {
 /// UTC) or an integer epoch (seconds, or milliseconds when ≥ 10^11).
 pub fn parse_ts(text: &str) -> Result<i64, String> {
     if let Ok(n) = text.parse::<i64>() {
-        return Ok(if n.abs() >= 100_000_000_000 { n } else { n * 1000 });
+        return Ok(if n.abs() >= 100_000_000_000 {
+            n
+        } else {
+            n * 1000
+        });
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(text) {
         return Ok(dt.timestamp_millis());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(text, fmt) {
             return Ok(dt.and_utc().timestamp_millis());
         }
@@ -161,7 +172,13 @@ mod tests {
     #[test]
     fn timestamps_in_every_accepted_form() {
         let want = 1_506_816_000_000;
-        for text in ["2017-10-01T00:00:00Z", "2017-10-01T02:00:00+02:00", "2017-10-01 00:00:00", "1506816000", "1506816000000"] {
+        for text in [
+            "2017-10-01T00:00:00Z",
+            "2017-10-01T02:00:00+02:00",
+            "2017-10-01 00:00:00",
+            "1506816000",
+            "1506816000000",
+        ] {
             assert_eq!(parse_ts(text), Ok(want), "{text}");
         }
         assert!(parse_ts("yesterday").is_err());
@@ -175,12 +192,21 @@ mod tests {
                     2017-10-01T02:00:00Z,1,2\n\
                     nope,1,2,0.5,1.5,10\n\
                     2017-10-01T03:00:00Z,1,2,0.5,1.5,10\n";
-        let rows: Vec<_> = BarReader::new(text.as_bytes(), Path::new("t.csv"), id()).expect("header").collect();
+        let rows: Vec<_> = BarReader::new(text.as_bytes(), Path::new("t.csv"), id())
+            .expect("header")
+            .collect();
         assert_eq!(rows.len(), 5);
         assert_eq!(rows[0].as_ref().map(|b| b.close).ok(), Some(1.5));
         let errs: Vec<&RowError> = rows.iter().filter_map(|r| r.as_ref().err()).collect();
-        assert_eq!(errs.iter().map(|e| e.line).collect::<Vec<_>>(), vec![3, 4, 5]);
-        assert!(errs[0].reason.contains("open is not a number"), "{}", errs[0]);
+        assert_eq!(
+            errs.iter().map(|e| e.line).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert!(
+            errs[0].reason.contains("open is not a number"),
+            "{}",
+            errs[0]
+        );
         assert!(rows[4].is_ok());
     }
 
@@ -192,9 +218,15 @@ mod tests {
 
     #[test]
     fn the_bundled_btc_file_reads_completely() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/bitfinex_BTCUSD_30m.csv"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/bitfinex_BTCUSD_30m.csv"
+        ));
         let id = crate::infer_instrument(path).expect("name");
-        let bars: Vec<Bar> = BarReader::open(path, id).expect("open").collect::<Result<_, _>>().expect("all rows valid");
+        let bars: Vec<Bar> = BarReader::open(path, id)
+            .expect("open")
+            .collect::<Result<_, _>>()
+            .expect("all rows valid");
         assert_eq!(bars.len(), 35_019);
         assert_eq!(bars[0].ts, 1_506_816_000_000);
         assert!(bars.windows(2).all(|w| w[0].ts < w[1].ts));

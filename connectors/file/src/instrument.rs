@@ -19,10 +19,12 @@ impl InstrumentId {
     /// Parses `exchange:SYMBOL` plus a timeframe.
     pub fn parse(instrument: &str, timeframe: &str) -> Option<Self> {
         let (exchange, symbol) = instrument.split_once(':')?;
-        (!exchange.is_empty() && !symbol.is_empty() && is_timeframe(timeframe)).then(|| InstrumentId {
-            exchange: exchange.to_string(),
-            symbol: symbol.to_string(),
-            timeframe: timeframe.to_string(),
+        (!exchange.is_empty() && !symbol.is_empty() && is_timeframe(timeframe)).then(|| {
+            InstrumentId {
+                exchange: exchange.to_string(),
+                symbol: symbol.to_string(),
+                timeframe: timeframe.to_string(),
+            }
         })
     }
 }
@@ -39,7 +41,9 @@ pub fn infer_instrument(path: &Path) -> Option<InstrumentId> {
 
 fn is_timeframe(tf: &str) -> bool {
     let (n, unit) = tf.split_at(tf.len().saturating_sub(1));
-    !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && matches!(unit, "s" | "m" | "h" | "d" | "w")
+    !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && matches!(unit, "s" | "m" | "h" | "d" | "w")
 }
 
 #[cfg(test)]
@@ -52,7 +56,10 @@ mod tests {
         assert_eq!(id.key(), "bitfinex:BTCUSD");
         assert_eq!(id.timeframe, "30m");
         let fx = infer_instrument(Path::new("dukascopy_EURUSD_1h_ask.csv")).expect("parses");
-        assert_eq!((fx.symbol.as_str(), fx.timeframe.as_str()), ("EURUSD", "1h"));
+        assert_eq!(
+            (fx.symbol.as_str(), fx.timeframe.as_str()),
+            ("EURUSD", "1h")
+        );
         assert_eq!(infer_instrument(Path::new("bars.csv")), None);
         assert_eq!(infer_instrument(Path::new("a_B_thirty.csv")), None);
     }

@@ -19,11 +19,22 @@ pub fn bar() -> Bar {
     }
 }
 
-/// Each sample as (full, minimal) encoded bytes plus a check that decoding
-/// gives back the value. Returned as closures so one loop covers all types.
-pub fn all() -> Vec<(&'static str, Vec<apache_avro::types::Value>, Vec<Box<dyn Fn() -> Result<(), String>>>)> {
+/// One payload type's samples: its name, the samples as generic Avro values
+/// (for shape checks), and one round-trip check per sample.
+pub type Samples = (&'static str, Vec<apache_avro::types::Value>, Checks);
+
+/// Samples of every payload type (full and minimal where fields are
+/// optional), so one loop covers all types.
+pub fn all() -> Vec<Samples> {
     vec![
-        entry(vec![bar(), Bar { checksum: None, revision: 0, ..bar() }]),
+        entry(vec![
+            bar(),
+            Bar {
+                checksum: None,
+                revision: 0,
+                ..bar()
+            },
+        ]),
         entry(vec![
             ValidationFlag {
                 flag_id: "gap-1".into(),
@@ -87,8 +98,14 @@ pub fn all() -> Vec<(&'static str, Vec<apache_avro::types::Value>, Vec<Box<dyn F
             contract_version: "1".into(),
             bar_revision: 1,
             values: vec![
-                FeatureValue { name: "lr".into(), value: Some(0.0012) },
-                FeatureValue { name: "rsi_14".into(), value: None },
+                FeatureValue {
+                    name: "lr".into(),
+                    value: Some(0.0012),
+                },
+                FeatureValue {
+                    name: "rsi_14".into(),
+                    value: None,
+                },
             ],
         }]),
         entry(vec![RegimePosterior {
@@ -110,7 +127,10 @@ pub fn all() -> Vec<(&'static str, Vec<apache_avro::types::Value>, Vec<Box<dyn F
                 instruments: vec!["bitfinex:BTCUSD".into()],
                 dataset_version: Some("2019-10".into()),
                 feature_contract_version: Some("1".into()),
-                hyperparams: vec![Param { name: "states".into(), value: "3".into() }],
+                hyperparams: vec![Param {
+                    name: "states".into(),
+                    value: "3".into(),
+                }],
                 seed: 42,
                 priority: Priority::Urgent,
                 auto_promote: true,
@@ -149,7 +169,10 @@ pub fn all() -> Vec<(&'static str, Vec<apache_avro::types::Value>, Vec<Box<dyn F
             stage: Some("fit".into()),
             progress: 0.5,
             message: "restart 2/4".into(),
-            metrics: vec![Metric { name: "loglik".into(), value: -1.5 }],
+            metrics: vec![Metric {
+                name: "loglik".into(),
+                value: -1.5,
+            }],
             error: None,
             attempt: 2,
             model_version: Some(3),
@@ -163,16 +186,27 @@ pub fn all() -> Vec<(&'static str, Vec<apache_avro::types::Value>, Vec<Box<dyn F
             parameters: Some(vec![1, 2, 3]),
             artifact_hash: None,
             parameter_hash: "cd".repeat(32),
-            metrics: vec![Metric { name: "sharpe".into(), value: 1.2 }],
+            metrics: vec![Metric {
+                name: "sharpe".into(),
+                value: 1.2,
+            }],
             tags: vec!["hmm".into()],
             manifest: Some(Manifest {
                 trigger_id: "t-1".into(),
                 code_version: "0.1.0".into(),
                 feature_contract_version: "1".into(),
-                inputs: vec![OffsetRange { topic: "features".into(), partition: 0, start: 0, end: 100 }],
+                inputs: vec![OffsetRange {
+                    topic: "features".into(),
+                    partition: 0,
+                    start: 0,
+                    end: 100,
+                }],
                 split_version: "s1".into(),
                 reference_hash: "ef".repeat(32),
-                hyperparams: vec![Param { name: "states".into(), value: "3".into() }],
+                hyperparams: vec![Param {
+                    name: "states".into(),
+                    value: "3".into(),
+                }],
                 seed: 7,
             }),
             alias: Some("prod".into()),
@@ -184,7 +218,10 @@ pub fn all() -> Vec<(&'static str, Vec<apache_avro::types::Value>, Vec<Box<dyn F
             instrument: "bitfinex:BTCUSD".into(),
             config_id: "cfg-1".into(),
             preset_id: "safe".into(),
-            params: vec![ParamValue { name: "lookback".into(), value: 20.0 }],
+            params: vec![ParamValue {
+                name: "lookback".into(),
+                value: 20.0,
+            }],
             model_key: None,
             model_version: None,
             reason: UpdateReason::KillSwitch,
@@ -204,9 +241,9 @@ pub fn all() -> Vec<(&'static str, Vec<apache_avro::types::Value>, Vec<Box<dyn F
     ]
 }
 
-type Checks = Vec<Box<dyn Fn() -> Result<(), String>>>;
+pub type Checks = Vec<Box<dyn Fn() -> Result<(), String>>>;
 
-fn entry<T: Payload>(values: Vec<T>) -> (&'static str, Vec<apache_avro::types::Value>, Checks) {
+fn entry<T: Payload>(values: Vec<T>) -> Samples {
     let generic = values
         .iter()
         .map(|v| apache_avro::to_value(v).expect("serde to Avro value"))
@@ -218,7 +255,10 @@ fn entry<T: Payload>(values: Vec<T>) -> (&'static str, Vec<apache_avro::types::V
                 let bytes = encode(&v).map_err(|e| e.to_string())?;
                 let back: T = decode(&bytes).map_err(|e| e.to_string())?;
                 if back != v {
-                    return Err(format!("{} round trip changed the value: {v:?} -> {back:?}", T::NAME));
+                    return Err(format!(
+                        "{} round trip changed the value: {v:?} -> {back:?}",
+                        T::NAME
+                    ));
                 }
                 Ok(())
             }) as Box<dyn Fn() -> Result<(), String>>
