@@ -220,6 +220,24 @@ pub fn tune(mut settings: ClientSettings, tansu: bool) -> ClientSettings {
     settings
 }
 
+/// Tansu 0.6.0 deletes the records of a topic created with
+/// `retention.ms = -1` (Kafka's "keep forever"): seen as a log start offset
+/// jumping to the high watermark after a restart. On Tansu, "forever" is
+/// spelled as ten years.
+pub fn catalogue_for(tansu: bool) -> Vec<autotrain_topics::TopicSpec> {
+    catalogue()
+        .topics
+        .iter()
+        .cloned()
+        .map(|mut t| {
+            if tansu && t.retention_ms < 0 {
+                t.retention_ms = 10 * 365 * 24 * 3_600_000;
+            }
+            t
+        })
+        .collect()
+}
+
 /// Produces bars as an outside producer would (content-derived event ids).
 pub async fn produce_bars(settings: &ClientSettings, bars: &[Bar]) -> Result<()> {
     let producer = Producer::new(settings)?;
