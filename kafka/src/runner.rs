@@ -36,7 +36,7 @@ use crate::settings::ClientSettings;
 
 const DEFAULT_DLQ: &str = "market.bars.dlq";
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
-const WARM_UP_TIMEOUT: Duration = Duration::from_secs(120);
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// What a processor reads. Every payload type is one; a processor reading
 /// several topics of different types implements it for an enum.
@@ -240,7 +240,6 @@ pub async fn run<P: Processor>(
             tracing::warn!(error = %e, "final commit failed; the next run re-reads from the last commit")
         }
     }
-    consumer.unsubscribe();
     result?;
     drained?;
     let stats = state.counters.snapshot();

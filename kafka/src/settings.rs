@@ -80,7 +80,9 @@ impl ClientSettings {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set("heartbeat.interval.ms", "1000")
+            // Also bounds how long a rebalance waits for members that vanished.
+            .set("max.poll.interval.ms", "60000");
         for (k, v) in &self.properties {
             c.set(k, v);
         }
