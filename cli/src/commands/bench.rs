@@ -163,7 +163,7 @@ async fn through_broker(
         value: "Bar".into(),
         partitions,
         cleanup_policy: autotrain_topics::CleanupPolicy::Delete,
-        retention_ms: -1,
+        retention_ms: 86_400_000,
         dead_letter: None,
         description: "benchmark".into(),
     };
