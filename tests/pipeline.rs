@@ -36,7 +36,7 @@ async fn forward_with_crash(settings: autotrain_kafka::ClientSettings, strict: b
     // crash: the run future is dropped, no final commit.
     let c1 = Arc::new(Counters::default());
     let crash = stop_when(c1.clone(), Duration::from_secs(120), |s| {
-        s.offsets_stored >= 4_000
+        s.acknowledged >= 4_000
     });
     tokio::select! {
         r = run(&settings, &fwd, Forward::default(), c1.clone(), std::future::pending()) => { r?; }

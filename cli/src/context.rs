@@ -32,7 +32,7 @@ impl Context {
     pub async fn connect(config: &Config) -> Result<Self> {
         let broker = Broker::connect_or_embed(config.brokers.as_deref()).context("broker")?;
         let mut settings = broker.settings(&config.topic_prefix);
-        settings.properties = config.kafka.clone();
+        settings.properties.extend(config.kafka.clone());
         let ctx = Context { broker, settings };
         if ctx.broker.is_embedded() {
             eprintln!(

@@ -62,8 +62,19 @@ impl Broker {
     }
 
     /// Client settings for this broker with the given topic prefix.
+    ///
+    /// The embedded broker answers a fetch only after `fetch.wait.max.ms`
+    /// when no data was waiting at request time (no long-poll wake-up), so a
+    /// consumer that has caught up idles 500 ms per round by default; being
+    /// in-process, short polls cost nothing there.
     pub fn settings(&self, topic_prefix: &str) -> ClientSettings {
-        ClientSettings::new(self.bootstrap()).with_prefix(topic_prefix)
+        let mut settings = ClientSettings::new(self.bootstrap()).with_prefix(topic_prefix);
+        if self.is_embedded() {
+            settings
+                .properties
+                .insert("fetch.wait.max.ms".into(), "10".into());
+        }
+        settings
     }
 
     /// Creates a topic on the embedded broker (its CreateTopics API is not

@@ -13,7 +13,8 @@ use crate::event_id::EventId;
 #[derive(Debug)]
 pub struct Dedupe {
     window: usize,
-    partitions: HashMap<(String, i32), Window>,
+    /// topic → partition → window (looked up by `&str`, no allocation).
+    partitions: HashMap<String, HashMap<i32, Window>>,
 }
 
 #[derive(Debug, Default)]
@@ -36,13 +37,11 @@ impl Dedupe {
 
     /// Records `id`; returns false if it was already seen (a duplicate).
     pub fn insert(&mut self, topic: &str, partition: i32, id: EventId) -> bool {
-        let w = match self.partitions.get_mut(&(topic.to_string(), partition)) {
-            Some(w) => w,
-            None => self
-                .partitions
-                .entry((topic.to_string(), partition))
-                .or_default(),
+        let topic_windows = match self.partitions.get_mut(topic) {
+            Some(t) => t,
+            None => self.partitions.entry(topic.to_string()).or_default(),
         };
+        let w = topic_windows.entry(partition).or_default();
         if !w.seen.insert(id) {
             return false;
         }
@@ -57,7 +56,8 @@ impl Dedupe {
 
     pub fn contains(&self, topic: &str, partition: i32, id: EventId) -> bool {
         self.partitions
-            .get(&(topic.to_string(), partition))
+            .get(topic)
+            .and_then(|t| t.get(&partition))
             .is_some_and(|w| w.seen.contains(&id))
     }
 }

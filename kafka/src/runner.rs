@@ -36,6 +36,9 @@ use crate::settings::ClientSettings;
 
 const DEFAULT_DLQ: &str = "market.bars.dlq";
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Acknowledged inputs between two offset stores (also stored whenever
+/// nothing is in flight).
+const STORE_EVERY: usize = 1_000;
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// What a processor reads. Every payload type is one; a processor reading
@@ -105,6 +108,7 @@ pub struct Counters {
     pub dead_lettered: AtomicU64,
     pub outputs: AtomicU64,
     pub retries: AtomicU64,
+    pub acknowledged: AtomicU64,
     pub offsets_stored: AtomicU64,
     pub offsets_rejected: AtomicU64,
 }
@@ -118,6 +122,9 @@ pub struct RunStats {
     pub dead_lettered: u64,
     pub outputs: u64,
     pub retries: u64,
+    /// Inputs whose outputs were all acknowledged by the broker.
+    pub acknowledged: u64,
+    /// Offset stores (one per partition per batch of acknowledged inputs).
     pub offsets_stored: u64,
     /// Offsets the client refused to store (partition revoked meanwhile).
     pub offsets_rejected: u64,
@@ -133,6 +140,7 @@ impl Counters {
             dead_lettered: g(&self.dead_lettered),
             outputs: g(&self.outputs),
             retries: g(&self.retries),
+            acknowledged: g(&self.acknowledged),
             offsets_stored: g(&self.offsets_stored),
             offsets_rejected: g(&self.offsets_rejected),
         }
@@ -211,6 +219,8 @@ pub async fn run<P: Processor>(
         producer: Producer::new(settings)?,
         dedupe: Dedupe::new(config.dedupe_window),
         positions: HashMap::new(),
+        acked: HashMap::new(),
+        acked_since_store: 0,
     };
     let consumer: Consumer_ = settings
         .consumer_config(&config.group_id)
@@ -228,11 +238,13 @@ pub async fn run<P: Processor>(
     let drained = async {
         while let Some(done) = inflight.next().await {
             let (topic, partition, offset) = done?;
-            state.store(&consumer, &topic, partition, offset);
+            bump(&state.counters.acknowledged);
+            state.acked.insert((topic, partition), offset);
         }
         Ok::<(), KafkaError>(())
     }
     .await;
+    state.store_acked(&consumer);
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => {}
         Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
@@ -256,6 +268,9 @@ struct Loop<'a, P> {
     dedupe: Dedupe,
     /// Next offset expected per (physical topic, partition).
     positions: HashMap<(String, i32), i64>,
+    /// Newest acknowledged, not yet stored offset per partition.
+    acked: HashMap<(String, i32), i64>,
+    acked_since_store: usize,
 }
 
 impl<P: Processor> Loop<'_, P> {
@@ -272,7 +287,13 @@ impl<P: Processor> Loop<'_, P> {
                 _ = &mut shutdown => return Ok(()),
                 Some(done) = inflight.next(), if !inflight.is_empty() => {
                     let (topic, partition, offset) = done?;
-                    self.store(consumer, &topic, partition, offset);
+                    bump(&self.counters.acknowledged);
+                    self.acked.insert((topic, partition), offset);
+                    if inflight.is_empty() || self.acked_since_store >= STORE_EVERY {
+                        self.store_acked(consumer);
+                    } else {
+                        self.acked_since_store += 1;
+                    }
                 }
                 msg = consumer.recv(), if inflight.len() < self.config.max_in_flight => {
                     let raw = match msg {
@@ -313,6 +334,14 @@ impl<P: Processor> Loop<'_, P> {
             payload: m.payload().map(<[u8]>::to_vec),
             timestamp: m.timestamp().to_millis(),
             event_id,
+        }
+    }
+
+    /// Stores the newest acknowledged offset of each partition.
+    fn store_acked(&mut self, consumer: &Consumer_) {
+        self.acked_since_store = 0;
+        for ((topic, partition), offset) in std::mem::take(&mut self.acked) {
+            self.store(consumer, &topic, partition, offset);
         }
     }
 
