@@ -5,7 +5,7 @@
 //! - [`context`] — connects to the configured broker (or starts the
 //!   embedded one) and hands out client settings; logging; Ctrl-C.
 //! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
-//!   `tail`, `demo`, `bench`.
+//!   `tail`, `demo`, `validate`, `bench`.
 
 mod commands;
 mod config;
@@ -50,6 +50,9 @@ enum Command {
     /// The main job: publish the bundled real bars through the broker and
     /// account for every one of them downstream.
     Demo(commands::demo::Args),
+    /// Check a bar file offline with the validator's rules (gaps, OHLC,
+    /// duplicates, anomalies) and print a report.
+    Validate(commands::validate::Args),
     /// Measure throughput and latency (prints figures).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -72,6 +75,7 @@ async fn main() -> Result<()> {
         Command::Produce(args) => commands::produce::run(&config, args).await,
         Command::Tail(args) => commands::tail::run(&config, args).await,
         Command::Demo(args) => commands::demo::run(&config, args).await,
+        Command::Validate(args) => commands::validate::run(&config, args).await,
         Command::Bench(cmd) => commands::bench::run(&config, cmd).await,
     }
 }

@@ -30,7 +30,9 @@ fn ok(args: &[&str]) -> Result<String> {
 #[test]
 fn every_subcommand_has_help() -> Result<()> {
     let top = ok(&["--help"])?;
-    for cmd in ["up", "topics", "produce", "tail", "demo", "bench"] {
+    for cmd in [
+        "up", "topics", "produce", "tail", "demo", "validate", "bench",
+    ] {
         assert!(top.contains(cmd), "top-level help lists {cmd}");
         let help = ok(&[cmd, "--help"])?;
         assert!(help.contains("Usage"), "{cmd} --help");
@@ -166,5 +168,38 @@ fn ops_tools_against_tansu() -> Result<()> {
         "line of the broken row"
     );
     drop(tansu);
+    Ok(())
+}
+
+#[test]
+fn validate_reports_the_real_gaps_of_the_btc_file() -> Result<()> {
+    let file = data_file("bitfinex_BTCUSD_30m.csv");
+    let out = ok(&[
+        "validate",
+        "--input",
+        file.to_str().unwrap_or_default(),
+        "--json",
+    ])?;
+    let report: serde_json::Value = serde_json::from_str(out.trim())?;
+    assert_eq!(report["bars"], 35_019);
+    assert_eq!(report["flags"]["gap"], 9);
+    let missing: i64 = report["gaps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["missing_bars"].as_i64())
+        .sum();
+    assert_eq!(missing, 22);
+    let fx = data_file("dukascopy_EURUSD_1h_ask.csv");
+    let fx = ok(&[
+        "validate",
+        "--input",
+        fx.to_str().unwrap_or_default(),
+        "--calendar",
+        "fx",
+        "--json",
+    ])?;
+    let fx: serde_json::Value = serde_json::from_str(fx.trim())?;
+    assert_eq!(fx["bars"], 6_225);
     Ok(())
 }

@@ -6,3 +6,4 @@ pub mod produce;
 pub mod tail;
 pub mod topics;
 pub mod up;
+pub mod validate;
