@@ -47,8 +47,8 @@ enum Command {
     Produce(commands::produce::Args),
     /// Decode any topic to JSON lines.
     Tail(commands::tail::Args),
-    /// The main job: publish the bundled real bars through the broker and
-    /// account for every one of them downstream.
+    /// The main job: publish the bundled real bars through the broker into
+    /// the validator and account for every one of them.
     Demo(commands::demo::Args),
     /// Check a bar file offline with the validator's rules (gaps, OHLC,
     /// duplicates, anomalies) and print a report.

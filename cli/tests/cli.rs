@@ -73,14 +73,16 @@ fn demo_accounts_for_every_bar_and_row() -> Result<()> {
     ])?;
     let summary: serde_json::Value = serde_json::from_str(out.trim())?;
     assert_eq!(summary["bars_in"], 5000);
-    assert_eq!(summary["bars_accounted"], 5000);
     assert_eq!(summary["bad_rows"], 1);
     assert_eq!(summary["dead_letters"], 1);
-    assert_eq!(summary["instruments"]["bitfinex:BTCUSD"]["bars"], 3000);
+    let field = |k: &str| summary[k].as_u64().unwrap_or(u64::MAX);
     assert_eq!(
-        summary["instruments"]["bitfinex:ETHUSD"]["first_ts"],
-        1_506_816_000_000_i64
+        field("bars_passed") + field("bars_flagged") + field("duplicates"),
+        5000,
+        "{summary}"
     );
+    assert!(field("bars_passed") > 4_900, "{summary}");
+    assert_eq!(summary["flags"]["ohlc"], 0);
     Ok(())
 }
 

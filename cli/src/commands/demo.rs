@@ -1,12 +1,10 @@
 //! `autotrain demo`, the main job: publish the bundled real bars (five
 //! coins, 30-minute, 2017-10 … 2019-10) through the broker as fast as
-//! possible and account for every one of them downstream: a ledger
-//! processor decodes each record from `market.bars.raw` through the
-//! at-least-once runner and tallies it per instrument; unreadable rows and
-//! records end in the dead-letter topic. The summary says bars in, bars
-//! accounted for, dead letters, duplicates dropped, throughput.
+//! possible and run the validator processor over them: every raw bar ends
+//! as passed (on `market.bars`), flagged and withheld (`market.flags`),
+//! duplicate, or dead letter, and the summary accounts for each one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _, Result};
 use autotrain_connector_file::{infer_instrument, BarReader};
 use autotrain_kafka::runner::Counters;
-use autotrain_kafka::{Incoming, OutRecord, Outputs, ProcessError, Processor, Producer};
+use autotrain_kafka::{OutRecord, Producer};
 use autotrain_schemas::Bar;
 use autotrain_topics::MARKET_BARS_RAW;
+use autotrain_validator::ValidatorProcessor;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -36,52 +35,24 @@ pub struct Args {
     pub keep_running: bool,
 }
 
-/// Per-instrument tally kept by the ledger processor.
-#[derive(Debug, Default, Clone, Serialize, PartialEq)]
-pub struct Tally {
-    pub bars: u64,
-    pub first_ts: Option<i64>,
-    pub last_ts: Option<i64>,
-    pub volume: f64,
-}
-
-/// Decodes every raw bar and tallies it per instrument: the pure core the
-/// runner wraps.
-#[derive(Debug, Default)]
-pub struct Ledger {
-    pub per_instrument: BTreeMap<String, Tally>,
-}
-
-impl Processor for Ledger {
-    type Input = Bar;
-
-    fn name(&self) -> &str {
-        "ledger"
-    }
-
-    fn process(&mut self, input: &Incoming<Bar>, _out: &mut Outputs) -> Result<(), ProcessError> {
-        let bar = &input.value;
-        let t = self.per_instrument.entry(bar.instrument()).or_default();
-        t.bars += 1;
-        t.first_ts = Some(t.first_ts.map_or(bar.ts, |f| f.min(bar.ts)));
-        t.last_ts = Some(t.last_ts.map_or(bar.ts, |l| l.max(bar.ts)));
-        t.volume += bar.volume;
-        Ok(())
-    }
-}
-
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub bootstrap: String,
     pub files: usize,
     pub bars_in: u64,
     pub bad_rows: u64,
-    pub bars_accounted: u64,
+    /// Published on `market.bars` (corrections included).
+    pub bars_passed: u64,
+    /// Withheld with a flag (invalid OHLC, anomaly awaiting review).
+    pub bars_flagged: u64,
+    /// Identical re-sends, dropped (by event id or by checksum).
+    pub duplicates: u64,
     pub dead_letters: u64,
-    pub duplicates_dropped: u64,
+    /// Flags raised, by kind (gaps and stale bars accompany passed bars).
+    pub flags: BTreeMap<&'static str, u64>,
+    pub gaps: usize,
     pub seconds: f64,
     pub bars_per_second: f64,
-    pub instruments: BTreeMap<String, Tally>,
 }
 
 fn bundled_data() -> PathBuf {
@@ -105,18 +76,13 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
     ensure!(!files.is_empty(), "no bar files to replay in {inputs:?}");
 
     let counters = Arc::new(Counters::default());
-    let group = format!("autotrain-demo-ledger-{}", std::process::id());
+    let group = format!("autotrain-demo-validator-{}", std::process::id());
     let rc = ctx.runner_config(config, &group, &[MARKET_BARS_RAW.name()]);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let ledger = autotrain_kafka::run(
-        &ctx.settings,
-        &rc,
-        Ledger::default(),
-        counters.clone(),
-        async {
-            let _ = done_rx.await;
-        },
-    );
+    let validator = ValidatorProcessor::new(HashMap::new());
+    let ledger = autotrain_kafka::run(&ctx.settings, &rc, validator, counters.clone(), async {
+        let _ = done_rx.await;
+    });
     let started = Instant::now();
     let publisher = publish_with_backpressure(ctx, &files, counters.clone(), !args.json);
     let (ledger_result, published) = tokio::join!(ledger, async {
@@ -131,19 +97,23 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         published
     });
     let (bars_in, bad_rows) = published?;
-    let (ledger, stats) = ledger_result?;
+    let (validator, stats) = ledger_result?;
     let seconds = started.elapsed().as_secs_f64();
+    let v = &validator.summary;
+    let checksum_duplicates = v.flags.get("duplicate").copied().unwrap_or(0);
     Ok(Summary {
         bootstrap: ctx.broker.bootstrap().to_string(),
         files: files.len(),
         bars_in,
         bad_rows,
-        bars_accounted: stats.processed,
+        bars_passed: v.passed,
+        bars_flagged: v.bars - v.passed - checksum_duplicates,
+        duplicates: stats.duplicates + checksum_duplicates,
         dead_letters: stats.dead_lettered + bad_rows,
-        duplicates_dropped: stats.duplicates,
+        flags: v.flags.clone(),
+        gaps: v.gaps.len(),
         seconds,
         bars_per_second: bars_in as f64 / seconds,
-        instruments: ledger.per_instrument,
     })
 }
 
@@ -222,32 +192,32 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         println!("broker            {}", summary.bootstrap);
         println!("files             {}", summary.files);
         println!("bars in           {}", summary.bars_in);
-        println!("bars accounted    {}", summary.bars_accounted);
-        println!("dead letters      {}", summary.dead_letters);
-        println!("duplicates        {}", summary.duplicates_dropped);
+        println!("  passed          {}", summary.bars_passed);
+        println!("  flagged, held   {}", summary.bars_flagged);
+        println!("  duplicates      {}", summary.duplicates);
+        println!(
+            "  dead letters    {}",
+            summary.dead_letters - summary.bad_rows
+        );
+        println!("unreadable rows   {}", summary.bad_rows);
+        let flags: Vec<String> = summary
+            .flags
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        println!("flags             {}", flags.join(", "));
         println!(
             "time              {:.2} s ({:.0} bars/s end to end)",
             summary.seconds, summary.bars_per_second
         );
-        for (k, t) in &summary.instruments {
-            let day = |ms: Option<i64>| {
-                ms.and_then(chrono::DateTime::from_timestamp_millis)
-                    .map_or_else(|| "-".into(), |d| d.format("%Y-%m-%d").to_string())
-            };
-            println!(
-                "  {k:<20} {:>7} bars  {} .. {}",
-                t.bars,
-                day(t.first_ts),
-                day(t.last_ts)
-            );
-        }
     }
+    let accounted =
+        summary.bars_passed + summary.bars_flagged + summary.duplicates + summary.dead_letters
+            - summary.bad_rows;
     ensure!(
-        summary.bars_accounted + summary.dead_letters - summary.bad_rows == summary.bars_in,
-        "not every bar was accounted for: {} in, {} accounted, {} dead-lettered",
-        summary.bars_in,
-        summary.bars_accounted,
-        summary.dead_letters
+        accounted == summary.bars_in,
+        "not every bar was accounted for: {} in, {accounted} accounted",
+        summary.bars_in
     );
     if args.keep_running {
         eprintln!("broker up at {}; Ctrl-C to stop", summary.bootstrap);

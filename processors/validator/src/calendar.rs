@@ -3,7 +3,9 @@
 use chrono::{Datelike, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::America::New_York;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Calendar {
     /// Always open (crypto).

@@ -8,14 +8,18 @@
 //! - [`checksum`] — content hash of a bar.
 //! - [`validator`] — [`Validator`]: the per-instrument state machine.
 //! - [`summary`] — [`Summary`]: counts over a run (the offline report).
+//! - [`processor`] — [`ValidatorProcessor`]: the core as a runner
+//!   `Processor`: `market.bars.raw` ⇒ `market.bars` + `market.flags`.
 
 pub mod calendar;
 pub mod checksum;
+pub mod processor;
 pub mod summary;
 pub mod timeframe;
 pub mod validator;
 
 pub use calendar::Calendar;
+pub use processor::ValidatorProcessor;
 pub use summary::{GapReport, Summary};
 pub use timeframe::parse_timeframe;
 pub use validator::{Validator, ValidatorConfig, Verdict};
