@@ -21,6 +21,49 @@ use crate::config::Config;
 pub enum BenchCommand {
     /// Avro encode/decode in-process, and produce→consume through brokers.
     Wire(WireArgs),
+    /// Bars per second of the validator's pure core.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Bars to validate (the bundled BTC/USD file, repeated forward in time).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub bars: usize,
+}
+
+fn bench_validate(args: &ValidateArgs) -> Result<()> {
+    use autotrain_connector_file::{infer_instrument, BarReader};
+    use autotrain_validator::{Calendar, Validator, ValidatorConfig};
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/bitfinex_BTCUSD_30m.csv");
+    let id = infer_instrument(&path).ok_or_else(|| anyhow::anyhow!("instrument"))?;
+    let base: Vec<Bar> = BarReader::open(&path, id)?.collect::<Result<_, _>>()?;
+    let span = base.last().map_or(0, |b| b.ts) - base.first().map_or(0, |b| b.ts) + 1_800_000;
+    let bars: Vec<Bar> = (0..args.bars)
+        .map(|i| {
+            let mut b = base[i % base.len()].clone();
+            b.ts += (i / base.len()) as i64 * span;
+            b
+        })
+        .collect();
+    let mut v = Validator::new(ValidatorConfig::new(1_800_000, Calendar::TwentyFourSeven));
+    let t = Instant::now();
+    let mut passed = 0u64;
+    for b in &bars {
+        if matches!(v.validate(b), autotrain_validator::Verdict::Passed { .. }) {
+            passed += 1;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "validator core: {} bars in {:.3} s = {:.0} bars/s on one core ({} passed)",
+        bars.len(),
+        secs,
+        bars.len() as f64 / secs,
+        passed
+    );
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -236,6 +279,7 @@ async fn through_broker(
 
 pub async fn run(_config: &Config, cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Validate(args) => bench_validate(&args)?,
         BenchCommand::Wire(args) => {
             let codec = codec(args.bars)?;
             if !args.json {
