@@ -42,6 +42,7 @@ fn every_subcommand_has_help() -> Result<()> {
         ["topics", "list"],
         ["topics", "check"],
         ["bench", "wire"],
+        ["bench", "validate"],
     ] {
         ok(&[sub[0], sub[1], "--help"])?;
     }
