@@ -39,15 +39,20 @@ impl ClientSettings {
         physical.strip_prefix(self.topic_prefix.as_str())
     }
 
+    /// The configured properties win over autotrain's defaults.
+    fn with_overrides(&self, mut c: ClientConfig) -> ClientConfig {
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
     fn base(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
         c.set("log_level", "3");
         if let Ok(debug) = std::env::var("AUTOTRAIN_RDKAFKA_DEBUG") {
             c.set("debug", debug).set("log_level", "7");
-        }
-        for (k, v) in &self.properties {
-            c.set(k, v);
         }
         c
     }
@@ -63,10 +68,7 @@ impl ClientSettings {
             .set("message.timeout.ms", "300000")
             .set("max.in.flight.requests.per.connection", "5")
             .set("partitioner", "murmur2_random");
-        for (k, v) in &self.properties {
-            c.set(k, v);
-        }
-        c
+        self.with_overrides(c)
     }
 
     /// Consumer of a group that stores offsets only when told to and commits
@@ -83,10 +85,7 @@ impl ClientSettings {
             .set("heartbeat.interval.ms", "1000")
             // Also bounds how long a rebalance waits for members that vanished.
             .set("max.poll.interval.ms", "60000");
-        for (k, v) in &self.properties {
-            c.set(k, v);
-        }
-        c
+        self.with_overrides(c)
     }
 
     /// A consumer that reads assigned partitions and never commits (tail,
@@ -103,9 +102,6 @@ impl ClientSettings {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
-        for (k, v) in &self.properties {
-            c.set(k, v);
-        }
-        c
+        self.with_overrides(c)
     }
 }
