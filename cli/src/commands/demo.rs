@@ -80,12 +80,12 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
     let rc = ctx.runner_config(config, &group, &[MARKET_BARS_RAW.name()]);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let validator = ValidatorProcessor::new(HashMap::new());
-    let ledger = autotrain_kafka::run(&ctx.settings, &rc, validator, counters.clone(), async {
+    let validating = autotrain_kafka::run(&ctx.settings, &rc, validator, counters.clone(), async {
         let _ = done_rx.await;
     });
     let started = Instant::now();
     let publisher = publish_with_backpressure(ctx, &files, counters.clone(), !args.json);
-    let (ledger_result, published) = tokio::join!(ledger, async {
+    let (validated, published) = tokio::join!(validating, async {
         let published = publisher.await;
         if let Ok((bars, _)) = &published {
             let want = *bars;
@@ -97,7 +97,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         published
     });
     let (bars_in, bad_rows) = published?;
-    let (validator, stats) = ledger_result?;
+    let (validator, stats) = validated?;
     let seconds = started.elapsed().as_secs_f64();
     let v = &validator.summary;
     let checksum_duplicates = v.flags.get("duplicate").copied().unwrap_or(0);
