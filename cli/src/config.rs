@@ -25,7 +25,16 @@ pub struct Config {
     /// Extra librdkafka properties for every client (`security.protocol`, …).
     pub kafka: BTreeMap<String, String>,
     pub runner: RunnerSettings,
+    pub validator: ValidatorSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidatorSettings {
+    /// Trading calendar per instrument (`"oanda:EURUSD" = "fx"`,
+    /// `"nasdaq:AAPL" = "us-equity"`); others are `24x7`.
+    pub calendars: BTreeMap<String, autotrain_validator::Calendar>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +72,7 @@ impl Default for Config {
             replication_factor: -1,
             kafka: BTreeMap::new(),
             runner: RunnerSettings::default(),
+            validator: ValidatorSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -121,7 +131,7 @@ mod tests {
     fn file_then_env_override_defaults_and_unknown_keys_fail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.toml");
-        std::fs::write(&path, "topic_prefix = \"desk.\"\n[runner]\ndedupe_window = 7\n[kafka]\n\"security.protocol\" = \"plaintext\"\n").expect("write");
+        std::fs::write(&path, "topic_prefix = \"desk.\"\n[validator.calendars]\n\"oanda:EURUSD\" = \"fx\"\n[runner]\ndedupe_window = 7\n[kafka]\n\"security.protocol\" = \"plaintext\"\n").expect("write");
         figment::Jail::expect_with(|jail| {
             jail.set_env("AUTOTRAIN__RUNNER__RETRY_ATTEMPTS", "9");
             let c = Config::load(Some(&path)).map_err(|e| figment::Error::from(e.to_string()))?;
@@ -129,6 +139,10 @@ mod tests {
             assert_eq!(c.runner.dedupe_window, 7);
             assert_eq!(c.runner.retry_attempts, 9);
             assert_eq!(c.runner.max_in_flight, 50_000);
+            assert_eq!(
+                c.validator.calendars.get("oanda:EURUSD"),
+                Some(&autotrain_validator::Calendar::Fx)
+            );
             assert_eq!(
                 c.kafka.get("security.protocol").map(String::as_str),
                 Some("plaintext")

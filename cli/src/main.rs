@@ -5,7 +5,7 @@
 //! - [`context`] — connects to the configured broker (or starts the
 //!   embedded one) and hands out client settings; logging; Ctrl-C.
 //! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
-//!   `tail`, `demo`, `validate`, `bench`.
+//!   `tail`, `run`, `flags`, `demo`, `validate`, `bench`.
 
 mod commands;
 mod config;
@@ -47,6 +47,13 @@ enum Command {
     Produce(commands::produce::Args),
     /// Decode any topic to JSON lines.
     Tail(commands::tail::Args),
+    /// Run one processor as a service in its consumer group.
+    #[command(subcommand)]
+    Run(commands::run::RunCommand),
+    /// The human-in-the-loop queue: list flags, approve / reject held bars,
+    /// override gaps.
+    #[command(subcommand)]
+    Flags(commands::flags::FlagsCommand),
     /// The main job: publish the bundled real bars through the broker into
     /// the validator and account for every one of them.
     Demo(commands::demo::Args),
@@ -74,6 +81,8 @@ async fn main() -> Result<()> {
         Command::Topics(cmd) => commands::topics::run(&config, cmd).await,
         Command::Produce(args) => commands::produce::run(&config, args).await,
         Command::Tail(args) => commands::tail::run(&config, args).await,
+        Command::Run(cmd) => commands::run::run(&config, cmd).await,
+        Command::Flags(cmd) => commands::flags::run(&config, cmd).await,
         Command::Demo(args) => commands::demo::run(&config, args).await,
         Command::Validate(args) => commands::validate::run(&config, args).await,
         Command::Bench(cmd) => commands::bench::run(&config, cmd).await,

@@ -10,6 +10,8 @@
 //! - [`record`] — [`Incoming`] (a decoded input) and [`OutRecord`] (an
 //!   encoded output) plus [`Outputs`], where a processor puts its results.
 //! - [`producer`] — [`Producer`]: keyed sends with confirmed delivery.
+//! - [`reader`] — reads a partition range or a whole topic back (state
+//!   rebuild, views).
 //! - [`dedupe`] — [`Dedupe`]: bounded per-partition memory of event ids.
 //! - [`runner`] — [`run`]: the consumer loop. It decodes, drops duplicates,
 //!   calls a pure [`Processor`], sends outputs, and stores an input offset
@@ -23,6 +25,7 @@ pub mod dedupe;
 pub mod error;
 pub mod event_id;
 pub mod producer;
+pub mod reader;
 pub mod record;
 pub mod runner;
 pub mod settings;
@@ -33,6 +36,7 @@ pub use dedupe::Dedupe;
 pub use error::{KafkaError, ProcessError};
 pub use event_id::EventId;
 pub use producer::{Delivered, Producer};
+pub use reader::{read_topic, Record};
 pub use record::{Incoming, OutRecord, Outputs, EVENT_ID_HEADER};
 pub use runner::{run, Inbound, Processor, RunStats, RunnerConfig};
 pub use settings::ClientSettings;

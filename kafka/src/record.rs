@@ -104,6 +104,24 @@ impl Outputs {
         Ok(())
     }
 
+    /// Sends with an id the core derives itself, for an output that more
+    /// than one input can cause (a held bar released by a decision, or on
+    /// replay): every path that publishes it yields the same id.
+    pub fn send_with_id<T: Payload>(
+        &mut self,
+        topic: Topic<T>,
+        key: &str,
+        value: &T,
+        id: EventId,
+    ) -> Result<(), ProcessError> {
+        let record = OutRecord::new(topic, key, value, id).map_err(|e| ProcessError::Poison {
+            kind: ErrorKind::Processing,
+            reason: format!("output does not encode: {e}"),
+        })?;
+        self.records.push(record);
+        Ok(())
+    }
+
     pub fn records(&self) -> &[OutRecord] {
         &self.records
     }

@@ -23,7 +23,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
@@ -31,7 +31,8 @@ use crate::dedupe::Dedupe;
 use crate::error::{KafkaError, ProcessError};
 use crate::event_id::EventId;
 use crate::producer::{Pending, Producer};
-use crate::record::{Incoming, OutRecord, Outputs, EVENT_ID_HEADER};
+use crate::reader::event_id_of;
+use crate::record::{Incoming, OutRecord, Outputs};
 use crate::settings::ClientSettings;
 
 const DEFAULT_DLQ: &str = "market.bars.dlq";
@@ -63,6 +64,15 @@ pub trait Processor: Send {
         input: &Incoming<Self::Input>,
         out: &mut Outputs,
     ) -> Result<(), ProcessError>;
+    /// True if the core's state is a function of the inputs it processed
+    /// (the validator's last bars, checksums and held bars): the runner then
+    /// replays each input partition up to the committed offset through the
+    /// core before consuming, and catches up whenever a partition resumes
+    /// past what this core has seen. Outputs of replayed records are
+    /// discarded: they were acknowledged before the offset was committed.
+    fn rebuilds_from_inputs(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +121,7 @@ pub struct Counters {
     pub acknowledged: AtomicU64,
     pub offsets_stored: AtomicU64,
     pub offsets_rejected: AtomicU64,
+    pub replayed: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -128,6 +139,8 @@ pub struct RunStats {
     pub offsets_stored: u64,
     /// Offsets the client refused to store (partition revoked meanwhile).
     pub offsets_rejected: u64,
+    /// Earlier inputs replayed through the core to rebuild its state.
+    pub replayed: u64,
 }
 
 impl Counters {
@@ -143,6 +156,7 @@ impl Counters {
             acknowledged: g(&self.acknowledged),
             offsets_stored: g(&self.offsets_stored),
             offsets_rejected: g(&self.offsets_rejected),
+            replayed: g(&self.replayed),
         }
     }
 }
@@ -221,6 +235,7 @@ pub async fn run<P: Processor>(
         positions: HashMap::new(),
         acked: HashMap::new(),
         acked_since_store: 0,
+        seen_up_to: HashMap::new(),
     };
     let consumer: Consumer_ = settings
         .consumer_config(&config.group_id)
@@ -230,6 +245,9 @@ pub async fn run<P: Processor>(
     let physical: Vec<String> = config.topics.iter().map(|t| settings.physical(t)).collect();
     consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
     tracing::info!(processor = state.processor.name(), group = %config.group_id, topics = ?physical, "runner started");
+    if state.processor.rebuilds_from_inputs() {
+        state.rebuild(&consumer, &physical).await?;
+    }
 
     let mut inflight: FuturesOrdered<Ack> = FuturesOrdered::new();
     let result = state.consume(&consumer, &mut inflight, shutdown).await;
@@ -271,6 +289,9 @@ struct Loop<'a, P> {
     /// Newest acknowledged, not yet stored offset per partition.
     acked: HashMap<(String, i32), i64>,
     acked_since_store: usize,
+    /// For cores that rebuild from inputs: next offset the core has seen per
+    /// (physical topic, partition).
+    seen_up_to: HashMap<(String, i32), i64>,
 }
 
 impl<P: Processor> Loop<'_, P> {
@@ -315,11 +336,7 @@ impl<P: Processor> Loop<'_, P> {
     }
 
     fn copy(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Raw {
-        let event_id = m.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == EVENT_ID_HEADER)
-                .and_then(|h| h.value.and_then(EventId::parse))
-        });
+        let event_id = event_id_of(m);
         let physical = m.topic().to_string();
         Raw {
             logical: self
@@ -379,6 +396,10 @@ impl<P: Processor> Loop<'_, P> {
             }
         };
         self.dedupe.insert(&raw.physical, raw.partition, id);
+        if self.processor.rebuilds_from_inputs() {
+            self.seen_up_to
+                .insert((raw.physical.clone(), raw.partition), raw.offset + 1);
+        }
         let mut pending: Vec<Pending> = Vec::with_capacity(outputs.len());
         for record in &outputs {
             pending.push(self.producer.enqueue(record).await?);
@@ -527,9 +548,124 @@ impl<P: Processor> Loop<'_, P> {
                 }
             }
         }
+        if self.processor.rebuilds_from_inputs() {
+            let from = match self.seen_up_to.get(&(raw.physical.clone(), raw.partition)) {
+                Some(o) => *o,
+                None => {
+                    consumer
+                        .fetch_watermarks(&raw.physical, raw.partition, BROKER_TIMEOUT)?
+                        .0
+                }
+            };
+            self.replay(&raw.physical, raw.partition, from, raw.offset)
+                .await?;
+        }
         if raw.offset > 0 {
             self.warm_dedupe(raw).await?;
         }
+        Ok(())
+    }
+
+    /// Replays `[log start, committed)` of every partition of the inputs.
+    async fn rebuild(
+        &mut self,
+        consumer: &Consumer_,
+        physical: &[String],
+    ) -> Result<(), KafkaError> {
+        let started = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for topic in physical {
+            let metadata = consumer.fetch_metadata(Some(topic), BROKER_TIMEOUT)?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    tpl.add_partition(t.name(), p.id());
+                }
+            }
+        }
+        let committed = consumer.committed_offsets(tpl, BROKER_TIMEOUT)?;
+        let ranges: Vec<(String, i32, i64)> = committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.topic().to_string(), e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        drop(committed);
+        for (topic, partition, end) in ranges {
+            let (low, _) = consumer.fetch_watermarks(&topic, partition, BROKER_TIMEOUT)?;
+            self.replay(&topic, partition, low, end).await?;
+        }
+        tracing::info!(
+            processor = self.processor.name(),
+            replayed = self.counters.replayed.load(Ordering::Relaxed),
+            ms = started.elapsed().as_millis() as u64,
+            "state rebuilt from inputs"
+        );
+        Ok(())
+    }
+
+    /// Feeds `[start, end)` of one input partition to the core, discarding
+    /// outputs, and remembers that the core has seen up to `end`.
+    async fn replay(
+        &mut self,
+        physical: &str,
+        partition: i32,
+        start: i64,
+        end: i64,
+    ) -> Result<(), KafkaError> {
+        const CHUNK: i64 = 100_000;
+        let logical = self
+            .settings
+            .logical(physical)
+            .unwrap_or(physical)
+            .to_string();
+        let mut from = start;
+        while from < end {
+            let to = end.min(from + CHUNK);
+            let config = self.settings.reader_config();
+            let topic = physical.to_string();
+            let records = tokio::task::spawn_blocking(move || {
+                crate::reader::read_range(&config, &topic, partition, from, to, WARM_UP_TIMEOUT)
+            })
+            .await
+            .map_err(|e| KafkaError::Admin(format!("replay task: {e}")))??;
+            let Some(last) = records.last().map(|r| r.offset) else {
+                break;
+            };
+            for r in records {
+                let id = r
+                    .event_id
+                    .unwrap_or_else(|| EventId::for_position(&logical, partition, r.offset));
+                if !self.dedupe.insert(physical, partition, id) {
+                    continue;
+                }
+                let Some(value) = r
+                    .payload
+                    .as_deref()
+                    .and_then(|b| P::Input::decode(&logical, b).ok())
+                else {
+                    continue;
+                };
+                let input = Incoming {
+                    topic: logical.clone(),
+                    partition,
+                    offset: r.offset,
+                    key: r.key,
+                    timestamp: r.timestamp,
+                    event_id: id,
+                    value,
+                };
+                let mut scratch = Outputs::new(self.processor.name(), id);
+                if let Err(e) = self.processor.process(&input, &mut scratch) {
+                    tracing::debug!(topic = %logical, partition, offset = r.offset, error = %e, "replayed record failed again");
+                }
+                bump(&self.counters.replayed);
+            }
+            from = last + 1;
+        }
+        self.seen_up_to
+            .insert((physical.to_string(), partition), end.max(start));
         Ok(())
     }
 
@@ -569,16 +705,9 @@ impl<P: Processor> Loop<'_, P> {
                         if m.offset() >= end {
                             break;
                         }
-                        let id = m
-                            .headers()
-                            .and_then(|h| {
-                                h.iter()
-                                    .find(|h| h.key == EVENT_ID_HEADER)
-                                    .and_then(|h| h.value.and_then(EventId::parse))
-                            })
-                            .unwrap_or_else(|| {
-                                EventId::for_position(&logical, partition, m.offset())
-                            });
+                        let id = event_id_of(&m).unwrap_or_else(|| {
+                            EventId::for_position(&logical, partition, m.offset())
+                        });
                         ids.push(id);
                         if m.offset() + 1 >= end {
                             break;

@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod demo;
+pub mod flags;
 pub mod produce;
+pub mod run;
 pub mod tail;
 pub mod topics;
 pub mod up;

@@ -8,18 +8,23 @@
 //! - [`checksum`] — content hash of a bar.
 //! - [`validator`] — [`Validator`]: the per-instrument state machine.
 //! - [`summary`] — [`Summary`]: counts over a run (the offline report).
+//! - [`review`] — [`ReviewQueue`]: the human-in-the-loop view of
+//!   `market.flags` and the decisions ops may take.
 //! - [`processor`] — [`ValidatorProcessor`]: the core as a runner
-//!   `Processor`: `market.bars.raw` ⇒ `market.bars` + `market.flags`.
+//!   `Processor`: `market.bars.raw` + ops decisions ⇒ `market.bars` +
+//!   `market.flags`; holds anomalous bars until approved or rejected.
 
 pub mod calendar;
 pub mod checksum;
 pub mod processor;
+pub mod review;
 pub mod summary;
 pub mod timeframe;
 pub mod validator;
 
 pub use calendar::Calendar;
-pub use processor::ValidatorProcessor;
+pub use processor::{release_id, ValidatorInput, ValidatorProcessor};
+pub use review::{Action, ReviewError, ReviewItem, ReviewQueue, StateFilter};
 pub use summary::{GapReport, Summary};
 pub use timeframe::parse_timeframe;
-pub use validator::{Validator, ValidatorConfig, Verdict};
+pub use validator::{Decided, Validator, ValidatorConfig, Verdict};

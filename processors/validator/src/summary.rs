@@ -20,6 +20,19 @@ pub struct Summary {
     pub passed: u64,
     pub flags: BTreeMap<&'static str, u64>,
     pub gaps: Vec<GapReport>,
+    /// Held bars published after an approval or override.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub released: u64,
+    /// Held bars discarded after a rejection.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rejected: u64,
+    /// Decisions about no held bar (already decided, superseded, unknown).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub decisions_not_held: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for Summary {
@@ -33,6 +46,9 @@ impl Default for Summary {
             passed: 0,
             flags,
             gaps: Vec::new(),
+            released: 0,
+            rejected: 0,
+            decisions_not_held: 0,
         }
     }
 }

@@ -57,6 +57,18 @@ pub enum Verdict {
     Withheld { flags: Vec<ValidationFlag> },
 }
 
+/// What an ops decision about a held bar did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decided {
+    /// Approved (or overridden): publish this bar now.
+    Released(Bar),
+    /// Rejected: the bar stays out of `market.bars`.
+    Discarded,
+    /// No bar is held at that (instrument, ts): already decided, superseded
+    /// by a correction, or never held.
+    NotHeld,
+}
+
 #[derive(Debug, Default)]
 struct State {
     last_ts: Option<i64>,
@@ -65,6 +77,8 @@ struct State {
     returns: VecDeque<f64>,
     sum: f64,
     sum_sq: f64,
+    /// Bars held for review (anomalies), by ts, checksum set.
+    held: HashMap<i64, Bar>,
 }
 
 #[derive(Debug)]
@@ -154,7 +168,10 @@ impl Validator {
             }
             bar.revision = revision + 1;
             state.seen.insert(raw.ts, (sum, bar.revision));
-            let detail = format!("content changed; revision {}", bar.revision);
+            let mut detail = format!("content changed; revision {}", bar.revision);
+            if state.held.remove(&raw.ts).is_some() {
+                detail.push_str("; supersedes the bar held for review");
+            }
             let f = flag(
                 &bar,
                 FlagKind::Correction,
@@ -190,6 +207,8 @@ impl Validator {
                         // return stays out of the σ window.
                         state.last_ts = Some(raw.ts);
                         state.last_close = Some(raw.close);
+                        state.seen.insert(raw.ts, (sum, 0));
+                        state.held.insert(raw.ts, bar);
                         return Verdict::Withheld {
                             flags: vec![flag(
                                 raw,
@@ -246,6 +265,33 @@ impl Validator {
         }
         state.seen.insert(raw.ts, (sum, 0));
         Verdict::Passed { bar, flags }
+    }
+
+    /// Applies an ops decision to the bar held at (instrument, ts).
+    pub fn decide(&mut self, instrument: &str, ts: i64, release: bool) -> Decided {
+        let Some(bar) = self
+            .instruments
+            .get_mut(instrument)
+            .and_then(|s| s.held.remove(&ts))
+        else {
+            return Decided::NotHeld;
+        };
+        if release {
+            Decided::Released(bar)
+        } else {
+            Decided::Discarded
+        }
+    }
+
+    /// Bars awaiting a decision, by instrument then ts.
+    pub fn held(&self) -> Vec<&Bar> {
+        let mut held: Vec<&Bar> = self
+            .instruments
+            .values()
+            .flat_map(|s| s.held.values())
+            .collect();
+        held.sort_by(|a, b| (&a.exchange, &a.symbol, a.ts).cmp(&(&b.exchange, &b.symbol, b.ts)));
+        held
     }
 }
 
@@ -356,6 +402,45 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(val.held().len(), 1);
+        // A resend of the held bar is a duplicate, not a second review item.
+        assert_eq!(val.validate(&bar(60, 150.0)), Verdict::Duplicate);
+        let inst = bar(0, 1.0).instrument();
+        match val.decide(&inst, 60 * STEP, true) {
+            Decided::Released(b) => {
+                assert_eq!(b.close, 150.0);
+                assert!(b.checksum.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(val.decide(&inst, 60 * STEP, true), Decided::NotHeld);
+        assert!(val.held().is_empty());
+    }
+
+    #[test]
+    fn a_rejected_bar_is_discarded_and_a_correction_supersedes_a_held_one() {
+        let mut val = v();
+        for i in 0..40 {
+            val.validate(&bar(i, 100.0 + (i % 3) as f64 * 0.05));
+        }
+        let inst = bar(0, 1.0).instrument();
+        assert!(matches!(
+            val.validate(&bar(40, 200.0)),
+            Verdict::Withheld { .. }
+        ));
+        assert_eq!(val.decide(&inst, 40 * STEP, false), Decided::Discarded);
+        assert!(matches!(
+            val.validate(&bar(41, 300.0)),
+            Verdict::Withheld { .. }
+        ));
+        match val.validate(&bar(41, 200.1)) {
+            Verdict::Correction { bar, flags } => {
+                assert_eq!(bar.revision, 1);
+                assert!(flags[0].detail.contains("supersedes"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(val.held().is_empty());
     }
 
     #[test]

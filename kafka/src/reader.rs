@@ -1,0 +1,148 @@
+//! Reading topics back without a consumer group: a partition range (state
+//! rebuild), or a whole topic up to its current end (views such as the
+//! review queue of `autotrain flags`).
+//!
+//! For processors whose state is a function of the inputs they processed
+//! (see [`Processor::rebuilds_from_inputs`](crate::Processor::rebuilds_from_inputs)),
+//! the runner replays `[log start, committed offset)` of every input
+//! partition through the core before consuming, discarding the outputs
+//! (they were published and acknowledged before the offset was committed):
+//! the state after a restart is the state before it, with no snapshot to
+//! keep consistent with offsets.
+
+use std::time::{Duration, Instant};
+
+use autotrain_schemas::{decode, Payload, WireError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::error::KafkaError;
+use crate::event_id::EventId;
+use crate::record::EVENT_ID_HEADER;
+
+/// One record read back: its offset, key, value, timestamp and event id.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub timestamp: Option<i64>,
+    pub event_id: Option<EventId>,
+}
+
+/// Reads `[start, end)` of one partition (stops early at the end of the
+/// log). Blocking: call from `spawn_blocking`.
+pub fn read_range(
+    config: &ClientConfig,
+    physical: &str,
+    partition: i32,
+    start: i64,
+    end: i64,
+    timeout: Duration,
+) -> Result<Vec<Replayed>, KafkaError> {
+    let mut out = Vec::new();
+    if start >= end {
+        return Ok(out);
+    }
+    let reader: BaseConsumer = config.create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(physical, partition, Offset::Offset(start))?;
+    reader.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if m.offset() >= end {
+                    break;
+                }
+                out.push(Replayed {
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    timestamp: m.timestamp().to_millis(),
+                    event_id: event_id_of(&m),
+                });
+                if m.offset() + 1 >= end {
+                    return Ok(out);
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(out),
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    Err(KafkaError::Admin(format!(
+        "reading {physical}[{partition}] {start}..{end} timed out after {timeout:?} at {} record(s)",
+        out.len()
+    )))
+}
+
+/// One record of a topic read to its end, decoded.
+#[derive(Debug)]
+pub struct Record<T> {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub timestamp: Option<i64>,
+    pub event_id: Option<EventId>,
+    pub value: Result<T, WireError>,
+}
+
+/// Reads every partition of a catalogue topic from its start to its end as
+/// of the call, decoding values as `T`; records come partition by
+/// partition, in offset order within each. Blocking.
+pub fn read_topic<T: Payload>(
+    settings: &crate::ClientSettings,
+    logical: &str,
+    timeout: Duration,
+) -> Result<Vec<Record<T>>, KafkaError> {
+    let physical = settings.physical(logical);
+    let probe: BaseConsumer = settings.reader_config().create()?;
+    let metadata = probe.fetch_metadata(Some(&physical), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    drop(metadata);
+    if partitions.is_empty() {
+        return Err(KafkaError::Admin(format!(
+            "topic {physical} does not exist"
+        )));
+    }
+    let mut out = Vec::new();
+    for partition in partitions {
+        let (low, high) = probe.fetch_watermarks(&physical, partition, timeout)?;
+        let records = read_range(
+            &settings.reader_config(),
+            &physical,
+            partition,
+            low,
+            high,
+            timeout,
+        )?;
+        out.extend(records.into_iter().map(|r| Record {
+            partition,
+            offset: r.offset,
+            key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+            timestamp: r.timestamp,
+            event_id: r.event_id,
+            value: match r.payload {
+                Some(bytes) => decode::<T>(&bytes),
+                None => Err(WireError::Truncated(
+                    "record has no value (tombstone)".into(),
+                )),
+            },
+        }));
+    }
+    Ok(out)
+}
+
+pub(crate) fn event_id_of(m: &impl Message) -> Option<EventId> {
+    m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == EVENT_ID_HEADER)
+            .and_then(|h| h.value.and_then(EventId::parse))
+    })
+}
