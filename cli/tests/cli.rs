@@ -1,6 +1,7 @@
 //! The `autotrain` binary as a user runs it: help everywhere, the demo on
 //! real files (with an unreadable row), and the ops tools against a real
-//! Tansu broker: topics create/list/check, produce, tail.
+//! Tansu broker: topics create/list/check, produce, tail; the review queue
+//! (`run validator`, `flags`) against `autotrain up`.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -31,7 +32,7 @@ fn ok(args: &[&str]) -> Result<String> {
 fn every_subcommand_has_help() -> Result<()> {
     let top = ok(&["--help"])?;
     for cmd in [
-        "up", "topics", "produce", "tail", "demo", "validate", "bench",
+        "up", "topics", "produce", "tail", "run", "flags", "demo", "validate", "bench",
     ] {
         assert!(top.contains(cmd), "top-level help lists {cmd}");
         let help = ok(&[cmd, "--help"])?;
@@ -43,6 +44,11 @@ fn every_subcommand_has_help() -> Result<()> {
         ["topics", "check"],
         ["bench", "wire"],
         ["bench", "validate"],
+        ["run", "validator"],
+        ["flags", "list"],
+        ["flags", "approve"],
+        ["flags", "reject"],
+        ["flags", "override"],
     ] {
         ok(&[sub[0], sub[1], "--help"])?;
     }
@@ -204,5 +210,142 @@ fn validate_reports_the_real_gaps_of_the_btc_file() -> Result<()> {
     ])?;
     let fx: serde_json::Value = serde_json::from_str(fx.trim())?;
     assert_eq!(fx["bars"], 6_225);
+    Ok(())
+}
+
+/// A CSV of `n` hourly bars around 100 with one jump to 200 at `jump`.
+fn jumpy_csv(path: &Path, n: usize, jump: usize) -> Result<()> {
+    let mut text = String::from("ts,open,high,low,close,volume\n");
+    for i in 0..n {
+        let wiggle = [0.0, 0.001, -0.0005, 0.0015, -0.001][i % 5];
+        let close = if i >= jump { 200.0 } else { 100.0 } * (1.0 + wiggle);
+        let ts = 1_600_000_000 + i as i64 * 3_600;
+        text.push_str(&format!(
+            "{ts},{close},{},{},{close},5\n",
+            close * 1.002,
+            close * 0.998
+        ));
+    }
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+/// Polls `probe` every 200 ms until it returns Some, for up to a minute.
+fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = probe()? {
+            return Ok(v);
+        }
+        ensure!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_review_queue_through_the_cli() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    // A broker other processes can reach: `autotrain up`.
+    let mut up = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+        .arg("up")
+        .env_remove("AUTOTRAIN_BROKERS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    let bootstrap = loop {
+        let line = lines.next().transpose()?.unwrap_or_default();
+        if let Some(b) = line.strip_prefix("bootstrap: ") {
+            break b.to_string();
+        }
+    };
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_autotrain"));
+        c.args(args)
+            .args(["--brokers", &bootstrap])
+            .env("AUTOTRAIN__LOG__LEVEL", "warn");
+        c
+    };
+    let run = |args: &[&str]| -> Result<Output> { Ok(cmd(args).output()?) };
+    let stdout = |args: &[&str]| -> Result<String> {
+        let out = run(args)?;
+        ensure!(
+            out.status.success(),
+            "autotrain {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("test_JUMP_1h.csv");
+    jumpy_csv(&file, 80, 60)?;
+    stdout(&[
+        "produce",
+        "--quiet",
+        "--input",
+        file.to_str().unwrap_or_default(),
+    ])?;
+    let validator = cmd(&["run", "validator", "--group", &unique("cli-validator")])
+        .stderr(Stdio::piped())
+        .spawn()?;
+
+    let pending: serde_json::Value = eventually("the held bar in the queue", || {
+        let out = stdout(&["flags", "list", "--json"])?;
+        Ok(out.lines().next().map(serde_json::from_str).transpose()?)
+    })?;
+    assert_eq!(pending["kind"], "anomaly");
+    assert_eq!(pending["state"], "pending");
+    let id = pending["flag_id"].as_str().unwrap_or_default().to_string();
+
+    let approved = stdout(&[
+        "flags",
+        "approve",
+        &id,
+        "--actor",
+        "ana",
+        "--reason",
+        "real move",
+    ])?;
+    let event: serde_json::Value = serde_json::from_str(approved.trim())?;
+    assert_eq!(
+        (event["state"].as_str(), event["actor"].as_str()),
+        (Some("approved"), Some("ana"))
+    );
+    let twice = run(&["flags", "reject", &id])?;
+    assert!(
+        !twice.status.success(),
+        "a decided flag takes no second decision"
+    );
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("already decided"));
+
+    // The validator publishes the held bar once approved.
+    let released_ts = 1_600_000_000_000i64 + 60 * 3_600_000;
+    eventually("the released bar on market.bars", || {
+        let tail = stdout(&["tail", "market.bars"])?;
+        Ok(tail
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["value"]["ts"].as_i64() == Some(released_ts))
+            .map(|_| ()))
+    })?;
+    let decided = stdout(&["flags", "list", "--state", "decided", "--json"])?;
+    assert_eq!(decided.lines().count(), 1, "{decided}");
+    assert!(stdout(&["flags", "list", "--json"])?.trim().is_empty());
+
+    Command::new("kill")
+        .args(["-TERM", &validator.id().to_string()])
+        .status()?;
+    let out = validator.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("\"released\":1"), "{stderr}");
+    up.kill()?;
+    let _ = up.wait();
     Ok(())
 }
