@@ -20,7 +20,7 @@ pub struct Args {
     /// Bar length: 1m, 30m, 1h, … (default: from the file name).
     #[arg(long)]
     pub timeframe: Option<String>,
-    /// Trading calendar: `24x7` (crypto) or `fx`.
+    /// Trading calendar: `24x7` (crypto), `fx` or `us-equity`.
     #[arg(long, default_value = "24x7")]
     pub calendar: String,
     /// Print one JSON object.
@@ -52,7 +52,7 @@ pub async fn run(_config: &Config, args: Args) -> Result<()> {
     let step = parse_timeframe(&id.timeframe)
         .with_context(|| format!("bad timeframe {:?}", id.timeframe))?;
     let calendar = Calendar::parse(&args.calendar)
-        .with_context(|| format!("unknown calendar {:?} (24x7, fx)", args.calendar))?;
+        .with_context(|| format!("unknown calendar {:?} (24x7, fx, us-equity)", args.calendar))?;
     let mut validator = Validator::new(ValidatorConfig::new(step, calendar));
     let mut summary = Summary::default();
     let mut unreadable = 0u64;
