@@ -3,7 +3,8 @@
 //! flags for `market.flags`, or a duplicate to drop.
 //!
 //! # Layout
-//! - [`calendar`] — when a market is open (24x7, FX), so closures are not gaps.
+//! - [`calendar`] — when a market is open (24x7, FX, US equities), so
+//!   closures are not gaps.
 //! - [`timeframe`] — `30m` ⇒ milliseconds.
 //! - [`checksum`] — content hash of a bar.
 //! - [`validator`] — [`Validator`]: the per-instrument state machine.

@@ -188,8 +188,12 @@ impl Validator {
         let mut flags = Vec::new();
         let in_order = state.last_ts.is_none_or(|last| raw.ts > last);
         if in_order {
-            if let Some(prev_close) = state.last_close {
-                let r = (raw.close / prev_close).ln();
+            if let (Some(prev_close), Some(last)) = (state.last_close, state.last_ts) {
+                // A return over k expected bars has √k times the spread of
+                // a one-bar return: judge (and remember) it per √bar, so a
+                // hole or a late arrival is not mistaken for a jump.
+                let bars = 1 + cfg.calendar.expected_between(last, raw.ts, cfg.timeframe_ms);
+                let r = (raw.close / prev_close).ln() / (bars as f64).sqrt();
                 let n = state.returns.len();
                 if n >= cfg.anomaly_min_window && r.is_finite() {
                     let mean = state.sum / n as f64;
