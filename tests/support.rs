@@ -2,6 +2,9 @@
 //! Tansu process), unique topic prefixes and group ids, bar files, a
 //! forwarding processor and a reader that collects a topic.
 
+#[path = "support/exchange.rs"]
+pub mod exchange;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! - [`context`] — connects to the configured broker (or starts the
 //!   embedded one) and hands out client settings; logging; Ctrl-C.
 //! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
-//!   `tail`, `run`, `flags`, `demo`, `validate`, `bench`.
+//!   `fetch`, `tail`, `run`, `flags`, `demo`, `validate`, `bench`.
 
 mod commands;
 mod config;
@@ -45,6 +45,9 @@ enum Command {
     /// Publish bars from CSV files (`ts,open,high,low,close,volume`) to
     /// `market.bars.raw`.
     Produce(commands::produce::Args),
+    /// Fetch bars from an exchange REST API (backfill, then live polling)
+    /// into `market.bars.raw`, resuming from each stream's watermark.
+    Fetch(commands::fetch::Args),
     /// Decode any topic to JSON lines.
     Tail(commands::tail::Args),
     /// Run one processor as a service in its consumer group.
@@ -80,6 +83,7 @@ async fn main() -> Result<()> {
         Command::Up(args) => commands::up::run(&config, args).await,
         Command::Topics(cmd) => commands::topics::run(&config, cmd).await,
         Command::Produce(args) => commands::produce::run(&config, args).await,
+        Command::Fetch(args) => commands::fetch::run(&config, args).await,
         Command::Tail(args) => commands::tail::run(&config, args).await,
         Command::Run(cmd) => commands::run::run(&config, cmd).await,
         Command::Flags(cmd) => commands::flags::run(&config, cmd).await,

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context as _, Result};
 use autotrain_integration_tests::{data_file, unique, Tansu};
 
 fn autotrain(args: &[&str]) -> Result<Output> {
@@ -32,7 +32,7 @@ fn ok(args: &[&str]) -> Result<String> {
 fn every_subcommand_has_help() -> Result<()> {
     let top = ok(&["--help"])?;
     for cmd in [
-        "up", "topics", "produce", "tail", "run", "flags", "demo", "validate", "bench",
+        "up", "topics", "produce", "fetch", "tail", "run", "flags", "demo", "validate", "bench",
     ] {
         assert!(top.contains(cmd), "top-level help lists {cmd}");
         let help = ok(&[cmd, "--help"])?;
@@ -121,10 +121,14 @@ fn ops_tools_against_tansu() -> Result<()> {
         String::from_utf8_lossy(&created.stdout)
             .matches("created")
             .count(),
-        11
+        autotrain_topics::catalogue().topics.len()
     );
     let again = String::from_utf8(run(&["topics", "create"])?.stdout)?;
-    assert_eq!(again.matches("exists").count(), 11, "create is idempotent");
+    assert_eq!(
+        again.matches("exists").count(),
+        autotrain_topics::catalogue().topics.len(),
+        "create is idempotent"
+    );
 
     let check = run(&["topics", "check"])?;
     assert!(
@@ -247,23 +251,10 @@ fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Re
 
 #[test]
 fn the_review_queue_through_the_cli() -> Result<()> {
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    // A broker other processes can reach: `autotrain up`.
-    let mut up = Command::new(env!("CARGO_BIN_EXE_autotrain"))
-        .arg("up")
-        .env_remove("AUTOTRAIN_BROKERS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let bootstrap = loop {
-        let line = lines.next().transpose()?.unwrap_or_default();
-        if let Some(b) = line.strip_prefix("bootstrap: ") {
-            break b.to_string();
-        }
-    };
+    let up = Up::start()?;
+    let bootstrap = up.bootstrap.clone();
     let cmd = |args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_autotrain"));
         c.args(args)
@@ -345,7 +336,89 @@ fn the_review_queue_through_the_cli() -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("\"released\":1"), "{stderr}");
-    up.kill()?;
-    let _ = up.wait();
+    drop(up);
+    Ok(())
+}
+
+/// `autotrain up` in the background: a broker other processes reach.
+struct Up {
+    child: std::process::Child,
+    bootstrap: String,
+    /// Drains the rest of `up`'s output (a closed pipe would kill it).
+    _drain: std::thread::JoinHandle<()>,
+}
+
+impl Up {
+    fn start() -> Result<Self> {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+            .arg("up")
+            .env_remove("AUTOTRAIN_BROKERS")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let bootstrap = loop {
+            let line = lines.next().transpose()?.context("`up` ended early")?;
+            if let Some(b) = line.strip_prefix("bootstrap: ") {
+                break b.to_string();
+            }
+        };
+        let drain = std::thread::spawn(move || for _ in lines {});
+        Ok(Up {
+            child,
+            bootstrap,
+            _drain: drain,
+        })
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn fetch_backfills_from_a_local_exchange_and_resumes_from_its_watermark() -> Result<()> {
+    use autotrain_integration_tests::exchange::{ExchangeServer, Fault};
+    let rt = tokio::runtime::Runtime::new()?;
+    let data = autotrain_integration_tests::bars("bitfinex_ETHUSD_30m.csv", 1_200);
+    let server = rt.block_on(ExchangeServer::start(data.clone()))?;
+    server.push_faults(&[Fault::ServerError, Fault::RateLimited { retry_after_s: 1 }]);
+    let up = Up::start()?;
+    let to = data[1_000].ts.to_string();
+    let fetch = |to: &str| -> Result<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+            .args([
+                "fetch",
+                "--api",
+                "binance",
+                "--base-url",
+                &server.base_url(),
+            ])
+            .args(["--symbol", "ETHUSDT", "--timeframe", "30m"])
+            .args(["--from", "2017-10-01T00:00:00Z", "--to", to])
+            .args(["--brokers", &up.bootstrap])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let first = fetch(&to)?;
+    assert_eq!(first["stream"], "binance:ETHUSDT:30m");
+    assert_eq!(first["bars_published"], 1_000);
+    let again = fetch(&to)?;
+    assert_eq!(again["bars_published"], 0, "{again}");
+    assert_eq!(again["resumed_from"], first["next_ts"]);
+    let more = fetch(&(data[1_199].ts + 1_800_000).to_string())?;
+    assert_eq!(more["bars_published"], 200);
+    drop(up);
+    drop(server);
     Ok(())
 }

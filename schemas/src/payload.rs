@@ -148,6 +148,7 @@ pub fn registry() -> &'static [&'static SchemaSet] {
             ModelVersion::schemas(),
             ParamUpdate::schemas(),
             TradeOutcome::schemas(),
+            SourceWatermark::schemas(),
         ]
     })
 }

@@ -15,6 +15,7 @@ pub const TRAINING_STATUS: Topic<TrainingStatus> = Topic::new("training.status")
 pub const MODEL_UPDATES: Topic<ModelVersion> = Topic::new("model.updates");
 pub const PARAM_UPDATES: Topic<ParamUpdate> = Topic::new("param.updates");
 pub const TRADE_OUTCOMES: Topic<TradeOutcome> = Topic::new("trade.outcomes");
+pub const SOURCE_WATERMARKS: Topic<SourceWatermark> = Topic::new("source.watermarks");
 
 /// Every handle as (name, payload name), for the catalogue test.
 pub fn all_handles() -> Vec<(&'static str, &'static str)> {
@@ -33,6 +34,7 @@ pub fn all_handles() -> Vec<(&'static str, &'static str)> {
         h(MODEL_UPDATES),
         h(PARAM_UPDATES),
         h(TRADE_OUTCOMES),
+        h(SOURCE_WATERMARKS),
     ]
 }
 

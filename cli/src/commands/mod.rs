@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod fetch;
 pub mod flags;
 pub mod produce;
 pub mod run;

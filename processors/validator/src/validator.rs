@@ -192,7 +192,9 @@ impl Validator {
                 // A return over k expected bars has √k times the spread of
                 // a one-bar return: judge (and remember) it per √bar, so a
                 // hole or a late arrival is not mistaken for a jump.
-                let bars = 1 + cfg.calendar.expected_between(last, raw.ts, cfg.timeframe_ms);
+                let bars = 1 + cfg
+                    .calendar
+                    .expected_between(last, raw.ts, cfg.timeframe_ms);
                 let r = (raw.close / prev_close).ln() / (bars as f64).sqrt();
                 let n = state.returns.len();
                 if n >= cfg.anomaly_min_window && r.is_finite() {

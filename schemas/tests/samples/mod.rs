@@ -238,6 +238,24 @@ pub fn all() -> Vec<Samples> {
             context: vec![0.2, 0.8],
             ts: 1_700_000_000_000,
         }]),
+        entry(vec![
+            SourceWatermark {
+                stream: "binance:BTCUSDT:30m".into(),
+                next_ts: 1_700_000_000_000,
+                bars: 1_000,
+                chunks: 2,
+                last_chunk_sha256: Some("cd".repeat(32)),
+                source: "binance klines http://127.0.0.1:9/".into(),
+            },
+            SourceWatermark {
+                stream: "file:BTCUSD:30m".into(),
+                next_ts: 0,
+                bars: 0,
+                chunks: 0,
+                last_chunk_sha256: None,
+                source: "file".into(),
+            },
+        ]),
     ]
 }
 
