@@ -422,3 +422,41 @@ fn fetch_backfills_from_a_local_exchange_and_resumes_from_its_watermark() -> Res
     drop(server);
     Ok(())
 }
+
+#[test]
+fn produce_resumes_from_the_stream_watermark() -> Result<()> {
+    let up = Up::start()?;
+    let dir = tempfile::tempdir()?;
+    let produce = || -> Result<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+            .args(["produce", "--quiet", "--input"])
+            .arg(dir.path())
+            .args(["--brokers", &up.bootstrap])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    sample(dir.path(), "bitfinex_XRPUSD_30m.csv", 300, false)?;
+    let first = produce()?;
+    assert_eq!(
+        (first["bars"].as_u64(), first["skipped"].as_u64()),
+        (Some(300), Some(0))
+    );
+    let again = produce()?;
+    assert_eq!(
+        (again["bars"].as_u64(), again["skipped"].as_u64()),
+        (Some(0), Some(300))
+    );
+    // The file grows: only the new rows go out.
+    sample(dir.path(), "bitfinex_XRPUSD_30m.csv", 420, false)?;
+    let grown = produce()?;
+    assert_eq!(
+        (grown["bars"].as_u64(), grown["skipped"].as_u64()),
+        (Some(120), Some(300))
+    );
+    Ok(())
+}

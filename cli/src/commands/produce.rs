@@ -1,15 +1,21 @@
-//! `autotrain produce`: CSV bar files → `market.bars.raw`, with a progress
-//! bar. Rows that cannot be read become dead letters (with file, line and
-//! reason) instead of being skipped.
+//! `autotrain produce`: CSV bar files → `market.bars.raw`, as fast as
+//! possible or paced at N× real time, with a progress bar. Rows that cannot
+//! be read become dead letters (with file, line and reason) instead of being
+//! skipped. Resumable: each stream's watermark (`exchange:SYMBOL:timeframe`
+//! on `source.watermarks`, shared with `autotrain fetch`) moves as bars are
+//! acknowledged, and a new run skips the bars before it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use autotrain_connector_exchange::{load_watermarks, publish_watermark};
 use autotrain_connector_file::{infer_instrument, BarReader, InstrumentId};
 use autotrain_kafka::{EventId, OutRecord, Producer};
-use autotrain_schemas::{DeadLetter, ErrorKind};
+use autotrain_schemas::{DeadLetter, ErrorKind, SourceWatermark};
 use autotrain_topics::{MARKET_BARS_DLQ, MARKET_BARS_RAW};
+use autotrain_validator::parse_timeframe;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -33,6 +39,10 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Publish every row even if the stream's watermark says it was
+    /// published already (and leave the watermark alone).
+    #[arg(long)]
+    pub no_resume: bool,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -40,6 +50,8 @@ pub struct Published {
     pub files: usize,
     pub bars: u64,
     pub bad_rows: u64,
+    /// Bars before their stream's watermark (published by an earlier run).
+    pub skipped: u64,
     pub seconds: f64,
 }
 
@@ -53,7 +65,15 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         _ => None,
     };
     let files = expand(&args.input)?;
-    let report = publish(&ctx, &files, fixed.as_ref(), args.pace, !args.quiet).await?;
+    let report = publish(
+        &ctx,
+        &files,
+        fixed.as_ref(),
+        args.pace,
+        !args.quiet,
+        !args.no_resume,
+    )
+    .await?;
     println!("{}", serde_json::to_string(&report)?);
     if report.bad_rows > 0 {
         eprintln!(
@@ -105,8 +125,17 @@ pub async fn publish(
     fixed: Option<&InstrumentId>,
     pace: Option<f64>,
     progress: bool,
+    resume: bool,
 ) -> Result<Published> {
+    /// Bars between two watermark moves.
+    const WATERMARK_EVERY: u64 = 5_000;
     let producer = Producer::new(&ctx.settings)?;
+    let mut watermarks = if resume {
+        let settings = ctx.settings.clone();
+        tokio::task::spawn_blocking(move || load_watermarks(&settings)).await??
+    } else {
+        HashMap::new()
+    };
     let total_bytes: u64 = files
         .iter()
         .filter_map(|f| std::fs::metadata(f).ok())
@@ -134,13 +163,33 @@ pub async fn publish(
         bar.set_message(id.key());
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let reader = BarReader::open(path, id.clone())?;
+        let stream = format!("{}:{}", id.key(), id.timeframe);
+        let step = parse_timeframe(&id.timeframe).unwrap_or(1);
+        let mut wm = watermarks.remove(&stream).unwrap_or(SourceWatermark {
+            stream: stream.clone(),
+            next_ts: i64::MIN,
+            bars: 0,
+            chunks: 0,
+            last_chunk_sha256: None,
+            source: String::new(),
+        });
+        let resume_from = wm.next_ts;
+        wm.source = format!("file:{}", path.display());
         let mut pending = Vec::new();
         let mut rows = 0u64;
+        let mut since_mark = 0u64;
         let mut prev_ts: Option<i64> = None;
         for row in reader {
             rows += 1;
             let record = match row {
+                Ok(b) if b.ts < resume_from => {
+                    report.skipped += 1;
+                    continue;
+                }
                 Ok(b) => {
+                    wm.next_ts = wm.next_ts.max(b.ts + step);
+                    wm.bars += 1;
+                    since_mark += 1;
                     if let (Some(speed), Some(prev)) = (pace, prev_ts) {
                         let wait = (b.ts - prev).max(0) as f64 / 1000.0 / speed;
                         tokio::time::sleep(Duration::from_secs_f64(wait)).await;
@@ -156,6 +205,14 @@ pub async fn publish(
                 }
             };
             pending.push(producer.enqueue(&record).await?);
+            if resume && since_mark >= WATERMARK_EVERY {
+                for p in pending.drain(..) {
+                    p.confirm().await?;
+                }
+                wm.chunks += 1;
+                publish_watermark(&producer, &wm).await?;
+                since_mark = 0;
+            }
             if rows % 4096 == 0 {
                 bar.set_position(
                     bar.position()
@@ -166,6 +223,10 @@ pub async fn publish(
         }
         for p in pending {
             p.confirm().await?;
+        }
+        if resume && since_mark > 0 {
+            wm.chunks += 1;
+            publish_watermark(&producer, &wm).await?;
         }
         bar.set_position((bar.position() / size.max(1) * size).max(bar.position()));
         bar.inc(0);
