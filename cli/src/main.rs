@@ -5,7 +5,7 @@
 //! - [`context`] — connects to the configured broker (or starts the
 //!   embedded one) and hands out client settings; logging; Ctrl-C.
 //! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
-//!   `fetch`, `tail`, `run`, `flags`, `demo`, `validate`, `bench`.
+//!   `fetch`, `generate`, `tail`, `run`, `flags`, `demo`, `validate`, `bench`.
 
 mod commands;
 mod config;
@@ -48,6 +48,8 @@ enum Command {
     /// Fetch bars from an exchange REST API (backfill, then live polling)
     /// into `market.bars.raw`, resuming from each stream's watermark.
     Fetch(commands::fetch::Args),
+    /// Seeded regime-switching synthetic bars, to CSV files or the broker.
+    Generate(commands::generate::Args),
     /// Decode any topic to JSON lines.
     Tail(commands::tail::Args),
     /// Run one processor as a service in its consumer group.
@@ -84,6 +86,7 @@ async fn main() -> Result<()> {
         Command::Topics(cmd) => commands::topics::run(&config, cmd).await,
         Command::Produce(args) => commands::produce::run(&config, args).await,
         Command::Fetch(args) => commands::fetch::run(&config, args).await,
+        Command::Generate(args) => commands::generate::run(&config, args).await,
         Command::Tail(args) => commands::tail::run(&config, args).await,
         Command::Run(cmd) => commands::run::run(&config, cmd).await,
         Command::Flags(cmd) => commands::flags::run(&config, cmd).await,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod fetch;
 pub mod flags;
+pub mod generate;
 pub mod produce;
 pub mod run;
 pub mod tail;
