@@ -4,6 +4,8 @@
 
 #[path = "support/exchange.rs"]
 pub mod exchange;
+#[path = "support/questdb.rs"]
+pub mod questdb;
 
 use std::collections::HashMap;
 use std::net::TcpListener;

@@ -46,6 +46,7 @@ fn every_subcommand_has_help() -> Result<()> {
         ["bench", "wire"],
         ["bench", "validate"],
         ["run", "validator"],
+        ["run", "questdb"],
         ["flags", "list"],
         ["flags", "approve"],
         ["flags", "reject"],

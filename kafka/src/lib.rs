@@ -16,6 +16,8 @@
 //! - [`runner`] — [`run`]: the consumer loop. It decodes, drops duplicates,
 //!   calls a pure [`Processor`], sends outputs, and stores an input offset
 //!   only once everything that input caused is acknowledged.
+//! - [`sink`] — [`run_sink`]: the loop of processors that write to an
+//!   external store in batches; offsets stored after each flush.
 //! - [`error`] — [`KafkaError`] and [`ProcessError`], each knowing whether it
 //!   is retriable (back off) or poison (dead-letter it).
 
@@ -29,6 +31,7 @@ pub mod reader;
 pub mod record;
 pub mod runner;
 pub mod settings;
+pub mod sink;
 
 pub use admin::{check_topics, create_topics, list_topics, Drift, TopicState};
 pub use broker::Broker;
@@ -40,3 +43,4 @@ pub use reader::{read_topic, Record};
 pub use record::{Incoming, OutRecord, Outputs, EVENT_ID_HEADER};
 pub use runner::{run, Inbound, Processor, RunStats, RunnerConfig};
 pub use settings::ClientSettings;
+pub use sink::{run_sink, Sink, SinkConfig};

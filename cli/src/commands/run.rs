@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Result;
+use autotrain_connector_questdb::QuestDbSink;
 use autotrain_kafka::runner::Counters;
-use autotrain_topics::{MARKET_BARS_RAW, MARKET_FLAGS};
+use autotrain_kafka::{run_sink, SinkConfig};
+use autotrain_topics::{MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS};
 use autotrain_validator::{Calendar, ValidatorProcessor};
 
 use crate::config::Config;
@@ -18,6 +20,26 @@ pub enum RunCommand {
     /// State (last bars, checksums, held bars) is rebuilt on start by
     /// replaying what the group already processed.
     Validator(ValidatorArgs),
+    /// `market.bars` + `market.flags` ⇒ QuestDB over ILP/HTTP, batched;
+    /// offsets stored after each accepted flush. Create the tables first
+    /// with `connectors/questdb/tables.sql` (upsert keys).
+    Questdb(QuestdbArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct QuestdbArgs {
+    /// questdb-rs configuration: `http::addr=host:9000;` (add
+    /// `username=…;password=…;` or `token=…;`, `https::` for TLS).
+    #[arg(long, env = "AUTOTRAIN_QUESTDB")]
+    pub questdb: String,
+    #[arg(long, default_value = "autotrain-questdb-sink")]
+    pub group: String,
+    /// Flush when this many rows are pending …
+    #[arg(long, default_value_t = 10_000)]
+    pub max_rows: usize,
+    /// … or the oldest is this many milliseconds old.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_age_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +91,21 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 "validator stopped: {}",
                 serde_json::json!({ "runner": stats, "validated": core.summary, "held": core.held().len() })
             );
+        }
+        RunCommand::Questdb(args) => {
+            let mut sc = SinkConfig::new(&args.group, &[MARKET_BARS.name(), MARKET_FLAGS.name()]);
+            sc.max_rows = args.max_rows.max(1);
+            sc.max_age = std::time::Duration::from_millis(args.max_age_ms);
+            let sink = QuestDbSink::new(&args.questdb).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (sink, stats) = run_sink(
+                &ctx.settings,
+                &sc,
+                sink,
+                Arc::new(Counters::default()),
+                shutdown_signal(),
+            )
+            .await?;
+            eprintln!("questdb sink stopped: {stats:?} {sink:?}");
         }
     }
     Ok(())

@@ -1,0 +1,259 @@
+//! The consumer loop of sinks: processors whose output is an external
+//! store (QuestDB) rather than topics.
+//!
+//! Records are decoded (undecodable ⇒ dead letter, acknowledged before the
+//! loop moves on) and added to the [`Sink`]'s batch; the batch is flushed
+//! when it holds `max_rows` rows or is `max_age` old, and on shutdown.
+//! Offsets are stored only after the flush that contains their rows
+//! succeeded, so a crash re-delivers at most the unflushed batch, which the
+//! store absorbs through its upsert keys. Failing flushes are retried with
+//! exponential backoff and jitter; a flush still failing after
+//! `retry_attempts` stops the loop with the error (nothing is skipped).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use autotrain_schemas::{DeadLetter, ErrorKind};
+use autotrain_topics::{catalogue, Topic};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+
+use crate::error::{KafkaError, ProcessError};
+use crate::event_id::EventId;
+use crate::producer::Producer;
+use crate::reader::event_id_of;
+use crate::record::{Incoming, OutRecord};
+use crate::runner::{Counters, Inbound, RunStats};
+use crate::settings::ClientSettings;
+
+/// A batching writer to an external store.
+pub trait Sink: Send {
+    type Input: Inbound;
+    fn name(&self) -> &str;
+    /// Adds one record to the pending batch. Poison ⇒ dead letter.
+    fn add(&mut self, input: &Incoming<Self::Input>) -> Result<(), ProcessError>;
+    /// Rows waiting for the next flush.
+    fn pending(&self) -> usize;
+    /// Writes the pending batch. On error the batch is kept for the retry.
+    fn flush(&mut self) -> Result<(), ProcessError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub group_id: String,
+    pub topics: Vec<String>,
+    /// Flush when this many rows are pending …
+    pub max_rows: usize,
+    /// … or the oldest pending row is this old.
+    pub max_age: Duration,
+    pub retry_attempts: usize,
+    pub retry_min_delay: Duration,
+    pub retry_max_delay: Duration,
+}
+
+impl SinkConfig {
+    pub fn new(group_id: impl Into<String>, topics: &[&str]) -> Self {
+        SinkConfig {
+            group_id: group_id.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            max_rows: 10_000,
+            max_age: Duration::from_secs(1),
+            retry_attempts: 8,
+            retry_min_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+fn bump(a: &std::sync::atomic::AtomicU64) {
+    a.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs `sink` until `shutdown`; flushes what is pending before returning.
+/// `counters.outputs` counts rows flushed, `acknowledged` inputs whose
+/// rows were flushed (or that were dead-lettered).
+pub async fn run_sink<S: Sink>(
+    settings: &ClientSettings,
+    config: &SinkConfig,
+    mut sink: S,
+    counters: Arc<Counters>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(S, RunStats), KafkaError> {
+    let consumer: StreamConsumer = settings.consumer_config(&config.group_id).create()?;
+    let physical: Vec<String> = config.topics.iter().map(|t| settings.physical(t)).collect();
+    consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let producer = Producer::new(settings)?;
+    tracing::info!(sink = sink.name(), group = %config.group_id, topics = ?physical, "sink started");
+
+    // Newest offset per partition whose rows are in the pending batch.
+    let mut batch: HashMap<(String, i32), i64> = HashMap::new();
+    let mut batch_inputs = 0u64;
+    let mut oldest: Option<Instant> = None;
+    let mut tick = tokio::time::interval(config.max_age.max(Duration::from_millis(10)) / 2);
+    tokio::pin!(shutdown);
+    let result: Result<(), KafkaError> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                _ = tick.tick() => {
+                    if oldest.is_some_and(|t| t.elapsed() >= config.max_age) {
+                        flush(&mut sink, config, &consumer, &mut batch, &mut batch_inputs, &counters).await?;
+                        oldest = None;
+                    }
+                }
+                msg = consumer.recv() => {
+                    let m = match msg {
+                        Ok(m) => m,
+                        Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code)) => {
+                            return Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code).into());
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consumer error; continuing");
+                            continue;
+                        }
+                    };
+                    bump(&counters.received);
+                    let topic = m.topic().to_string();
+                    let logical = settings.logical(&topic).unwrap_or(&topic).to_string();
+                    let (partition, offset) = (m.partition(), m.offset());
+                    let id = event_id_of(&m).unwrap_or_else(|| EventId::for_position(&logical, partition, offset));
+                    let decoded = match m.payload() {
+                        Some(bytes) => S::Input::decode(&logical, bytes).map_err(|e| (e.kind().into(), e.to_string())),
+                        None => Err((ErrorKind::Malformed, "record has no value (tombstone)".to_string())),
+                    };
+                    let added = decoded.and_then(|value| {
+                        let input = Incoming {
+                            topic: logical.clone(),
+                            partition,
+                            offset,
+                            key: m.key().map(<[u8]>::to_vec),
+                            timestamp: m.timestamp().to_millis(),
+                            event_id: id,
+                            value,
+                        };
+                        sink.add(&input).map_err(|e| match e {
+                            ProcessError::Poison { kind, reason } => (kind, reason),
+                            ProcessError::Retriable(reason) => (ErrorKind::Processing, reason),
+                        })
+                    });
+                    match added {
+                        Ok(()) => {
+                            bump(&counters.processed);
+                            oldest.get_or_insert_with(Instant::now);
+                        }
+                        Err((kind, reason)) => {
+                            bump(&counters.dead_lettered);
+                            tracing::warn!(sink = sink.name(), topic = %logical, partition, offset, %reason, "dead-lettered");
+                            let letter = DeadLetter {
+                                processor: sink.name().to_string(),
+                                source_topic: logical.clone(),
+                                source_partition: partition,
+                                source_offset: offset,
+                                key: m.key().map(<[u8]>::to_vec),
+                                payload: m.payload().map(<[u8]>::to_vec),
+                                error_kind: kind,
+                                error: reason,
+                                source_timestamp: m.timestamp().to_millis(),
+                            };
+                            let dlq = catalogue().dead_letter_for(&logical).unwrap_or("market.bars.dlq");
+                            let letter_id = EventId::derive(&[b"dlq", sink.name().as_bytes(), &id.0.to_be_bytes()]);
+                            let record = OutRecord::new(Topic::<DeadLetter>::new(dlq), &logical, &letter, letter_id)?;
+                            producer.enqueue(&record).await?.confirm().await?;
+                        }
+                    }
+                    batch.insert((topic, partition), offset);
+                    batch_inputs += 1;
+                    if sink.pending() >= config.max_rows {
+                        flush(&mut sink, config, &consumer, &mut batch, &mut batch_inputs, &counters).await?;
+                        oldest = None;
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    let flushed = flush(
+        &mut sink,
+        config,
+        &consumer,
+        &mut batch,
+        &mut batch_inputs,
+        &counters,
+    )
+    .await;
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "final commit failed; the next run re-reads from the last commit")
+        }
+    }
+    result?;
+    flushed?;
+    Ok((sink, counters.snapshot()))
+}
+
+async fn flush<S: Sink>(
+    sink: &mut S,
+    config: &SinkConfig,
+    consumer: &StreamConsumer,
+    batch: &mut HashMap<(String, i32), i64>,
+    batch_inputs: &mut u64,
+    counters: &Counters,
+) -> Result<(), KafkaError> {
+    let rows = sink.pending();
+    if rows > 0 {
+        let mut delays = ExponentialBuilder::new()
+            .with_min_delay(config.retry_min_delay)
+            .with_max_delay(config.retry_max_delay)
+            .with_max_times(config.retry_attempts.saturating_sub(1))
+            .with_jitter()
+            .build();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match tokio::task::block_in_place(|| sink.flush()) {
+                Ok(()) => break,
+                Err(e) => match (e.is_retriable(), delays.next()) {
+                    (true, Some(delay)) => {
+                        bump(&counters.retries);
+                        tracing::warn!(sink = sink.name(), attempts, ?delay, error = %e, "flush failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    _ => {
+                        return Err(KafkaError::RetriesExhausted {
+                            processor: sink.name().to_string(),
+                            topic: config.topics.join(","),
+                            partition: -1,
+                            offset: -1,
+                            attempts,
+                            reason: e.to_string(),
+                        })
+                    }
+                },
+            }
+        }
+        counters
+            .outputs
+            .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    for ((topic, partition), offset) in batch.drain() {
+        match consumer.store_offset(&topic, partition, offset) {
+            Ok(()) => bump(&counters.offsets_stored),
+            Err(e) => {
+                bump(&counters.offsets_rejected);
+                tracing::debug!(topic, partition, offset, error = %e, "offset not stored");
+            }
+        }
+    }
+    counters.acknowledged.fetch_add(
+        std::mem::take(batch_inputs),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    Ok(())
+}
