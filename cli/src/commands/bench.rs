@@ -30,6 +30,10 @@ pub struct ValidateArgs {
     /// Bars to validate (the bundled BTC/USD file, repeated forward in time).
     #[arg(long, default_value_t = 1_000_000)]
     pub bars: usize,
+    /// Bars for the run through the embedded broker (synthetic, seeded,
+    /// over 8 instruments); 0 skips it.
+    #[arg(long, default_value_t = 200_000)]
+    pub broker_bars: usize,
 }
 
 fn bench_validate(args: &ValidateArgs) -> Result<()> {
@@ -62,6 +66,71 @@ fn bench_validate(args: &ValidateArgs) -> Result<()> {
         secs,
         bars.len() as f64 / secs,
         passed
+    );
+    Ok(())
+}
+
+/// Synthetic bars → `market.bars.raw` → validator processor → `market.bars`
+/// + `market.flags` on the embedded broker; the producer stays at most
+/// 20,000 bars ahead (the embedded broker is bounded).
+async fn bench_validate_broker(n: usize) -> Result<()> {
+    use autotrain_connector_synthetic::{Generator, SyntheticConfig};
+    use autotrain_topics::MARKET_BARS_RAW;
+    use autotrain_validator::ValidatorProcessor;
+    const LAG: u64 = 20_000;
+    let broker = Broker::embedded()?;
+    let settings = broker.settings("bench.");
+    create_topics(&broker, &settings, &autotrain_topics::catalogue().topics, 1).await?;
+    let counters = Arc::new(Counters::default());
+    let mut rc = RunnerConfig::new("bench-validator", &[MARKET_BARS_RAW.name()]);
+    rc.strict_log_start = true;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let validating = autotrain_kafka::run(
+        &settings,
+        &rc,
+        ValidatorProcessor::default(),
+        counters.clone(),
+        async {
+            let _ = done_rx.await;
+        },
+    );
+    let producing = async {
+        let producer = Producer::new(&settings)?;
+        let mut pending = Vec::new();
+        for (i, g) in Generator::new(SyntheticConfig::new(7, 8, "1m", 60_000))
+            .take(n)
+            .enumerate()
+        {
+            let record = OutRecord::from_content(MARKET_BARS_RAW, &g.bar.instrument(), &g.bar)?;
+            pending.push(producer.enqueue(&record).await?);
+            if i % 1_000 == 0 {
+                while (i as u64).saturating_sub(counters.snapshot().acknowledged) > LAG {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+        for p in pending {
+            p.confirm().await?;
+        }
+        while counters.snapshot().acknowledged < n as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = done_tx.send(());
+        anyhow::Ok(())
+    };
+    let (validated, produced) = tokio::join!(validating, producing);
+    produced?;
+    let (core, stats) = validated?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "validator through the embedded broker: {} bars in {:.2} s = {:.0} bars/s end to end ({} published, {} flags; {} outputs acknowledged)",
+        n,
+        secs,
+        n as f64 / secs,
+        core.summary.passed,
+        core.summary.flags.values().sum::<u64>(),
+        stats.outputs
     );
     Ok(())
 }
@@ -279,7 +348,12 @@ async fn through_broker(
 
 pub async fn run(_config: &Config, cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Validate(args) => bench_validate(&args)?,
+        BenchCommand::Validate(args) => {
+            bench_validate(&args)?;
+            if args.broker_bars > 0 {
+                bench_validate_broker(args.broker_bars).await?;
+            }
+        }
         BenchCommand::Wire(args) => {
             let codec = codec(args.bars)?;
             if !args.json {

@@ -1,12 +1,14 @@
 //! [`Validator`]: per-instrument state (last bar, checksums, rolling σ of
 //! log returns) and the rules of the validator processor.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use autotrain_schemas::{Bar, FlagKind, HitlState, Severity, ValidationFlag};
 
 use crate::calendar::Calendar;
-use crate::checksum::checksum;
+use crate::checksum::{digest, short};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatorConfig {
@@ -73,18 +75,88 @@ pub enum Decided {
 struct State {
     last_ts: Option<i64>,
     last_close: Option<f64>,
-    seen: HashMap<i64, (String, i32)>,
+    /// Per bar ts: 64 bits of its checksum and its revision.
+    seen: Seen,
     returns: VecDeque<f64>,
     sum: f64,
     sum_sq: f64,
     /// Bars held for review (anomalies), by ts, checksum set.
-    held: HashMap<i64, Bar>,
+    held: FxHashMap<i64, Bar>,
+}
+
+/// Checksums by bar ts. Bars sit on a grid (`base + k·step`), so they are
+/// kept in a dense array indexed by `k` (16 bytes a bar, in time order,
+/// cache-friendly); off-grid or far-away timestamps go to a map.
+#[derive(Debug, Default)]
+struct Seen {
+    base: Option<i64>,
+    step: i64,
+    /// (checksum prefix, revision); revision -1 = empty slot.
+    slots: Vec<(u64, i32)>,
+    other: FxHashMap<i64, (u64, i32)>,
+}
+
+impl Seen {
+    /// Slots allowed past the end before a ts counts as far away.
+    const MAX_JUMP: usize = 1 << 20;
+
+    fn slot(&self, ts: i64) -> Option<usize> {
+        let base = self.base?;
+        let d = ts.checked_sub(base)?;
+        if d < 0 || self.step <= 0 || d % self.step != 0 {
+            return None;
+        }
+        usize::try_from(d / self.step).ok()
+    }
+
+    fn get(&self, ts: i64) -> Option<(u64, i32)> {
+        match self.slot(ts) {
+            Some(k) if k < self.slots.len() => Some(self.slots[k]).filter(|s| s.1 >= 0),
+            _ => self.other.get(&ts).copied(),
+        }
+    }
+
+    fn insert(&mut self, ts: i64, step: i64, value: (u64, i32)) {
+        if self.base.is_none() {
+            self.base = Some(ts);
+            self.step = step;
+        }
+        match self.slot(ts) {
+            Some(k) if k < self.slots.len() => self.slots[k] = value,
+            Some(k) if k - self.slots.len() <= Self::MAX_JUMP => {
+                self.slots.resize(k, (0, -1));
+                self.slots.push(value);
+            }
+            _ => {
+                self.other.insert(ts, value);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Validator {
     config: ValidatorConfig,
-    instruments: HashMap<String, State>,
+    /// exchange → symbol → state (looked up without allocating).
+    instruments: FxHashMap<String, FxHashMap<String, State>>,
+}
+
+fn state_of<'a>(
+    instruments: &'a mut FxHashMap<String, FxHashMap<String, State>>,
+    bar: &Bar,
+) -> &'a mut State {
+    if !instruments.contains_key(bar.exchange.as_str()) {
+        instruments.insert(bar.exchange.clone(), FxHashMap::default());
+    }
+    let symbols = instruments
+        .get_mut(bar.exchange.as_str())
+        .unwrap_or_else(|| unreachable!("inserted above"));
+    if !symbols.contains_key(bar.symbol.as_str()) {
+        symbols.insert(bar.symbol.clone(), State::default());
+    }
+    symbols
+        .get_mut(bar.symbol.as_str())
+        .unwrap_or_else(|| unreachable!("inserted above"))
 }
 
 fn flag(
@@ -136,7 +208,7 @@ impl Validator {
     pub fn new(config: ValidatorConfig) -> Self {
         Validator {
             config,
-            instruments: HashMap::new(),
+            instruments: FxHashMap::default(),
         }
     }
 
@@ -156,18 +228,25 @@ impl Validator {
                 )],
             };
         }
-        let cfg = self.config.clone();
-        let state = self.instruments.entry(raw.instrument()).or_default();
-        let sum = checksum(raw);
+        let cfg = &self.config;
+        let state = state_of(&mut self.instruments, raw);
+        let full = digest(raw);
+        let sum = short(&full);
+        let known = state.seen.get(raw.ts);
+        if known.is_some_and(|(k, _)| k == sum) {
+            return Verdict::Duplicate;
+        }
         let mut bar = raw.clone();
-        bar.checksum = Some(sum.clone());
+        bar.checksum = Some(const_hex::encode(full));
 
-        if let Some((known, revision)) = state.seen.get(&raw.ts).cloned() {
+        if let Some((known, revision)) = known {
             if known == sum {
                 return Verdict::Duplicate;
             }
             bar.revision = revision + 1;
-            state.seen.insert(raw.ts, (sum, bar.revision));
+            state
+                .seen
+                .insert(raw.ts, cfg.timeframe_ms, (sum, bar.revision));
             let mut detail = format!("content changed; revision {}", bar.revision);
             if state.held.remove(&raw.ts).is_some() {
                 detail.push_str("; supersedes the bar held for review");
@@ -213,7 +292,7 @@ impl Validator {
                         // return stays out of the σ window.
                         state.last_ts = Some(raw.ts);
                         state.last_close = Some(raw.close);
-                        state.seen.insert(raw.ts, (sum, 0));
+                        state.seen.insert(raw.ts, cfg.timeframe_ms, (sum, 0));
                         state.held.insert(raw.ts, bar);
                         return Verdict::Withheld {
                             flags: vec![flag(
@@ -269,15 +348,17 @@ impl Validator {
                 "zero volume, o=h=l=c".into(),
             ));
         }
-        state.seen.insert(raw.ts, (sum, 0));
+        state.seen.insert(raw.ts, cfg.timeframe_ms, (sum, 0));
         Verdict::Passed { bar, flags }
     }
 
     /// Applies an ops decision to the bar held at (instrument, ts).
     pub fn decide(&mut self, instrument: &str, ts: i64, release: bool) -> Decided {
+        let (exchange, symbol) = instrument.split_once(':').unwrap_or(("", instrument));
         let Some(bar) = self
             .instruments
-            .get_mut(instrument)
+            .get_mut(exchange)
+            .and_then(|m| m.get_mut(symbol))
             .and_then(|s| s.held.remove(&ts))
         else {
             return Decided::NotHeld;
@@ -294,6 +375,7 @@ impl Validator {
         let mut held: Vec<&Bar> = self
             .instruments
             .values()
+            .flat_map(|m| m.values())
             .flat_map(|s| s.held.values())
             .collect();
         held.sort_by(|a, b| (&a.exchange, &a.symbol, a.ts).cmp(&(&b.exchange, &b.symbol, b.ts)));
@@ -326,6 +408,28 @@ mod tests {
 
     fn v() -> Validator {
         Validator::new(ValidatorConfig::new(STEP, Calendar::TwentyFourSeven))
+    }
+
+    #[test]
+    fn seen_keeps_on_grid_off_grid_early_and_far_bars() {
+        let mut seen = Seen::default();
+        seen.insert(1_000, 10, (1, 0));
+        seen.insert(1_020, 10, (2, 0)); // leaves an empty slot at 1_010
+        seen.insert(1_005, 10, (3, 0)); // off the grid
+        seen.insert(990, 10, (4, 0)); // before the first
+        seen.insert(1_000 + 10 * (Seen::MAX_JUMP as i64 + 100), 10, (5, 0)); // far away
+        seen.insert(1_000, 10, (6, 1)); // overwrite
+        assert_eq!(seen.get(1_000), Some((6, 1)));
+        assert_eq!(seen.get(1_010), None);
+        assert_eq!(seen.get(1_020), Some((2, 0)));
+        assert_eq!(seen.get(1_005), Some((3, 0)));
+        assert_eq!(seen.get(990), Some((4, 0)));
+        assert_eq!(
+            seen.get(1_000 + 10 * (Seen::MAX_JUMP as i64 + 100)),
+            Some((5, 0))
+        );
+        assert_eq!(seen.get(5_000), None);
+        assert_eq!(seen.slots.len(), 3);
     }
 
     #[test]
