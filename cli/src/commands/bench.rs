@@ -70,9 +70,9 @@ fn bench_validate(args: &ValidateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Synthetic bars → `market.bars.raw` → validator processor → `market.bars`
-/// + `market.flags` on the embedded broker; the producer stays at most
-/// 20,000 bars ahead (the embedded broker is bounded).
+/// Synthetic bars through the validator processor on the embedded broker
+/// (`market.bars.raw` ⇒ `market.bars`, `market.flags`); the producer stays
+/// at most 20,000 bars ahead (the embedded broker is bounded).
 async fn bench_validate_broker(n: usize) -> Result<()> {
     use autotrain_connector_synthetic::{Generator, SyntheticConfig};
     use autotrain_topics::MARKET_BARS_RAW;
