@@ -5,7 +5,8 @@
 //! - [`context`] — connects to the configured broker (or starts the
 //!   embedded one) and hands out client settings; logging; Ctrl-C.
 //! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
-//!   `fetch`, `generate`, `tail`, `run`, `flags`, `demo`, `validate`, `bench`.
+//!   `fetch`, `generate`, `tail`, `run`, `flags`, `demo`, `validate`,
+//!   `features`, `bench`.
 
 /// mimalloc: the pipelines allocate many small records; it is markedly
 /// faster than the system allocator for that (see `autotrain bench`).
@@ -70,6 +71,9 @@ enum Command {
     /// Check a bar file offline with the validator's rules (gaps, OHLC,
     /// duplicates, anomalies) and print a report.
     Validate(commands::validate::Args),
+    /// The feature contract over a bar file, offline (same engines as the
+    /// features processor), to a CSV table; `--check` checks the contract.
+    Features(commands::features::Args),
     /// Measure throughput and latency (prints figures).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -97,6 +101,7 @@ async fn main() -> Result<()> {
         Command::Flags(cmd) => commands::flags::run(&config, cmd).await,
         Command::Demo(args) => commands::demo::run(&config, args).await,
         Command::Validate(args) => commands::validate::run(&config, args).await,
+        Command::Features(args) => commands::features::run(&config, args).await,
         Command::Bench(cmd) => commands::bench::run(&config, cmd).await,
     }
 }

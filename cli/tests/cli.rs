@@ -33,7 +33,7 @@ fn every_subcommand_has_help() -> Result<()> {
     let top = ok(&["--help"])?;
     for cmd in [
         "up", "topics", "produce", "fetch", "generate", "tail", "run", "flags", "demo", "validate",
-        "bench",
+        "features", "bench",
     ] {
         assert!(top.contains(cmd), "top-level help lists {cmd}");
         let help = ok(&[cmd, "--help"])?;
@@ -47,6 +47,7 @@ fn every_subcommand_has_help() -> Result<()> {
         ["bench", "validate"],
         ["run", "validator"],
         ["run", "questdb"],
+        ["run", "features"],
         ["flags", "list"],
         ["flags", "approve"],
         ["flags", "reject"],
@@ -498,5 +499,40 @@ fn generated_files_are_deterministic_and_validate_cleanly() -> Result<()> {
     assert_eq!(report["bars"], 2000);
     assert_eq!(report["flags"]["ohlc"], 0);
     assert_eq!(report["flags"]["gap"], 0);
+    Ok(())
+}
+
+/// The offline feature table of two real files agrees with pandas
+/// (`tests/interop/features_pandas.py`, the contract's definitions written
+/// with `ewm`/`rolling`), cell for cell.
+#[test]
+fn features_agree_with_pandas_on_real_files() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    for file in ["bitfinex_BTCUSD_30m.csv", "dukascopy_EURUSD_1h_ask.csv"] {
+        let out = dir.path().join(format!("{file}.features.csv"));
+        let input = data_file(file);
+        ok(&[
+            "features",
+            "--input",
+            input.to_str().unwrap_or_default(),
+            "--output",
+            out.to_str().unwrap_or_default(),
+        ])?;
+        let script =
+            autotrain_integration_tests::repo_root().join("tests/interop/features_pandas.py");
+        let check = Command::new("python3")
+            .arg(script)
+            .arg(&input)
+            .arg(&out)
+            .output()?;
+        assert!(
+            check.status.success(),
+            "{file}: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let checked = ok(&["features", "--check"])?;
+    assert!(checked.contains("contract version 1 ok"), "{checked}");
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod features;
 pub mod fetch;
 pub mod flags;
 pub mod generate;

@@ -24,6 +24,15 @@ pub enum RunCommand {
     /// offsets stored after each accepted flush. Create the tables first
     /// with `connectors/questdb/tables.sql` (upsert keys).
     Questdb(QuestdbArgs),
+    /// `market.bars` ⇒ `features` under the bundled feature contract;
+    /// engines rebuilt on start by replaying what the group processed.
+    Features(FeaturesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FeaturesArgs {
+    #[arg(long, default_value = "autotrain-features")]
+    pub group: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +99,22 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             eprintln!(
                 "validator stopped: {}",
                 serde_json::json!({ "runner": stats, "validated": core.summary, "held": core.held().len() })
+            );
+        }
+        RunCommand::Features(args) => {
+            let rc = ctx.runner_config(config, &args.group, &[MARKET_BARS.name()]);
+            let contract = autotrain_features::Contract::bundled()?;
+            let (core, stats) = autotrain_kafka::run(
+                &ctx.settings,
+                &rc,
+                autotrain_features::FeaturesProcessor::new(contract),
+                Arc::new(Counters::default()),
+                shutdown_signal(),
+            )
+            .await?;
+            eprintln!(
+                "features stopped: {}",
+                serde_json::json!({ "runner": stats, "rows_published": core.published })
             );
         }
         RunCommand::Questdb(args) => {

@@ -28,9 +28,16 @@ pub struct Args {
     pub json: bool,
 }
 
-pub async fn run(_config: &Config, args: Args) -> Result<()> {
-    let inferred = infer_instrument(&args.input);
-    let id = match (&args.instrument, &args.timeframe, inferred) {
+/// The instrument of a bar file: from `--instrument`/`--timeframe`, else
+/// from its name (`<exchange>_<SYMBOL>_<timeframe>*.csv`), the flags
+/// overriding parts of it.
+pub fn resolve_instrument(
+    input: &std::path::Path,
+    instrument: Option<&String>,
+    timeframe: Option<&String>,
+) -> Result<InstrumentId> {
+    let inferred = infer_instrument(input);
+    Ok(match (instrument, timeframe, inferred) {
         (Some(i), Some(tf), _) => {
             InstrumentId::parse(i, tf).context("bad --instrument/--timeframe")?
         }
@@ -48,7 +55,15 @@ pub async fn run(_config: &Config, args: Args) -> Result<()> {
             id
         }
         _ => anyhow::bail!("pass --instrument and --timeframe (the file name does not say them)"),
-    };
+    })
+}
+
+pub async fn run(_config: &Config, args: Args) -> Result<()> {
+    let id = resolve_instrument(
+        &args.input,
+        args.instrument.as_ref(),
+        args.timeframe.as_ref(),
+    )?;
     let step = parse_timeframe(&id.timeframe)
         .with_context(|| format!("bad timeframe {:?}", id.timeframe))?;
     let calendar = Calendar::parse(&args.calendar)

@@ -68,7 +68,13 @@ impl Computer {
     }
 
     /// Advances by one bar; writes the contract's values (in its order).
-    pub fn step(&mut self, contract: &Contract, close: f64, volume: f64, out: &mut Vec<Option<f64>>) {
+    pub fn step(
+        &mut self,
+        contract: &Contract,
+        close: f64,
+        volume: f64,
+        out: &mut Vec<Option<f64>>,
+    ) {
         out.clear();
         let lr = self.prev_close.map(|p| (close / p).ln());
         let diff = self.prev_close.map(|p| close - p);

@@ -43,14 +43,20 @@ pub enum ContractError {
     #[error("feature {0:?} appears twice")]
     Duplicate(String),
     #[error("feature {name:?} ({kind:?}) needs a window of at least {min}")]
-    Window { name: String, kind: Kind, min: usize },
+    Window {
+        name: String,
+        kind: Kind,
+        min: usize,
+    },
     #[error("contract version {version:?} changed without a version bump: contract.lock has {locked}, the definitions hash to {actual}; bump `version` and add it to contract.lock")]
     Drift {
         version: String,
         locked: String,
         actual: String,
     },
-    #[error("contract version {version:?} is not in contract.lock; add `\"{version}\" = \"{actual}\"`")]
+    #[error(
+        "contract version {version:?} is not in contract.lock; add `\"{version}\" = \"{actual}\"`"
+    )]
     Unlocked { version: String, actual: String },
 }
 
@@ -105,8 +111,8 @@ impl Contract {
     /// Fails if this version is locked with other definitions, or not
     /// locked at all.
     pub fn check_lock(&self, lock: &str) -> Result<(), ContractError> {
-        let locked: BTreeMap<String, String> =
-            toml::from_str(lock).map_err(|e| ContractError::Parse(format!("contract.lock: {e}")))?;
+        let locked: BTreeMap<String, String> = toml::from_str(lock)
+            .map_err(|e| ContractError::Parse(format!("contract.lock: {e}")))?;
         let actual = self.definition_hash();
         match locked.get(&self.version) {
             Some(h) if *h == actual => Ok(()),
@@ -136,7 +142,16 @@ mod tests {
         let c = Contract::bundled().expect("bundled contract");
         assert_eq!(
             c.names(),
-            ["lr", "ema_12", "ema_26", "ret_mean_20", "ret_std_20", "rsi_14", "rvol_20", "volume_z_20"]
+            [
+                "lr",
+                "ema_12",
+                "ema_26",
+                "ret_mean_20",
+                "ret_std_20",
+                "rsi_14",
+                "rvol_20",
+                "volume_z_20"
+            ]
         );
     }
 
@@ -144,9 +159,15 @@ mod tests {
     fn a_changed_definition_without_a_bump_fails_the_check() {
         let mut c = Contract::parse(BUNDLED).expect("parses");
         c.features[1].window = Some(13);
-        assert!(matches!(c.check_lock(BUNDLED_LOCK), Err(ContractError::Drift { .. })));
+        assert!(matches!(
+            c.check_lock(BUNDLED_LOCK),
+            Err(ContractError::Drift { .. })
+        ));
         c.version = "2".into();
-        assert!(matches!(c.check_lock(BUNDLED_LOCK), Err(ContractError::Unlocked { .. })));
+        assert!(matches!(
+            c.check_lock(BUNDLED_LOCK),
+            Err(ContractError::Unlocked { .. })
+        ));
         let lock = format!("\"2\" = \"{}\"\n", c.definition_hash());
         assert_eq!(c.check_lock(&lock), Ok(()));
     }
@@ -154,9 +175,18 @@ mod tests {
     #[test]
     fn bad_contracts_are_refused() {
         let dup = "version = \"x\"\n[[feature]]\nname = \"a\"\nkind = \"log_return\"\n[[feature]]\nname = \"a\"\nkind = \"log_return\"\n";
-        assert_eq!(Contract::parse(dup), Err(ContractError::Duplicate("a".into())));
+        assert_eq!(
+            Contract::parse(dup),
+            Err(ContractError::Duplicate("a".into()))
+        );
         let no_window = "version = \"x\"\n[[feature]]\nname = \"s\"\nkind = \"ret_std\"\n";
-        assert!(matches!(Contract::parse(no_window), Err(ContractError::Window { .. })));
-        assert!(matches!(Contract::parse("version = 1"), Err(ContractError::Parse(_))));
+        assert!(matches!(
+            Contract::parse(no_window),
+            Err(ContractError::Window { .. })
+        ));
+        assert!(matches!(
+            Contract::parse("version = 1"),
+            Err(ContractError::Parse(_))
+        ));
     }
 }

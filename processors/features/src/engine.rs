@@ -118,7 +118,8 @@ impl Engine {
         if i > 0 && i % CHECKPOINT_EVERY == 0 {
             self.checkpoints.push(self.tip.clone());
         }
-        self.tip.step(&self.contract, p.close, p.volume, &mut self.scratch);
+        self.tip
+            .step(&self.contract, p.close, p.volume, &mut self.scratch);
         self.points.push(p);
         self.published.push(hash_values(&self.scratch));
         out.push(Row {

@@ -65,7 +65,12 @@ impl FeaturesProcessor {
     }
 }
 
-pub fn to_vector(contract: &Contract, instrument: &str, timeframe: &str, row: &Row) -> FeatureVector {
+pub fn to_vector(
+    contract: &Contract,
+    instrument: &str,
+    timeframe: &str,
+    row: &Row,
+) -> FeatureVector {
     FeatureVector {
         instrument: instrument.to_string(),
         timeframe: timeframe.to_string(),

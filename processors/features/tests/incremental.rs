@@ -136,7 +136,12 @@ fn in_order_bars_publish_one_row_each_and_repeats_none() {
     let mut rows = Vec::new();
     for i in 0..300 {
         rows.clear();
-        let p = Point { ts: i * 60_000, close: 100.0 + (i % 7) as f64, volume: 1.0 + (i % 3) as f64, revision: 0 };
+        let p = Point {
+            ts: i * 60_000,
+            close: 100.0 + (i % 7) as f64,
+            volume: 1.0 + (i % 3) as f64,
+            revision: 0,
+        };
         engine.upsert(p, &mut rows);
         assert_eq!(rows.len(), 1);
         rows.clear();
@@ -146,11 +151,27 @@ fn in_order_bars_publish_one_row_each_and_repeats_none() {
     // A correction of bar 250 re-publishes bar 250 and the later bars whose
     // values changed (EMAs and RSI carry it forward), nothing earlier.
     rows.clear();
-    engine.upsert(Point { ts: 250 * 60_000, close: 150.0, volume: 2.0, revision: 1 }, &mut rows);
+    engine.upsert(
+        Point {
+            ts: 250 * 60_000,
+            close: 150.0,
+            volume: 2.0,
+            revision: 1,
+        },
+        &mut rows,
+    );
     assert_eq!(rows[0].ts, 250 * 60_000);
     assert!(rows.len() > 1 && rows.iter().all(|r| r.ts >= 250 * 60_000));
     // An older revision arriving late changes nothing.
     rows.clear();
-    engine.upsert(Point { ts: 250 * 60_000, close: 107.0, volume: 2.0, revision: 0 }, &mut rows);
+    engine.upsert(
+        Point {
+            ts: 250 * 60_000,
+            close: 107.0,
+            volume: 2.0,
+            revision: 0,
+        },
+        &mut rows,
+    );
     assert!(rows.is_empty());
 }

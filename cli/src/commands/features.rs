@@ -1,0 +1,129 @@
+//! `autotrain features`: the feature contract over a bar file, offline, on
+//! the same engines and timely dataflow as the features processor; writes
+//! `ts` plus every contract feature (empty where absent). `--check` only
+//! checks the contract against its lock.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use autotrain_connector_file::BarReader;
+use autotrain_features::{dataflow, Contract};
+use autotrain_schemas::Bar;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// CSV bar file (`ts,open,high,low,close,volume`).
+    #[arg(long, short, required_unless_present = "check")]
+    pub input: Option<PathBuf>,
+    /// Instrument `exchange:SYMBOL` (default: from the file name).
+    #[arg(long)]
+    pub instrument: Option<String>,
+    /// Bar length (default: from the file name).
+    #[arg(long)]
+    pub timeframe: Option<String>,
+    /// Where to write the feature table (CSV).
+    #[arg(long, short, required_unless_present = "check")]
+    pub output: Option<PathBuf>,
+    /// Timely worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// A contract file instead of the bundled one (with `--lock`).
+    #[arg(long, requires = "lock")]
+    pub contract: Option<PathBuf>,
+    /// The lock file for `--contract`.
+    #[arg(long)]
+    pub lock: Option<PathBuf>,
+    /// Only check the contract against its lock (exit 1 on drift).
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn load_contract(contract: Option<&PathBuf>, lock: Option<&PathBuf>) -> Result<Contract> {
+    match (contract, lock) {
+        (Some(c), Some(l)) => {
+            let contract = Contract::parse(
+                &std::fs::read_to_string(c).with_context(|| c.display().to_string())?,
+            )?;
+            contract.check_lock(
+                &std::fs::read_to_string(l).with_context(|| l.display().to_string())?,
+            )?;
+            Ok(contract)
+        }
+        _ => Ok(Contract::bundled()?),
+    }
+}
+
+pub async fn run(_config: &Config, args: Args) -> Result<()> {
+    let contract = load_contract(args.contract.as_ref(), args.lock.as_ref())?;
+    if args.check {
+        println!(
+            "contract version {} ok ({} features, definitions {})",
+            contract.version,
+            contract.features.len(),
+            contract.definition_hash()
+        );
+        return Ok(());
+    }
+    let (Some(input), Some(output)) = (&args.input, &args.output) else {
+        anyhow::bail!("--input and --output are required");
+    };
+    let id = super::validate::resolve_instrument(
+        input,
+        args.instrument.as_ref(),
+        args.timeframe.as_ref(),
+    )?;
+    let mut bars: Vec<Bar> = Vec::new();
+    let mut unreadable = 0u64;
+    for row in BarReader::open(input, id)? {
+        match row {
+            Ok(b) if b.close > 0.0 && b.close.is_finite() && b.volume.is_finite() => bars.push(b),
+            Ok(b) => {
+                unreadable += 1;
+                eprintln!(
+                    "skipped bar at {}: close {} volume {}",
+                    b.ts, b.close, b.volume
+                );
+            }
+            Err(e) => {
+                unreadable += 1;
+                eprintln!("unreadable row: {e}");
+            }
+        }
+    }
+    let m = dataflow::run(&contract, &bars, args.workers, true).map_err(anyhow::Error::msg)?;
+    // Latest row per ts (a file with repeated timestamps re-publishes).
+    let mut latest = std::collections::BTreeMap::new();
+    for v in m.rows {
+        latest.insert(v.ts, v);
+    }
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(output).with_context(|| output.display().to_string())?,
+    );
+    write!(w, "ts")?;
+    for name in contract.names() {
+        write!(w, ",{name}")?;
+    }
+    writeln!(w)?;
+    for (ts, v) in &latest {
+        write!(w, "{ts}")?;
+        for x in &v.values {
+            match x.value {
+                Some(f) => write!(w, ",{f}")?,
+                None => write!(w, ",")?,
+            }
+        }
+        writeln!(w)?;
+    }
+    w.flush()?;
+    eprintln!(
+        "{} bars → {} rows ({} features, contract {}); {unreadable} row(s) skipped",
+        bars.len(),
+        latest.len(),
+        contract.features.len(),
+        contract.version
+    );
+    Ok(())
+}
