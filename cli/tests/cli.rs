@@ -45,6 +45,7 @@ fn every_subcommand_has_help() -> Result<()> {
         ["topics", "check"],
         ["bench", "wire"],
         ["bench", "validate"],
+        ["bench", "features"],
         ["run", "validator"],
         ["run", "questdb"],
         ["run", "features"],

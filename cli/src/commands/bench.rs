@@ -23,6 +23,118 @@ pub enum BenchCommand {
     Wire(WireArgs),
     /// Bars per second of the validator's pure core.
     Validate(ValidateArgs),
+    /// Bars per second of the feature dataflow in-process (1 and 2 timely
+    /// workers) and through the embedded broker, memory per instrument.
+    Features(FeaturesBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FeaturesBenchArgs {
+    /// Bars in-process (synthetic, seeded), spread over `instruments`.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub bars: usize,
+    #[arg(long, default_value_t = 10)]
+    pub instruments: usize,
+    /// Bars through the embedded broker; 0 skips it.
+    #[arg(long, default_value_t = 100_000)]
+    pub broker_bars: usize,
+}
+
+fn bench_features(args: &FeaturesBenchArgs) -> Result<()> {
+    use autotrain_connector_synthetic::{Generator, SyntheticConfig};
+    use autotrain_features::{dataflow, Contract};
+    let contract = Contract::bundled()?;
+    let bars: Vec<Bar> = Generator::new(SyntheticConfig::new(11, args.instruments, "1m", 60_000))
+        .take(args.bars)
+        .map(|g| g.bar)
+        .collect();
+    let t = Instant::now();
+    let prepared = dataflow::Prepared::from_bars(&bars);
+    println!(
+        "features input: {} bars → points in {:.3} s",
+        bars.len(),
+        t.elapsed().as_secs_f64()
+    );
+    for workers in [1, 2] {
+        let input = prepared.clone();
+        let t = Instant::now();
+        let m =
+            dataflow::run_prepared(&contract, input, workers, false).map_err(anyhow::Error::msg)?;
+        let secs = t.elapsed().as_secs_f64();
+        let per_instrument =
+            m.engine_bytes.iter().map(|(_, b)| *b).sum::<usize>() / m.engine_bytes.len().max(1);
+        println!(
+            "features dataflow, {workers} worker(s): {} bars over {} instruments in {:.3} s = {:.0} bars/s ({} rows; engine memory {:.1} MiB per instrument, {:.0} B per bar)",
+            bars.len(),
+            args.instruments,
+            secs,
+            bars.len() as f64 / secs,
+            m.published,
+            per_instrument as f64 / (1 << 20) as f64,
+            per_instrument as f64 / (bars.len() / args.instruments.max(1)).max(1) as f64,
+        );
+    }
+    Ok(())
+}
+
+/// Synthetic bars on `market.bars` through the features processor on the
+/// embedded broker (producer at most 20,000 bars ahead).
+async fn bench_features_broker(n: usize, instruments: usize) -> Result<()> {
+    use autotrain_connector_synthetic::{Generator, SyntheticConfig};
+    use autotrain_features::{Contract, FeaturesProcessor};
+    use autotrain_topics::MARKET_BARS;
+    const LAG: u64 = 20_000;
+    let broker = Broker::embedded()?;
+    let settings = broker.settings("bench.");
+    create_topics(&broker, &settings, &autotrain_topics::catalogue().topics, 1).await?;
+    let counters = Arc::new(Counters::default());
+    let mut rc = RunnerConfig::new("bench-features", &[MARKET_BARS.name()]);
+    rc.strict_log_start = true;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let running = autotrain_kafka::run(
+        &settings,
+        &rc,
+        FeaturesProcessor::new(Contract::bundled()?),
+        counters.clone(),
+        async {
+            let _ = done_rx.await;
+        },
+    );
+    let producing = async {
+        let producer = Producer::new(&settings)?;
+        let mut pending = Vec::new();
+        for (i, g) in Generator::new(SyntheticConfig::new(11, instruments, "1m", 60_000))
+            .take(n)
+            .enumerate()
+        {
+            let record = OutRecord::from_content(MARKET_BARS, &g.bar.instrument(), &g.bar)?;
+            pending.push(producer.enqueue(&record).await?);
+            if i % 1_000 == 0 {
+                while (i as u64).saturating_sub(counters.snapshot().acknowledged) > LAG {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+        for p in pending {
+            p.confirm().await?;
+        }
+        while counters.snapshot().acknowledged < n as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = done_tx.send(());
+        anyhow::Ok(())
+    };
+    let (ran, produced) = tokio::join!(running, producing);
+    produced?;
+    let (core, _) = ran?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "features through the embedded broker: {n} bars in {secs:.2} s = {:.0} bars/s end to end ({} rows published)",
+        n as f64 / secs,
+        core.published
+    );
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -352,6 +464,12 @@ pub async fn run(_config: &Config, cmd: BenchCommand) -> Result<()> {
             bench_validate(&args)?;
             if args.broker_bars > 0 {
                 bench_validate_broker(args.broker_bars).await?;
+            }
+        }
+        BenchCommand::Features(args) => {
+            bench_features(&args)?;
+            if args.broker_bars > 0 {
+                bench_features_broker(args.broker_bars, args.instruments).await?;
             }
         }
         BenchCommand::Wire(args) => {

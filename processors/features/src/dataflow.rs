@@ -30,6 +30,51 @@ pub struct Materialised {
     pub engine_bytes: Vec<(String, usize)>,
 }
 
+/// Bars as the dataflow takes them: instruments as small ids (cheap to
+/// exchange and to key engines) with their names on the side.
+#[derive(Debug, Default, Clone)]
+pub struct Prepared {
+    /// (instrument `exchange:SYMBOL`, timeframe) per id.
+    pub names: Vec<(String, String)>,
+    pub points: Vec<(u32, Point)>,
+}
+
+impl Prepared {
+    pub fn from_bars(bars: &[Bar]) -> Self {
+        let mut ids: FxHashMap<(&str, &str, &str), u32> = FxHashMap::default();
+        let mut p = Prepared {
+            names: Vec::new(),
+            points: Vec::with_capacity(bars.len()),
+        };
+        for bar in bars {
+            let key = (
+                bar.exchange.as_str(),
+                bar.symbol.as_str(),
+                bar.timeframe.as_str(),
+            );
+            let id = match ids.get(&key) {
+                Some(id) => *id,
+                None => {
+                    p.names.push((bar.instrument(), bar.timeframe.clone()));
+                    let id = (p.names.len() - 1) as u32;
+                    ids.insert(key, id);
+                    id
+                }
+            };
+            p.points.push((
+                id,
+                Point {
+                    ts: bar.ts,
+                    close: bar.close,
+                    volume: bar.volume,
+                    revision: bar.revision,
+                },
+            ));
+        }
+        p
+    }
+}
+
 /// Computes the features of `bars` (in the given order) on `workers`
 /// timely worker threads. With `emit = false` rows are counted, not kept.
 pub fn run(
@@ -38,29 +83,23 @@ pub fn run(
     workers: usize,
     emit: bool,
 ) -> Result<Materialised, String> {
-    // Instruments become small ids: cheap to exchange and to key engines.
-    let mut ids: FxHashMap<(String, String), u32> = FxHashMap::default();
-    let mut names: Vec<(String, String)> = Vec::new();
-    let mut input_points: Vec<(u32, Point)> = Vec::with_capacity(bars.len());
-    for bar in bars {
-        let key = (bar.instrument(), bar.timeframe.clone());
-        let id = *ids.entry(key.clone()).or_insert_with(|| {
-            names.push(key);
-            (names.len() - 1) as u32
-        });
-        input_points.push((
-            id,
-            Point {
-                ts: bar.ts,
-                close: bar.close,
-                volume: bar.volume,
-                revision: bar.revision,
-            },
-        ));
-    }
+    run_prepared(contract, Prepared::from_bars(bars), workers, emit)
+}
+
+/// [`run`] over bars already [`Prepared`].
+pub fn run_prepared(
+    contract: &Contract,
+    prepared: Prepared,
+    workers: usize,
+    emit: bool,
+) -> Result<Materialised, String> {
+    let Prepared {
+        names,
+        points: input_points,
+    } = prepared;
     let contract = Arc::new(contract.clone());
     let names = Arc::new(names);
-    let feed = Arc::new(Mutex::new(Some(input_points)));
+    let feed = Arc::new(input_points);
     let collected: Arc<Mutex<Materialised>> = Arc::default();
     let published = Arc::new(AtomicU64::new(0));
     let (names2, collected2, published2) = (names.clone(), collected.clone(), published.clone());
@@ -77,7 +116,6 @@ pub fn run(
                     "features",
                     move |_, _| {
                         let mut engines: FxHashMap<u32, Engine> = FxHashMap::default();
-                        let mut rows: Vec<Row> = Vec::new();
                         let mut kept: Vec<FeatureVector> = Vec::new();
                         let mut count = 0u64;
                         let mut reported = false;
@@ -88,15 +126,22 @@ pub fn run(
                                         let engine = engines
                                             .entry(id)
                                             .or_insert_with(|| Engine::new(contract.clone()));
-                                        rows.clear();
-                                        engine.upsert(point, &mut rows);
-                                        count += rows.len() as u64;
-                                        if emit {
-                                            let (instrument, timeframe) = &names[id as usize];
-                                            kept.extend(rows.iter().map(|r| {
-                                                to_vector(&contract, instrument, timeframe, r)
-                                            }));
-                                        }
+                                        let (instrument, timeframe) = &names[id as usize];
+                                        engine.upsert_with(point, |ts, revision, values| {
+                                            count += 1;
+                                            if emit {
+                                                kept.push(to_vector(
+                                                    &contract,
+                                                    instrument,
+                                                    timeframe,
+                                                    &Row {
+                                                        ts,
+                                                        revision,
+                                                        values: values.to_vec(),
+                                                    },
+                                                ));
+                                            }
+                                        });
                                     }
                                 }
                             });
@@ -115,11 +160,12 @@ pub fn run(
                 )
                 .probe_with(&probe);
         });
-        if worker.index() == 0 {
-            let taken = feed.lock().unwrap_or_else(|p| p.into_inner()).take();
-            for item in taken.into_iter().flatten() {
-                input.send(item);
-            }
+        // Each worker introduces the instruments it owns under the exchange
+        // function, in input order, so every instrument's bars keep their
+        // order and nothing crosses threads on the way in.
+        let (me, peers) = (worker.index() as u64, worker.peers() as u64);
+        for item in feed.iter().filter(|(id, _)| u64::from(*id) % peers == me) {
+            input.send(*item);
         }
         input.close();
         while !probe.done() {

@@ -94,6 +94,23 @@ impl Engine {
 
     /// Applies one bar; appends the rows to publish to `out`.
     pub fn upsert(&mut self, p: Point, out: &mut Vec<Row>) {
+        self.upsert_with(p, |ts, revision, values| {
+            out.push(Row {
+                ts,
+                revision,
+                values: values.to_vec(),
+            })
+        });
+    }
+
+    /// Applies one bar; calls `emit(ts, revision, values)` for each row to
+    /// publish (no allocation per row).
+    pub fn upsert_with(&mut self, p: Point, mut emit: impl FnMut(i64, i32, &[Option<f64>])) {
+        let out = &mut emit;
+        // The common case, a bar after the last one, needs no search.
+        if self.points.last().is_none_or(|last| last.ts < p.ts) {
+            return self.append(p, out);
+        }
         match self.points.binary_search_by_key(&p.ts, |q| q.ts) {
             Err(j) if j == self.points.len() => self.append(p, out),
             Err(j) => {
@@ -113,25 +130,20 @@ impl Engine {
         }
     }
 
-    fn append(&mut self, p: Point, out: &mut Vec<Row>) {
+    fn append(&mut self, p: Point, out: &mut impl FnMut(i64, i32, &[Option<f64>])) {
         let i = self.points.len();
         if i > 0 && i % CHECKPOINT_EVERY == 0 {
             self.checkpoints.push(self.tip.clone());
         }
-        self.tip
-            .step(&self.contract, p.close, p.volume, &mut self.scratch);
+        self.tip.step(p.close, p.volume, &mut self.scratch);
         self.points.push(p);
         self.published.push(hash_values(&self.scratch));
-        out.push(Row {
-            ts: p.ts,
-            revision: p.revision,
-            values: self.scratch.clone(),
-        });
+        out(p.ts, p.revision, &self.scratch);
     }
 
     /// Recomputes points `j..` from the checkpoint before `j`; publishes
     /// point `j` and every later point whose values changed.
-    fn recompute_from(&mut self, j: usize, out: &mut Vec<Row>) {
+    fn recompute_from(&mut self, j: usize, out: &mut impl FnMut(i64, i32, &[Option<f64>])) {
         let k = j / CHECKPOINT_EVERY;
         self.checkpoints.truncate(k + 1);
         let mut state = self.checkpoints[k].clone();
@@ -140,15 +152,11 @@ impl Engine {
                 self.checkpoints.push(state.clone());
             }
             let p = self.points[i];
-            state.step(&self.contract, p.close, p.volume, &mut self.scratch);
+            state.step(p.close, p.volume, &mut self.scratch);
             let h = hash_values(&self.scratch);
             if i == j || (i > j && h != self.published[i]) {
                 self.published[i] = h;
-                out.push(Row {
-                    ts: p.ts,
-                    revision: p.revision,
-                    values: self.scratch.clone(),
-                });
+                out(p.ts, p.revision, &self.scratch);
             }
         }
         self.tip = state;
