@@ -26,7 +26,29 @@ pub struct Config {
     pub kafka: BTreeMap<String, String>,
     pub runner: RunnerSettings,
     pub validator: ValidatorSettings,
+    /// Drift detection (`autotrain run drift`).
+    pub drift: autotrain_drift::DriftConfig,
+    pub scheduler: SchedulerSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSettings {
+    /// Seconds between checks for due runs.
+    pub tick_seconds: f64,
+    /// `[[scheduler.schedule]]` entries: model_key, cron, timezone,
+    /// tenant, instruments, hyperparams, auto_promote.
+    pub schedule: Vec<autotrain_drift::Schedule>,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            tick_seconds: 30.0,
+            schedule: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -73,6 +95,8 @@ impl Default for Config {
             kafka: BTreeMap::new(),
             runner: RunnerSettings::default(),
             validator: ValidatorSettings::default(),
+            drift: autotrain_drift::DriftConfig::default(),
+            scheduler: SchedulerSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -131,7 +155,7 @@ mod tests {
     fn file_then_env_override_defaults_and_unknown_keys_fail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.toml");
-        std::fs::write(&path, "topic_prefix = \"desk.\"\n[validator.calendars]\n\"oanda:EURUSD\" = \"fx\"\n[runner]\ndedupe_window = 7\n[kafka]\n\"security.protocol\" = \"plaintext\"\n").expect("write");
+        std::fs::write(&path, "topic_prefix = \"desk.\"\n[drift]\ncooldown_ms = 60000\n[[scheduler.schedule]]\nmodel_key = \"hmm/btc\"\ncron = \"0 2 * * 0\"\n[validator.calendars]\n\"oanda:EURUSD\" = \"fx\"\n[runner]\ndedupe_window = 7\n[kafka]\n\"security.protocol\" = \"plaintext\"\n").expect("write");
         figment::Jail::expect_with(|jail| {
             jail.set_env("AUTOTRAIN__RUNNER__RETRY_ATTEMPTS", "9");
             let c = Config::load(Some(&path)).map_err(|e| figment::Error::from(e.to_string()))?;
@@ -139,6 +163,9 @@ mod tests {
             assert_eq!(c.runner.dedupe_window, 7);
             assert_eq!(c.runner.retry_attempts, 9);
             assert_eq!(c.runner.max_in_flight, 50_000);
+            assert_eq!(c.drift.cooldown_ms, 60_000);
+            assert_eq!(c.drift.features, ["lr", "rvol_20"]);
+            assert_eq!(c.scheduler.schedule[0].timezone, "UTC");
             assert_eq!(
                 c.validator.calendars.get("oanda:EURUSD"),
                 Some(&autotrain_validator::Calendar::Fx)

@@ -8,6 +8,7 @@ pub mod flags;
 pub mod generate;
 pub mod produce;
 pub mod run;
+pub mod scheduler;
 pub mod tail;
 pub mod topics;
 pub mod up;

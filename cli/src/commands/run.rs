@@ -8,7 +8,7 @@ use anyhow::Result;
 use autotrain_connector_questdb::QuestDbSink;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{run_sink, SinkConfig};
-use autotrain_topics::{MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS};
+use autotrain_topics::{FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS};
 use autotrain_validator::{Calendar, ValidatorProcessor};
 
 use crate::config::Config;
@@ -27,6 +27,19 @@ pub enum RunCommand {
     /// `market.bars` ⇒ `features` under the bundled feature contract;
     /// engines rebuilt on start by replaying what the group processed.
     Features(FeaturesArgs),
+    /// `features` ⇒ `training.triggers`: drift detectors per instrument and
+    /// feature (`[drift]` in the config), cooldown per model key.
+    Drift(GroupArgs),
+    /// Cron schedules (`[[scheduler.schedule]]`) ⇒ `training.triggers`;
+    /// missed runs caught up once; the last run of each schedule is read
+    /// back from `training.triggers` on start.
+    Scheduler,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GroupArgs {
+    #[arg(long, default_value = "autotrain-drift")]
+    pub group: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +129,25 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 "features stopped: {}",
                 serde_json::json!({ "runner": stats, "rows_published": core.published })
             );
+        }
+        RunCommand::Drift(args) => {
+            let rc = ctx.runner_config(config, &args.group, &[FEATURES.name()]);
+            let (core, stats) = autotrain_kafka::run(
+                &ctx.settings,
+                &rc,
+                autotrain_drift::DriftProcessor::new(config.drift.clone()),
+                Arc::new(Counters::default()),
+                shutdown_signal(),
+            )
+            .await?;
+            eprintln!(
+                "drift stopped: {}",
+                serde_json::json!({ "runner": stats, "triggers": core.triggers, "suppressed": core.suppressed })
+            );
+        }
+        RunCommand::Scheduler => {
+            let fired = super::scheduler::run(&ctx, &config.scheduler, shutdown_signal()).await?;
+            eprintln!("scheduler stopped after {fired} trigger(s)");
         }
         RunCommand::Questdb(args) => {
             let mut sc = SinkConfig::new(&args.group, &[MARKET_BARS.name(), MARKET_FLAGS.name()]);

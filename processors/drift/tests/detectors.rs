@@ -8,12 +8,22 @@ use autotrain_drift::{Adwin, Detector, LikelihoodDecay, PageHinkley, Psi};
 const BEFORE: usize = 5_000;
 const AFTER: usize = 2_000;
 
-fn evaluate(name: &str, make: &dyn Fn() -> Box<dyn Detector>, transform: fn(f64) -> f64) -> (f64, usize, usize) {
+fn evaluate(
+    name: &str,
+    make: &dyn Fn() -> Box<dyn Detector>,
+    transform: fn(f64) -> f64,
+) -> (f64, usize, usize) {
     let mut delays = Vec::new();
     let (mut false_alarms, mut missed) = (0, 0);
     for seed in 0..20 {
-        let values: Vec<f64> = shifted(seed, BEFORE, AFTER, 1.0).into_iter().map(transform).collect();
-        let Outcome { false_alarms: f, delay } = run(make().as_mut(), &values, BEFORE);
+        let values: Vec<f64> = shifted(seed, BEFORE, AFTER, 1.0)
+            .into_iter()
+            .map(transform)
+            .collect();
+        let Outcome {
+            false_alarms: f,
+            delay,
+        } = run(make().as_mut(), &values, BEFORE);
         false_alarms += f;
         match delay {
             Some(d) => delays.push(d),
@@ -34,7 +44,11 @@ fn loglik(x: f64) -> f64 {
 
 #[test]
 fn page_hinkley_finds_a_one_sigma_shift() {
-    let (mean, max, fa) = evaluate("page_hinkley", &|| Box::new(PageHinkley::new(0.1, 50.0, 30)), |x| x);
+    let (mean, max, fa) = evaluate(
+        "page_hinkley",
+        &|| Box::new(PageHinkley::new(0.1, 50.0, 30)),
+        |x| x,
+    );
     assert!(mean < 100.0 && max < 200, "delay {mean}/{max}");
     assert!(fa <= 2, "{fa} false alarms");
 }
@@ -72,11 +86,19 @@ fn adwin_window_tracks_the_stream() {
     for x in shifted(3, 3_000, 0, 0.0) {
         a.update(x);
     }
-    assert!(a.width() > 2_500, "a stable stream keeps its window: {}", a.width());
+    assert!(
+        a.width() > 2_500,
+        "a stable stream keeps its window: {}",
+        a.width()
+    );
     assert!(a.mean().abs() < 0.1);
     for x in shifted(4, 0, 1_000, 3.0) {
         a.update(x);
     }
-    assert!(a.width() < 1_100, "the old regime was dropped: {}", a.width());
+    assert!(
+        a.width() < 1_100,
+        "the old regime was dropped: {}",
+        a.width()
+    );
     assert!((a.mean() - 3.0).abs() < 0.2, "{}", a.mean());
 }

@@ -95,7 +95,9 @@ impl Adwin {
             let (ma, mb) = (a.total / size, b.total / size);
             let merged = Bucket {
                 total: a.total + b.total,
-                variance: a.variance + b.variance + size * size * (ma - mb) * (ma - mb) / (2.0 * size),
+                variance: a.variance
+                    + b.variance
+                    + size * size * (ma - mb) * (ma - mb) / (2.0 * size),
             };
             if i + 1 == self.rows.len() {
                 self.rows.push(VecDeque::new());

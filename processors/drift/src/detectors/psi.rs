@@ -26,9 +26,7 @@ impl Reference {
             return None;
         }
         sorted.sort_by(f64::total_cmp);
-        let mut edges: Vec<f64> = (1..bins)
-            .map(|k| sorted[k * sorted.len() / bins])
-            .collect();
+        let mut edges: Vec<f64> = (1..bins).map(|k| sorted[k * sorted.len() / bins]).collect();
         edges.dedup();
         let mut counts = vec![0usize; edges.len() + 1];
         for v in &sorted {
@@ -79,7 +77,9 @@ pub struct Psi {
 
 impl Psi {
     pub fn new(window: usize, threshold: f64, reference: Option<Reference>) -> Self {
-        let counts = reference.as_ref().map_or(Vec::new(), |r| vec![0; r.shares.len()]);
+        let counts = reference
+            .as_ref()
+            .map_or(Vec::new(), |r| vec![0; r.shares.len()]);
         Psi {
             window,
             threshold,
