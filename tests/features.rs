@@ -129,6 +129,7 @@ async fn streaming_features_equal_offline_across_a_crash() -> Result<()> {
         differing.is_empty(),
         "streaming differs from offline at {differing:?}"
     );
+
     let versions: HashMap<&str, usize> =
         collected
             .records
@@ -139,4 +140,67 @@ async fn streaming_features_equal_offline_across_a_crash() -> Result<()> {
             });
     assert_eq!(versions.keys().copied().collect::<Vec<_>>(), vec!["1"]);
     Ok(())
+}
+
+/// A point-in-time training set read back from `features`: as of now it is
+/// the offline table; as of before the run it is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_sets_are_cut_as_of_a_time() -> Result<()> {
+    use autotrain_features::training_set::{load, Query};
+    const M: usize = 3_000;
+    let broker = TestBroker::embedded();
+    let settings = broker.fresh_topics("training-set").await?;
+    let input: Vec<Bar> = bars("bitfinex_ETHUSD_30m.csv", M);
+    let before_run = now_ms() - 1;
+    publish(&Producer::new(&settings)?, &input).await?;
+    let group = unique("features-ts");
+    let mut rc = RunnerConfig::new(&group, &["market.bars"]);
+    rc.strict_log_start = true;
+    let contract = Contract::bundled()?;
+    let done = stop_when_caught_up(
+        settings.clone(),
+        group,
+        vec!["market.bars"],
+        Duration::from_secs(120),
+    );
+    run(
+        &settings,
+        &rc,
+        FeaturesProcessor::new(contract.clone()),
+        Arc::new(Counters::default()),
+        done,
+    )
+    .await?;
+
+    let query = |as_of_ms| Query {
+        instruments: ["bitfinex:ETHUSD".to_string()].into(),
+        from_ms: input[100].ts,
+        to_ms: input[2_000].ts,
+        as_of_ms,
+    };
+    let (s2, q_now, q_before) = (settings.clone(), query(now_ms() + 1), query(before_run));
+    let (table, empty) = tokio::task::spawn_blocking(move || {
+        Ok::<_, autotrain_kafka::KafkaError>((load(&s2, &q_now)?, load(&s2, &q_before)?))
+    })
+    .await??;
+    let offline = dataflow::run(&contract, &input, 1, true).map_err(anyhow::Error::msg)?;
+    let want: BTreeMap<i64, Vec<Option<u64>>> = offline
+        .rows
+        .iter()
+        .filter(|v| v.ts >= input[100].ts && v.ts < input[2_000].ts)
+        .map(|v| (v.ts, bits(v)))
+        .collect();
+    let got: BTreeMap<i64, Vec<Option<u64>>> =
+        table.iter().map(|((_, ts), v)| (*ts, bits(v))).collect();
+    assert_eq!(got.len(), 1_900);
+    assert_eq!(got, want);
+    assert!(empty.is_empty(), "nothing was computed before the run");
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

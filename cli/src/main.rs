@@ -6,7 +6,7 @@
 //!   embedded one) and hands out client settings; logging; Ctrl-C.
 //! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
 //!   `fetch`, `generate`, `tail`, `run`, `flags`, `demo`, `validate`,
-//!   `features`, `bench`.
+//!   `features`, `training-set`, `bench`.
 
 /// mimalloc: the pipelines allocate many small records; it is markedly
 /// faster than the system allocator for that (see `autotrain bench`).
@@ -74,6 +74,9 @@ enum Command {
     /// The feature contract over a bar file, offline (same engines as the
     /// features processor), to a CSV table; `--check` checks the contract.
     Features(commands::features::Args),
+    /// The point-in-time feature table (as of a time) of instruments over a
+    /// range, from `features`, as a training run reads it.
+    TrainingSet(commands::training_set::Args),
     /// Measure throughput and latency (prints figures).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -102,6 +105,7 @@ async fn main() -> Result<()> {
         Command::Demo(args) => commands::demo::run(&config, args).await,
         Command::Validate(args) => commands::validate::run(&config, args).await,
         Command::Features(args) => commands::features::run(&config, args).await,
+        Command::TrainingSet(args) => commands::training_set::run(&config, args).await,
         Command::Bench(cmd) => commands::bench::run(&config, cmd).await,
     }
 }

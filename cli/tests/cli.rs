@@ -32,8 +32,19 @@ fn ok(args: &[&str]) -> Result<String> {
 fn every_subcommand_has_help() -> Result<()> {
     let top = ok(&["--help"])?;
     for cmd in [
-        "up", "topics", "produce", "fetch", "generate", "tail", "run", "flags", "demo", "validate",
-        "features", "bench",
+        "up",
+        "topics",
+        "produce",
+        "fetch",
+        "generate",
+        "tail",
+        "run",
+        "flags",
+        "demo",
+        "validate",
+        "features",
+        "training-set",
+        "bench",
     ] {
         assert!(top.contains(cmd), "top-level help lists {cmd}");
         let help = ok(&[cmd, "--help"])?;

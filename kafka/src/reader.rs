@@ -139,6 +139,27 @@ pub fn read_topic<T: Payload>(
     Ok(out)
 }
 
+/// The first offset of every partition of a catalogue topic (blocking).
+pub fn log_starts(
+    settings: &crate::ClientSettings,
+    logical: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64)>, KafkaError> {
+    let physical = settings.physical(logical);
+    let probe: BaseConsumer = settings.reader_config().create()?;
+    let metadata = probe.fetch_metadata(Some(&physical), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    drop(metadata);
+    partitions
+        .into_iter()
+        .map(|p| Ok((p, probe.fetch_watermarks(&physical, p, timeout)?.0)))
+        .collect()
+}
+
 pub(crate) fn event_id_of(m: &impl Message) -> Option<EventId> {
     m.headers().and_then(|h| {
         h.iter()

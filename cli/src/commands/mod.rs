@@ -11,5 +11,6 @@ pub mod run;
 pub mod scheduler;
 pub mod tail;
 pub mod topics;
+pub mod training_set;
 pub mod up;
 pub mod validate;

@@ -13,6 +13,8 @@
 //! - [`batch`] — the from-scratch reference the engine is tested against.
 //! - [`dataflow`] — the engines on timely workers, bars exchanged by
 //!   instrument: the offline path (`autotrain features`) and the benchmark.
+//! - [`training_set`] — point-in-time training sets read from `features`
+//!   (a value is visible from the time it was computed).
 //! - [`processor`] — [`FeaturesProcessor`]: the engines as a runner
 //!   `Processor` (the online path; Kafka partitions spread instruments over
 //!   instances).
@@ -23,6 +25,7 @@ pub mod contract;
 pub mod dataflow;
 pub mod engine;
 pub mod processor;
+pub mod training_set;
 
 pub use compute::Computer;
 pub use contract::{Contract, ContractError, Feature, Kind};
