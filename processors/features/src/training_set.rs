@@ -55,11 +55,24 @@ pub fn as_of(
     table.into_iter().map(|(k, (_, v))| (k, v)).collect()
 }
 
-/// Reads `features` and cuts the training set (blocking).
+/// Reads `features` and cuts the training set (blocking). Fails if the
+/// topic no longer starts at offset 0 (`features` is kept forever, so a
+/// later start means records were lost and the set would be incomplete).
 pub fn load(
     settings: &ClientSettings,
     q: &Query,
 ) -> Result<BTreeMap<(String, i64), FeatureVector>, KafkaError> {
+    for (partition, start) in log_starts(settings, FEATURES.name(), Duration::from_secs(30))? {
+        if start > 0 {
+            return Err(KafkaError::DataLoss {
+                topic: settings.physical(FEATURES.name()),
+                partition,
+                needed: 0,
+                log_start: start,
+                hint: " (a training set needs every computed feature)",
+            });
+        }
+    }
     let records = read_topic::<FeatureVector>(settings, FEATURES.name(), Duration::from_secs(60))?;
     let rows = records.into_iter().filter_map(|r| {
         let vector = r.value.ok()?;
