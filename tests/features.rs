@@ -179,7 +179,7 @@ async fn training_sets_are_cut_as_of_a_time() -> Result<()> {
         as_of_ms,
     };
     let (s2, q_now, q_before) = (settings.clone(), query(now_ms() + 1), query(before_run));
-    let (table, empty) = tokio::task::spawn_blocking(move || {
+    let ((table, inputs), (empty, _)) = tokio::task::spawn_blocking(move || {
         Ok::<_, autotrain_kafka::KafkaError>((load(&s2, &q_now)?, load(&s2, &q_before)?))
     })
     .await??;
@@ -195,6 +195,14 @@ async fn training_sets_are_cut_as_of_a_time() -> Result<()> {
     assert_eq!(got.len(), 1_900);
     assert_eq!(got, want);
     assert!(empty.is_empty(), "nothing was computed before the run");
+    // The offset ranges read, for the build manifest: all of `features`.
+    assert_eq!(
+        inputs
+            .iter()
+            .map(|r| r.next_offset - r.first_offset)
+            .sum::<i64>(),
+        M as i64
+    );
     Ok(())
 }
 

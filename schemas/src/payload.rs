@@ -149,6 +149,7 @@ pub fn registry() -> &'static [&'static SchemaSet] {
             ParamUpdate::schemas(),
             TradeOutcome::schemas(),
             SourceWatermark::schemas(),
+            FeatureBuild::schemas(),
         ]
     })
 }

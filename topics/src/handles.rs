@@ -16,6 +16,7 @@ pub const MODEL_UPDATES: Topic<ModelVersion> = Topic::new("model.updates");
 pub const PARAM_UPDATES: Topic<ParamUpdate> = Topic::new("param.updates");
 pub const TRADE_OUTCOMES: Topic<TradeOutcome> = Topic::new("trade.outcomes");
 pub const SOURCE_WATERMARKS: Topic<SourceWatermark> = Topic::new("source.watermarks");
+pub const FEATURE_BUILDS: Topic<FeatureBuild> = Topic::new("features.builds");
 
 /// Every handle as (name, payload name), for the catalogue test.
 pub fn all_handles() -> Vec<(&'static str, &'static str)> {
@@ -35,6 +36,7 @@ pub fn all_handles() -> Vec<(&'static str, &'static str)> {
         h(PARAM_UPDATES),
         h(TRADE_OUTCOMES),
         h(SOURCE_WATERMARKS),
+        h(FEATURE_BUILDS),
     ]
 }
 

@@ -8,8 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use autotrain_connector_file::BarReader;
+use autotrain_features::manifest::{manifest, sha256_hex, BuildInput};
 use autotrain_features::{dataflow, Contract};
 use autotrain_schemas::Bar;
+use autotrain_schemas::BuildKind;
 
 use crate::config::Config;
 
@@ -99,9 +101,7 @@ pub async fn run(_config: &Config, args: Args) -> Result<()> {
     for v in m.rows {
         latest.insert(v.ts, v);
     }
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(output).with_context(|| output.display().to_string())?,
-    );
+    let mut w = std::io::BufWriter::new(Vec::new());
     write!(w, "ts")?;
     for name in contract.names() {
         write!(w, ",{name}")?;
@@ -117,7 +117,20 @@ pub async fn run(_config: &Config, args: Args) -> Result<()> {
         }
         writeln!(w)?;
     }
-    w.flush()?;
+    let bytes = w.into_inner()?;
+    std::fs::write(output, &bytes).with_context(|| output.display().to_string())?;
+    let build = manifest(BuildInput {
+        kind: BuildKind::File,
+        source: input.display().to_string(),
+        inputs: Vec::new(),
+        as_of: None,
+        rows: latest.len() as i64,
+        output_sha256: Some(sha256_hex(&bytes)),
+        built_at: chrono::Utc::now().timestamp_millis(),
+        contract: &contract,
+    });
+    let manifest_path = PathBuf::from(format!("{}.manifest.json", output.display()));
+    std::fs::write(&manifest_path, serde_json::to_string_pretty(&build)?)?;
     eprintln!(
         "{} bars → {} rows ({} features, contract {}); {unreadable} row(s) skipped",
         bars.len(),

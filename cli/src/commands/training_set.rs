@@ -7,7 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use autotrain_connector_file::parse_ts;
+use autotrain_features::manifest::{manifest, sha256_hex, BuildInput};
 use autotrain_features::training_set::{load, Query};
+use autotrain_kafka::{OutRecord, Producer};
+use autotrain_schemas::BuildKind;
+use autotrain_topics::FEATURE_BUILDS;
 
 use crate::config::Config;
 use crate::context::Context;
@@ -48,8 +52,8 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
     let ctx = Context::connect(config).await?;
     let settings = ctx.settings.clone();
     let q = query.clone();
-    let table = tokio::task::spawn_blocking(move || load(&settings, &q)).await??;
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&args.output)?);
+    let (table, inputs) = tokio::task::spawn_blocking(move || load(&settings, &q)).await??;
+    let mut w = std::io::BufWriter::new(Vec::new());
     let names: Vec<String> = table
         .values()
         .next()
@@ -66,12 +70,35 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         }
         writeln!(w)?;
     }
-    w.flush()?;
+    let bytes = w.into_inner()?;
+    std::fs::write(&args.output, &bytes).with_context(|| args.output.display().to_string())?;
+    let contract = autotrain_features::Contract::bundled()?;
+    let build = manifest(BuildInput {
+        kind: BuildKind::TrainingSet,
+        source: format!(
+            "{} [{}, {})",
+            args.instruments.join(","),
+            query.from_ms,
+            query.to_ms
+        ),
+        inputs,
+        as_of: Some(query.as_of_ms),
+        rows: table.len() as i64,
+        output_sha256: Some(sha256_hex(&bytes)),
+        built_at: chrono::Utc::now().timestamp_millis(),
+        contract: &contract,
+    });
+    let producer = Producer::new(&ctx.settings)?;
+    let record = OutRecord::from_content(FEATURE_BUILDS, &build.build_id, &build)?;
+    producer.enqueue(&record).await?.confirm().await?;
+    println!("{}", serde_json::to_string(&build)?);
     eprintln!(
-        "{} rows for {} instrument(s) as of {}",
+        "{} rows for {} instrument(s) as of {}; manifest {} on {}",
         table.len(),
         query.instruments.len(),
-        query.as_of_ms
+        query.as_of_ms,
+        build.build_id,
+        FEATURE_BUILDS.name()
     );
     Ok(())
 }

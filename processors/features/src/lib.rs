@@ -15,6 +15,7 @@
 //!   instrument: the offline path (`autotrain features`) and the benchmark.
 //! - [`training_set`] — point-in-time training sets read from `features`
 //!   (a value is visible from the time it was computed).
+//! - [`manifest`] — `FeatureBuild` manifests of materialised tables.
 //! - [`processor`] — [`FeaturesProcessor`]: the engines as a runner
 //!   `Processor` (the online path; Kafka partitions spread instruments over
 //!   instances).
@@ -24,6 +25,7 @@ pub mod compute;
 pub mod contract;
 pub mod dataflow;
 pub mod engine;
+pub mod manifest;
 pub mod processor;
 pub mod training_set;
 

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use autotrain_kafka::reader::log_starts;
 use autotrain_kafka::{read_topic, ClientSettings, KafkaError};
-use autotrain_schemas::FeatureVector;
+use autotrain_schemas::{FeatureVector, InputRange};
 use autotrain_topics::FEATURES;
+
+/// A training set: per (instrument, ts) its feature vector.
+pub type Table = BTreeMap<(String, i64), FeatureVector>;
 
 /// A feature vector and when it was computed (epoch ms).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,10 +61,7 @@ pub fn as_of(
 /// Reads `features` and cuts the training set (blocking). Fails if the
 /// topic no longer starts at offset 0 (`features` is kept forever, so a
 /// later start means records were lost and the set would be incomplete).
-pub fn load(
-    settings: &ClientSettings,
-    q: &Query,
-) -> Result<BTreeMap<(String, i64), FeatureVector>, KafkaError> {
+pub fn load(settings: &ClientSettings, q: &Query) -> Result<(Table, Vec<InputRange>), KafkaError> {
     for (partition, start) in log_starts(settings, FEATURES.name(), Duration::from_secs(30))? {
         if start > 0 {
             return Err(KafkaError::DataLoss {
@@ -74,6 +74,23 @@ pub fn load(
         }
     }
     let records = read_topic::<FeatureVector>(settings, FEATURES.name(), Duration::from_secs(60))?;
+    let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    for r in &records {
+        let e = ranges
+            .entry(r.partition)
+            .or_insert((r.offset, r.offset + 1));
+        e.0 = e.0.min(r.offset);
+        e.1 = e.1.max(r.offset + 1);
+    }
+    let inputs = ranges
+        .into_iter()
+        .map(|(partition, (first_offset, next_offset))| InputRange {
+            topic: FEATURES.name().to_string(),
+            partition,
+            first_offset,
+            next_offset,
+        })
+        .collect();
     let rows = records.into_iter().filter_map(|r| {
         let vector = r.value.ok()?;
         Some(Computed {
@@ -81,7 +98,7 @@ pub fn load(
             vector,
         })
     });
-    Ok(as_of(rows, q))
+    Ok((as_of(rows, q), inputs))
 }
 
 #[cfg(test)]

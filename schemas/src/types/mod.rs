@@ -3,6 +3,7 @@
 
 mod bar;
 mod dead_letter;
+mod feature_build;
 mod feature_vector;
 mod model_version;
 mod param_update;
@@ -15,6 +16,7 @@ mod validation_flag;
 
 pub use bar::Bar;
 pub use dead_letter::{DeadLetter, ErrorKind};
+pub use feature_build::{BuildKind, FeatureBuild, InputRange};
 pub use feature_vector::{FeatureValue, FeatureVector};
 pub use model_version::{Manifest, ModelVersion, OffsetRange, RegistryEvent};
 pub use param_update::{Effective, ParamUpdate, ParamValue, UpdateReason};

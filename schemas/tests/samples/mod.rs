@@ -256,6 +256,37 @@ pub fn all() -> Vec<Samples> {
                 source: "file".into(),
             },
         ]),
+        entry(vec![
+            FeatureBuild {
+                build_id: "build-1".into(),
+                kind: BuildKind::TrainingSet,
+                contract_version: "1".into(),
+                contract_hash: "ef".repeat(32),
+                source: "bitfinex:BTCUSD 2018-01-01..2019-01-01".into(),
+                inputs: vec![InputRange {
+                    topic: "features".into(),
+                    partition: 3,
+                    first_offset: 0,
+                    next_offset: 17_520,
+                }],
+                as_of: Some(1_700_000_000_000),
+                rows: 17_520,
+                output_sha256: Some("01".repeat(32)),
+                built_at: 1_700_000_000_001,
+            },
+            FeatureBuild {
+                build_id: "build-2".into(),
+                kind: BuildKind::File,
+                contract_version: "1".into(),
+                contract_hash: "ef".repeat(32),
+                source: "data/x.csv".into(),
+                inputs: vec![],
+                as_of: None,
+                rows: 0,
+                output_sha256: None,
+                built_at: 0,
+            },
+        ]),
     ]
 }
 
