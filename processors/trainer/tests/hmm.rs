@@ -1,0 +1,115 @@
+//! The Gaussian HMM on data simulated from a known 3-state model:
+//! parameters are recovered, Viterbi finds the states, EM never lowers the
+//! likelihood, and the same input and seed give the same parameters bit for
+//! bit.
+
+use autotrain_trainer::simulate::{sample, Truth};
+use autotrain_trainer::{Covariance, FitOptions, GaussianHmm, HmmError};
+
+fn options(covariance: Covariance, seed: u64) -> FitOptions {
+    FitOptions {
+        states: 3,
+        covariance,
+        max_iter: 200,
+        tol: 1e-4,
+        seed,
+        restarts: 3,
+        min_covar: 1e-6,
+    }
+}
+
+fn recovered(covariance: Covariance) {
+    let truth = Truth::three_regimes();
+    let (x, states) = sample(&truth, 20_000, 7);
+    let (m, report) = GaussianHmm::fit(&x, 2, &options(covariance, 1)).expect("fits");
+    assert!(report.converged, "{report:?}");
+    let width = if covariance == Covariance::Full { 4 } else { 2 };
+    for s in 0..3 {
+        for j in 0..2 {
+            let mean = m.means[s * 2 + j];
+            assert!((mean - truth.means[s][j]).abs() < 0.03, "state {s} mean {j}: {mean} vs {}", truth.means[s][j]);
+            let var = if covariance == Covariance::Full {
+                m.covars[s * width + j * 2 + j]
+            } else {
+                m.covars[s * width + j]
+            };
+            let sd = var.sqrt();
+            assert!((sd - truth.stds[s][j]).abs() < 0.03, "state {s} std {j}: {sd} vs {}", truth.stds[s][j]);
+        }
+        let stay = m.trans[s * 3 + s];
+        assert!((stay - truth.trans[s][s]).abs() < 0.02, "state {s} stays {stay} vs {}", truth.trans[s][s]);
+    }
+    if covariance == Covariance::Full {
+        for s in 0..3 {
+            assert!(m.covars[s * 4 + 1].abs() < 0.01, "independent columns: {}", m.covars[s * 4 + 1]);
+        }
+    }
+    let (_, path) = m.viterbi(&x).expect("viterbi");
+    let agree = path.iter().zip(&states).filter(|(a, b)| a == b).count();
+    assert!(agree as f64 / states.len() as f64 > 0.97, "{agree} of {} states", states.len());
+}
+
+#[test]
+fn diagonal_model_recovers_known_parameters() {
+    recovered(Covariance::Diag);
+}
+
+#[test]
+fn full_covariance_model_recovers_known_parameters() {
+    recovered(Covariance::Full);
+}
+
+#[test]
+fn em_never_lowers_the_likelihood() {
+    let (x, _) = sample(&Truth::three_regimes(), 5_000, 11);
+    for covariance in [Covariance::Diag, Covariance::Full] {
+        for seed in 0..4 {
+            for states in [2, 3, 4] {
+                let o = FitOptions {
+                    states,
+                    restarts: 1,
+                    tol: 0.0,
+                    max_iter: 40,
+                    ..options(covariance, seed)
+                };
+                let (_, report) = GaussianHmm::fit(&x, 2, &o).expect("fits");
+                for w in report.history.windows(2) {
+                    assert!(
+                        w[1] >= w[0] - 1e-9 * w[0].abs(),
+                        "{covariance:?} seed {seed} k {states}: {} then {}",
+                        w[0],
+                        w[1]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn same_input_and_seed_give_identical_parameters() {
+    let (x, _) = sample(&Truth::three_regimes(), 5_000, 3);
+    for covariance in [Covariance::Diag, Covariance::Full] {
+        let (a, ra) = GaussianHmm::fit(&x, 2, &options(covariance, 42)).expect("fits");
+        let (b, rb) = GaussianHmm::fit(&x, 2, &options(covariance, 42)).expect("fits");
+        assert_eq!(a.param_hash(), b.param_hash());
+        assert_eq!(a, b);
+        assert_eq!(ra.loglik.to_bits(), rb.loglik.to_bits());
+        // States come out in canonical order (ascending first-column mean).
+        assert!(a.means[0] < a.means[2] && a.means[2] < a.means[4]);
+    }
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let mut x = vec![0.5; 40];
+    x[7] = f64::NAN;
+    assert_eq!(
+        GaussianHmm::fit(&x, 2, &options(Covariance::Diag, 0)).unwrap_err(),
+        HmmError::NotFinite { row: 3, col: 1 }
+    );
+    assert!(matches!(
+        GaussianHmm::fit(&[1.0, 2.0], 2, &options(Covariance::Diag, 0)),
+        Err(HmmError::TooFewObservations { .. })
+    ));
+}
