@@ -6,7 +6,7 @@
 //!   embedded one) and hands out client settings; logging; Ctrl-C.
 //! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
 //!   `fetch`, `generate`, `tail`, `run`, `flags`, `demo`, `validate`,
-//!   `features`, `training-set`, `bench`.
+//!   `features`, `training-set`, `fit`, `bench`.
 
 /// mimalloc: the pipelines allocate many small records; it is markedly
 /// faster than the system allocator for that (see `autotrain bench`).
@@ -77,6 +77,9 @@ enum Command {
     /// The point-in-time feature table (as of a time) of instruments over a
     /// range, from `features`, as a training run reads it.
     TrainingSet(commands::training_set::Args),
+    /// Fit a model offline to columns of a CSV file.
+    #[command(subcommand)]
+    Fit(commands::fit::FitCommand),
     /// Measure throughput and latency (prints figures).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -106,6 +109,7 @@ async fn main() -> Result<()> {
         Command::Validate(args) => commands::validate::run(&config, args).await,
         Command::Features(args) => commands::features::run(&config, args).await,
         Command::TrainingSet(args) => commands::training_set::run(&config, args).await,
+        Command::Fit(cmd) => commands::fit::run(&config, cmd).await,
         Command::Bench(cmd) => commands::bench::run(&config, cmd).await,
     }
 }

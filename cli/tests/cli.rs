@@ -58,6 +58,8 @@ fn every_subcommand_has_help() -> Result<()> {
         ["bench", "validate"],
         ["bench", "features"],
         ["bench", "drift"],
+        ["bench", "hmm"],
+        ["fit", "hmm"],
         ["run", "drift"],
         ["run", "scheduler"],
         ["run", "validator"],

@@ -29,6 +29,57 @@ pub enum BenchCommand {
     /// Updates per second of each drift detector, and its detection delay
     /// on a 1σ mean shift.
     Drift(DriftBenchArgs),
+    /// Gaussian HMM fit time on 100,000 and 1,000,000 two-column
+    /// observations (simulated from a known 3-state model), 3 and 4 states,
+    /// diagonal and full covariance.
+    Hmm(HmmBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HmmBenchArgs {
+    /// EM iterations per fit (hmmlearn's default n_iter is 10).
+    #[arg(long, default_value_t = 10)]
+    pub max_iter: usize,
+    /// Largest size (the 100,000 run always happens).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: usize,
+}
+
+fn bench_hmm(args: &HmmBenchArgs) -> Result<()> {
+    use autotrain_trainer::simulate::{sample, Truth};
+    use autotrain_trainer::{Covariance, FitOptions, GaussianHmm};
+    let (all, _) = sample(&Truth::three_regimes(), args.rows.max(100_000), 1);
+    for rows in [100_000, args.rows] {
+        let x = &all[..rows * 2];
+        for states in [3, 4] {
+            for covariance in [Covariance::Diag, Covariance::Full] {
+                let o = FitOptions {
+                    states,
+                    covariance,
+                    max_iter: args.max_iter,
+                    tol: 1e-2,
+                    seed: 0,
+                    restarts: 1,
+                    min_covar: 1e-3,
+                };
+                let t = Instant::now();
+                let (_, report) = GaussianHmm::fit(x, 2, &o)?;
+                let secs = t.elapsed().as_secs_f64();
+                println!(
+                    "hmm fit {rows:>9} x 2, {states} states, {:<4}: {secs:.3} s, {} iterations ({:.1} ms each), loglik {:.1}{}",
+                    format!("{covariance:?}").to_lowercase(),
+                    report.iters,
+                    1e3 * secs / report.iters.max(1) as f64,
+                    report.loglik,
+                    if report.converged { ", converged" } else { "" }
+                );
+            }
+        }
+        if rows == args.rows {
+            break;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -537,6 +588,7 @@ pub async fn run(_config: &Config, cmd: BenchCommand) -> Result<()> {
             }
         }
         BenchCommand::Drift(args) => bench_drift(&args)?,
+        BenchCommand::Hmm(args) => bench_hmm(&args)?,
         BenchCommand::Features(args) => {
             bench_features(&args)?;
             if args.broker_bars > 0 {

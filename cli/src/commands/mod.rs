@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod features;
 pub mod fetch;
+pub mod fit;
 pub mod flags;
 pub mod generate;
 pub mod produce;

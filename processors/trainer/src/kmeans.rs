@@ -8,8 +8,40 @@ fn dist2(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
+/// The best (lowest within-cluster sum of squares) of `n_init` seeded
+/// k-means runs, as scikit-learn does.
+pub fn best_of(
+    x: &[f64],
+    d: usize,
+    k: usize,
+    seed: u64,
+    iterations: usize,
+    n_init: usize,
+) -> (Vec<f64>, Vec<usize>) {
+    let mut best: Option<(f64, Vec<f64>, Vec<usize>)> = None;
+    for r in 0..n_init.max(1) {
+        let run_seed = seed.wrapping_mul(1_000).wrapping_add(r as u64);
+        let (c, labels) = kmeans(x, d, k, run_seed, iterations);
+        let inertia: f64 = labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| dist2(&x[i * d..(i + 1) * d], &c[l * d..(l + 1) * d]))
+            .sum();
+        if best.as_ref().is_none_or(|(b, _, _)| inertia < *b) {
+            best = Some((inertia, c, labels));
+        }
+    }
+    best.map(|(_, c, l)| (c, l)).unwrap_or_default()
+}
+
 /// `k` centroids of the `n × d` observations `x`, and each row's cluster.
-pub fn kmeans(x: &[f64], d: usize, k: usize, seed: u64, iterations: usize) -> (Vec<f64>, Vec<usize>) {
+pub fn kmeans(
+    x: &[f64],
+    d: usize,
+    k: usize,
+    seed: u64,
+    iterations: usize,
+) -> (Vec<f64>, Vec<usize>) {
     let n = x.len() / d;
     let row = |i: usize| &x[i * d..(i + 1) * d];
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -41,7 +73,8 @@ pub fn kmeans(x: &[f64], d: usize, k: usize, seed: u64, iterations: usize) -> (V
             let r = row(i);
             let best = (0..k)
                 .min_by(|a, b| {
-                    dist2(r, &centroids[a * d..(a + 1) * d]).total_cmp(&dist2(r, &centroids[b * d..(b + 1) * d]))
+                    dist2(r, &centroids[a * d..(a + 1) * d])
+                        .total_cmp(&dist2(r, &centroids[b * d..(b + 1) * d]))
                 })
                 .unwrap_or(0);
             changed |= best != *label;

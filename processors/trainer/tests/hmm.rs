@@ -27,26 +27,46 @@ fn recovered(covariance: Covariance) {
     for s in 0..3 {
         for j in 0..2 {
             let mean = m.means[s * 2 + j];
-            assert!((mean - truth.means[s][j]).abs() < 0.03, "state {s} mean {j}: {mean} vs {}", truth.means[s][j]);
+            assert!(
+                (mean - truth.means[s][j]).abs() < 0.03,
+                "state {s} mean {j}: {mean} vs {}",
+                truth.means[s][j]
+            );
             let var = if covariance == Covariance::Full {
                 m.covars[s * width + j * 2 + j]
             } else {
                 m.covars[s * width + j]
             };
             let sd = var.sqrt();
-            assert!((sd - truth.stds[s][j]).abs() < 0.03, "state {s} std {j}: {sd} vs {}", truth.stds[s][j]);
+            assert!(
+                (sd - truth.stds[s][j]).abs() < 0.03,
+                "state {s} std {j}: {sd} vs {}",
+                truth.stds[s][j]
+            );
         }
         let stay = m.trans[s * 3 + s];
-        assert!((stay - truth.trans[s][s]).abs() < 0.02, "state {s} stays {stay} vs {}", truth.trans[s][s]);
+        assert!(
+            (stay - truth.trans[s][s]).abs() < 0.02,
+            "state {s} stays {stay} vs {}",
+            truth.trans[s][s]
+        );
     }
     if covariance == Covariance::Full {
         for s in 0..3 {
-            assert!(m.covars[s * 4 + 1].abs() < 0.01, "independent columns: {}", m.covars[s * 4 + 1]);
+            assert!(
+                m.covars[s * 4 + 1].abs() < 0.01,
+                "independent columns: {}",
+                m.covars[s * 4 + 1]
+            );
         }
     }
     let (_, path) = m.viterbi(&x).expect("viterbi");
     let agree = path.iter().zip(&states).filter(|(a, b)| a == b).count();
-    assert!(agree as f64 / states.len() as f64 > 0.97, "{agree} of {} states", states.len());
+    assert!(
+        agree as f64 / states.len() as f64 > 0.97,
+        "{agree} of {} states",
+        states.len()
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{check, emission, forward_backward, Covariance, GaussianHmm, HmmError};
-use crate::kmeans::kmeans;
+use crate::kmeans::best_of;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FitOptions {
@@ -51,7 +51,14 @@ pub struct FitReport {
 fn initial(x: &[f64], d: usize, o: &FitOptions, seed: u64) -> GaussianHmm {
     let k = o.states;
     let n = x.len() / d;
-    let (means, _) = kmeans(x, d, k, seed, 20);
+    // k-means on an evenly strided sample of at most 50,000 rows: plenty
+    // for initial means, and independent of the input's length.
+    let stride = n.div_ceil(50_000).max(1);
+    let sample: Vec<f64> = (0..n)
+        .step_by(stride)
+        .flat_map(|t| x[t * d..(t + 1) * d].iter().copied())
+        .collect();
+    let (means, _) = best_of(&sample, d, k, seed, 20, 10);
     let mut mean = vec![0.0; d];
     for t in 0..n {
         for j in 0..d {
@@ -68,7 +75,11 @@ fn initial(x: &[f64], d: usize, o: &FitOptions, seed: u64) -> GaussianHmm {
     }
     let covars = match o.covariance {
         Covariance::Diag => (0..k)
-            .flat_map(|_| (0..d).map(|j| cov[j * d + j] + o.min_covar).collect::<Vec<_>>())
+            .flat_map(|_| {
+                (0..d)
+                    .map(|j| cov[j * d + j] + o.min_covar)
+                    .collect::<Vec<_>>()
+            })
             .collect(),
         Covariance::Full => (0..k)
             .flat_map(|_| {
@@ -124,7 +135,11 @@ fn m_step(m: &mut GaussianHmm, x: &[f64], gamma: &[f64], xi: &[f64], min_covar: 
             m.means[s * d + j] = sums[s * d + j] / weight[s];
         }
     }
-    let width = if m.covariance == Covariance::Full { d * d } else { d };
+    let width = if m.covariance == Covariance::Full {
+        d * d
+    } else {
+        d
+    };
     let mut acc = vec![0.0; k * width];
     for t in 0..n {
         let row = &x[t * d..(t + 1) * d];
@@ -169,7 +184,11 @@ fn canonical(m: &GaussianHmm) -> GaussianHmm {
     let (k, d) = (m.k, m.d);
     let mut order: Vec<usize> = (0..k).collect();
     order.sort_by(|a, b| m.means[a * d].total_cmp(&m.means[b * d]).then(a.cmp(b)));
-    let width = if m.covariance == Covariance::Full { d * d } else { d };
+    let width = if m.covariance == Covariance::Full {
+        d * d
+    } else {
+        d
+    };
     let mut out = m.clone();
     for (new, &old) in order.iter().enumerate() {
         out.start[new] = m.start[old];
@@ -183,7 +202,12 @@ fn canonical(m: &GaussianHmm) -> GaussianHmm {
     out
 }
 
-fn fit_once(x: &[f64], d: usize, o: &FitOptions, seed: u64) -> Result<(GaussianHmm, Vec<f64>, bool), HmmError> {
+fn fit_once(
+    x: &[f64],
+    d: usize,
+    o: &FitOptions,
+    seed: u64,
+) -> Result<(GaussianHmm, Vec<f64>, bool), HmmError> {
     let n = x.len() / d;
     let mut model = initial(x, d, o, seed);
     let mut history: Vec<f64> = Vec::new();
@@ -239,7 +263,8 @@ pub fn fit(x: &[f64], d: usize, o: &FitOptions) -> Result<(GaussianHmm, FitRepor
             ));
         }
     }
-    let (model, mut report) = best.ok_or_else(|| HmmError::Options("every restart failed".into()))?;
+    let (model, mut report) =
+        best.ok_or_else(|| HmmError::Options("every restart failed".into()))?;
     report.restarts = tried;
     Ok((model, report))
 }

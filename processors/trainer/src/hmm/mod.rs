@@ -104,7 +104,11 @@ impl GaussianHmm {
     }
 
     /// Fits a model to `x` (row-major, `d` columns).
-    pub fn fit(x: &[f64], d: usize, options: &FitOptions) -> Result<(GaussianHmm, FitReport), HmmError> {
+    pub fn fit(
+        x: &[f64],
+        d: usize,
+        options: &FitOptions,
+    ) -> Result<(GaussianHmm, FitReport), HmmError> {
         fit::fit(x, d, options)
     }
 }
@@ -118,7 +122,10 @@ fn check(x: &[f64], d: usize, needed: usize) -> Result<(), HmmError> {
         });
     }
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(HmmError::NotFinite { row: i / d, col: i % d });
+        return Err(HmmError::NotFinite {
+            row: i / d,
+            col: i % d,
+        });
     }
     Ok(())
 }

@@ -11,9 +11,10 @@ pub fn viterbi(m: &GaussianHmm, log_b: &[f64], n: usize) -> (f64, Vec<usize>) {
     let mut next = vec![0.0; k];
     for t in 1..n {
         for j in 0..k {
-            let (best, arg) = (0..k)
-                .map(|i| (delta[i] + log_trans[i * k + j], i))
-                .fold((f64::NEG_INFINITY, 0), |acc, v| if v.0 > acc.0 { v } else { acc });
+            let (best, arg) = (0..k).map(|i| (delta[i] + log_trans[i * k + j], i)).fold(
+                (f64::NEG_INFINITY, 0),
+                |acc, v| if v.0 > acc.0 { v } else { acc },
+            );
             next[j] = best + log_b[t * k + j];
             back[t * k + j] = arg;
         }
@@ -21,7 +22,10 @@ pub fn viterbi(m: &GaussianHmm, log_b: &[f64], n: usize) -> (f64, Vec<usize>) {
     }
     let (best, mut s) = (0..k)
         .map(|i| (delta[i], i))
-        .fold((f64::NEG_INFINITY, 0), |acc, v| if v.0 > acc.0 { v } else { acc });
+        .fold(
+            (f64::NEG_INFINITY, 0),
+            |acc, v| if v.0 > acc.0 { v } else { acc },
+        );
     let mut path = vec![0usize; n];
     for t in (0..n).rev() {
         path[t] = s;
