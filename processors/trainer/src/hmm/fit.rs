@@ -227,7 +227,12 @@ fn fit_once(
 }
 
 pub fn fit(x: &[f64], d: usize, o: &FitOptions) -> Result<(GaussianHmm, FitReport), HmmError> {
-    if o.states == 0 || o.restarts == 0 || o.max_iter == 0 || !(o.min_covar >= 0.0) {
+    if o.states == 0
+        || o.restarts == 0
+        || o.max_iter == 0
+        || o.min_covar.is_nan()
+        || o.min_covar < 0.0
+    {
         return Err(HmmError::Options(format!(
             "states, restarts and max_iter must be > 0 and min_covar ≥ 0: {o:?}"
         )));
