@@ -50,10 +50,17 @@ fn prepare(m: &GaussianHmm) -> Result<Vec<Prepared>, HmmError> {
 }
 
 pub fn log_densities(m: &GaussianHmm, x: &[f64]) -> Result<Vec<f64>, HmmError> {
+    let mut out = Vec::new();
+    log_densities_into(m, x, &mut out)?;
+    Ok(out)
+}
+
+/// [`log_densities`] into a reused buffer.
+pub fn log_densities_into(m: &GaussianHmm, x: &[f64], out: &mut Vec<f64>) -> Result<(), HmmError> {
     let (d, k) = (m.d, m.k);
     let n = x.len() / d;
     let prepared = prepare(m)?;
-    let mut out = vec![0.0; n * k];
+    out.resize(n * k, 0.0);
     let mut z = vec![0.0; d];
     for t in 0..n {
         let row = &x[t * d..(t + 1) * d];
@@ -84,5 +91,5 @@ pub fn log_densities(m: &GaussianHmm, x: &[f64]) -> Result<Vec<f64>, HmmError> {
             };
         }
     }
-    Ok(out)
+    Ok(())
 }

@@ -212,16 +212,17 @@ fn fit_once(
     let mut model = initial(x, d, o, seed);
     let mut history: Vec<f64> = Vec::new();
     let mut converged = false;
+    let mut ws = forward_backward::Workspace::default();
     for _ in 0..o.max_iter {
-        let log_b = emission::log_densities(&model, x)?;
-        let post = forward_backward::posteriors(&model, &log_b, n)?;
-        let gained = history.last().map(|prev| post.loglik - prev);
-        history.push(post.loglik);
+        emission::log_densities_into(&model, x, &mut ws.b)?;
+        let (loglik, xi) = forward_backward::e_step(&model, n, &mut ws)?;
+        let gained = history.last().map(|prev| loglik - prev);
+        history.push(loglik);
         if gained.is_some_and(|g| g < o.tol) {
             converged = true;
             break;
         }
-        m_step(&mut model, x, &post.gamma, &post.xi, o.min_covar);
+        m_step(&mut model, x, &ws.gamma, &xi, o.min_covar);
     }
     Ok((model, history, converged))
 }

@@ -1,7 +1,8 @@
 //! The scaled forward-backward pass (Rabiner 1989, §V.A): emission
 //! densities are shifted by their per-row maximum before exponentiating and
 //! the forward variables are normalised each step, so nothing underflows;
-//! the scale factors give the log-likelihood.
+//! the scale factors give the log-likelihood. Buffers live in a
+//! [`Workspace`] reused across EM iterations.
 
 use super::{GaussianHmm, HmmError};
 
@@ -15,26 +16,43 @@ pub struct Posteriors {
     pub xi: Vec<f64>,
 }
 
-/// Emission probabilities shifted by each row's maximum, and the shifts.
-fn scaled_emissions(log_b: &[f64], n: usize, k: usize) -> (Vec<f64>, f64) {
-    let mut b = vec![0.0; n * k];
-    let mut shift = 0.0;
-    for t in 0..n {
-        let row = &log_b[t * k..(t + 1) * k];
-        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        shift += m;
-        for s in 0..k {
-            b[t * k + s] = (row[s] - m).exp();
-        }
-    }
-    (b, shift)
+/// Buffers of one pass (`n × k` each, and `n` scale factors).
+#[derive(Debug, Default)]
+pub struct Workspace {
+    /// Log densities, then shifted densities (in place).
+    pub b: Vec<f64>,
+    /// Forward variables, then (after the backward pass) state posteriors.
+    pub gamma: Vec<f64>,
+    beta: Vec<f64>,
+    c: Vec<f64>,
 }
 
-/// Normalised forward variables, scale factors, log-likelihood.
-fn forward_scaled(m: &GaussianHmm, b: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>), HmmError> {
+/// Exponentiates log densities in place, shifted by each row's maximum;
+/// returns the sum of the shifts.
+fn exp_shifted(b: &mut [f64], n: usize, k: usize) -> f64 {
+    let mut shift = 0.0;
+    for t in 0..n {
+        let row = &mut b[t * k..(t + 1) * k];
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        shift += m;
+        for v in row.iter_mut() {
+            *v = (*v - m).exp();
+        }
+    }
+    shift
+}
+
+/// Normalised forward variables into `alpha`, scale factors into `c`.
+fn forward_scaled(
+    m: &GaussianHmm,
+    b: &[f64],
+    n: usize,
+    alpha: &mut Vec<f64>,
+    c: &mut Vec<f64>,
+) -> Result<(), HmmError> {
     let k = m.k;
-    let mut alpha = vec![0.0; n * k];
-    let mut c = vec![0.0; n];
+    alpha.resize(n * k, 0.0);
+    c.resize(n, 0.0);
     for t in 0..n {
         let mut total = 0.0;
         for j in 0..k {
@@ -56,31 +74,54 @@ fn forward_scaled(m: &GaussianHmm, b: &[f64], n: usize) -> Result<(Vec<f64>, Vec
             return Err(HmmError::ZeroProbability { row: t });
         }
         c[t] = total;
-        for j in 0..k {
-            alpha[t * k + j] /= total;
+        let inv = 1.0 / total;
+        for v in &mut alpha[t * k..(t + 1) * k] {
+            *v *= inv;
         }
     }
-    Ok((alpha, c))
+    Ok(())
 }
 
 pub fn forward(m: &GaussianHmm, log_b: &[f64], n: usize) -> Result<(f64, Vec<f64>), HmmError> {
-    let (b, shift) = scaled_emissions(log_b, n, m.k);
-    let (alpha, c) = forward_scaled(m, &b, n)?;
+    let mut b = log_b.to_vec();
+    let shift = exp_shifted(&mut b, n, m.k);
+    let (mut alpha, mut c) = (Vec::new(), Vec::new());
+    forward_scaled(m, &b, n, &mut alpha, &mut c)?;
     Ok((c.iter().map(|v| v.ln()).sum::<f64>() + shift, alpha))
 }
 
 pub fn posteriors(m: &GaussianHmm, log_b: &[f64], n: usize) -> Result<Posteriors, HmmError> {
+    let mut ws = Workspace {
+        b: log_b.to_vec(),
+        ..Workspace::default()
+    };
+    let (loglik, xi) = e_step(m, n, &mut ws)?;
+    Ok(Posteriors {
+        loglik,
+        gamma: ws.gamma,
+        xi,
+    })
+}
+
+/// The E-step over `ws.b` (log densities on entry): returns the
+/// log-likelihood and expected transitions; leaves the posteriors in
+/// `ws.gamma`.
+pub fn e_step(m: &GaussianHmm, n: usize, ws: &mut Workspace) -> Result<(f64, Vec<f64>), HmmError> {
     let k = m.k;
-    let (b, shift) = scaled_emissions(log_b, n, k);
-    let (alpha, c) = forward_scaled(m, &b, n)?;
-    let loglik = c.iter().map(|v| v.ln()).sum::<f64>() + shift;
-    let mut beta = vec![1.0; n * k];
+    let shift = exp_shifted(&mut ws.b, n, k);
+    forward_scaled(m, &ws.b, n, &mut ws.gamma, &mut ws.c)?;
+    let loglik = ws.c.iter().map(|v| v.ln()).sum::<f64>() + shift;
+    let (b, alpha, c) = (&ws.b, &ws.gamma, &ws.c);
+    ws.beta.clear();
+    ws.beta.resize(n * k, 1.0);
+    let beta = &mut ws.beta;
     let mut xi = vec![0.0; k * k];
     let mut next = vec![0.0; k];
     for t in (0..n.saturating_sub(1)).rev() {
         // next[j] = B[t+1, j] β[t+1, j] / c[t+1]
+        let inv = 1.0 / c[t + 1];
         for j in 0..k {
-            next[j] = b[(t + 1) * k + j] * beta[(t + 1) * k + j] / c[t + 1];
+            next[j] = b[(t + 1) * k + j] * beta[(t + 1) * k + j] * inv;
         }
         for i in 0..k {
             let a = alpha[t * k + i];
@@ -93,9 +134,8 @@ pub fn posteriors(m: &GaussianHmm, log_b: &[f64], n: usize) -> Result<Posteriors
             beta[t * k + i] = acc;
         }
     }
-    let mut gamma = alpha;
-    for (g, bt) in gamma.iter_mut().zip(&beta) {
+    for (g, bt) in ws.gamma.iter_mut().zip(ws.beta.iter()) {
         *g *= bt;
     }
-    Ok(Posteriors { loglik, gamma, xi })
+    Ok((loglik, xi))
 }
