@@ -434,32 +434,12 @@ pub fn assert_same_bar(got: &Bar, want: &Bar) {
 
 /// Has `group` committed every partition of `topics` up to its end?
 pub fn caught_up(settings: &ClientSettings, group: &str, topics: &[&str]) -> Result<bool> {
-    let probe: BaseConsumer = settings.consumer_config(group).create()?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for logical in topics {
-        let topic = settings.physical(logical);
-        let metadata = probe.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-        let partitions: Vec<i32> = metadata.topics()[0]
-            .partitions()
-            .iter()
-            .map(|p| p.id())
-            .collect();
-        drop(metadata);
-        for p in partitions {
-            let (_, high) = probe.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
-            ends.insert((topic.clone(), p), high);
-            tpl.add_partition(&topic, p);
-        }
-    }
-    let committed = probe.committed_offsets(tpl, Duration::from_secs(10))?;
-    Ok(committed.elements().iter().all(|e| {
-        let end = ends[&(e.topic().to_string(), e.partition())];
-        match e.offset() {
-            Offset::Offset(o) => o >= end,
-            _ => end == 0,
-        }
-    }))
+    Ok(autotrain_kafka::reader::group_caught_up(
+        settings,
+        group,
+        topics,
+        Duration::from_secs(10),
+    )?)
 }
 
 /// A shutdown signal that fires once `group` has committed all of `topics`

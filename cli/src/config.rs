@@ -164,7 +164,7 @@ mod tests {
             assert_eq!(c.runner.retry_attempts, 9);
             assert_eq!(c.runner.max_in_flight, 50_000);
             assert_eq!(c.drift.cooldown_ms, 60_000);
-            assert_eq!(c.drift.features, ["lr", "rvol_20"]);
+            assert_eq!(c.drift.watch[0].feature, "lr");
             assert_eq!(c.scheduler.schedule[0].timezone, "UTC");
             assert_eq!(
                 c.validator.calendars.get("oanda:EURUSD"),

@@ -167,3 +167,44 @@ pub(crate) fn event_id_of(m: &impl Message) -> Option<EventId> {
             .and_then(|h| h.value.and_then(EventId::parse))
     })
 }
+
+/// Has consumer group `group` committed every partition of the catalogue
+/// `topics` up to its current end? (Blocking.)
+pub fn group_caught_up(
+    settings: &crate::ClientSettings,
+    group: &str,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<bool, KafkaError> {
+    let probe: BaseConsumer = settings.consumer_config(group).create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for logical in topics {
+        let topic = settings.physical(logical);
+        let metadata = probe.fetch_metadata(Some(&topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        drop(metadata);
+        for p in partitions {
+            let (_, high) = probe.fetch_watermarks(&topic, p, timeout)?;
+            ends.insert((topic.clone(), p), high);
+            tpl.add_partition(&topic, p);
+        }
+    }
+    let committed = probe.committed_offsets(tpl, timeout)?;
+    let done = committed.elements().iter().all(|e| {
+        let end = ends
+            .get(&(e.topic().to_string(), e.partition()))
+            .copied()
+            .unwrap_or(0);
+        match e.offset() {
+            Offset::Offset(o) => o >= end,
+            _ => end == 0,
+        }
+    });
+    drop(committed);
+    Ok(done)
+}

@@ -1,8 +1,10 @@
 //! `autotrain demo`, the main job: publish the bundled real bars (five
 //! coins, 30-minute, 2017-10 … 2019-10) through the broker as fast as
-//! possible and run the validator processor over them: every raw bar ends
-//! as passed (on `market.bars`), flagged and withheld (`market.flags`),
-//! duplicate, or dead letter, and the summary accounts for each one.
+//! possible and run the processors built so far over them, each in its own
+//! consumer group: the validator (every raw bar ends as passed, flagged and
+//! withheld, duplicate, or dead letter, and the summary accounts for each
+//! one), the features processor (`market.bars` ⇒ `features`) and the drift
+//! processor (`features` ⇒ `training.triggers`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -11,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use autotrain_connector_file::{infer_instrument, BarReader};
+use autotrain_drift::DriftProcessor;
+use autotrain_features::{Contract, FeaturesProcessor};
+use autotrain_kafka::reader::group_caught_up;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{OutRecord, Producer};
 use autotrain_schemas::Bar;
-use autotrain_topics::MARKET_BARS_RAW;
+use autotrain_topics::{FEATURES, MARKET_BARS, MARKET_BARS_RAW};
 use autotrain_validator::ValidatorProcessor;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -51,6 +56,13 @@ pub struct Summary {
     /// Flags raised, by kind (gaps and stale bars accompany passed bars).
     pub flags: BTreeMap<&'static str, u64>,
     pub gaps: usize,
+    /// Feature rows published on `features` (contract version below).
+    pub features_published: u64,
+    pub feature_contract: String,
+    /// Training triggers the drift processor published, and detections a
+    /// cooldown suppressed.
+    pub training_triggers: u64,
+    pub drift_suppressed: u64,
     pub seconds: f64,
     pub bars_per_second: f64,
 }
@@ -75,29 +87,60 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
     });
     ensure!(!files.is_empty(), "no bar files to replay in {inputs:?}");
 
-    let counters = Arc::new(Counters::default());
-    let group = format!("autotrain-demo-validator-{}", std::process::id());
-    let rc = ctx.runner_config(config, &group, &[MARKET_BARS_RAW.name()]);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let validator = ValidatorProcessor::new(HashMap::new());
-    let validating = autotrain_kafka::run(&ctx.settings, &rc, validator, counters.clone(), async {
-        let _ = done_rx.await;
-    });
+    let pid = std::process::id();
+    let groups = [
+        format!("autotrain-demo-validator-{pid}"),
+        format!("autotrain-demo-features-{pid}"),
+        format!("autotrain-demo-drift-{pid}"),
+    ];
+    let stages: [Arc<Counters>; 3] = Default::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let contract = Contract::bundled()?;
+    let feature_contract = contract.version.clone();
+    let rcs = [
+        ctx.runner_config(config, &groups[0], &[MARKET_BARS_RAW.name()]),
+        ctx.runner_config(config, &groups[1], &[MARKET_BARS.name()]),
+        ctx.runner_config(config, &groups[2], &[FEATURES.name()]),
+    ];
+    let validating = autotrain_kafka::run(
+        &ctx.settings,
+        &rcs[0],
+        ValidatorProcessor::new(HashMap::new()),
+        stages[0].clone(),
+        stop(stop_rx.clone()),
+    );
+    let featuring = autotrain_kafka::run(
+        &ctx.settings,
+        &rcs[1],
+        FeaturesProcessor::new(contract),
+        stages[1].clone(),
+        stop(stop_rx.clone()),
+    );
+    let drifting = autotrain_kafka::run(
+        &ctx.settings,
+        &rcs[2],
+        DriftProcessor::new(config.drift.clone()),
+        stages[2].clone(),
+        stop(stop_rx.clone()),
+    );
     let started = Instant::now();
-    let publisher = publish_with_backpressure(ctx, &files, counters.clone(), !args.json);
-    let (validated, published) = tokio::join!(validating, async {
-        let published = publisher.await;
-        if let Ok((bars, _)) = &published {
-            let want = *bars;
-            while counters.snapshot().received < want {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    let publisher = publish_with_backpressure(ctx, &files, stages.clone(), !args.json);
+    let (validated, featured, drifted, published) =
+        tokio::join!(validating, featuring, drifting, async {
+            let published = publisher.await;
+            if published.is_ok() {
+                wait_caught_up(ctx, &groups).await;
             }
-        }
-        let _ = done_tx.send(());
-        published
-    });
+            let _ = stop_tx.send(true);
+            published
+        });
     let (bars_in, bad_rows) = published?;
     let (validator, stats) = validated?;
+    let (features, _) = featured?;
+    let (drift, _) = drifted?;
     let seconds = started.elapsed().as_secs_f64();
     let v = &validator.summary;
     let checksum_duplicates = v.flags.get("duplicate").copied().unwrap_or(0);
@@ -112,19 +155,52 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         dead_letters: stats.dead_lettered + bad_rows,
         flags: v.flags.clone(),
         gaps: v.gaps.len(),
+        features_published: features.published,
+        feature_contract,
+        training_triggers: drift.triggers,
+        drift_suppressed: drift.suppressed,
         seconds,
         bars_per_second: bars_in as f64 / seconds,
     })
 }
 
-/// Publishes the files, never letting the consumer fall more than `LAG`
-/// records behind: the embedded broker keeps only the newest ~5 MiB per
-/// partition, so an unbounded head start would lose data (and the runner
-/// would stop with a data-loss error).
+/// Waits until every stage's group has committed its inputs to their end
+/// (the pipeline has drained).
+async fn wait_caught_up(ctx: &Context, groups: &[String; 3]) {
+    let inputs: [&[&str]; 3] = [
+        &[MARKET_BARS_RAW.name()],
+        &[MARKET_BARS.name()],
+        &[FEATURES.name()],
+    ];
+    loop {
+        let mut all = true;
+        for (group, topics) in groups.iter().zip(inputs) {
+            let (settings, group) = (ctx.settings.clone(), group.clone());
+            let topics: Vec<&'static str> = topics.to_vec();
+            let done = tokio::task::spawn_blocking(move || {
+                group_caught_up(&settings, &group, &topics, Duration::from_secs(10))
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+            all &= done;
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Publishes the files, never letting a stage fall more than `LAG` records
+/// behind the one before it: the embedded broker keeps only the newest
+/// ~5 MiB per partition, so an unbounded head start would lose data (and
+/// the runner would stop with a data-loss error).
 async fn publish_with_backpressure(
     ctx: &Context,
     files: &[PathBuf],
-    counters: Arc<Counters>,
+    stages: [Arc<Counters>; 3],
     progress: bool,
 ) -> Result<(u64, u64)> {
     const LAG: u64 = 10_000;
@@ -168,7 +244,14 @@ async fn publish_with_backpressure(
         }
         if bars_in % 1000 == 0 {
             bar.set_position(bars_in + bad);
-            while bars_in.saturating_sub(counters.snapshot().received) > LAG {
+            loop {
+                let [v, f, d] = [&stages[0], &stages[1], &stages[2]].map(|c| c.snapshot());
+                let behind = bars_in.saturating_sub(v.received) > LAG
+                    || v.outputs.saturating_sub(f.received) > LAG
+                    || f.outputs.saturating_sub(d.received) > LAG;
+                if !behind {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -206,6 +289,14 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         println!("flags             {}", flags.join(", "));
+        println!(
+            "features          {} rows (contract {})",
+            summary.features_published, summary.feature_contract
+        );
+        println!(
+            "training triggers {} from drift ({} detections within a cooldown)",
+            summary.training_triggers, summary.drift_suppressed
+        );
         println!(
             "time              {:.2} s ({:.0} bars/s end to end)",
             summary.seconds, summary.bars_per_second

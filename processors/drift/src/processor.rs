@@ -38,12 +38,22 @@ impl DetectorSpec {
     }
 }
 
+/// A watched feature and the detectors on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    pub feature: String,
+    pub detectors: Vec<DetectorSpec>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriftConfig {
-    /// Features watched per instrument.
-    pub features: Vec<String>,
-    pub detectors: Vec<DetectorSpec>,
+    /// Features watched per instrument, each with its detectors. Mean-shift
+    /// detectors (Page-Hinkley, ADWIN) assume roughly independent values:
+    /// use them on returns; on autocorrelated features (rolling
+    /// volatility) they fire constantly, so those get PSI.
+    pub watch: Vec<Watch>,
     /// Values that set the standardisation before detectors start.
     pub warm_up: usize,
     /// Event time after a trigger during which the same model key does not
@@ -58,16 +68,27 @@ pub struct DriftConfig {
 impl Default for DriftConfig {
     fn default() -> Self {
         DriftConfig {
-            features: vec!["lr".into(), "rvol_20".into()],
-            detectors: vec![
-                DetectorSpec::PageHinkley {
-                    delta: 0.1,
-                    lambda: 50.0,
+            watch: vec![
+                Watch {
+                    feature: "lr".into(),
+                    detectors: vec![
+                        DetectorSpec::PageHinkley {
+                            delta: 0.1,
+                            lambda: 50.0,
+                        },
+                        DetectorSpec::Adwin { delta: 0.002 },
+                        DetectorSpec::Psi {
+                            window: 1_000,
+                            threshold: 0.25,
+                        },
+                    ],
                 },
-                DetectorSpec::Adwin { delta: 0.002 },
-                DetectorSpec::Psi {
-                    window: 500,
-                    threshold: 0.25,
+                Watch {
+                    feature: "rvol_20".into(),
+                    detectors: vec![DetectorSpec::Psi {
+                        window: 500,
+                        threshold: 0.25,
+                    }],
                 },
             ],
             warm_up: 500,
@@ -115,7 +136,8 @@ impl DriftProcessor {
     /// Feeds one feature vector; returns the triggers to publish.
     pub fn apply(&mut self, v: &FeatureVector) -> Vec<TrainingTrigger> {
         let mut out = Vec::new();
-        for name in &self.config.features {
+        for watch in &self.config.watch {
+            let name = &watch.feature;
             let Some(x) = v
                 .values
                 .iter()
@@ -132,12 +154,7 @@ impl DriftProcessor {
                     last_ts: i64::MIN,
                     warm: Vec::new(),
                     scale: None,
-                    detectors: self
-                        .config
-                        .detectors
-                        .iter()
-                        .map(DetectorSpec::build)
-                        .collect(),
+                    detectors: watch.detectors.iter().map(DetectorSpec::build).collect(),
                 });
             // Corrections of past bars do not re-feed the detectors.
             if v.ts <= series.last_ts {
@@ -253,11 +270,12 @@ mod tests {
 
     #[test]
     fn a_shift_triggers_once_per_cooldown_with_its_evidence() {
-        let mut p = DriftProcessor::new(DriftConfig {
-            features: vec!["lr".into()],
+        let only_lr = || DriftConfig {
+            watch: DriftConfig::default().watch[..1].to_vec(),
             cooldown_ms: 1_000 * 60_000,
             ..DriftConfig::default()
-        });
+        };
+        let mut p = DriftProcessor::new(only_lr());
         let values = crate::stream::shifted(5, 3_000, 3_000, 1.5);
         let mut triggers = Vec::new();
         for (i, x) in values.iter().enumerate() {
@@ -277,11 +295,7 @@ mod tests {
             assert!(w[1].created_at - w[0].created_at >= 1_000 * 60_000);
         }
         // Same input, same triggers (ids, seeds).
-        let mut again = DriftProcessor::new(DriftConfig {
-            features: vec!["lr".into()],
-            cooldown_ms: 1_000 * 60_000,
-            ..DriftConfig::default()
-        });
+        let mut again = DriftProcessor::new(only_lr());
         let mut replay = Vec::new();
         for (i, x) in values.iter().enumerate() {
             replay.extend(again.apply(&vector(i as i64 * 60_000, 0.001 * x)));
