@@ -111,7 +111,11 @@ fn demo_accounts_for_every_bar_and_row() -> Result<()> {
     assert!(field("bars_passed") > 4_900, "{summary}");
     assert_eq!(summary["flags"]["ohlc"], 0);
     // Every published bar got its feature row, downstream of the validator.
-    assert_eq!(field("features_published"), field("bars_passed"), "{summary}");
+    assert_eq!(
+        field("features_published"),
+        field("bars_passed"),
+        "{summary}"
+    );
     assert_eq!(summary["feature_contract"], "1");
     assert!(field("training_triggers") < u64::MAX, "{summary}");
     Ok(())

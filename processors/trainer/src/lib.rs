@@ -5,6 +5,8 @@
 //!   forward-backward, Baum-Welch fitting with k-means initialisation and
 //!   seeded restarts, Viterbi, canonical state order, parameter hash.
 //! - [`kmeans`] — seeded k-means++ and Lloyd iterations (initialisation).
+//! - [`registry`] — the model registry as a fold over `model.updates`
+//!   (versions, aliases, rollback) and the promotion guardrails.
 //! - [`simulate`] — sampling from a known HMM (tests, benchmark).
 //!
 //! Everything is deterministic: same observations, options and seed ⇒
@@ -17,6 +19,8 @@
 
 pub mod hmm;
 pub mod kmeans;
+pub mod registry;
 pub mod simulate;
 
 pub use hmm::{Covariance, FitOptions, FitReport, GaussianHmm, HmmError};
+pub use registry::{Model, Registry, RegistryError, PROD, STAGING};
