@@ -5,6 +5,9 @@
 //!   forward-backward, Baum-Welch fitting with k-means initialisation and
 //!   seeded restarts, Viterbi, canonical state order, parameter hash.
 //! - [`kmeans`] — seeded k-means++ and Lloyd iterations (initialisation).
+//! - [`queue`] — [`TrainingQueue`](queue::TrainingQueue): priorities,
+//!   bounded concurrency, retries with backoff, cancel; emits the
+//!   `training.status` lifecycle events.
 //! - [`registry`] — the model registry as a fold over `model.updates`
 //!   (versions, aliases, rollback) and the promotion guardrails.
 //! - [`simulate`] — sampling from a known HMM (tests, benchmark).
@@ -19,6 +22,7 @@
 
 pub mod hmm;
 pub mod kmeans;
+pub mod queue;
 pub mod registry;
 pub mod simulate;
 
