@@ -4,6 +4,8 @@
 //! - [`hmm`] — [`GaussianHmm`]: parameters, emission densities, scaled
 //!   forward-backward, Baum-Welch fitting with k-means initialisation and
 //!   seeded restarts, Viterbi, canonical state order, parameter hash.
+//! - [`artifact`] — [`TrainedModel`]: the model as `ModelVersion`
+//!   parameters (columns + HMM, JSON).
 //! - [`kmeans`] — seeded k-means++ and Lloyd iterations (initialisation).
 //! - [`queue`] — [`TrainingQueue`](queue::TrainingQueue): priorities,
 //!   bounded concurrency, retries with backoff, cancel; emits the
@@ -20,11 +22,13 @@
 // chains would hide that, not remove it.
 #![allow(clippy::needless_range_loop)]
 
+pub mod artifact;
 pub mod hmm;
 pub mod kmeans;
 pub mod queue;
 pub mod registry;
 pub mod simulate;
 
-pub use hmm::{Covariance, FitOptions, FitReport, GaussianHmm, HmmError};
+pub use artifact::TrainedModel;
+pub use hmm::{Covariance, FitOptions, FitReport, GaussianHmm, HmmError, OnlineFilter};
 pub use registry::{Model, Registry, RegistryError, PROD, STAGING};

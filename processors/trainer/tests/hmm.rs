@@ -133,3 +133,36 @@ fn bad_input_is_a_typed_error() {
         Err(HmmError::TooFewObservations { .. })
     ));
 }
+
+#[test]
+fn the_online_filter_matches_the_batch_forward_pass() {
+    use autotrain_trainer::{OnlineFilter, TrainedModel};
+    let (x, _) = sample(&Truth::three_regimes(), 2_000, 5);
+    let (m, _) = GaussianHmm::fit(&x, 2, &options(Covariance::Diag, 3)).expect("fits");
+    let mut filter = OnlineFilter::new();
+    let mut total = 0.0;
+    let mut last = Vec::new();
+    for row in x.chunks(2) {
+        let (post, ll) = filter.step(&m, row).expect("step");
+        assert!((post.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        total += ll;
+        last = post;
+    }
+    let batch = m.score(&x).expect("score");
+    assert!(
+        (total - batch).abs() < 1e-6 * batch.abs(),
+        "{total} vs {batch}"
+    );
+    let forward_last = m.posteriors(&x).expect("posteriors");
+    // The filter's last posterior is the smoothed one at the last row.
+    for s in 0..3 {
+        assert!((last[s] - forward_last.gamma[(2_000 - 1) * 3 + s]).abs() < 1e-9);
+    }
+    // Parameters survive the artifact round trip exactly.
+    let artifact = TrainedModel {
+        columns: vec!["lr".into(), "rvol_20".into()],
+        hmm: m.clone(),
+    };
+    let back = TrainedModel::from_bytes(&artifact.to_bytes()).expect("decodes");
+    assert_eq!(back.hmm.param_hash(), m.param_hash());
+}

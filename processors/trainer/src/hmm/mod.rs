@@ -7,8 +7,10 @@
 //! - [`fit`] — Baum-Welch with k-means initialisation, seeded restarts,
 //!   covariance floor, convergence tolerance, canonical state order.
 //! - [`viterbi`] — the most likely state path.
+//! - [`filter`] — the online forward filter (one bar at a time).
 
 mod emission;
+mod filter;
 mod fit;
 mod forward_backward;
 mod viterbi;
@@ -16,6 +18,7 @@ mod viterbi;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use filter::OnlineFilter;
 pub use fit::{FitOptions, FitReport};
 pub use forward_backward::Posteriors;
 

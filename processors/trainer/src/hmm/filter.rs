@@ -1,0 +1,46 @@
+//! The online forward filter: regime probabilities given the bars so far,
+//! one bar at a time (what the regime processor publishes per bar).
+
+use super::{check, emission, GaussianHmm, HmmError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineFilter {
+    alpha: Option<Vec<f64>>,
+}
+
+impl Default for OnlineFilter {
+    fn default() -> Self {
+        OnlineFilter::new()
+    }
+}
+
+impl OnlineFilter {
+    pub fn new() -> Self {
+        OnlineFilter { alpha: None }
+    }
+
+    /// Takes one observation row; returns P(state | rows so far) and
+    /// log p(row | rows before).
+    pub fn step(&mut self, m: &GaussianHmm, row: &[f64]) -> Result<(Vec<f64>, f64), HmmError> {
+        check(row, m.d, 1)?;
+        let log_b = emission::log_densities(m, row)?;
+        let shift = log_b.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let k = m.k;
+        let prior: Vec<f64> = match &self.alpha {
+            None => m.start.clone(),
+            Some(a) => (0..k)
+                .map(|j| (0..k).map(|i| a[i] * m.trans[i * k + j]).sum())
+                .collect(),
+        };
+        let joint: Vec<f64> = (0..k)
+            .map(|j| prior[j] * (log_b[j] - shift).exp())
+            .collect();
+        let total: f64 = joint.iter().sum();
+        if total <= 0.0 || !total.is_finite() {
+            return Err(HmmError::ZeroProbability { row: 0 });
+        }
+        let post: Vec<f64> = joint.iter().map(|v| v / total).collect();
+        self.alpha = Some(post.clone());
+        Ok((post, total.ln() + shift))
+    }
+}
