@@ -62,6 +62,7 @@ fn every_subcommand_has_help() -> Result<()> {
         ["fit", "hmm"],
         ["run", "drift"],
         ["run", "scheduler"],
+        ["run", "regime"],
         ["run", "validator"],
         ["run", "questdb"],
         ["run", "features"],

@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use autotrain_connector_questdb::QuestDbSink;
+use autotrain_kafka::read_topic;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{run_sink, SinkConfig};
-use autotrain_topics::{FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS};
+use autotrain_schemas::{ModelVersion, RegimePosterior};
+use autotrain_topics::{
+    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, REGIMES,
+};
 use autotrain_validator::{Calendar, ValidatorProcessor};
 
 use crate::config::Config;
@@ -30,10 +34,23 @@ pub enum RunCommand {
     /// `features` ⇒ `training.triggers`: drift detectors per instrument and
     /// feature (`[drift]` in the config), cooldown per model key.
     Drift(GroupArgs),
+    /// `features` + `model.updates` ⇒ `regimes`: the regime posterior of
+    /// every bar under the model key's `prod` version, switching when
+    /// `prod` moves; restored on start from `model.updates` and `regimes`.
+    Regime(RegimeArgs),
     /// Cron schedules (`[[scheduler.schedule]]`) ⇒ `training.triggers`;
     /// missed runs caught up once; the last run of each schedule is read
     /// back from `training.triggers` on start.
     Scheduler,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RegimeArgs {
+    #[arg(long, default_value = "autotrain-regime")]
+    pub group: String,
+    /// Model key per instrument (`{instrument}` is replaced).
+    #[arg(long, default_value = "hmm/{instrument}")]
+    pub model_key: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,6 +161,41 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 "drift stopped: {}",
                 serde_json::json!({ "runner": stats, "triggers": core.triggers, "suppressed": core.suppressed })
             );
+        }
+        RunCommand::Regime(args) => {
+            let settings = ctx.settings.clone();
+            let (models, regimes) = tokio::task::spawn_blocking(move || {
+                let t = std::time::Duration::from_secs(60);
+                Ok::<_, autotrain_kafka::KafkaError>((
+                    read_topic::<ModelVersion>(&settings, MODEL_UPDATES.name(), t)?,
+                    read_topic::<RegimePosterior>(&settings, REGIMES.name(), t)?,
+                ))
+            })
+            .await??;
+            let mut latest = std::collections::BTreeMap::new();
+            for p in regimes.into_iter().filter_map(|r| r.value.ok()) {
+                latest.insert((p.instrument.clone(), p.timeframe.clone()), p);
+            }
+            let mut core = autotrain_regime::RegimeProcessor::new(&args.model_key);
+            core.restore(
+                models.into_iter().filter_map(|r| r.value.ok()),
+                latest.into_values(),
+            )
+            .map_err(|e| anyhow::anyhow!("restoring: {e}"))?;
+            let rc = ctx.runner_config(
+                config,
+                &args.group,
+                &[FEATURES.name(), MODEL_UPDATES.name()],
+            );
+            let (core, stats) = autotrain_kafka::run(
+                &ctx.settings,
+                &rc,
+                core,
+                Arc::new(Counters::default()),
+                shutdown_signal(),
+            )
+            .await?;
+            eprintln!("regime stopped: {stats:?} {:?}", core.stats);
         }
         RunCommand::Scheduler => {
             let fired = super::scheduler::run(&ctx, &config.scheduler, shutdown_signal()).await?;

@@ -89,6 +89,10 @@ impl Registry {
         let model = self.models.entry(key.clone()).or_default();
         match e.event {
             RegistryEvent::Registered => {
+                // The same event again (a replay overlapping a restore).
+                if model.versions.get(&e.version) == Some(e) {
+                    return Ok(());
+                }
                 let expected = model.next_version();
                 if e.version != expected {
                     return Err(RegistryError::OutOfOrder {

@@ -19,6 +19,14 @@ impl OnlineFilter {
         OnlineFilter { alpha: None }
     }
 
+    /// A filter that continues from published probabilities (the filter's
+    /// state after a bar is exactly its posterior).
+    pub fn resume(probabilities: Vec<f64>) -> Self {
+        OnlineFilter {
+            alpha: Some(probabilities),
+        }
+    }
+
     /// Takes one observation row; returns P(state | rows so far) and
     /// log p(row | rows before).
     pub fn step(&mut self, m: &GaussianHmm, row: &[f64]) -> Result<(Vec<f64>, f64), HmmError> {
