@@ -155,8 +155,8 @@ fn the_online_filter_matches_the_batch_forward_pass() {
     );
     let forward_last = m.posteriors(&x).expect("posteriors");
     // The filter's last posterior is the smoothed one at the last row.
-    for s in 0..3 {
-        assert!((last[s] - forward_last.gamma[(2_000 - 1) * 3 + s]).abs() < 1e-9);
+    for (s, p) in last.iter().enumerate() {
+        assert!((p - forward_last.gamma[(2_000 - 1) * 3 + s]).abs() < 1e-9);
     }
     // Parameters survive the artifact round trip exactly.
     let artifact = TrainedModel {
