@@ -40,7 +40,7 @@ pub use error::{KafkaError, ProcessError};
 pub use event_id::EventId;
 pub use producer::{Delivered, Producer};
 pub use reader::{read_topic, Record};
-pub use record::{Incoming, OutRecord, Outputs, EVENT_ID_HEADER};
+pub use record::{dead_letter, Incoming, OutRecord, Outputs, Source, EVENT_ID_HEADER};
 pub use runner::{run, Inbound, Processor, RunStats, RunnerConfig};
 pub use settings::ClientSettings;
 pub use sink::{run_sink, Sink, SinkConfig};

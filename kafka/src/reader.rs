@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use autotrain_schemas::{decode, Payload, WireError};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -89,6 +89,22 @@ pub struct Record<T> {
     pub value: Result<T, WireError>,
 }
 
+/// The partition ids of a (physical) topic; empty if it does not exist.
+pub fn partitions_of<C: ConsumerContext>(
+    client: &impl Consumer<C>,
+    physical: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = client.fetch_metadata(Some(physical), timeout)?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    drop(metadata);
+    Ok(partitions)
+}
+
 /// Reads every partition of a catalogue topic from its start to its end as
 /// of the call, decoding values as `T`; records come partition by
 /// partition, in offset order within each. Blocking.
@@ -99,13 +115,7 @@ pub fn read_topic<T: Payload>(
 ) -> Result<Vec<Record<T>>, KafkaError> {
     let physical = settings.physical(logical);
     let probe: BaseConsumer = settings.reader_config().create()?;
-    let metadata = probe.fetch_metadata(Some(&physical), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    drop(metadata);
+    let partitions = partitions_of(&probe, &physical, timeout)?;
     if partitions.is_empty() {
         return Err(KafkaError::Admin(format!(
             "topic {physical} does not exist"
@@ -147,13 +157,7 @@ pub fn log_starts(
 ) -> Result<Vec<(i32, i64)>, KafkaError> {
     let physical = settings.physical(logical);
     let probe: BaseConsumer = settings.reader_config().create()?;
-    let metadata = probe.fetch_metadata(Some(&physical), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    drop(metadata);
+    let partitions = partitions_of(&probe, &physical, timeout)?;
     partitions
         .into_iter()
         .map(|p| Ok((p, probe.fetch_watermarks(&physical, p, timeout)?.0)))
@@ -181,14 +185,7 @@ pub fn group_caught_up(
     let mut ends = std::collections::HashMap::new();
     for logical in topics {
         let topic = settings.physical(logical);
-        let metadata = probe.fetch_metadata(Some(&topic), timeout)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        drop(metadata);
-        for p in partitions {
+        for p in partitions_of(&probe, &topic, timeout)? {
             let (_, high) = probe.fetch_watermarks(&topic, p, timeout)?;
             ends.insert((topic.clone(), p), high);
             tpl.add_partition(&topic, p);

@@ -134,3 +134,53 @@ impl Outputs {
         self.records.clear();
     }
 }
+
+/// Where an unusable input came from (for its dead letter).
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// Catalogue (logical) topic name.
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub timestamp: Option<i64>,
+    /// The input's event id.
+    pub event_id: EventId,
+}
+
+/// The dead letter for an input `processor` could not use: the bytes, the
+/// reason and the source position, on the catalogue's dead-letter topic for
+/// that input, under an id derived from the input's.
+pub fn dead_letter(
+    processor: &str,
+    source: &Source<'_>,
+    kind: ErrorKind,
+    reason: String,
+) -> Result<OutRecord, autotrain_schemas::WireError> {
+    let dlq: &'static str = autotrain_topics::catalogue()
+        .dead_letter_for(source.topic)
+        .unwrap_or("market.bars.dlq");
+    let letter = autotrain_schemas::DeadLetter {
+        processor: processor.to_string(),
+        source_topic: source.topic.to_string(),
+        source_partition: source.partition,
+        source_offset: source.offset,
+        key: source.key.map(<[u8]>::to_vec),
+        payload: source.payload.map(<[u8]>::to_vec),
+        error_kind: kind,
+        error: reason,
+        source_timestamp: source.timestamp,
+    };
+    let id = EventId::derive(&[
+        b"dlq",
+        processor.as_bytes(),
+        &source.event_id.0.to_be_bytes(),
+    ]);
+    OutRecord::new(
+        Topic::<autotrain_schemas::DeadLetter>::new(dlq),
+        source.topic,
+        &letter,
+        id,
+    )
+}

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autotrain_schemas::{decode, DeadLetter, ErrorKind, Payload, WireError};
-use autotrain_topics::{catalogue, CleanupPolicy, Topic};
+use autotrain_schemas::{decode, ErrorKind, Payload, WireError};
+use autotrain_topics::{catalogue, CleanupPolicy};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
@@ -32,10 +32,9 @@ use crate::error::{KafkaError, ProcessError};
 use crate::event_id::EventId;
 use crate::producer::{Pending, Producer};
 use crate::reader::event_id_of;
-use crate::record::{Incoming, OutRecord, Outputs};
+use crate::record::{dead_letter, Incoming, OutRecord, Outputs, Source};
 use crate::settings::ClientSettings;
 
-const DEFAULT_DLQ: &str = "market.bars.dlq";
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Acknowledged inputs between two offset stores (also stored whenever
 /// nothing is in flight).
@@ -482,31 +481,16 @@ impl<P: Processor> Loop<'_, P> {
         reason: String,
     ) -> Result<OutRecord, KafkaError> {
         tracing::warn!(topic = %raw.logical, partition = raw.partition, offset = raw.offset, ?kind, %reason, "dead-lettered");
-        let dlq: &'static str = catalogue()
-            .dead_letter_for(&raw.logical)
-            .unwrap_or(DEFAULT_DLQ);
-        let letter = DeadLetter {
-            processor: self.processor.name().to_string(),
-            source_topic: raw.logical.clone(),
-            source_partition: raw.partition,
-            source_offset: raw.offset,
-            key: raw.key.clone(),
-            payload: raw.payload.clone(),
-            error_kind: kind,
-            error: reason,
-            source_timestamp: raw.timestamp,
+        let source = Source {
+            topic: &raw.logical,
+            partition: raw.partition,
+            offset: raw.offset,
+            key: raw.key.as_deref(),
+            payload: raw.payload.as_deref(),
+            timestamp: raw.timestamp,
+            event_id: id,
         };
-        let letter_id = EventId::derive(&[
-            b"dlq",
-            self.processor.name().as_bytes(),
-            &id.0.to_be_bytes(),
-        ]);
-        Ok(OutRecord::new(
-            Topic::<DeadLetter>::new(dlq),
-            &raw.logical,
-            &letter,
-            letter_id,
-        )?)
+        Ok(dead_letter(self.processor.name(), &source, kind, reason)?)
     }
 
     /// Verifies no needed record was dropped by the broker, and after any
@@ -575,11 +559,8 @@ impl<P: Processor> Loop<'_, P> {
         let started = Instant::now();
         let mut tpl = TopicPartitionList::new();
         for topic in physical {
-            let metadata = consumer.fetch_metadata(Some(topic), BROKER_TIMEOUT)?;
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    tpl.add_partition(t.name(), p.id());
-                }
+            for p in crate::reader::partitions_of(consumer, topic, BROKER_TIMEOUT)? {
+                tpl.add_partition(topic, p);
             }
         }
         let committed = consumer.committed_offsets(tpl, BROKER_TIMEOUT)?;

@@ -15,8 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autotrain_schemas::{DeadLetter, ErrorKind};
-use autotrain_topics::{catalogue, Topic};
+use autotrain_schemas::ErrorKind;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
@@ -26,7 +25,7 @@ use crate::error::{KafkaError, ProcessError};
 use crate::event_id::EventId;
 use crate::producer::Producer;
 use crate::reader::event_id_of;
-use crate::record::{Incoming, OutRecord};
+use crate::record::{dead_letter, Incoming, Source};
 use crate::runner::{Counters, Inbound, RunStats};
 use crate::settings::ClientSettings;
 
@@ -149,20 +148,16 @@ pub async fn run_sink<S: Sink>(
                         Err((kind, reason)) => {
                             bump(&counters.dead_lettered);
                             tracing::warn!(sink = sink.name(), topic = %logical, partition, offset, %reason, "dead-lettered");
-                            let letter = DeadLetter {
-                                processor: sink.name().to_string(),
-                                source_topic: logical.clone(),
-                                source_partition: partition,
-                                source_offset: offset,
-                                key: m.key().map(<[u8]>::to_vec),
-                                payload: m.payload().map(<[u8]>::to_vec),
-                                error_kind: kind,
-                                error: reason,
-                                source_timestamp: m.timestamp().to_millis(),
+                            let source = Source {
+                                topic: &logical,
+                                partition,
+                                offset,
+                                key: m.key(),
+                                payload: m.payload(),
+                                timestamp: m.timestamp().to_millis(),
+                                event_id: id,
                             };
-                            let dlq = catalogue().dead_letter_for(&logical).unwrap_or("market.bars.dlq");
-                            let letter_id = EventId::derive(&[b"dlq", sink.name().as_bytes(), &id.0.to_be_bytes()]);
-                            let record = OutRecord::new(Topic::<DeadLetter>::new(dlq), &logical, &letter, letter_id)?;
+                            let record = dead_letter(sink.name(), &source, kind, reason)?;
                             producer.enqueue(&record).await?.confirm().await?;
                         }
                     }

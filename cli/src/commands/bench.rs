@@ -204,7 +204,6 @@ async fn bench_features_broker(n: usize, instruments: usize) -> Result<()> {
     use autotrain_connector_synthetic::{Generator, SyntheticConfig};
     use autotrain_features::{Contract, FeaturesProcessor};
     use autotrain_topics::MARKET_BARS;
-    const LAG: u64 = 20_000;
     let broker = Broker::embedded()?;
     let settings = broker.settings("bench.");
     create_topics(&broker, &settings, &autotrain_topics::catalogue().topics, 1).await?;
@@ -222,30 +221,10 @@ async fn bench_features_broker(n: usize, instruments: usize) -> Result<()> {
             let _ = done_rx.await;
         },
     );
-    let producing = async {
-        let producer = Producer::new(&settings)?;
-        let mut pending = Vec::new();
-        for (i, g) in Generator::new(SyntheticConfig::new(11, instruments, "1m", 60_000))
-            .take(n)
-            .enumerate()
-        {
-            let record = OutRecord::from_content(MARKET_BARS, &g.bar.instrument(), &g.bar)?;
-            pending.push(producer.enqueue(&record).await?);
-            if i % 1_000 == 0 {
-                while (i as u64).saturating_sub(counters.snapshot().acknowledged) > LAG {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }
-        for p in pending {
-            p.confirm().await?;
-        }
-        while counters.snapshot().acknowledged < n as u64 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let _ = done_tx.send(());
-        anyhow::Ok(())
-    };
+    let bars = Generator::new(SyntheticConfig::new(11, instruments, "1m", 60_000))
+        .take(n)
+        .map(|g| g.bar);
+    let producing = produce_ahead(&settings, MARKET_BARS, bars, &counters, done_tx);
     let (ran, produced) = tokio::join!(running, producing);
     produced?;
     let (core, _) = ran?;
@@ -303,6 +282,43 @@ fn bench_validate(args: &ValidateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Publishes `bars` to `topic`, staying at most 20,000 bars ahead of what
+/// the runner behind `counters` acknowledged (the embedded broker is
+/// bounded); signals `done` once the runner acknowledged them all.
+async fn produce_ahead(
+    settings: &ClientSettings,
+    topic: Topic<Bar>,
+    bars: impl Iterator<Item = Bar>,
+    counters: &Counters,
+    done: tokio::sync::oneshot::Sender<()>,
+) -> Result<()> {
+    const LAG: u64 = 20_000;
+    let producer = Producer::new(settings)?;
+    let mut pending = Vec::new();
+    let mut sent = 0u64;
+    for bar in bars {
+        pending.push(
+            producer
+                .enqueue(&OutRecord::from_content(topic, &bar.instrument(), &bar)?)
+                .await?,
+        );
+        sent += 1;
+        if sent % 1_000 == 0 {
+            while sent.saturating_sub(counters.snapshot().acknowledged) > LAG {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+    for p in pending {
+        p.confirm().await?;
+    }
+    while counters.snapshot().acknowledged < sent {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = done.send(());
+    Ok(())
+}
+
 /// Synthetic bars through the validator processor on the embedded broker
 /// (`market.bars.raw` ⇒ `market.bars`, `market.flags`); the producer stays
 /// at most 20,000 bars ahead (the embedded broker is bounded).
@@ -310,7 +326,6 @@ async fn bench_validate_broker(n: usize) -> Result<()> {
     use autotrain_connector_synthetic::{Generator, SyntheticConfig};
     use autotrain_topics::MARKET_BARS_RAW;
     use autotrain_validator::ValidatorProcessor;
-    const LAG: u64 = 20_000;
     let broker = Broker::embedded()?;
     let settings = broker.settings("bench.");
     create_topics(&broker, &settings, &autotrain_topics::catalogue().topics, 1).await?;
@@ -328,30 +343,10 @@ async fn bench_validate_broker(n: usize) -> Result<()> {
             let _ = done_rx.await;
         },
     );
-    let producing = async {
-        let producer = Producer::new(&settings)?;
-        let mut pending = Vec::new();
-        for (i, g) in Generator::new(SyntheticConfig::new(7, 8, "1m", 60_000))
-            .take(n)
-            .enumerate()
-        {
-            let record = OutRecord::from_content(MARKET_BARS_RAW, &g.bar.instrument(), &g.bar)?;
-            pending.push(producer.enqueue(&record).await?);
-            if i % 1_000 == 0 {
-                while (i as u64).saturating_sub(counters.snapshot().acknowledged) > LAG {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }
-        for p in pending {
-            p.confirm().await?;
-        }
-        while counters.snapshot().acknowledged < n as u64 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let _ = done_tx.send(());
-        anyhow::Ok(())
-    };
+    let bars = Generator::new(SyntheticConfig::new(7, 8, "1m", 60_000))
+        .take(n)
+        .map(|g| g.bar);
+    let producing = produce_ahead(&settings, MARKET_BARS_RAW, bars, &counters, done_tx);
     let (validated, produced) = tokio::join!(validating, producing);
     produced?;
     let (core, stats) = validated?;

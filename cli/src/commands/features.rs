@@ -11,7 +11,7 @@ use autotrain_connector_file::BarReader;
 use autotrain_features::manifest::{manifest, sha256_hex, BuildInput};
 use autotrain_features::{dataflow, Contract};
 use autotrain_schemas::Bar;
-use autotrain_schemas::BuildKind;
+use autotrain_schemas::{BuildKind, FeatureVector};
 
 use crate::config::Config;
 
@@ -56,6 +56,18 @@ pub fn load_contract(contract: Option<&PathBuf>, lock: Option<&PathBuf>) -> Resu
         }
         _ => Ok(Contract::bundled()?),
     }
+}
+
+/// `,value` per feature (empty where absent, shortest exact float text),
+/// then the line end.
+pub fn write_cells(w: &mut impl Write, v: &FeatureVector) -> std::io::Result<()> {
+    for x in &v.values {
+        match x.value {
+            Some(f) => write!(w, ",{f}")?,
+            None => write!(w, ",")?,
+        }
+    }
+    writeln!(w)
 }
 
 pub async fn run(_config: &Config, args: Args) -> Result<()> {
@@ -109,13 +121,7 @@ pub async fn run(_config: &Config, args: Args) -> Result<()> {
     writeln!(w)?;
     for (ts, v) in &latest {
         write!(w, "{ts}")?;
-        for x in &v.values {
-            match x.value {
-                Some(f) => write!(w, ",{f}")?,
-                None => write!(w, ",")?,
-            }
-        }
-        writeln!(w)?;
+        write_cells(&mut w, v)?;
     }
     let bytes = w.into_inner()?;
     std::fs::write(output, &bytes).with_context(|| output.display().to_string())?;

@@ -62,13 +62,7 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
     writeln!(w, "instrument,ts,{}", names.join(","))?;
     for ((instrument, ts), v) in &table {
         write!(w, "{instrument},{ts}")?;
-        for x in &v.values {
-            match x.value {
-                Some(f) => write!(w, ",{f}")?,
-                None => write!(w, ",")?,
-            }
-        }
-        writeln!(w)?;
+        super::features::write_cells(&mut w, v)?;
     }
     let bytes = w.into_inner()?;
     std::fs::write(&args.output, &bytes).with_context(|| args.output.display().to_string())?;
