@@ -12,7 +12,7 @@ use autotrain_drift::{DriftConfig, DriftProcessor};
 use autotrain_features::{Contract, FeaturesProcessor};
 use autotrain_integration_tests::*;
 use autotrain_kafka::runner::Counters;
-use autotrain_kafka::{run, OutRecord, Producer, RunnerConfig};
+use autotrain_kafka::{run, RunnerConfig};
 use autotrain_schemas::{decode, TrainingTrigger, TriggerReason};
 use autotrain_topics::MARKET_BARS;
 
@@ -21,18 +21,7 @@ async fn drift_on_real_bars_emits_triggers_with_evidence() -> Result<()> {
     let broker = TestBroker::embedded();
     let settings = broker.fresh_topics("drift").await?;
     let input = bars("bitfinex_BTCUSD_30m.csv", 6_000);
-    let producer = Producer::new(&settings)?;
-    let mut pending = Vec::new();
-    for b in &input {
-        pending.push(
-            producer
-                .enqueue(&OutRecord::from_content(MARKET_BARS, &b.instrument(), b)?)
-                .await?,
-        );
-    }
-    for p in pending {
-        p.confirm().await?;
-    }
+    publish_bars(&settings, MARKET_BARS, &input).await?;
     let features_group = unique("features");
     let mut rc = RunnerConfig::new(&features_group, &["market.bars"]);
     rc.strict_log_start = true;

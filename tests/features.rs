@@ -13,25 +13,13 @@ use anyhow::Result;
 use autotrain_features::{dataflow, Contract, FeaturesProcessor};
 use autotrain_integration_tests::*;
 use autotrain_kafka::runner::Counters;
-use autotrain_kafka::{run, OutRecord, Producer, RunnerConfig};
+use autotrain_kafka::{run, RunnerConfig};
 use autotrain_schemas::{Bar, FeatureVector};
 use autotrain_topics::MARKET_BARS;
 
 /// The first 24,000 bars: one instrument is one partition, and the embedded
 /// broker keeps ~5 MiB of it (about 26,000 validated bars).
 const N: usize = 24_000;
-
-async fn publish(producer: &Producer, bars: &[Bar]) -> Result<()> {
-    let mut pending = Vec::new();
-    for b in bars {
-        let record = OutRecord::from_content(MARKET_BARS, &b.instrument(), b)?;
-        pending.push(producer.enqueue(&record).await?);
-    }
-    for p in pending {
-        p.confirm().await?;
-    }
-    Ok(())
-}
 
 fn bits(v: &FeatureVector) -> Vec<Option<u64>> {
     v.values.iter().map(|x| x.value.map(f64::to_bits)).collect()
@@ -42,10 +30,9 @@ async fn streaming_features_equal_offline_across_a_crash() -> Result<()> {
     let broker = TestBroker::embedded();
     let settings = broker.fresh_topics("features").await?;
     let input: Vec<Bar> = bars("bitfinex_BTCUSD_30m.csv", N);
-    let producer = Producer::new(&settings)?;
     // The first half now; the second only after the crash, so the restarted
     // processor can only be right if it rebuilt its engines.
-    publish(&producer, &input[..N / 2]).await?;
+    publish_bars(&settings, MARKET_BARS, &input[..N / 2]).await?;
 
     // The downstream consumer runs throughout (the embedded broker keeps
     // only ~5 MiB per partition, so features are read as they come).
@@ -83,7 +70,7 @@ async fn streaming_features_equal_offline_across_a_crash() -> Result<()> {
         _ = stop_when(c1.clone(), Duration::from_secs(120), |s| s.acknowledged >= (N / 2) as u64) => {}
     }
     let phase1 = c1.snapshot();
-    publish(&producer, &input[N / 2..]).await?;
+    publish_bars(&settings, MARKET_BARS, &input[N / 2..]).await?;
     let c2 = Arc::new(Counters::default());
     let done = stop_when_caught_up(
         settings.clone(),
@@ -152,7 +139,7 @@ async fn training_sets_are_cut_as_of_a_time() -> Result<()> {
     let settings = broker.fresh_topics("training-set").await?;
     let input: Vec<Bar> = bars("bitfinex_ETHUSD_30m.csv", M);
     let before_run = now_ms() - 1;
-    publish(&Producer::new(&settings)?, &input).await?;
+    publish_bars(&settings, MARKET_BARS, &input).await?;
     let group = unique("features-ts");
     let mut rc = RunnerConfig::new(&group, &["market.bars"]);
     rc.strict_log_start = true;

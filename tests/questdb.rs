@@ -41,15 +41,7 @@ async fn bars_and_flags_reach_questdb_through_failures_and_a_crash() -> Result<(
             ..b
         })
         .collect();
-    let producer = Producer::new(&settings)?;
-    let mut pending = Vec::new();
-    for b in &input {
-        pending.push(
-            producer
-                .enqueue(&OutRecord::from_content(MARKET_BARS, &b.instrument(), b)?)
-                .await?,
-        );
-    }
+    publish_bars(&settings, MARKET_BARS, &input).await?;
     let flag = ValidationFlag {
         flag_id: "gap:bitfinex:ltcusd:1".into(),
         instrument: "bitfinex:LTCUSD".into(),
@@ -65,18 +57,15 @@ async fn bars_and_flags_reach_questdb_through_failures_and_a_crash() -> Result<(
         actor: None,
         decided_at: None,
     };
-    pending.push(
-        producer
-            .enqueue(&OutRecord::from_content(
-                MARKET_FLAGS,
-                &flag.instrument,
-                &flag,
-            )?)
-            .await?,
-    );
-    for p in pending {
-        p.confirm().await?;
-    }
+    Producer::new(&settings)?
+        .enqueue(&OutRecord::from_content(
+            MARKET_FLAGS,
+            &flag.instrument,
+            &flag,
+        )?)
+        .await?
+        .confirm()
+        .await?;
     produce_raw(
         &settings,
         "market.bars",

@@ -245,11 +245,20 @@ pub fn catalogue_for(tansu: bool) -> Vec<autotrain_topics::TopicSpec> {
 
 /// Produces bars as an outside producer would (content-derived event ids).
 pub async fn produce_bars(settings: &ClientSettings, bars: &[Bar]) -> Result<()> {
+    publish_bars(settings, autotrain_topics::MARKET_BARS_RAW, bars).await
+}
+
+/// Publishes bars to `topic`, keyed by instrument, content-derived ids, and
+/// waits for every acknowledgement.
+pub async fn publish_bars(
+    settings: &ClientSettings,
+    topic: autotrain_topics::Topic<Bar>,
+    bars: &[Bar],
+) -> Result<()> {
     let producer = Producer::new(settings)?;
     let mut pending = Vec::with_capacity(bars.len());
     for bar in bars {
-        let record =
-            OutRecord::from_content(autotrain_topics::MARKET_BARS_RAW, &bar.instrument(), bar)?;
+        let record = OutRecord::from_content(topic, &bar.instrument(), bar)?;
         pending.push(producer.enqueue(&record).await?);
     }
     for p in pending {

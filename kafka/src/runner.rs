@@ -262,6 +262,17 @@ pub async fn run<P: Processor>(
     }
     .await;
     state.store_acked(&consumer);
+    final_commit(&consumer);
+    result?;
+    drained?;
+    let stats = state.counters.snapshot();
+    tracing::info!(processor = state.processor.name(), ?stats, "runner stopped");
+    Ok((state.processor, stats))
+}
+
+/// Commits the stored offsets synchronously on the way out; a failure only
+/// means the next run re-reads from the last commit.
+pub(crate) fn final_commit<C: rdkafka::consumer::ConsumerContext>(consumer: &impl Consumer<C>) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => {}
         Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
@@ -269,11 +280,6 @@ pub async fn run<P: Processor>(
             tracing::warn!(error = %e, "final commit failed; the next run re-reads from the last commit")
         }
     }
-    result?;
-    drained?;
-    let stats = state.counters.snapshot();
-    tracing::info!(processor = state.processor.name(), ?stats, "runner stopped");
-    Ok((state.processor, stats))
 }
 
 struct Loop<'a, P> {

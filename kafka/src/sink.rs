@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use autotrain_schemas::ErrorKind;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 
 use crate::error::{KafkaError, ProcessError};
@@ -181,13 +180,7 @@ pub async fn run_sink<S: Sink>(
         &counters,
     )
     .await;
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => {}
-        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "final commit failed; the next run re-reads from the last commit")
-        }
-    }
+    crate::runner::final_commit(&consumer);
     result?;
     flushed?;
     Ok((sink, counters.snapshot()))
