@@ -51,6 +51,7 @@ fn fit(rows: &[(i64, Vec<f64>)], states: usize) -> TrainedModel {
     TrainedModel {
         columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
         hmm,
+        scaling: Vec::new(),
     }
 }
 

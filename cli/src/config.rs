@@ -29,6 +29,11 @@ pub struct Config {
     /// Drift detection (`autotrain run drift`).
     pub drift: autotrain_drift::DriftConfig,
     pub scheduler: SchedulerSettings,
+    /// The trainer (`autotrain run trainer`): queue capacity, retries,
+    /// alerts, flag blocking, reference store, default hyper-parameters
+    /// (`[trainer.defaults]`) and promotion guardrails
+    /// (`[trainer.guardrails]`).
+    pub trainer: autotrain_trainer::core::TrainerConfig,
     pub log: LogSettings,
 }
 
@@ -97,6 +102,7 @@ impl Default for Config {
             validator: ValidatorSettings::default(),
             drift: autotrain_drift::DriftConfig::default(),
             scheduler: SchedulerSettings::default(),
+            trainer: autotrain_trainer::core::TrainerConfig::default(),
             log: LogSettings::default(),
         }
     }

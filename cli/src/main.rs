@@ -6,7 +6,8 @@
 //!   embedded one) and hands out client settings; logging; Ctrl-C.
 //! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
 //!   `fetch`, `generate`, `tail`, `run`, `flags`, `demo`, `validate`,
-//!   `features`, `training-set`, `fit`, `bench`.
+//!   `features`, `training-set`, `train`, `trainings`, `models`, `fit`,
+//!   `bench`.
 
 /// mimalloc: the pipelines allocate many small records; it is markedly
 /// faster than the system allocator for that (see `autotrain bench`).
@@ -77,6 +78,15 @@ enum Command {
     /// The point-in-time feature table (as of a time) of instruments over a
     /// range, from `features`, as a training run reads it.
     TrainingSet(commands::training_set::Args),
+    /// Submit a training trigger and follow it to the end with a progress
+    /// bar (the trainer must be running: `autotrain run trainer`).
+    Train(commands::trainings::TrainArgs),
+    /// Training runs: list, show, cancel, retry, rerun from a manifest.
+    #[command(subcommand)]
+    Trainings(commands::trainings::TrainingsCommand),
+    /// The model registry: list, show, promote, rollback.
+    #[command(subcommand)]
+    Models(commands::models::ModelsCommand),
     /// Fit a model offline to columns of a CSV file.
     #[command(subcommand)]
     Fit(commands::fit::FitCommand),
@@ -109,6 +119,9 @@ async fn main() -> Result<()> {
         Command::Validate(args) => commands::validate::run(&config, args).await,
         Command::Features(args) => commands::features::run(&config, args).await,
         Command::TrainingSet(args) => commands::training_set::run(&config, args).await,
+        Command::Train(args) => commands::trainings::train(&config, args).await,
+        Command::Trainings(cmd) => commands::trainings::run(&config, cmd).await,
+        Command::Models(cmd) => commands::models::run(&config, cmd).await,
         Command::Fit(cmd) => commands::fit::run(&config, cmd).await,
         Command::Bench(cmd) => commands::bench::run(&config, cmd).await,
     }

@@ -149,19 +149,35 @@ pub fn read_topic<T: Payload>(
     Ok(out)
 }
 
+/// `(partition, first offset, end offset)` of every partition of a
+/// catalogue topic (blocking).
+pub fn watermarks(
+    settings: &crate::ClientSettings,
+    logical: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    let physical = settings.physical(logical);
+    let probe: BaseConsumer = settings.reader_config().create()?;
+    let partitions = partitions_of(&probe, &physical, timeout)?;
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (low, high) = probe.fetch_watermarks(&physical, p, timeout)?;
+            Ok((p, low, high))
+        })
+        .collect()
+}
+
 /// The first offset of every partition of a catalogue topic (blocking).
 pub fn log_starts(
     settings: &crate::ClientSettings,
     logical: &str,
     timeout: Duration,
 ) -> Result<Vec<(i32, i64)>, KafkaError> {
-    let physical = settings.physical(logical);
-    let probe: BaseConsumer = settings.reader_config().create()?;
-    let partitions = partitions_of(&probe, &physical, timeout)?;
-    partitions
+    Ok(watermarks(settings, logical, timeout)?
         .into_iter()
-        .map(|p| Ok((p, probe.fetch_watermarks(&physical, p, timeout)?.0)))
-        .collect()
+        .map(|(p, low, _)| (p, low))
+        .collect())
 }
 
 pub(crate) fn event_id_of(m: &impl Message) -> Option<EventId> {

@@ -150,6 +150,8 @@ pub fn registry() -> &'static [&'static SchemaSet] {
             TradeOutcome::schemas(),
             SourceWatermark::schemas(),
             FeatureBuild::schemas(),
+            TrainingCommand::schemas(),
+            DataClaim::schemas(),
         ]
     })
 }

@@ -17,6 +17,8 @@ pub const PARAM_UPDATES: Topic<ParamUpdate> = Topic::new("param.updates");
 pub const TRADE_OUTCOMES: Topic<TradeOutcome> = Topic::new("trade.outcomes");
 pub const SOURCE_WATERMARKS: Topic<SourceWatermark> = Topic::new("source.watermarks");
 pub const FEATURE_BUILDS: Topic<FeatureBuild> = Topic::new("features.builds");
+pub const TRAINING_COMMANDS: Topic<TrainingCommand> = Topic::new("training.commands");
+pub const TRAINING_CLAIMS: Topic<DataClaim> = Topic::new("training.claims");
 
 /// Every handle as (name, payload name), for the catalogue test.
 pub fn all_handles() -> Vec<(&'static str, &'static str)> {
@@ -37,6 +39,8 @@ pub fn all_handles() -> Vec<(&'static str, &'static str)> {
         h(TRADE_OUTCOMES),
         h(SOURCE_WATERMARKS),
         h(FEATURE_BUILDS),
+        h(TRAINING_COMMANDS),
+        h(TRAINING_CLAIMS),
     ]
 }
 

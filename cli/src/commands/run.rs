@@ -12,6 +12,7 @@ use autotrain_kafka::{run_sink, SinkConfig};
 use autotrain_schemas::{ModelVersion, RegimePosterior};
 use autotrain_topics::{
     FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, REGIMES,
+    TRAINING_COMMANDS, TRAINING_TRIGGERS,
 };
 use autotrain_validator::{Calendar, ValidatorProcessor};
 
@@ -42,6 +43,17 @@ pub enum RunCommand {
     /// missed runs caught up once; the last run of each schedule is read
     /// back from `training.triggers` on start.
     Scheduler,
+    /// `training.triggers` + `training.commands` ⇒ `training.status`,
+    /// `model.updates`, `training.claims`: the training queue, data
+    /// claims, HMM fits, evaluation, promotion and rollback (`[trainer]`).
+    /// Restored on start from the topics it writes.
+    Trainer(TrainerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainerArgs {
+    #[arg(long, default_value = "autotrain-trainer")]
+    pub group: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -196,6 +208,24 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             )
             .await?;
             eprintln!("regime stopped: {stats:?} {:?}", core.stats);
+        }
+        RunCommand::Trainer(args) => {
+            let rc = ctx.runner_config(
+                config,
+                &args.group,
+                &[TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()],
+            );
+            let counters = Arc::new(autotrain_trainer::service::ServiceCounters::default());
+            let report = autotrain_trainer::service::run(
+                &ctx.settings,
+                config.trainer.clone(),
+                rc,
+                crate::context::now_ms,
+                counters.clone(),
+                shutdown_signal(),
+            )
+            .await?;
+            eprintln!("trainer stopped: {report:?} {counters:?}");
         }
         RunCommand::Scheduler => {
             let fired = super::scheduler::run(&ctx, &config.scheduler, shutdown_signal()).await?;

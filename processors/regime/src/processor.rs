@@ -151,7 +151,7 @@ impl RegimeProcessor {
         };
         let (probabilities, loglik) = t
             .filter
-            .step(&t.model.hmm, &row)
+            .step(&t.model.hmm, &t.model.standardise(&row))
             .map_err(|e| ProcessError::invalid(format!("{} @ {}: {e}", v.instrument, v.ts)))?;
         let regime = probabilities
             .iter()

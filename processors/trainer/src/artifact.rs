@@ -1,17 +1,27 @@
 //! [`TrainedModel`]: what a `ModelVersion` carries in `parameters`: the
-//! feature columns a model reads and its HMM, as JSON (floats round-trip
-//! exactly), so any consumer — the regime processor, an audit script —
-//! can load it.
+//! feature columns a model reads, how each is standardised, and its HMM,
+//! as JSON (floats round-trip exactly), so any consumer — the regime
+//! processor, an audit script — can load it.
 
 use serde::{Deserialize, Serialize};
 
-use crate::hmm::GaussianHmm;
+use crate::hmm::{GaussianHmm, HmmError};
+
+/// A column's standardisation: `(x - mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scale {
+    pub mean: f64,
+    pub std: f64,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainedModel {
     /// Feature names, in the HMM's column order.
     pub columns: Vec<String>,
     pub hmm: GaussianHmm,
+    /// Per column; empty ⇒ the HMM reads raw values.
+    #[serde(default)]
+    pub scaling: Vec<Scale>,
 }
 
 impl TrainedModel {
@@ -21,5 +31,55 @@ impl TrainedModel {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+
+    /// Mean and (population) standard deviation per column of row-major
+    /// `x`; a constant column gets std 1.
+    pub fn scaling_of(x: &[f64], d: usize) -> Vec<Scale> {
+        let n = (x.len() / d.max(1)).max(1) as f64;
+        (0..d)
+            .map(|j| {
+                let mean = x.iter().skip(j).step_by(d).sum::<f64>() / n;
+                let var = x
+                    .iter()
+                    .skip(j)
+                    .step_by(d)
+                    .map(|v| (v - mean) * (v - mean))
+                    .sum::<f64>()
+                    / n;
+                let std = var.sqrt();
+                Scale {
+                    mean,
+                    std: if std > 0.0 && std.is_finite() {
+                        std
+                    } else {
+                        1.0
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Row-major raw values as the HMM reads them.
+    pub fn standardise(&self, x: &[f64]) -> Vec<f64> {
+        if self.scaling.is_empty() {
+            return x.to_vec();
+        }
+        let d = self.scaling.len();
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let s = self.scaling[i % d];
+                (v - s.mean) / s.std
+            })
+            .collect()
+    }
+
+    /// Log-likelihood of raw rows (the standardisation's Jacobian
+    /// included, so models with different scalings compare fairly).
+    pub fn score(&self, x: &[f64]) -> Result<f64, HmmError> {
+        let n = x.len() / self.hmm.d.max(1);
+        let jacobian: f64 = self.scaling.iter().map(|s| s.std.ln()).sum();
+        Ok(self.hmm.score(&self.standardise(x))? - n as f64 * jacobian)
     }
 }

@@ -23,11 +23,20 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod artifact;
+pub mod claims;
+pub mod core;
+pub mod dataset;
+pub mod evaluate;
+pub mod flags;
 pub mod hmm;
 pub mod kmeans;
+pub mod pipeline;
 pub mod queue;
 pub mod registry;
+pub mod service;
 pub mod simulate;
+pub mod spec;
+pub mod view;
 
 pub use artifact::TrainedModel;
 pub use hmm::{Covariance, FitOptions, FitReport, GaussianHmm, HmmError, OnlineFilter};

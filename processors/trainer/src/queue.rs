@@ -32,6 +32,8 @@ pub struct Job {
     /// Not started before this time (retry backoff).
     pub not_before: i64,
     seq: u64,
+    /// Why the job last parked (blocked / waiting for data).
+    parked: Option<(TrainingState, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +135,7 @@ impl TrainingQueue {
                 attempt: 1,
                 not_before: now,
                 seq: 0,
+                parked: None,
             },
         );
         self.enqueue(&id);
@@ -145,8 +148,11 @@ impl TrainingQueue {
         ))
     }
 
-    /// Starts queued jobs while capacity allows, best priority first.
-    pub fn start_ready(&mut self, now: i64) -> Vec<TrainingStatus> {
+    /// Takes queued jobs due by `now` while capacity allows, best priority
+    /// first; they hold a slot until completed, failed, cancelled or
+    /// parked. Announce a run with [`TrainingQueue::running_status`] once
+    /// its data is there.
+    pub fn start_ready(&mut self, now: i64) -> Vec<String> {
         let mut out = Vec::new();
         while self.running.len() < self.capacity {
             let Some(entry) = self
@@ -162,15 +168,107 @@ impl TrainingQueue {
             self.running.insert(id.clone());
             if let Some(job) = self.jobs.get_mut(&id) {
                 job.state = TrainingState::Running;
-                out.push(status(
-                    job,
-                    TrainingState::Running,
-                    format!("attempt {}", job.attempt),
-                    now,
-                ));
+                out.push(id);
             }
         }
         out
+    }
+
+    /// The `running` event of a started job (clears its parked reason).
+    pub fn running_status(&mut self, id: &str, now: i64) -> Result<TrainingStatus, QueueError> {
+        let job = self.running_job(id, "run")?;
+        job.parked = None;
+        Ok(status(
+            job,
+            TrainingState::Running,
+            format!("attempt {}", job.attempt),
+            now,
+        ))
+    }
+
+    /// A started job that cannot run yet (`blocked` by flags, or
+    /// `waiting_data`) gives its slot back and is looked at again from
+    /// `recheck_at`. Returns the event only when the reason changed, so
+    /// re-checks do not flood `training.status`.
+    pub fn park(
+        &mut self,
+        id: &str,
+        state: TrainingState,
+        message: String,
+        recheck_at: i64,
+        now: i64,
+    ) -> Result<Option<TrainingStatus>, QueueError> {
+        let job = self.running_job(id, "park")?;
+        let changed = job.parked.as_ref() != Some(&(state, message.clone()));
+        job.parked = Some((state, message.clone()));
+        job.not_before = recheck_at;
+        self.running.remove(id);
+        self.enqueue(id);
+        let Some(job) = self.jobs.get_mut(id) else {
+            return Err(QueueError::Unknown(id.to_string()));
+        };
+        job.state = state;
+        Ok(changed.then(|| status(job, state, message, now)))
+    }
+
+    /// Puts a job back as a previous run left it (restart): terminal
+    /// states stay terminal, anything else is queued again.
+    pub fn restore(
+        &mut self,
+        trigger: TrainingTrigger,
+        state: TrainingState,
+        attempt: i32,
+        now: i64,
+    ) {
+        let id = training_id(&trigger);
+        if self.jobs.contains_key(&id) {
+            return;
+        }
+        self.jobs.insert(
+            id.clone(),
+            Job {
+                training_id: id.clone(),
+                trigger,
+                state,
+                attempt: attempt.max(1),
+                not_before: now,
+                seq: 0,
+                parked: None,
+            },
+        );
+        if !matches!(
+            state,
+            TrainingState::Completed | TrainingState::Cancelled | TrainingState::Failed
+        ) {
+            self.enqueue(&id);
+        }
+    }
+
+    /// Fails a job for good (bad request): no retry.
+    pub fn reject(
+        &mut self,
+        id: &str,
+        error: &str,
+        now: i64,
+    ) -> Result<TrainingStatus, QueueError> {
+        let job = self
+            .jobs
+            .get_mut(id)
+            .ok_or_else(|| QueueError::Unknown(id.to_string()))?;
+        let key = (Reverse(job.trigger.priority), job.seq, id.to_string());
+        job.state = TrainingState::Failed;
+        job.attempt = self.max_attempts.max(job.attempt);
+        self.waiting.remove(&key);
+        self.running.remove(id);
+        let job = &self.jobs[id];
+        let mut s = status(job, TrainingState::Failed, "rejected".into(), now);
+        s.error = Some(error.to_string());
+        Ok(s)
+    }
+
+    /// Ids of running jobs.
+    pub fn running(&self) -> impl Iterator<Item = &str> {
+        self.running.iter().map(String::as_str)
     }
 
     fn running_job(&mut self, id: &str, action: &'static str) -> Result<&mut Job, QueueError> {
@@ -335,9 +433,6 @@ mod tests {
 
     fn started(q: &mut TrainingQueue, now: i64) -> Vec<String> {
         q.start_ready(now)
-            .into_iter()
-            .map(|s| s.training_id)
-            .collect()
     }
 
     #[test]
@@ -438,5 +533,54 @@ mod tests {
         assert_eq!(started(&mut q, 3), ["tr-w"]);
         let p = q.progress("tr-w", "fit", 0.5, 4).expect("progress");
         assert_eq!((p.stage.as_deref(), p.progress), (Some("fit"), 0.5));
+    }
+
+    #[test]
+    fn parked_jobs_free_their_slot_and_report_only_changes() {
+        let mut q = TrainingQueue::new(1, 3, 1_000);
+        q.submit(trigger("p", Priority::High), 0);
+        q.submit(trigger("n", Priority::Normal), 0);
+        assert_eq!(started(&mut q, 0), ["tr-p"]);
+        let first = q
+            .park(
+                "tr-p",
+                TrainingState::Blocked,
+                "gap flag f1 open".into(),
+                100,
+                1,
+            )
+            .expect("park");
+        assert_eq!(first.map(|s| s.state), Some(TrainingState::Blocked));
+        assert_eq!(
+            started(&mut q, 2),
+            ["tr-n"],
+            "the slot went to the next job"
+        );
+        q.complete("tr-n", vec![], None, 3).expect("complete");
+        assert!(started(&mut q, 50).is_empty(), "re-checked from 100");
+        assert_eq!(started(&mut q, 100), ["tr-p"]);
+        let again = q
+            .park(
+                "tr-p",
+                TrainingState::Blocked,
+                "gap flag f1 open".into(),
+                200,
+                100,
+            )
+            .expect("park");
+        assert!(again.is_none(), "same reason, no new event");
+        assert_eq!(started(&mut q, 200), ["tr-p"]);
+        assert_eq!(
+            q.running_status("tr-p", 200).map(|s| s.state),
+            Ok(TrainingState::Running)
+        );
+        assert_eq!(
+            q.cancel("tr-n", 201).map(|s| s.state),
+            Err(QueueError::Transition {
+                id: "tr-n".into(),
+                state: TrainingState::Completed,
+                action: "cancel"
+            })
+        );
     }
 }

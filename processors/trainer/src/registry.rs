@@ -229,8 +229,9 @@ pub mod promotion {
         pub metric: String,
         /// The challenger's metric must reach this.
         pub min_metric: f64,
-        /// The backtest's max drawdown (a positive fraction) must stay
-        /// within this.
+        /// The max drawdown (a positive fraction) of this preset's
+        /// backtest on the reference set must stay within `max_drawdown`.
+        pub preset: String,
         pub max_drawdown: f64,
         /// The challenger must beat the champion's metric on the same
         /// reference set by at least this margin.
@@ -242,6 +243,7 @@ pub mod promotion {
             Guardrails {
                 metric: "loglik_per_bar".into(),
                 min_metric: f64::NEG_INFINITY,
+                preset: "trend".into(),
                 max_drawdown: 0.5,
                 min_improvement: 0.0,
             }

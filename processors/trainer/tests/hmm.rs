@@ -162,6 +162,7 @@ fn the_online_filter_matches_the_batch_forward_pass() {
     let artifact = TrainedModel {
         columns: vec!["lr".into(), "rvol_20".into()],
         hmm: m.clone(),
+        scaling: Vec::new(),
     };
     let back = TrainedModel::from_bytes(&artifact.to_bytes()).expect("decodes");
     assert_eq!(back.hmm.param_hash(), m.param_hash());

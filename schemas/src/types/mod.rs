@@ -2,6 +2,7 @@
 //! schema exactly; `tests/schema_match.rs` proves it.
 
 mod bar;
+mod data_claim;
 mod dead_letter;
 mod feature_build;
 mod feature_vector;
@@ -10,11 +11,13 @@ mod param_update;
 mod regime_posterior;
 mod source_watermark;
 mod trade_outcome;
+mod training_command;
 mod training_status;
 mod training_trigger;
 mod validation_flag;
 
 pub use bar::Bar;
+pub use data_claim::{ClaimMode, ClaimState, DataClaim};
 pub use dead_letter::{DeadLetter, ErrorKind};
 pub use feature_build::{BuildKind, FeatureBuild, InputRange};
 pub use feature_vector::{FeatureValue, FeatureVector};
@@ -23,6 +26,7 @@ pub use param_update::{Effective, ParamUpdate, ParamValue, UpdateReason};
 pub use regime_posterior::RegimePosterior;
 pub use source_watermark::SourceWatermark;
 pub use trade_outcome::TradeOutcome;
+pub use training_command::{CommandAction, TrainingCommand};
 pub use training_status::{Metric, TrainingState, TrainingStatus};
 pub use training_trigger::{DriftEvidence, Param, Priority, TrainingTrigger, TriggerReason};
 pub use validation_flag::{FlagKind, HitlState, Severity, ValidationFlag};

@@ -287,6 +287,46 @@ pub fn all() -> Vec<Samples> {
                 built_at: 0,
             },
         ]),
+        entry(vec![
+            TrainingCommand {
+                command_id: "cmd-1".into(),
+                action: CommandAction::Rollback,
+                training_id: None,
+                model_key: Some("hmm/bitfinex:BTCUSD".into()),
+                version: Some(2),
+                tenant: Some("desk-a".into()),
+                actor: "ops@desk".into(),
+                reason: "v3 underperforms".into(),
+                at: 1_700_000_000_000,
+            },
+            TrainingCommand {
+                command_id: "cmd-2".into(),
+                action: CommandAction::Cancel,
+                training_id: Some("tr-1".into()),
+                model_key: None,
+                version: None,
+                tenant: None,
+                actor: "cli".into(),
+                reason: String::new(),
+                at: 0,
+            },
+        ]),
+        entry(vec![DataClaim {
+            claim_id: "tr-1/1".into(),
+            training_id: "tr-1".into(),
+            model_key: "hmm/bitfinex:BTCUSD".into(),
+            attempt: 1,
+            mode: ClaimMode::Strict,
+            state: ClaimState::Released,
+            ranges: vec![OffsetRange {
+                topic: "features".into(),
+                partition: 2,
+                start: 10,
+                end: 500,
+            }],
+            reason: "attempt failed".into(),
+            at: 1_700_000_000_000,
+        }]),
     ]
 }
 

@@ -228,6 +228,16 @@ fn fit_once(
 }
 
 pub fn fit(x: &[f64], d: usize, o: &FitOptions) -> Result<(GaussianHmm, FitReport), HmmError> {
+    fit_reporting(x, d, o, &mut |_, _| {})
+}
+
+/// [`fit`], calling `done(restarts finished, restarts)` after each restart.
+pub fn fit_reporting(
+    x: &[f64],
+    d: usize,
+    o: &FitOptions,
+    done: &mut dyn FnMut(usize, usize),
+) -> Result<(GaussianHmm, FitReport), HmmError> {
     if o.states == 0
         || o.restarts == 0
         || o.max_iter == 0
@@ -243,7 +253,9 @@ pub fn fit(x: &[f64], d: usize, o: &FitOptions) -> Result<(GaussianHmm, FitRepor
     let mut tried = Vec::new();
     for r in 0..o.restarts {
         let seed = o.seed.wrapping_add(r as u64);
-        let (model, history, converged) = match fit_once(x, d, o, seed) {
+        let once = fit_once(x, d, o, seed);
+        done(r + 1, o.restarts);
+        let (model, history, converged) = match once {
             Ok(v) => v,
             // A restart that degenerates does not sink the fit.
             Err(e) if r + 1 < o.restarts || best.is_some() => {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use filter::OnlineFilter;
-pub use fit::{FitOptions, FitReport};
+pub use fit::{fit_reporting, FitOptions, FitReport};
 pub use forward_backward::Posteriors;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,202 @@
+//! `autotrain models list|show|promote|rollback`: the registry folded from
+//! `model.updates`; promote and rollback are commands to the trainer
+//! (`training.commands`), which re-scores a rollback target on the
+//! reference set and publishes the alias move.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use autotrain_kafka::{read_topic, ClientSettings, OutRecord, Producer};
+use autotrain_schemas::{CommandAction, ModelVersion, TrainingCommand};
+use autotrain_topics::{MODEL_UPDATES, TRAINING_COMMANDS};
+use autotrain_trainer::{Registry, PROD, STAGING};
+
+use crate::config::Config;
+use crate::context::{now_ms, Context};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelsCommand {
+    /// Model keys with their versions and aliases.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One model key: versions (metrics, manifest, tags), aliases, and the
+    /// registry's event history (JSON).
+    Show { model_key: String },
+    /// Move `prod` to a version (overrides the guardrails; recorded with
+    /// the actor).
+    Promote(AliasArgs),
+    /// Move `prod` back to an earlier version, after the trainer re-scores
+    /// it on the reference set.
+    Rollback(AliasArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AliasArgs {
+    pub model_key: String,
+    #[arg(long)]
+    pub version: i32,
+    #[arg(long, env = "USER", default_value = "ops")]
+    pub actor: String,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Seconds to wait for the trainer's answer.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_s: u64,
+}
+
+/// The registry as `model.updates` holds it now.
+pub async fn load(settings: &ClientSettings) -> Result<Registry> {
+    let s = settings.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic::<ModelVersion>(&s, MODEL_UPDATES.name(), Duration::from_secs(30))
+    })
+    .await??;
+    let mut events: Vec<ModelVersion> = records.into_iter().filter_map(|r| r.value.ok()).collect();
+    events.sort_by_key(|e| e.at);
+    let mut r = Registry::new();
+    for e in &events {
+        if let Err(err) = r.apply(e) {
+            tracing::warn!(error = %err, "registry event refused");
+        }
+    }
+    Ok(r)
+}
+
+fn metric(v: &ModelVersion, name: &str) -> String {
+    v.metrics
+        .iter()
+        .find(|m| m.name == name)
+        .map_or("-".into(), |m| format!("{:.4}", m.value))
+}
+
+pub async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
+    let ctx = Context::connect(config).await?;
+    let registry = load(&ctx.settings).await?;
+    let (action, a) = match cmd {
+        ModelsCommand::List { json } => {
+            for key in registry.keys() {
+                let Some(m) = registry.model(key) else {
+                    continue;
+                };
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "model_key": key,
+                            "versions": m.versions.len(),
+                            "aliases": m.aliases,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{key:<36} versions {:<4} prod {:<6} staging {}",
+                        m.versions.len(),
+                        m.aliases.get(PROD).map_or("-".into(), |v| format!("v{v}")),
+                        m.aliases
+                            .get(STAGING)
+                            .map_or("-".into(), |v| format!("v{v}")),
+                    );
+                }
+            }
+            return Ok(());
+        }
+        ModelsCommand::Show { model_key } => {
+            let m = registry
+                .model(&model_key)
+                .with_context(|| format!("no model {model_key:?} on model.updates"))?;
+            for v in m.versions.values() {
+                eprintln!(
+                    "v{:<4} {} loglik/bar {} trend sharpe {} max dd {} hash {}…",
+                    v.version,
+                    v.training_id.as_deref().unwrap_or("-"),
+                    metric(v, "loglik_per_bar"),
+                    metric(v, "trend_sharpe"),
+                    metric(v, "trend_max_drawdown"),
+                    &v.parameter_hash[..12.min(v.parameter_hash.len())]
+                );
+            }
+            let brief: Vec<serde_json::Value> = m
+                .versions
+                .values()
+                .map(|v| {
+                    let mut j = serde_json::to_value(v).unwrap_or_default();
+                    if let Some(o) = j.as_object_mut() {
+                        o.remove("parameters");
+                    }
+                    j
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "model_key": model_key,
+                    "aliases": m.aliases,
+                    "versions": brief,
+                    "events": m.events.iter().map(|e| serde_json::json!({
+                        "event": e.event, "version": e.version, "alias": e.alias,
+                        "previous_version": e.previous_version, "tags": e.tags, "at": e.at,
+                    })).collect::<Vec<_>>(),
+                }))?
+            );
+            return Ok(());
+        }
+        ModelsCommand::Promote(a) => (CommandAction::Promote, a),
+        ModelsCommand::Rollback(a) => (CommandAction::Rollback, a),
+    };
+    // Refuse locally what the trainer would refuse.
+    let check = match action {
+        CommandAction::Promote => registry
+            .promote(&a.model_key, a.version, PROD, 0)
+            .map(|_| ()),
+        _ => registry.rollback(&a.model_key, a.version, 0).map(|_| ()),
+    };
+    check?;
+    let now = now_ms();
+    let c = TrainingCommand {
+        command_id: format!("cmd-{now}-{}", std::process::id()),
+        action,
+        training_id: None,
+        model_key: Some(a.model_key.clone()),
+        version: Some(a.version),
+        tenant: None,
+        actor: a.actor.clone(),
+        reason: a.reason.clone(),
+        at: now,
+    };
+    Producer::new(&ctx.settings)?
+        .send(&OutRecord::from_content(
+            TRAINING_COMMANDS,
+            &a.model_key,
+            &c,
+        )?)
+        .await?;
+    let tag = format!("command:{}", c.command_id);
+    let deadline = Instant::now() + Duration::from_secs(a.timeout_s);
+    while Instant::now() < deadline {
+        let r = load(&ctx.settings).await?;
+        if let Some(e) = r
+            .model(&a.model_key)
+            .and_then(|m| m.events.iter().find(|e| e.tags.contains(&tag)))
+        {
+            println!(
+                "{} prod → v{} (was {}){}",
+                a.model_key,
+                e.version,
+                e.previous_version.map_or("-".into(), |v| format!("v{v}")),
+                e.metrics
+                    .iter()
+                    .find(|m| m.name == "rescored_loglik_per_bar")
+                    .map(|m| format!("; re-scored loglik/bar {:.4}", m.value))
+                    .unwrap_or_default()
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    bail!(
+        "no answer from the trainer within {} s (is `autotrain run trainer` running? refused commands go to market.bars.dlq)",
+        a.timeout_s
+    )
+}

@@ -1,0 +1,949 @@
+//! [`Trainer`]: the trainer's state machine, pure. It owns the queue, the
+//! registry fold and the claims ledger, takes triggers, ops commands and
+//! run results, and returns the events to publish (`training.status`,
+//! `model.updates`, `training.claims`). The service
+//! ([`crate::service`]) does the reading, fitting and publishing around it.
+//!
+//! State after a restart is rebuilt by [`Trainer::restore`] from the
+//! topics the trainer itself wrote, so nothing but Kafka holds it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use autotrain_schemas::{
+    ClaimState, CommandAction, DataClaim, FlagKind, Manifest, Metric, ModelVersion, OffsetRange,
+    TrainingCommand, TrainingState, TrainingStatus, TrainingTrigger, TriggerReason,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::claims::{claim_id, Claims};
+use crate::queue::{training_id, TrainingQueue};
+use crate::registry::promotion::{decide, Decision, Evidence, Guardrails};
+use crate::registry::{Registry, PROD};
+use crate::spec::{Mode, TrainSpec};
+
+/// `[trainer]` in the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainerConfig {
+    /// Runs at once.
+    pub capacity: usize,
+    /// Attempts per training before it stays `failed`.
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt.
+    pub retry_base_ms: i64,
+    /// How often a blocked or waiting run is looked at again.
+    pub recheck_ms: i64,
+    /// A run longer than this raises a `stuck` alert.
+    pub stuck_after_ms: i64,
+    /// Finished attempts per model key the failure rate is taken over.
+    pub failure_window: usize,
+    /// Failure rate (0..1) over that window that raises an alert.
+    pub failure_rate_alert: f64,
+    /// Versions a new one is compared with for the degrading alert.
+    pub degrade_window: usize,
+    /// Alert when the new version's reference log-likelihood per bar is
+    /// below the mean of the previous ones by more than this.
+    pub degrade_margin: f64,
+    /// Unresolved flags of these kinds in a run's window block it until
+    /// ops decide (gap: open; anomaly: pending).
+    pub block_on: Vec<FlagKind>,
+    /// Where reference sets are stored, content-addressed.
+    pub store_dir: String,
+    /// Hyper-parameters a trigger does not set.
+    pub defaults: TrainSpec,
+    pub guardrails: Guardrails,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            capacity: 2,
+            max_attempts: 3,
+            retry_base_ms: 5_000,
+            recheck_ms: 10_000,
+            stuck_after_ms: 30 * 60_000,
+            failure_window: 10,
+            failure_rate_alert: 0.5,
+            degrade_window: 3,
+            degrade_margin: 0.05,
+            block_on: vec![FlagKind::Gap, FlagKind::Anomaly],
+            store_dir: "var/references".into(),
+            defaults: TrainSpec::default(),
+            guardrails: Guardrails::default(),
+        }
+    }
+}
+
+/// Something to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Status(TrainingStatus),
+    Model(Box<ModelVersion>),
+    Claim(DataClaim),
+}
+
+/// A run the service should execute now.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub training_id: String,
+    pub attempt: i32,
+    pub trigger: TrainingTrigger,
+    pub spec: TrainSpec,
+    pub seed: u64,
+    /// Rerun: the version whose manifest is repeated (inputs, spec, seed,
+    /// reference set).
+    pub rerun_of: Option<ModelVersion>,
+    /// The split version's reference set, if cut already.
+    pub reference_hash: Option<String>,
+    /// The current `prod` version of the model key.
+    pub champion: Option<ModelVersion>,
+}
+
+/// What a successful run hands back.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub parameters: Vec<u8>,
+    pub parameter_hash: String,
+    pub metrics: Vec<Metric>,
+    pub manifest: Manifest,
+    /// Evidence for the guardrails.
+    pub loglik_per_bar: f64,
+    pub champion_loglik_per_bar: Option<f64>,
+    pub max_drawdown: f64,
+    pub critical_flags: usize,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Done(Box<Done>),
+    /// Cannot run yet: `blocked` or `waiting_data`, with the reason.
+    Parked(TrainingState, String),
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub struct Trainer {
+    pub config: TrainerConfig,
+    pub queue: TrainingQueue,
+    pub registry: Registry,
+    pub claims: Claims,
+    running_since: BTreeMap<String, i64>,
+    stuck_alerted: BTreeSet<String>,
+    outcomes: BTreeMap<String, VecDeque<bool>>,
+    rate_alerted: BTreeSet<String>,
+}
+
+fn metric(name: &str, value: f64) -> Metric {
+    Metric {
+        name: name.into(),
+        value,
+    }
+}
+
+fn alert(training_id: &str, model_key: &str, message: String, now: i64) -> Event {
+    Event::Status(TrainingStatus {
+        training_id: training_id.into(),
+        model_key: model_key.into(),
+        state: TrainingState::Alert,
+        stage: None,
+        progress: 0.0,
+        message,
+        metrics: Vec::new(),
+        error: None,
+        attempt: 0,
+        model_version: None,
+        at: now,
+    })
+}
+
+impl Trainer {
+    pub fn new(config: TrainerConfig) -> Self {
+        Trainer {
+            queue: TrainingQueue::new(config.capacity, config.max_attempts, config.retry_base_ms),
+            config,
+            registry: Registry::new(),
+            claims: Claims::new(),
+            running_since: BTreeMap::new(),
+            stuck_alerted: BTreeSet::new(),
+            outcomes: BTreeMap::new(),
+            rate_alerted: BTreeSet::new(),
+        }
+    }
+
+    /// Rebuilds the state from the trainer's topics: the registry from
+    /// `model.updates`, the claims from `training.claims`, and each
+    /// training known to `training.status` from its trigger and last
+    /// state (unfinished runs are queued again). Returns the events that
+    /// settle what the interrupted run left: claims held by unfinished
+    /// runs are released (they will claim again).
+    pub fn restore(
+        &mut self,
+        triggers: impl IntoIterator<Item = TrainingTrigger>,
+        statuses: impl IntoIterator<Item = TrainingStatus>,
+        models: impl IntoIterator<Item = ModelVersion>,
+        claims: impl IntoIterator<Item = DataClaim>,
+        now: i64,
+    ) -> Vec<Event> {
+        for m in models {
+            // A refused event was refused when first published too.
+            let _ = self.registry.apply(&m);
+        }
+        for c in claims {
+            self.claims.apply(&c);
+        }
+        let mut last: BTreeMap<String, (TrainingState, i32)> = BTreeMap::new();
+        for s in statuses {
+            if s.state == TrainingState::Alert {
+                continue;
+            }
+            let e = last
+                .entry(s.training_id.clone())
+                .or_insert((s.state, s.attempt));
+            // A failed attempt followed by its retry's `queued` stays queued.
+            *e = (s.state, s.attempt.max(e.1));
+        }
+        for t in triggers {
+            if let Some(&(state, attempt)) = last.get(&training_id(&t)) {
+                self.queue.restore(t, state, attempt, now);
+            }
+        }
+        let mut out = Vec::new();
+        let held: Vec<DataClaim> = self
+            .claims
+            .held_by_any()
+            .filter(|c| {
+                self.queue
+                    .job(&c.training_id)
+                    .is_none_or(|j| !matches!(j.state, TrainingState::Completed))
+            })
+            .cloned()
+            .collect();
+        for c in held {
+            out.push(self.settle_claim(&c, ClaimState::Released, "trainer restarted", now));
+        }
+        out
+    }
+
+    fn settle_claim(&mut self, c: &DataClaim, state: ClaimState, reason: &str, now: i64) -> Event {
+        let settled = DataClaim {
+            state,
+            reason: reason.into(),
+            at: now,
+            ..c.clone()
+        };
+        self.claims.apply(&settled);
+        Event::Claim(settled)
+    }
+
+    fn release_held(&mut self, training_id: &str, reason: &str, now: i64) -> Vec<Event> {
+        let held: Vec<DataClaim> = self.claims.held_by(training_id).cloned().collect();
+        held.iter()
+            .map(|c| self.settle_claim(c, ClaimState::Released, reason, now))
+            .collect()
+    }
+
+    /// A trigger from `training.triggers`. Known triggers change nothing;
+    /// a trigger with bad hyper-parameters or nothing to rerun is queued
+    /// and failed at once with the reason (no retries).
+    pub fn submit(&mut self, trigger: TrainingTrigger, now: i64) -> Vec<Event> {
+        let id = training_id(&trigger);
+        let problem = self.check_trigger(&trigger).err();
+        let Some(queued) = self.queue.submit(trigger, now) else {
+            return Vec::new();
+        };
+        let mut out = vec![Event::Status(queued)];
+        if let Some(why) = problem {
+            if let Ok(s) = self.queue.reject(&id, &why, now) {
+                out.push(Event::Status(s));
+            }
+        }
+        out
+    }
+
+    fn check_trigger(&self, t: &TrainingTrigger) -> Result<(), String> {
+        TrainSpec::with_params(&self.config.defaults, &t.hyperparams).map_err(|e| e.to_string())?;
+        if t.reason == TriggerReason::Rerun {
+            let of = t
+                .rerun_of
+                .as_deref()
+                .ok_or("a rerun names the training it repeats")?;
+            self.version_of_training(of)
+                .ok_or_else(|| format!("{of} registered no model version to rerun"))?;
+        }
+        Ok(())
+    }
+
+    /// The version a training registered.
+    pub fn version_of_training(&self, training_id: &str) -> Option<&ModelVersion> {
+        self.registry.keys().find_map(|k| {
+            self.registry
+                .model(k)?
+                .versions
+                .values()
+                .find(|v| v.training_id.as_deref() == Some(training_id))
+        })
+    }
+
+    /// An ops command. `rescore` re-scores a version on its reference set
+    /// (rollback); errors are the reason the command is refused.
+    pub fn command(
+        &mut self,
+        c: &TrainingCommand,
+        now: i64,
+        rescore: &mut dyn FnMut(&ModelVersion) -> Result<Vec<Metric>, String>,
+    ) -> Result<Vec<Event>, String> {
+        let need_id = || {
+            c.training_id
+                .clone()
+                .ok_or("the command names no training_id")
+        };
+        let need_key = || c.model_key.clone().ok_or("the command names no model_key");
+        let by = vec![
+            format!("by:{}", c.actor),
+            format!("command:{}", c.command_id),
+        ];
+        match c.action {
+            CommandAction::Cancel => {
+                let id = need_id()?;
+                let mut s = self.queue.cancel(&id, now).map_err(|e| e.to_string())?;
+                s.message = format!("cancelled by {}{}", c.actor, reason_suffix(&c.reason));
+                self.running_since.remove(&id);
+                let mut out = vec![Event::Status(s)];
+                out.extend(self.release_held(&id, "cancelled", now));
+                Ok(out)
+            }
+            CommandAction::Retry => {
+                let id = need_id()?;
+                let mut s = self.queue.retry(&id, now).map_err(|e| e.to_string())?;
+                s.message = format!("retry requested by {}{}", c.actor, reason_suffix(&c.reason));
+                Ok(vec![Event::Status(s)])
+            }
+            CommandAction::Promote => {
+                let key = need_key()?;
+                let version = c.version.ok_or("promote names no version")?;
+                let mut e = self
+                    .registry
+                    .promote(&key, version, PROD, now)
+                    .map_err(|e| e.to_string())?;
+                e.tags = by;
+                self.registry.apply(&e).map_err(|e| e.to_string())?;
+                Ok(vec![Event::Model(Box::new(e))])
+            }
+            CommandAction::Rollback => {
+                let key = need_key()?;
+                let version = c.version.ok_or("rollback names no version")?;
+                let mut e = self
+                    .registry
+                    .rollback(&key, version, now)
+                    .map_err(|e| e.to_string())?;
+                let target = self
+                    .registry
+                    .model(&key)
+                    .and_then(|m| m.versions.get(&version))
+                    .cloned()
+                    .ok_or("no such version")?;
+                e.metrics = rescore(&target)?;
+                e.tags = by;
+                self.registry.apply(&e).map_err(|e| e.to_string())?;
+                Ok(vec![Event::Model(Box::new(e))])
+            }
+        }
+    }
+
+    /// Jobs to execute now, with everything the run needs from the state.
+    pub fn next_runs(&mut self, now: i64) -> Vec<Plan> {
+        let mut plans = Vec::new();
+        for id in self.queue.start_ready(now) {
+            let Some(job) = self.queue.job(&id).cloned() else {
+                continue;
+            };
+            let mut t = job.trigger;
+            let rerun_of = t
+                .rerun_of
+                .as_deref()
+                .filter(|_| t.reason == TriggerReason::Rerun)
+                .and_then(|of| self.version_of_training(of))
+                .cloned();
+            // A rerun reads what the original read: its instruments and
+            // contract come from the original trigger.
+            if let Some(original) = t.rerun_of.as_deref().and_then(|of| self.queue.job(of)) {
+                if rerun_of.is_some() {
+                    t.instruments = original.trigger.instruments.clone();
+                    t.feature_contract_version = original.trigger.feature_contract_version.clone();
+                }
+            }
+            let spec = match rerun_of.as_ref().and_then(|v| v.manifest.as_ref()) {
+                Some(m) => TrainSpec::with_params(&self.config.defaults, &m.hyperparams),
+                None => TrainSpec::with_params(&self.config.defaults, &t.hyperparams),
+            };
+            let Ok(spec) = spec else {
+                continue;
+            };
+            let seed = rerun_of
+                .as_ref()
+                .and_then(|v| v.manifest.as_ref())
+                .map_or(t.seed, |m| m.seed) as u64;
+            let reference_hash = match rerun_of.as_ref().and_then(|v| v.manifest.as_ref()) {
+                Some(m) => Some(m.reference_hash.clone()),
+                None => self.reference_of(&t.model_key, &spec.split_version),
+            };
+            let champion = self
+                .registry
+                .model(&t.model_key)
+                .and_then(|m| m.alias(PROD))
+                .cloned();
+            plans.push(Plan {
+                training_id: id,
+                attempt: job.attempt,
+                trigger: t,
+                spec,
+                seed,
+                rerun_of,
+                reference_hash,
+                champion,
+            });
+        }
+        plans
+    }
+
+    /// The reference set of a split version: the hash in the manifest of
+    /// the first version registered with it.
+    pub fn reference_of(&self, model_key: &str, split_version: &str) -> Option<String> {
+        self.registry.model(model_key).and_then(|m| {
+            m.versions.values().find_map(|v| {
+                v.manifest
+                    .as_ref()
+                    .filter(|m| m.split_version == split_version)
+                    .map(|m| m.reference_hash.clone())
+            })
+        })
+    }
+
+    /// Claims input ranges for a starting run. Strict mode takes only what
+    /// no other strict run of the model key holds or consumed (so two runs
+    /// never train the same record); sliding mode records `wanted` as is.
+    /// Returns the claim event and the ranges the run may read.
+    pub fn claim(
+        &mut self,
+        plan: &Plan,
+        wanted: &[OffsetRange],
+        now: i64,
+    ) -> (Event, Vec<OffsetRange>) {
+        let ranges: Vec<OffsetRange> = match plan.spec.mode {
+            Mode::Strict => wanted
+                .iter()
+                .flat_map(|r| {
+                    self.claims.free(
+                        &plan.trigger.model_key,
+                        &r.topic,
+                        r.partition,
+                        r.start,
+                        r.end,
+                    )
+                })
+                .collect(),
+            Mode::Sliding => wanted.to_vec(),
+        };
+        let c = DataClaim {
+            claim_id: claim_id(&plan.training_id, plan.attempt),
+            training_id: plan.training_id.clone(),
+            model_key: plan.trigger.model_key.clone(),
+            attempt: plan.attempt,
+            mode: plan.spec.mode.claim_mode(),
+            state: ClaimState::Claimed,
+            ranges: ranges.clone(),
+            reason: String::new(),
+            at: now,
+        };
+        self.claims.apply(&c);
+        (Event::Claim(c), ranges)
+    }
+
+    /// The run's data is there: `running`.
+    pub fn begin(&mut self, id: &str, now: i64) -> Vec<Event> {
+        self.running_since.insert(id.to_string(), now);
+        self.queue
+            .running_status(id, now)
+            .map(|s| vec![Event::Status(s)])
+            .unwrap_or_default()
+    }
+
+    pub fn progress(&mut self, id: &str, stage: &str, fraction: f64, now: i64) -> Vec<Event> {
+        self.queue
+            .progress(id, stage, fraction, now)
+            .map(|s| vec![Event::Status(s)])
+            .unwrap_or_default()
+    }
+
+    /// A run ended. A job cancelled meanwhile ignores its result.
+    pub fn finish(&mut self, plan: &Plan, outcome: Outcome, now: i64) -> Vec<Event> {
+        let id = plan.training_id.as_str();
+        let key = plan.trigger.model_key.clone();
+        self.running_since.remove(id);
+        self.stuck_alerted.remove(id);
+        let still_running = self
+            .queue
+            .job(id)
+            .is_some_and(|j| j.state == TrainingState::Running && j.attempt == plan.attempt);
+        if !still_running {
+            return self.release_held(id, "run no longer wanted", now);
+        }
+        match outcome {
+            Outcome::Parked(state, why) => {
+                let mut out = self.release_held(id, &why, now);
+                if let Ok(Some(s)) =
+                    self.queue
+                        .park(id, state, why, now + self.config.recheck_ms, now)
+                {
+                    out.push(Event::Status(s));
+                }
+                out
+            }
+            Outcome::Failed(error) => {
+                let mut out = self.release_held(id, "attempt failed", now);
+                if let Ok(events) = self.queue.fail(id, &error, now) {
+                    out.extend(events.into_iter().map(Event::Status));
+                }
+                out.extend(self.record_outcome(&key, false, now));
+                out
+            }
+            Outcome::Done(done) => self.complete(plan, *done, now),
+        }
+    }
+
+    fn complete(&mut self, plan: &Plan, done: Done, now: i64) -> Vec<Event> {
+        let id = plan.training_id.as_str();
+        let key = plan.trigger.model_key.clone();
+        let mut out = Vec::new();
+        let previous: Vec<f64> = self
+            .registry
+            .model(&key)
+            .map(|m| {
+                m.versions
+                    .keys()
+                    .rev()
+                    .take(self.config.degrade_window)
+                    .filter_map(|v| m.metric(*v, "loglik_per_bar"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut registered = self.registry.register(
+            &key,
+            id,
+            done.parameters,
+            done.parameter_hash.clone(),
+            done.metrics.clone(),
+            done.manifest,
+            now,
+        );
+        let mut tags = vec![format!("reason:{:?}", plan.trigger.reason).to_lowercase()];
+        let mut metrics = done.metrics;
+        if let Some(original) = &plan.rerun_of {
+            let same = original.parameter_hash == done.parameter_hash;
+            tags.push(format!(
+                "rerun_of:{}",
+                original.training_id.clone().unwrap_or_default()
+            ));
+            tags.push(format!("parameter_hash_matches:{same}"));
+            metrics.push(metric(
+                "rerun_parameter_hash_matches",
+                f64::from(u8::from(same)),
+            ));
+        }
+        registered.tags = tags;
+        let version = registered.version;
+        if self.registry.apply(&registered).is_err() {
+            return self.finish(
+                plan,
+                Outcome::Failed("registry refused the version".into()),
+                now,
+            );
+        }
+        out.push(Event::Model(Box::new(registered)));
+        let held: Vec<DataClaim> = self.claims.held_by(id).cloned().collect();
+        for c in held {
+            out.push(self.settle_claim(
+                &c,
+                ClaimState::Consumed,
+                &format!("version {version}"),
+                now,
+            ));
+        }
+        let decision = decide(
+            &self.config.guardrails,
+            &Evidence {
+                challenger_metric: done.loglik_per_bar,
+                champion_metric: done.champion_loglik_per_bar,
+                max_drawdown: done.max_drawdown,
+                critical_flags: done.critical_flags,
+            },
+        );
+        let promoted =
+            plan.trigger.auto_promote && plan.rerun_of.is_none() && decision == Decision::Promote;
+        let mut message = format!("version {version} registered in staging");
+        if promoted {
+            if let Ok(mut e) = self.registry.promote(&key, version, PROD, now) {
+                e.tags = vec!["by:trainer".into(), "guardrails:passed".into()];
+                if self.registry.apply(&e).is_ok() {
+                    out.push(Event::Model(Box::new(e)));
+                    message = format!("version {version} promoted to prod");
+                }
+            }
+        } else if let Decision::Stay(why) = &decision {
+            if plan.trigger.auto_promote && plan.rerun_of.is_none() {
+                message = format!("version {version} stays in staging: {}", why.join("; "));
+            }
+        }
+        metrics.push(metric("promoted", f64::from(u8::from(promoted))));
+        if let Ok(s) = self.queue.complete(id, metrics, Some(version), now) {
+            let mut s = s;
+            s.message = message;
+            out.push(Event::Status(s));
+        }
+        if previous.len() >= self.config.degrade_window && self.config.degrade_window > 0 {
+            let mean = previous.iter().sum::<f64>() / previous.len() as f64;
+            if done.loglik_per_bar < mean - self.config.degrade_margin {
+                out.push(alert(
+                    id,
+                    &key,
+                    format!(
+                        "degrading: version {version} loglik_per_bar {:.4} below the mean {mean:.4} of the previous {} version(s)",
+                        done.loglik_per_bar,
+                        previous.len()
+                    ),
+                    now,
+                ));
+            }
+        }
+        out.extend(self.record_outcome(&key, true, now));
+        out
+    }
+
+    fn record_outcome(&mut self, key: &str, ok: bool, now: i64) -> Vec<Event> {
+        let window = self.config.failure_window.max(1);
+        let h = self.outcomes.entry(key.to_string()).or_default();
+        h.push_back(ok);
+        while h.len() > window {
+            h.pop_front();
+        }
+        let failures = h.iter().filter(|o| !**o).count();
+        let rate = failures as f64 / h.len() as f64;
+        if h.len() >= window.min(3) && rate >= self.config.failure_rate_alert {
+            if self.rate_alerted.insert(key.to_string()) {
+                return vec![alert(
+                    &format!("alert/{key}"),
+                    key,
+                    format!(
+                        "failure rate {:.0} % over the last {} attempt(s) of {key}",
+                        rate * 100.0,
+                        h.len()
+                    ),
+                    now,
+                )];
+            }
+        } else {
+            self.rate_alerted.remove(key);
+        }
+        Vec::new()
+    }
+
+    /// Periodic checks: runs going longer than `stuck_after_ms` (one
+    /// alert per run).
+    pub fn tick(&mut self, now: i64) -> Vec<Event> {
+        let limit = self.config.stuck_after_ms;
+        let stuck: Vec<(String, i64)> = self
+            .running_since
+            .iter()
+            .filter(|(id, since)| now - **since > limit && !self.stuck_alerted.contains(*id))
+            .map(|(id, since)| (id.clone(), *since))
+            .collect();
+        let mut out = Vec::new();
+        for (id, since) in stuck {
+            self.stuck_alerted.insert(id.clone());
+            let key = self
+                .queue
+                .job(&id)
+                .map(|j| j.trigger.model_key.clone())
+                .unwrap_or_default();
+            out.push(alert(
+                &id,
+                &key,
+                format!(
+                    "stuck: running for {} s (limit {} s)",
+                    (now - since) / 1000,
+                    limit / 1000
+                ),
+                now,
+            ));
+        }
+        out
+    }
+}
+
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autotrain_schemas::{Param, Priority, RegistryEvent};
+
+    fn trigger(id: &str, params: &[(&str, &str)], auto_promote: bool) -> TrainingTrigger {
+        TrainingTrigger {
+            trigger_id: id.into(),
+            model_key: "hmm/x".into(),
+            tenant: None,
+            reason: TriggerReason::Manual,
+            instruments: vec!["x".into()],
+            dataset_version: None,
+            feature_contract_version: None,
+            hyperparams: params
+                .iter()
+                .map(|(n, v)| Param {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            seed: 3,
+            priority: Priority::Normal,
+            auto_promote,
+            evidence: None,
+            rerun_of: None,
+            created_at: 0,
+        }
+    }
+
+    fn features(p: i32, start: i64, end: i64) -> OffsetRange {
+        OffsetRange {
+            topic: "features".into(),
+            partition: p,
+            start,
+            end,
+        }
+    }
+
+    fn done(plan: &Plan, loglik: f64, ranges: Vec<OffsetRange>) -> Outcome {
+        Outcome::Done(Box::new(Done {
+            parameters: vec![1],
+            parameter_hash: format!("h{loglik}"),
+            metrics: vec![metric("loglik_per_bar", loglik)],
+            manifest: Manifest {
+                trigger_id: plan.trigger.trigger_id.clone(),
+                code_version: "test".into(),
+                feature_contract_version: "1".into(),
+                inputs: ranges,
+                split_version: plan.spec.split_version.clone(),
+                reference_hash: "ref".into(),
+                hyperparams: plan.spec.to_params(),
+                seed: plan.seed as i64,
+            },
+            loglik_per_bar: loglik,
+            champion_loglik_per_bar: plan.champion.as_ref().map(|_| loglik - 0.1),
+            max_drawdown: 0.1,
+            critical_flags: 0,
+        }))
+    }
+
+    fn states(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Status(s) => format!("status:{:?}", s.state).to_lowercase(),
+                Event::Model(m) => format!("model:{:?}:{}", m.event, m.version).to_lowercase(),
+                Event::Claim(c) => format!("claim:{:?}", c.state).to_lowercase(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn strict_runs_never_share_offsets_and_failures_give_them_back() {
+        let mut t = Trainer::new(TrainerConfig {
+            capacity: 2,
+            max_attempts: 1,
+            ..TrainerConfig::default()
+        });
+        let strict = [("mode", "strict")];
+        t.submit(trigger("a", &strict, false), 0);
+        t.submit(trigger("b", &strict, false), 0);
+        let plans = t.next_runs(0);
+        assert_eq!(plans.len(), 2);
+        let (_, ra) = t.claim(&plans[0], &[features(0, 0, 100)], 1);
+        let (_, rb) = t.claim(&plans[1], &[features(0, 0, 150)], 1);
+        assert_eq!(ra, [features(0, 0, 100)]);
+        assert_eq!(
+            rb,
+            [features(0, 100, 150)],
+            "b only gets what a does not hold"
+        );
+        // a fails: its claim is released; b completes and consumes.
+        let ev = t.finish(&plans[0], Outcome::Failed("boom".into()), 2);
+        assert_eq!(states(&ev), ["claim:released", "status:failed"]);
+        t.begin(&plans[1].training_id, 2);
+        let ev = t.finish(&plans[1], done(&plans[1], -1.0, rb), 3);
+        assert_eq!(
+            states(&ev),
+            ["model:registered:1", "claim:consumed", "status:completed"]
+        );
+        // The next strict run picks up a's released offsets, not b's.
+        t.submit(trigger("c", &strict, false), 4);
+        let plan = t.next_runs(4).remove(0);
+        let (_, rc) = t.claim(&plan, &[features(0, 0, 200)], 4);
+        assert_eq!(rc, [features(0, 0, 100), features(0, 150, 200)]);
+    }
+
+    #[test]
+    fn promotion_follows_guardrails_and_rollback_rescores() {
+        let mut t = Trainer::new(TrainerConfig::default());
+        t.submit(trigger("a", &[], true), 0);
+        let p = t.next_runs(0).remove(0);
+        assert!(p.champion.is_none() && p.reference_hash.is_none());
+        t.begin(&p.training_id, 0);
+        let ev = t.finish(&p, done(&p, -1.0, vec![]), 1);
+        assert_eq!(
+            states(&ev),
+            [
+                "model:registered:1",
+                "model:aliasmoved:1",
+                "status:completed"
+            ]
+        );
+        // The second run sees the champion and the split's reference set.
+        t.submit(trigger("b", &[], true), 2);
+        let p = t.next_runs(2).remove(0);
+        assert_eq!(p.champion.as_ref().map(|c| c.version), Some(1));
+        assert_eq!(p.reference_hash.as_deref(), Some("ref"));
+        t.begin(&p.training_id, 2);
+        t.finish(&p, done(&p, -0.9, vec![]), 3);
+        let m = t.registry.model("hmm/x").expect("model");
+        assert_eq!(m.alias(PROD).map(|v| v.version), Some(2));
+
+        let cmd = |action, version| TrainingCommand {
+            command_id: "c1".into(),
+            action,
+            training_id: None,
+            model_key: Some("hmm/x".into()),
+            version: Some(version),
+            tenant: None,
+            actor: "ops".into(),
+            reason: "test".into(),
+            at: 4,
+        };
+        let mut rescored = Vec::new();
+        let ev = t
+            .command(&cmd(CommandAction::Rollback, 1), 4, &mut |v| {
+                rescored.push(v.version);
+                Ok(vec![metric("rescored_loglik_per_bar", -1.0)])
+            })
+            .expect("rollback");
+        assert_eq!(rescored, [1]);
+        let Event::Model(e) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            (e.event, e.version, e.previous_version),
+            (RegistryEvent::Rollback, 1, Some(2))
+        );
+        assert!(e.tags.contains(&"by:ops".to_string()));
+        assert!(
+            t.command(&cmd(CommandAction::Rollback, 2), 5, &mut |_| Ok(vec![]))
+                .is_err(),
+            "rolling forward is not a rollback"
+        );
+        t.command(&cmd(CommandAction::Promote, 2), 6, &mut |_| Ok(vec![]))
+            .expect("promote");
+        assert_eq!(
+            t.registry
+                .model("hmm/x")
+                .and_then(|m| m.alias(PROD))
+                .map(|v| v.version),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn bad_requests_fail_at_once_and_restore_requeues_unfinished_runs() {
+        let mut t = Trainer::new(TrainerConfig::default());
+        let ev = t.submit(trigger("bad", &[("states", "many")], false), 0);
+        assert_eq!(states(&ev), ["status:queued", "status:failed"]);
+        let mut rerun = trigger("r", &[], false);
+        rerun.reason = TriggerReason::Rerun;
+        rerun.rerun_of = Some("tr-nothing".into());
+        assert_eq!(
+            states(&t.submit(rerun, 0)),
+            ["status:queued", "status:failed"]
+        );
+        assert!(t.next_runs(0).is_empty());
+
+        // A run cut short: its claim is released and it runs again.
+        let mut first = Trainer::new(TrainerConfig::default());
+        let mut statuses = Vec::new();
+        let mut claims = Vec::new();
+        for e in first.submit(trigger("s", &[("mode", "strict")], false), 0) {
+            if let Event::Status(s) = e {
+                statuses.push(s);
+            }
+        }
+        let plan = first.next_runs(0).remove(0);
+        if let (Event::Claim(c), _) = first.claim(&plan, &[features(0, 0, 10)], 1) {
+            claims.push(c);
+        }
+        for e in first.begin(&plan.training_id, 1) {
+            if let Event::Status(s) = e {
+                statuses.push(s);
+            }
+        }
+        let mut again = Trainer::new(TrainerConfig::default());
+        let ev = again.restore(
+            [trigger("s", &[("mode", "strict")], false)],
+            statuses,
+            [],
+            claims,
+            5,
+        );
+        assert_eq!(states(&ev), ["claim:released"]);
+        let plan = again.next_runs(5).remove(0);
+        assert_eq!(plan.training_id, "tr-s");
+        let (_, ranges) = again.claim(&plan, &[features(0, 0, 10)], 6);
+        assert_eq!(ranges, [features(0, 0, 10)]);
+    }
+
+    #[test]
+    fn stuck_runs_and_failure_rates_raise_alerts_once() {
+        let mut t = Trainer::new(TrainerConfig {
+            capacity: 1,
+            max_attempts: 1,
+            stuck_after_ms: 100,
+            failure_window: 3,
+            ..TrainerConfig::default()
+        });
+        t.submit(trigger("a", &[], false), 0);
+        let p = t.next_runs(0).remove(0);
+        t.begin(&p.training_id, 0);
+        assert!(t.tick(50).is_empty());
+        assert_eq!(states(&t.tick(101)), ["status:alert"]);
+        assert!(t.tick(200).is_empty(), "one alert per run");
+        let mut alerts = 0;
+        for (i, id) in ["b", "c", "d"].iter().enumerate() {
+            if i == 0 {
+                t.finish(&p, Outcome::Failed("x".into()), 201);
+            }
+            t.submit(trigger(id, &[], false), 300);
+            let p = t.next_runs(300).remove(0);
+            let ev = t.finish(&p, Outcome::Failed("x".into()), 301);
+            alerts += ev
+                .iter()
+                .filter(|e| matches!(e, Event::Status(s) if s.state == TrainingState::Alert))
+                .count();
+        }
+        assert_eq!(
+            alerts, 1,
+            "failure-rate alert raised once while the rate stays high"
+        );
+    }
+}

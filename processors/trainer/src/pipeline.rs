@@ -1,0 +1,188 @@
+//! One training run on data already read: split (reusing the split
+//! version's reference set, or cutting it), standardise, fit the HMM,
+//! evaluate challenger and champion on the same reference set. Pure and
+//! deterministic: same table, reference, spec and seed ⇒ the same model,
+//! bit for bit (what a rerun checks through the parameter hash).
+
+use crate::artifact::TrainedModel;
+use crate::dataset::{DatasetError, Table};
+use crate::evaluate::{evaluate, EvalError, Evaluation};
+use crate::hmm::{fit_reporting, FitReport, HmmError};
+use crate::spec::TrainSpec;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TrainError {
+    /// Not a failure: the run waits until more data arrives.
+    #[error("{rows} usable training row(s), {min} needed")]
+    NotEnoughData { rows: usize, min: usize },
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error("fit: {0}")]
+    Fit(#[from] HmmError),
+    #[error("evaluation: {0}")]
+    Eval(#[from] EvalError),
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub model: TrainedModel,
+    pub fit: FitReport,
+    pub evaluation: Evaluation,
+    /// The prod model on the same reference set.
+    pub champion: Option<Evaluation>,
+    pub reference: Table,
+    pub reference_hash: String,
+    /// True if this run cut the reference set (it must be stored).
+    pub new_reference: bool,
+    pub train_rows: usize,
+    /// Rows left out because they fall in the reference set's span.
+    pub excluded_rows: usize,
+}
+
+/// Trains on `table`. `reference` is the split version's stored reference
+/// set, if one was cut already. `progress(stage, fraction)` is told as the
+/// run goes.
+pub fn train(
+    spec: &TrainSpec,
+    seed: u64,
+    table: &Table,
+    reference: Option<Table>,
+    champion: Option<&TrainedModel>,
+    progress: &mut dyn FnMut(&str, f64),
+) -> Result<Trained, TrainError> {
+    progress("split", 0.0);
+    let (train_set, reference, new_reference, excluded) = match reference {
+        Some(r) => {
+            let (t, dropped) = table.without(&r);
+            (t, r, false, dropped)
+        }
+        None => {
+            let (t, r) = table.carve_reference(spec.reference_fraction);
+            (t, r, true, 0)
+        }
+    };
+    let reference_hash = reference.content_hash();
+    let seqs = train_set.sequences(&spec.columns)?;
+    let rows: usize = seqs.iter().map(|s| s.ts.len()).sum();
+    if rows < spec.min_rows.max(2 * spec.states) {
+        return Err(TrainError::NotEnoughData {
+            rows,
+            min: spec.min_rows.max(2 * spec.states),
+        });
+    }
+    progress("split", 1.0);
+    let d = spec.columns.len();
+    // Instruments are concatenated in name order (one boundary
+    // transition per instrument, negligible against thousands of bars).
+    let raw: Vec<f64> = seqs.iter().flat_map(|s| s.x.iter().copied()).collect();
+    let mut model = TrainedModel {
+        columns: spec.columns.clone(),
+        hmm: crate::GaussianHmm {
+            k: 0,
+            d,
+            covariance: spec.covariance,
+            start: Vec::new(),
+            trans: Vec::new(),
+            means: Vec::new(),
+            covars: Vec::new(),
+        },
+        scaling: TrainedModel::scaling_of(&raw, d),
+    };
+    let x = model.standardise(&raw);
+    progress("fit", 0.0);
+    let (hmm, fit) = fit_reporting(&x, d, &spec.fit_options(seed), &mut |done, of| {
+        progress("fit", done as f64 / of as f64)
+    })?;
+    model.hmm = hmm;
+    progress("evaluate", 0.0);
+    let evaluation = evaluate(&model, &reference, spec.cost_bps)?;
+    progress("evaluate", 0.5);
+    // A champion that cannot be scored (other columns, broken parameters)
+    // is treated as absent; the metric says so.
+    let champion = champion.and_then(|c| evaluate(c, &reference, spec.cost_bps).ok());
+    progress("evaluate", 1.0);
+    Ok(Trained {
+        model,
+        fit,
+        evaluation,
+        champion,
+        reference,
+        reference_hash,
+        new_reference,
+        train_rows: rows,
+        excluded_rows: excluded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::Row;
+    use crate::simulate::{sample, Truth};
+
+    fn table(n: usize, seed: u64) -> Table {
+        let (x, _) = sample(&Truth::three_regimes(), n, seed);
+        Table {
+            names: vec!["lr".into(), "rvol_20".into()],
+            rows: x
+                .chunks(2)
+                .enumerate()
+                .map(|(t, r)| Row {
+                    instrument: "sim".into(),
+                    ts: t as i64 * 60_000,
+                    values: vec![Some(r[0]), Some(r[1])],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn same_inputs_same_model_and_the_reference_is_reused_not_recut() {
+        let spec = TrainSpec {
+            min_rows: 100,
+            ..TrainSpec::default()
+        };
+        let t = table(3_000, 4);
+        let mut stages = Vec::new();
+        let a = train(&spec, 9, &t, None, None, &mut |s, p| {
+            stages.push((s.to_string(), p))
+        })
+        .expect("trains");
+        assert!(a.new_reference);
+        assert_eq!(a.reference.len(), 600);
+        assert_eq!(a.train_rows, 2_400);
+        assert!(stages.contains(&("fit".to_string(), 1.0)));
+        let b = train(&spec, 9, &t, None, None, &mut |_, _| {}).expect("again");
+        assert_eq!(a.model.hmm.param_hash(), b.model.hmm.param_hash());
+        assert_eq!(a.reference_hash, b.reference_hash);
+
+        // A later run with more data keeps the first reference set and
+        // compares against the champion on it.
+        let more = table(4_000, 4);
+        let c = train(
+            &spec,
+            9,
+            &more,
+            Some(a.reference.clone()),
+            Some(&a.model),
+            &mut |_, _| {},
+        )
+        .expect("challenger");
+        assert!(!c.new_reference);
+        assert_eq!(c.reference_hash, a.reference_hash);
+        assert_eq!(c.excluded_rows, 600);
+        assert_eq!(c.train_rows, 3_400);
+        let champion = c.champion.expect("champion scored");
+        assert_eq!(champion.loglik_per_bar, a.evaluation.loglik_per_bar);
+    }
+
+    #[test]
+    fn too_little_data_waits() {
+        let spec = TrainSpec::default();
+        assert_eq!(
+            train(&spec, 1, &table(100, 1), None, None, &mut |_, _| {}).map(|t| t.train_rows),
+            Err(TrainError::NotEnoughData { rows: 80, min: 500 })
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! One run's I/O, on a blocking thread: claim the input offsets, read the
+//! feature records in them, check the window's flags, load the reference
+//! set and champion, train ([`crate::pipeline`]), store a newly cut
+//! reference set, and hand back the [`Outcome`] with the manifest. Events
+//! along the way (claim, `running`, progress) go to the executor through
+//! `tx`, in order.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use autotrain_kafka::reader::{read_range, watermarks};
+use autotrain_kafka::{read_topic, ClientSettings, KafkaError};
+use autotrain_schemas::{
+    decode, FeatureVector, Manifest, Metric, OffsetRange, TrainingState, ValidationFlag,
+};
+use autotrain_topics::{FEATURES, MARKET_FLAGS};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::store::ReferenceStore;
+use crate::artifact::TrainedModel;
+use crate::core::{Done, Event, Outcome, Plan, Trainer};
+use crate::dataset::Table;
+use crate::flags::FlagBook;
+use crate::pipeline::{train, TrainError};
+use crate::spec::Mode;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a run sends the executor while it goes.
+#[derive(Debug)]
+pub enum Msg {
+    Publish(Vec<Event>),
+    Finished(Box<Plan>, Outcome),
+}
+
+#[derive(Debug)]
+pub struct Context {
+    pub settings: ClientSettings,
+    pub core: Arc<Mutex<Trainer>>,
+    pub store: ReferenceStore,
+    pub clock: fn() -> i64,
+}
+
+fn send(tx: &UnboundedSender<Msg>, events: Vec<Event>) {
+    if !events.is_empty() {
+        let _ = tx.send(Msg::Publish(events));
+    }
+}
+
+/// Runs `plan` to its outcome (never panics on bad data: every problem is
+/// an outcome with the reason).
+pub fn execute(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Outcome {
+    match run(ctx, plan, tx) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+fn kafka(e: KafkaError) -> String {
+    format!("kafka: {e}")
+}
+
+fn lock(ctx: &Context) -> Result<std::sync::MutexGuard<'_, Trainer>, String> {
+    ctx.core
+        .lock()
+        .map_err(|_| "trainer state poisoned".to_string())
+}
+
+fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome, String> {
+    let id = plan.training_id.as_str();
+    let progress = |stage: &str, p: f64| {
+        if let Ok(mut core) = ctx.core.lock() {
+            send(tx, core.progress(id, stage, p, (ctx.clock)()));
+        }
+    };
+
+    // 1. Which offsets: a rerun reads its manifest's ranges again; a run
+    //    claims (strict: only what no other run of the key took).
+    let ranges: Vec<OffsetRange> = match plan.rerun_of.as_ref().and_then(|v| v.manifest.as_ref()) {
+        Some(m) => m.inputs.clone(),
+        None => {
+            let wanted: Vec<OffsetRange> = watermarks(&ctx.settings, FEATURES.name(), IO_TIMEOUT)
+                .map_err(kafka)?
+                .into_iter()
+                .map(|(partition, low, high)| OffsetRange {
+                    topic: FEATURES.name().into(),
+                    partition,
+                    start: low,
+                    end: high,
+                })
+                .collect();
+            let (event, ranges) = lock(ctx)?.claim(plan, &wanted, (ctx.clock)());
+            send(tx, vec![event]);
+            ranges
+        }
+    };
+
+    // 2. Read them.
+    let reader = ctx.settings.reader_config();
+    let mut records = Vec::new();
+    let mut undecodable = 0usize;
+    let mut other_contract = 0usize;
+    for r in &ranges {
+        let physical = ctx.settings.physical(&r.topic);
+        let got = read_range(&reader, &physical, r.partition, r.start, r.end, IO_TIMEOUT)
+            .map_err(kafka)?;
+        for rec in got {
+            match rec.payload.as_deref().map(decode::<FeatureVector>) {
+                Some(Ok(v)) => {
+                    if plan
+                        .trigger
+                        .feature_contract_version
+                        .as_ref()
+                        .is_some_and(|want| *want != v.contract_version)
+                    {
+                        other_contract += 1;
+                    } else {
+                        records.push(v);
+                    }
+                }
+                _ => undecodable += 1,
+            }
+        }
+    }
+    let contract = records
+        .last()
+        .map(|v| v.contract_version.clone())
+        .or_else(|| plan.trigger.feature_contract_version.clone())
+        .unwrap_or_default();
+    let window = (plan.spec.mode == Mode::Sliding).then_some(plan.spec.train_window);
+    let (table, stats) = Table::build(records, &plan.trigger.instruments, window);
+    if table.is_empty() {
+        return Ok(Outcome::Parked(
+            TrainingState::WaitingData,
+            format!(
+                "no feature rows for {} in {} offset range(s)",
+                if plan.trigger.instruments.is_empty() {
+                    "any instrument".to_string()
+                } else {
+                    plan.trigger.instruments.join(",")
+                },
+                ranges.len()
+            ),
+        ));
+    }
+
+    // 3. Flags in the window (a rerun repeats a decision already taken).
+    let spans = table.spans();
+    let mut critical = 0;
+    if plan.rerun_of.is_none() {
+        let mut book = FlagBook::new();
+        for r in read_topic::<ValidationFlag>(&ctx.settings, MARKET_FLAGS.name(), IO_TIMEOUT)
+            .map_err(kafka)?
+        {
+            if let Ok(f) = r.value {
+                book.apply(f);
+            }
+        }
+        let kinds = lock(ctx)?.config.block_on.clone();
+        let blocking = book.blocking(&spans, &kinds);
+        if !blocking.is_empty() {
+            let ids: Vec<&str> = blocking
+                .iter()
+                .take(5)
+                .map(|f| f.flag_id.as_str())
+                .collect();
+            return Ok(Outcome::Parked(
+                TrainingState::Blocked,
+                format!(
+                    "{} unresolved flag(s) in the window ({}{}); approve, reject or override them",
+                    blocking.len(),
+                    ids.join(", "),
+                    if blocking.len() > ids.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        critical = book.critical(&spans);
+    }
+
+    // 4. The split version's reference set and the champion.
+    let reference = match &plan.reference_hash {
+        Some(h) => Some(ctx.store.load(h).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let champion = plan
+        .champion
+        .as_ref()
+        .and_then(|v| v.parameters.as_deref())
+        .and_then(|b| TrainedModel::from_bytes(b).ok());
+
+    // 5. Train.
+    let mut begun = false;
+    let trained = train(
+        &plan.spec,
+        plan.seed,
+        &table,
+        reference,
+        champion.as_ref(),
+        &mut |stage, p| {
+            if !begun && stage == "fit" {
+                begun = true;
+                if let Ok(mut core) = ctx.core.lock() {
+                    send(tx, core.begin(id, (ctx.clock)()));
+                }
+            }
+            progress(stage, p);
+        },
+    );
+    let trained = match trained {
+        Ok(t) => t,
+        Err(TrainError::NotEnoughData { rows, min }) => {
+            return Ok(Outcome::Parked(
+                TrainingState::WaitingData,
+                format!("{rows} usable training row(s), {min} needed"),
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if trained.new_reference {
+        ctx.store
+            .save(&trained.reference)
+            .map_err(|e| e.to_string())?;
+    }
+
+    // 6. The manifest and metrics.
+    let m = |name: &str, value: f64| Metric {
+        name: name.into(),
+        value,
+    };
+    let mut metrics = trained.evaluation.metrics("");
+    if let Some(c) = &trained.champion {
+        metrics.extend(c.metrics("champion_"));
+    }
+    metrics.extend([
+        m("train_rows", trained.train_rows as f64),
+        m("excluded_rows", trained.excluded_rows as f64),
+        m("records_read", stats.records as f64),
+        m("records_superseded", stats.superseded as f64),
+        m("records_other_instruments", stats.other_instruments as f64),
+        m("records_outside_window", stats.outside_window as f64),
+        m("records_undecodable", undecodable as f64),
+        m("records_other_contract", other_contract as f64),
+        m("fit_loglik", trained.fit.loglik),
+        m("fit_iters", trained.fit.iters as f64),
+        m("fit_converged", f64::from(u8::from(trained.fit.converged))),
+        m("critical_flags", critical as f64),
+    ]);
+    let preset = lock(ctx)?.config.guardrails.preset.clone();
+    let max_drawdown = trained
+        .evaluation
+        .backtest(&preset)
+        .map_or(f64::NAN, |b| b.max_drawdown);
+    let manifest = Manifest {
+        trigger_id: plan.trigger.trigger_id.clone(),
+        code_version: format!("autotrain-trainer {}", env!("CARGO_PKG_VERSION")),
+        feature_contract_version: contract,
+        inputs: ranges,
+        split_version: plan.spec.split_version.clone(),
+        reference_hash: trained.reference_hash.clone(),
+        hyperparams: plan.spec.to_params(),
+        seed: plan.seed as i64,
+    };
+    Ok(Outcome::Done(Box::new(Done {
+        parameters: trained.model.to_bytes(),
+        parameter_hash: trained.model.hmm.param_hash(),
+        metrics,
+        manifest,
+        loglik_per_bar: trained.evaluation.loglik_per_bar,
+        champion_loglik_per_bar: trained.champion.as_ref().map(|c| c.loglik_per_bar),
+        max_drawdown,
+        critical_flags: critical,
+    })))
+}

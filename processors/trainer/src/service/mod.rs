@@ -1,0 +1,223 @@
+//! The trainer service (`autotrain run trainer`): I/O around the pure
+//! [`Trainer`].
+//!
+//! - **Restore**: the state is rebuilt from the topics the trainer writes
+//!   (`training.status`, `model.updates`, `training.claims`) plus the
+//!   triggers they refer to; unfinished runs are queued again and their
+//!   claims released.
+//! - **Intake** ([`intake`]): triggers and commands through the ordinary
+//!   runner, so their offsets are stored only after the events they caused
+//!   are acknowledged.
+//! - **Executor** (this file): starts runnable jobs on blocking threads
+//!   ([`execute`]), publishes what they report, hands their outcomes to the
+//!   state machine, raises periodic alerts. Stops on `shutdown`; a run cut
+//!   short is re-run after restart (same inputs, same seed ⇒ same model).
+//! - [`store`]: reference sets, content-addressed on disk.
+
+pub mod execute;
+pub mod intake;
+pub mod store;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use autotrain_kafka::runner::Counters;
+use autotrain_kafka::{
+    read_topic, ClientSettings, KafkaError, OutRecord, Producer, RunStats, RunnerConfig,
+};
+use autotrain_schemas::{DataClaim, ModelVersion, TrainingState, TrainingStatus, TrainingTrigger};
+use autotrain_topics::{
+    MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS, TRAINING_STATUS, TRAINING_TRIGGERS,
+};
+use tokio::sync::{mpsc, Notify};
+
+use crate::core::{Event, Trainer, TrainerConfig};
+use execute::{Context, Msg};
+pub use intake::{Intake, TrainerInput};
+pub use store::{ReferenceStore, StoreError};
+
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the service did (also readable while it runs).
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    pub started: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub parked: AtomicU64,
+    pub alerts: AtomicU64,
+    pub models: AtomicU64,
+    pub published: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct ServiceReport {
+    pub intake: RunStats,
+    pub restored_trainings: usize,
+}
+
+/// The runner settings of the intake: group `group`, reading triggers and
+/// commands.
+pub fn intake_config(group: &str) -> RunnerConfig {
+    let mut c = RunnerConfig::new(group, &[TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()]);
+    c.max_in_flight = 1_000;
+    c
+}
+
+fn record(e: &Event) -> Result<OutRecord, KafkaError> {
+    Ok(match e {
+        Event::Status(s) => OutRecord::from_content(TRAINING_STATUS, &s.training_id, s)?,
+        Event::Model(m) => OutRecord::from_content(MODEL_UPDATES, &m.model_key, m.as_ref())?,
+        Event::Claim(c) => OutRecord::from_content(TRAINING_CLAIMS, &c.model_key, c)?,
+    })
+}
+
+async fn publish(
+    producer: &Producer,
+    events: &[Event],
+    counters: &ServiceCounters,
+) -> Result<(), KafkaError> {
+    for e in events {
+        producer.send(&record(e)?).await?;
+        counters.published.fetch_add(1, Ordering::Relaxed);
+        let c = match e {
+            Event::Status(s) => match s.state {
+                TrainingState::Running if s.stage.is_none() => Some(&counters.started),
+                TrainingState::Completed => Some(&counters.completed),
+                TrainingState::Failed => Some(&counters.failed),
+                TrainingState::Blocked | TrainingState::WaitingData => Some(&counters.parked),
+                TrainingState::Alert => Some(&counters.alerts),
+                _ => None,
+            },
+            Event::Model(m) if m.event == autotrain_schemas::RegistryEvent::Registered => {
+                Some(&counters.models)
+            }
+            _ => None,
+        };
+        if let Some(c) = c {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the trainer until `shutdown` resolves.
+pub async fn run(
+    settings: &ClientSettings,
+    config: TrainerConfig,
+    runner: RunnerConfig,
+    clock: fn() -> i64,
+    counters: Arc<ServiceCounters>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<ServiceReport, KafkaError> {
+    let store = ReferenceStore::new(&config.store_dir);
+    let tick = Duration::from_millis(config.recheck_ms.clamp(50, 1_000) as u64);
+    let mut core = Trainer::new(config);
+
+    let s = settings.clone();
+    let (triggers, statuses, models, claims) = tokio::task::spawn_blocking(move || {
+        Ok::<_, KafkaError>((
+            read_topic::<TrainingTrigger>(&s, TRAINING_TRIGGERS.name(), READ_TIMEOUT)?,
+            read_topic::<TrainingStatus>(&s, TRAINING_STATUS.name(), READ_TIMEOUT)?,
+            read_topic::<ModelVersion>(&s, MODEL_UPDATES.name(), READ_TIMEOUT)?,
+            read_topic::<DataClaim>(&s, TRAINING_CLAIMS.name(), READ_TIMEOUT)?,
+        ))
+    })
+    .await
+    .map_err(|e| KafkaError::Admin(format!("restore task: {e}")))??;
+    // Statuses and claims are keyed by training id / model key over
+    // several partitions: order them by time (ties keep partition order).
+    let mut statuses: Vec<TrainingStatus> =
+        statuses.into_iter().filter_map(|r| r.value.ok()).collect();
+    statuses.sort_by_key(|s| s.at);
+    let mut claims: Vec<DataClaim> = claims.into_iter().filter_map(|r| r.value.ok()).collect();
+    claims.sort_by_key(|c| c.at);
+    let mut models: Vec<ModelVersion> = models.into_iter().filter_map(|r| r.value.ok()).collect();
+    models.sort_by_key(|m| m.at);
+    let known: std::collections::BTreeSet<String> =
+        statuses.iter().map(|s| s.training_id.clone()).collect();
+    let triggers: Vec<TrainingTrigger> = triggers
+        .into_iter()
+        .filter_map(|r| r.value.ok())
+        .filter(|t| known.contains(&crate::queue::training_id(t)))
+        .collect();
+    let restored_trainings = triggers.len();
+    let settled = core.restore(triggers, statuses, models, claims, clock());
+
+    let producer = Producer::new(settings)?;
+    publish(&producer, &settled, &counters).await?;
+
+    let core = Arc::new(Mutex::new(core));
+    let wake = Arc::new(Notify::new());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let intake = Intake {
+        core: core.clone(),
+        wake: wake.clone(),
+        store: store.clone(),
+        clock,
+    };
+    let ctx = Arc::new(Context {
+        settings: settings.clone(),
+        core: core.clone(),
+        store,
+        clock,
+    });
+
+    let stop_intake = stop.clone();
+    let intake_run = autotrain_kafka::run(
+        settings,
+        &runner,
+        intake,
+        Arc::new(Counters::default()),
+        async move { stop_intake.cancelled().await },
+    );
+    let executor = async {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        loop {
+            let (plans, alerts) = {
+                let mut c = core
+                    .lock()
+                    .map_err(|_| KafkaError::Admin("trainer state poisoned".into()))?;
+                (c.next_runs(clock()), c.tick(clock()))
+            };
+            publish(&producer, &alerts, &counters).await?;
+            for plan in plans {
+                let (ctx, tx) = (ctx.clone(), tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let outcome = execute::execute(&ctx, &plan, &tx);
+                    let _ = tx.send(Msg::Finished(Box::new(plan), outcome));
+                });
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+                Some(msg) = rx.recv() => {
+                    let events = match msg {
+                        Msg::Publish(events) => events,
+                        Msg::Finished(plan, outcome) => core
+                            .lock()
+                            .map_err(|_| KafkaError::Admin("trainer state poisoned".into()))?
+                            .finish(&plan, outcome, clock()),
+                    };
+                    publish(&producer, &events, &counters).await?;
+                }
+            }
+        }
+        Ok::<(), KafkaError>(())
+    };
+    let watch = async {
+        shutdown.await;
+        stop.cancel();
+    };
+    let (intake_result, executor_result, ()) = tokio::join!(intake_run, executor, watch);
+    executor_result?;
+    let (_, intake) = intake_result?;
+    producer.flush(Duration::from_secs(10))?;
+    Ok(ServiceReport {
+        intake,
+        restored_trainings,
+    })
+}

@@ -1,0 +1,285 @@
+//! [`TrainSpec`]: everything a training run needs to know besides its data,
+//! parsed from a trigger's hyper-parameters over the trainer's defaults.
+//! [`TrainSpec::to_params`] writes the complete, canonical list back: that
+//! list goes into the manifest, so a rerun parses exactly the same spec.
+
+use autotrain_schemas::{ClaimMode, Param};
+use serde::{Deserialize, Serialize};
+
+use crate::hmm::{Covariance, FitOptions};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("unknown hyper-parameter {0:?} (known: {KNOWN})")]
+    Unknown(String),
+    #[error("hyper-parameter {name}={value:?}: {why}")]
+    Invalid {
+        name: String,
+        value: String,
+        why: String,
+    },
+}
+
+const KNOWN: &str = "mode, train_window, min_rows, columns, split_version, reference_fraction, \
+                     states, covariance, max_iter, tol, restarts, min_covar, cost_bps";
+
+/// How a run trains. Defaults are the trainer's `[trainer.defaults]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSpec {
+    /// `strict`: each bar trains at most once (claims unclaimed offsets);
+    /// `sliding`: the newest `train_window` bars per instrument.
+    pub mode: Mode,
+    /// Bars per instrument in sliding mode.
+    pub train_window: usize,
+    /// Fewer usable training rows than this ⇒ the run waits for data.
+    pub min_rows: usize,
+    /// Feature columns the HMM reads (the first orders the states).
+    pub columns: Vec<String>,
+    /// Names the train/reference split; its reference set is cut once.
+    pub split_version: String,
+    /// Tail of each instrument's rows the first run of a split version
+    /// sets aside as the reference set.
+    pub reference_fraction: f64,
+    pub states: usize,
+    pub covariance: Covariance,
+    pub max_iter: usize,
+    pub tol: f64,
+    pub restarts: usize,
+    pub min_covar: f64,
+    /// Backtest cost per unit of position change, in basis points.
+    pub cost_bps: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Strict,
+    Sliding,
+}
+
+impl Mode {
+    pub fn claim_mode(self) -> ClaimMode {
+        match self {
+            Mode::Strict => ClaimMode::Strict,
+            Mode::Sliding => ClaimMode::Sliding,
+        }
+    }
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            mode: Mode::Sliding,
+            train_window: 20_000,
+            min_rows: 500,
+            columns: vec!["lr".into(), "rvol_20".into()],
+            split_version: "v1".into(),
+            reference_fraction: 0.2,
+            states: 3,
+            covariance: Covariance::Diag,
+            max_iter: 100,
+            tol: 1e-3,
+            restarts: 3,
+            min_covar: 1e-3,
+            cost_bps: 1.0,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, SpecError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|e: T::Err| SpecError::Invalid {
+            name: name.into(),
+            value: value.into(),
+            why: e.to_string(),
+        })
+}
+
+fn invalid(name: &str, value: &str, why: &str) -> SpecError {
+    SpecError::Invalid {
+        name: name.into(),
+        value: value.into(),
+        why: why.into(),
+    }
+}
+
+impl TrainSpec {
+    /// `defaults` with `params` applied; the result is checked.
+    pub fn with_params(defaults: &TrainSpec, params: &[Param]) -> Result<TrainSpec, SpecError> {
+        let mut s = defaults.clone();
+        for Param { name, value } in params {
+            let n = name.as_str();
+            match n {
+                "mode" => {
+                    s.mode = match value.trim() {
+                        "strict" => Mode::Strict,
+                        "sliding" => Mode::Sliding,
+                        _ => return Err(invalid(n, value, "strict or sliding")),
+                    }
+                }
+                "train_window" => s.train_window = parse(n, value)?,
+                "min_rows" => s.min_rows = parse(n, value)?,
+                "columns" => {
+                    s.columns = value
+                        .split(',')
+                        .map(|c| c.trim().to_string())
+                        .filter(|c| !c.is_empty())
+                        .collect()
+                }
+                "split_version" => s.split_version = value.trim().to_string(),
+                "reference_fraction" => s.reference_fraction = parse(n, value)?,
+                "states" => s.states = parse(n, value)?,
+                "covariance" => {
+                    s.covariance = Covariance::parse(value.trim())
+                        .ok_or_else(|| invalid(n, value, "diag or full"))?
+                }
+                "max_iter" => s.max_iter = parse(n, value)?,
+                "tol" => s.tol = parse(n, value)?,
+                "restarts" => s.restarts = parse(n, value)?,
+                "min_covar" => s.min_covar = parse(n, value)?,
+                "cost_bps" => s.cost_bps = parse(n, value)?,
+                other => return Err(SpecError::Unknown(other.into())),
+            }
+        }
+        s.check()?;
+        Ok(s)
+    }
+
+    pub fn check(&self) -> Result<(), SpecError> {
+        let bad = |n: &str, v: String, why: &str| Err(invalid(n, &v, why));
+        if self.columns.is_empty() {
+            return bad("columns", String::new(), "at least one column");
+        }
+        if !(self.reference_fraction > 0.0 && self.reference_fraction < 1.0) {
+            return bad(
+                "reference_fraction",
+                self.reference_fraction.to_string(),
+                "between 0 and 1",
+            );
+        }
+        if self.states < 1 {
+            return bad("states", self.states.to_string(), "at least 1");
+        }
+        if self.split_version.is_empty() {
+            return bad("split_version", String::new(), "not empty");
+        }
+        if self.train_window < 2 {
+            return bad("train_window", self.train_window.to_string(), "at least 2");
+        }
+        Ok(())
+    }
+
+    /// The complete list, sorted by name (the manifest's hyper-parameters).
+    pub fn to_params(&self) -> Vec<Param> {
+        let p = |name: &str, value: String| Param {
+            name: name.into(),
+            value,
+        };
+        let mut out = vec![
+            p(
+                "mode",
+                match self.mode {
+                    Mode::Strict => "strict",
+                    Mode::Sliding => "sliding",
+                }
+                .into(),
+            ),
+            p("train_window", self.train_window.to_string()),
+            p("min_rows", self.min_rows.to_string()),
+            p("columns", self.columns.join(",")),
+            p("split_version", self.split_version.clone()),
+            p("reference_fraction", self.reference_fraction.to_string()),
+            p("states", self.states.to_string()),
+            p(
+                "covariance",
+                match self.covariance {
+                    Covariance::Diag => "diag",
+                    Covariance::Full => "full",
+                }
+                .into(),
+            ),
+            p("max_iter", self.max_iter.to_string()),
+            p("tol", self.tol.to_string()),
+            p("restarts", self.restarts.to_string()),
+            p("min_covar", self.min_covar.to_string()),
+            p("cost_bps", self.cost_bps.to_string()),
+        ];
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn fit_options(&self, seed: u64) -> FitOptions {
+        FitOptions {
+            states: self.states,
+            covariance: self.covariance,
+            max_iter: self.max_iter,
+            tol: self.tol,
+            seed,
+            restarts: self.restarts.max(1),
+            min_covar: self.min_covar,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param(name: &str, value: &str) -> Param {
+        Param {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn params_round_trip_through_the_manifest_list() {
+        let spec = TrainSpec::with_params(
+            &TrainSpec::default(),
+            &[
+                param("mode", "strict"),
+                param("states", "4"),
+                param("covariance", "full"),
+                param("columns", "lr, ret_std_20"),
+                param("tol", "1e-4"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(spec.mode, Mode::Strict);
+        assert_eq!(spec.columns, ["lr", "ret_std_20"]);
+        let again = TrainSpec::with_params(&TrainSpec::default(), &spec.to_params()).expect("ok");
+        assert_eq!(again, spec);
+        let again = TrainSpec::with_params(&TrainSpec::default(), &spec.to_params());
+        assert_eq!(again.map(|s| s.to_params()), Ok(spec.to_params()));
+    }
+
+    #[test]
+    fn bad_params_are_refused_with_the_reason() {
+        let d = TrainSpec::default();
+        assert_eq!(
+            TrainSpec::with_params(&d, &[param("depth", "3")]),
+            Err(SpecError::Unknown("depth".into()))
+        );
+        for (n, v) in [
+            ("states", "three"),
+            ("covariance", "spherical"),
+            ("reference_fraction", "1.5"),
+            ("mode", "greedy"),
+            ("columns", " , "),
+        ] {
+            assert!(
+                matches!(
+                    TrainSpec::with_params(&d, &[param(n, v)]),
+                    Err(SpecError::Invalid { .. })
+                ),
+                "{n}={v}"
+            );
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! The trainer service through the embedded broker, on features of the
+//! real BTC/USD bars:
+//! - train → auto-promoted v1; a second training stays in staging; ops
+//!   promote it, then roll back to v1 (re-scored on the reference set);
+//!   the regime processor, running all along, switches models with `prod`;
+//!   a rerun of the first training reproduces its parameter hash;
+//! - strict mode: a failed run releases its claim, the next run trains on
+//!   exactly those offsets, a later run only on newer ones (no bar twice),
+//!   and every run of the split version is judged on one reference set;
+//! - an open gap in the window blocks a run until ops override it; a
+//!   blocked run can be cancelled.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use autotrain_features::{dataflow, Contract};
+use autotrain_integration_tests::*;
+use autotrain_kafka::runner::Counters;
+use autotrain_kafka::{
+    read_topic as read_decoded, run, ClientSettings, OutRecord, Producer, RunnerConfig,
+};
+use autotrain_regime::RegimeProcessor;
+use autotrain_schemas::{
+    ClaimState, CommandAction, DataClaim, FeatureVector, FlagKind, HitlState, ModelVersion, Param,
+    Payload, Priority, RegimePosterior, Severity, TrainingCommand, TrainingState, TrainingStatus,
+    TrainingTrigger, TriggerReason, ValidationFlag,
+};
+use autotrain_topics::{
+    Topic, FEATURES, MARKET_FLAGS, MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS,
+    TRAINING_STATUS, TRAINING_TRIGGERS,
+};
+use autotrain_trainer::core::TrainerConfig;
+use autotrain_trainer::service::{self, intake_config, ServiceCounters};
+use autotrain_trainer::spec::TrainSpec;
+use autotrain_trainer::view::{trainings, TrainingView};
+use autotrain_trainer::{Registry, PROD};
+use tokio::sync::oneshot;
+
+const INSTRUMENT: &str = "bitfinex:BTCUSD";
+const KEY: &str = "hmm/bitfinex:BTCUSD";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn vectors(n: usize) -> Result<Vec<FeatureVector>> {
+    Ok(dataflow::run(
+        &Contract::bundled()?,
+        &bars("bitfinex_BTCUSD_30m.csv", n),
+        1,
+        true,
+    )
+    .map_err(anyhow::Error::msg)?
+    .rows)
+}
+
+async fn publish<T: Payload>(
+    settings: &ClientSettings,
+    topic: Topic<T>,
+    key: &str,
+    items: &[T],
+) -> Result<()> {
+    let producer = Producer::new(settings)?;
+    let mut pending = Vec::new();
+    for item in items {
+        pending.push(
+            producer
+                .enqueue(&OutRecord::from_content(topic, key, item)?)
+                .await?,
+        );
+    }
+    for p in pending {
+        p.confirm().await?;
+    }
+    Ok(())
+}
+
+fn trigger(id: &str, params: &[(&str, &str)], auto_promote: bool) -> TrainingTrigger {
+    TrainingTrigger {
+        trigger_id: id.into(),
+        model_key: KEY.into(),
+        tenant: None,
+        reason: TriggerReason::Manual,
+        instruments: vec![INSTRUMENT.into()],
+        dataset_version: None,
+        feature_contract_version: None,
+        hyperparams: params
+            .iter()
+            .map(|(n, v)| Param {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        seed: 7,
+        priority: Priority::Normal,
+        auto_promote,
+        evidence: None,
+        rerun_of: None,
+        created_at: now(),
+    }
+}
+
+fn command(
+    action: CommandAction,
+    training_id: Option<&str>,
+    version: Option<i32>,
+) -> TrainingCommand {
+    TrainingCommand {
+        command_id: unique("cmd"),
+        action,
+        training_id: training_id.map(str::to_string),
+        model_key: Some(KEY.into()),
+        version,
+        tenant: None,
+        actor: "ops-test".into(),
+        reason: "test".into(),
+        at: now(),
+    }
+}
+
+fn config(store: &std::path::Path) -> TrainerConfig {
+    TrainerConfig {
+        max_attempts: 1,
+        recheck_ms: 200,
+        store_dir: store.display().to_string(),
+        defaults: TrainSpec {
+            train_window: 3_000,
+            min_rows: 500,
+            restarts: 2,
+            max_iter: 60,
+            ..TrainSpec::default()
+        },
+        ..TrainerConfig::default()
+    }
+}
+
+/// The trainer service in the background until the returned sender fires.
+fn start_trainer(
+    settings: &ClientSettings,
+    config: TrainerConfig,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Result<()>>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let settings = settings.clone();
+    let mut rc = intake_config(&unique("trainer"));
+    rc.strict_log_start = true;
+    let handle = tokio::spawn(async move {
+        service::run(
+            &settings,
+            config,
+            rc,
+            now,
+            Arc::new(ServiceCounters::default()),
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await?;
+        Ok(())
+    });
+    (stop, handle)
+}
+
+fn views(settings: &ClientSettings) -> Result<BTreeMap<String, TrainingView>> {
+    let mut s: Vec<TrainingStatus> =
+        read_decoded::<TrainingStatus>(settings, TRAINING_STATUS.name(), Duration::from_secs(30))?
+            .into_iter()
+            .filter_map(|r| r.value.ok())
+            .collect();
+    s.sort_by_key(|s| s.at);
+    Ok(trainings(s))
+}
+
+async fn wait_for(
+    settings: &ClientSettings,
+    id: &str,
+    what: &str,
+    done: impl Fn(&TrainingView) -> bool,
+) -> Result<TrainingView> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = settings.clone();
+        let all = tokio::task::spawn_blocking(move || views(&s)).await??;
+        if let Some(v) = all.get(id) {
+            if done(v) {
+                return Ok(v.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("{id} never {what}: {v:#?}");
+            }
+        } else if Instant::now() > deadline {
+            bail!("{id} never appeared on training.status");
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+async fn ended(settings: &ClientSettings, id: &str) -> Result<TrainingView> {
+    wait_for(settings, id, "ended", TrainingView::is_terminal).await
+}
+
+async fn registry(settings: &ClientSettings) -> Result<Registry> {
+    let s = settings.clone();
+    let mut events: Vec<ModelVersion> = tokio::task::spawn_blocking(move || {
+        read_decoded::<ModelVersion>(&s, MODEL_UPDATES.name(), Duration::from_secs(30))
+    })
+    .await??
+    .into_iter()
+    .filter_map(|r| r.value.ok())
+    .collect();
+    events.sort_by_key(|e| e.at);
+    let mut r = Registry::new();
+    for e in &events {
+        r.apply(e)?;
+    }
+    Ok(r)
+}
+
+async fn wait_prod(settings: &ClientSettings, version: i32) -> Result<Registry> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = registry(settings).await?;
+        if r.model(KEY).and_then(|m| m.alias(PROD)).map(|v| v.version) == Some(version) {
+            return Ok(r);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "prod never moved to v{version}: {:?}",
+                r.model(KEY).map(|m| &m.aliases)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Waits until group `group` has committed everything on `topics`.
+async fn settled(settings: &ClientSettings, group: &str, topics: &[&'static str]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, g, t) = (settings.clone(), group.to_string(), topics.to_vec());
+        if tokio::task::spawn_blocking(move || caught_up(&s, &g, &t)).await?? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{group} never caught up with {topics:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn metric(v: &TrainingView, name: &str) -> f64 {
+    v.metric(name).unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_promote_rollback_rerun_and_regimes_follow_prod() -> Result<()> {
+    let broker = TestBroker::embedded();
+    let settings = broker.fresh_topics("trainer").await?;
+    let store = tempfile::tempdir()?;
+    let vectors = vectors(6_000)?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[..4_000]).await?;
+
+    // The regime processor runs throughout.
+    let regime_group = unique("regime");
+    let mut rrc = RunnerConfig::new(&regime_group, &["features", "model.updates"]);
+    rrc.strict_log_start = true;
+    let (stop_regime, regime_stopped) = oneshot::channel::<()>();
+    let rs = settings.clone();
+    let regime = tokio::spawn(async move {
+        run(
+            &rs,
+            &rrc,
+            RegimeProcessor::new("hmm/{instrument}"),
+            Arc::new(Counters::default()),
+            async move {
+                let _ = regime_stopped.await;
+            },
+        )
+        .await
+    });
+    let (stop, trainer) = start_trainer(&settings, config(store.path()));
+
+    // 1. First training, auto-promoted.
+    let a = trigger(&unique("a"), &[], true);
+    publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&a)).await?;
+    let va = ended(&settings, &format!("tr-{}", a.trigger_id)).await?;
+    assert_eq!(va.state, TrainingState::Completed, "{va:#?}");
+    assert_eq!(va.model_version, Some(1));
+    assert_eq!(metric(&va, "promoted"), 1.0);
+    assert!(va
+        .events
+        .iter()
+        .any(|e| e.stage.as_deref() == Some("fit") && e.progress == 1.0));
+    let r = wait_prod(&settings, 1).await?;
+    let v1 = r
+        .model(KEY)
+        .and_then(|m| m.versions.get(&1))
+        .cloned()
+        .expect("v1");
+    let manifest = v1.manifest.clone().expect("manifest");
+    assert_eq!(manifest.split_version, "v1");
+    assert_eq!(manifest.feature_contract_version, "1");
+    assert_eq!(
+        manifest.inputs.iter().map(|r| r.end - r.start).sum::<i64>(),
+        4_000
+    );
+    assert!(std::path::Path::new(
+        &store
+            .path()
+            .join(format!("{}.json", manifest.reference_hash))
+    )
+    .exists());
+    settled(&settings, &regime_group, &["model.updates", "features"]).await?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[4_000..5_000]).await?;
+
+    // 2. A second training stays in staging; compared with the champion on
+    //    the same reference set.
+    let b = trigger(&unique("b"), &[("states", "4")], false);
+    publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&b)).await?;
+    let vb = ended(&settings, &format!("tr-{}", b.trigger_id)).await?;
+    assert_eq!(
+        (vb.state, vb.model_version),
+        (TrainingState::Completed, Some(2)),
+        "{vb:#?}"
+    );
+    assert_eq!(metric(&vb, "promoted"), 0.0);
+    assert!(metric(&vb, "champion_loglik_per_bar").is_finite());
+    let r = registry(&settings).await?;
+    let v2 = r
+        .model(KEY)
+        .and_then(|m| m.versions.get(&2))
+        .cloned()
+        .expect("v2");
+    assert_eq!(
+        v2.manifest.as_ref().map(|m| m.reference_hash.clone()),
+        Some(manifest.reference_hash.clone())
+    );
+    assert_eq!(
+        r.model(KEY).and_then(|m| m.alias(PROD)).map(|v| v.version),
+        Some(1)
+    );
+    settled(&settings, &regime_group, &["model.updates", "features"]).await?;
+
+    // 3. Ops promote v2; regimes of the next bars are under v2.
+    publish(
+        &settings,
+        TRAINING_COMMANDS,
+        KEY,
+        &[command(CommandAction::Promote, None, Some(2))],
+    )
+    .await?;
+    wait_prod(&settings, 2).await?;
+    settled(&settings, &regime_group, &["model.updates", "features"]).await?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[5_000..5_500]).await?;
+    settled(&settings, &regime_group, &["model.updates", "features"]).await?;
+
+    // 4. Roll back to v1 (re-scored); the rest is under v1 again.
+    publish(
+        &settings,
+        TRAINING_COMMANDS,
+        KEY,
+        &[command(CommandAction::Rollback, None, Some(1))],
+    )
+    .await?;
+    let r = wait_prod(&settings, 1).await?;
+    let back = r
+        .model(KEY)
+        .and_then(|m| m.events.last())
+        .cloned()
+        .expect("rollback event");
+    assert_eq!(back.previous_version, Some(2));
+    assert!(back
+        .metrics
+        .iter()
+        .any(|m| m.name == "rescored_loglik_per_bar" && m.value.is_finite()));
+    settled(&settings, &regime_group, &["model.updates", "features"]).await?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[5_500..]).await?;
+    settled(&settings, &regime_group, &["model.updates", "features"]).await?;
+
+    // 5. Rerun of the first training: same parameter hash.
+    let mut rerun = trigger(&unique("rerun"), &[], false);
+    rerun.reason = TriggerReason::Rerun;
+    rerun.rerun_of = Some(format!("tr-{}", a.trigger_id));
+    rerun.instruments.clear();
+    publish(
+        &settings,
+        TRAINING_TRIGGERS,
+        KEY,
+        std::slice::from_ref(&rerun),
+    )
+    .await?;
+    let vr = ended(&settings, &format!("tr-{}", rerun.trigger_id)).await?;
+    assert_eq!(vr.state, TrainingState::Completed, "{vr:#?}");
+    assert_eq!(metric(&vr, "rerun_parameter_hash_matches"), 1.0);
+    let r = registry(&settings).await?;
+    let v3 = r
+        .model(KEY)
+        .and_then(|m| m.versions.get(&3))
+        .cloned()
+        .expect("v3");
+    assert_eq!(v3.parameter_hash, v1.parameter_hash);
+    assert_eq!(
+        r.model(KEY).and_then(|m| m.alias(PROD)).map(|v| v.version),
+        Some(1),
+        "a rerun is not promoted"
+    );
+
+    let _ = stop.send(());
+    trainer.await??;
+    let _ = stop_regime.send(());
+    regime.await??;
+
+    // The regime processor followed prod: every bar published after a
+    // move is filtered under the version that move put in prod.
+    let posteriors: Vec<RegimePosterior> =
+        read_decoded::<RegimePosterior>(&settings, "regimes", Duration::from_secs(30))?
+            .into_iter()
+            .filter_map(|r| r.value.ok())
+            .collect();
+    let version_at: BTreeMap<i64, i32> =
+        posteriors.iter().map(|p| (p.ts, p.model_version)).collect();
+    let expect = |range: std::ops::Range<usize>, version: i32| {
+        for v in &vectors[range] {
+            if let Some(got) = version_at.get(&v.ts) {
+                assert_eq!(*got, version, "bar {}", v.ts);
+            }
+        }
+    };
+    expect(4_000..5_000, 1);
+    expect(5_000..5_500, 2);
+    expect(5_500..6_000, 1);
+    let filtered = |r: std::ops::Range<usize>| {
+        vectors[r]
+            .iter()
+            .filter(|v| version_at.contains_key(&v.ts))
+            .count()
+    };
+    assert!(
+        filtered(4_000..5_000) > 900
+            && filtered(5_000..5_500) == 500
+            && filtered(5_500..6_000) == 500
+    );
+    Ok(())
+}
+
+async fn claims(settings: &ClientSettings) -> Result<Vec<DataClaim>> {
+    let s = settings.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        read_decoded::<DataClaim>(&s, TRAINING_CLAIMS.name(), Duration::from_secs(30))
+    })
+    .await??
+    .into_iter()
+    .filter_map(|r| r.value.ok())
+    .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_trains_each_bar_once_and_failed_runs_release_their_claims() -> Result<()> {
+    let broker = TestBroker::embedded();
+    let settings = broker.fresh_topics("strict").await?;
+    let store = tempfile::tempdir()?;
+    let vectors = vectors(6_000)?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[..3_000]).await?;
+    let (stop, trainer) = start_trainer(&settings, config(store.path()));
+    let strict = ("mode", "strict");
+
+    // A run that fails (no EM iteration allowed) gives its offsets back.
+    let bad = trigger(&unique("bad"), &[strict, ("max_iter", "0")], false);
+    publish(
+        &settings,
+        TRAINING_TRIGGERS,
+        KEY,
+        std::slice::from_ref(&bad),
+    )
+    .await?;
+    let vbad = ended(&settings, &format!("tr-{}", bad.trigger_id)).await?;
+    assert_eq!(vbad.state, TrainingState::Failed, "{vbad:#?}");
+    assert!(
+        vbad.error.as_deref().unwrap_or("").contains("max_iter"),
+        "{vbad:#?}"
+    );
+
+    let first = trigger(&unique("first"), &[strict], false);
+    publish(
+        &settings,
+        TRAINING_TRIGGERS,
+        KEY,
+        std::slice::from_ref(&first),
+    )
+    .await?;
+    let v1 = ended(&settings, &format!("tr-{}", first.trigger_id)).await?;
+    assert_eq!(v1.state, TrainingState::Completed, "{v1:#?}");
+
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[3_000..]).await?;
+    let second = trigger(&unique("second"), &[strict], false);
+    publish(
+        &settings,
+        TRAINING_TRIGGERS,
+        KEY,
+        std::slice::from_ref(&second),
+    )
+    .await?;
+    let v2 = ended(&settings, &format!("tr-{}", second.trigger_id)).await?;
+    assert_eq!(v2.state, TrainingState::Completed, "{v2:#?}");
+
+    // Nothing new: a third strict run waits for data.
+    let third = trigger(&unique("third"), &[strict], false);
+    publish(
+        &settings,
+        TRAINING_TRIGGERS,
+        KEY,
+        std::slice::from_ref(&third),
+    )
+    .await?;
+    let v3 = wait_for(
+        &settings,
+        &format!("tr-{}", third.trigger_id),
+        "waited for data",
+        |v| v.state == TrainingState::WaitingData,
+    )
+    .await?;
+    assert!(
+        v3.message.contains("needed") || v3.message.contains("no feature rows"),
+        "{v3:#?}"
+    );
+
+    let _ = stop.send(());
+    trainer.await??;
+
+    let all = claims(&settings).await?;
+    let of = |id: &str, state: ClaimState| -> Vec<(i32, i64, i64)> {
+        all.iter()
+            .filter(|c| c.training_id == id && c.state == state)
+            .flat_map(|c| c.ranges.iter().map(|r| (r.partition, r.start, r.end)))
+            .collect()
+    };
+    let bad_claim = of(&vbad.training_id, ClaimState::Released);
+    let first_claim = of(&v1.training_id, ClaimState::Consumed);
+    let second_claim = of(&v2.training_id, ClaimState::Consumed);
+    assert!(!bad_claim.is_empty());
+    assert_eq!(
+        first_claim, bad_claim,
+        "the next run picked the released offsets up"
+    );
+    let count = |c: &[(i32, i64, i64)]| c.iter().map(|(_, a, b)| b - a).sum::<i64>();
+    assert_eq!((count(&first_claim), count(&second_claim)), (3_000, 3_000));
+
+    // No record (bar) in both runs.
+    let r = registry(&settings).await?;
+    let m = r.model(KEY).expect("model");
+    let (m1, m2) = (
+        m.versions[&1].manifest.clone().expect("m1"),
+        m.versions[&2].manifest.clone().expect("m2"),
+    );
+    let read = |ranges: &[autotrain_schemas::OffsetRange]| -> Result<BTreeSet<(String, i64)>> {
+        let reader = settings.reader_config();
+        let mut out = BTreeSet::new();
+        for rg in ranges {
+            for rec in autotrain_kafka::reader::read_range(
+                &reader,
+                &settings.physical(&rg.topic),
+                rg.partition,
+                rg.start,
+                rg.end,
+                Duration::from_secs(30),
+            )? {
+                let v =
+                    autotrain_schemas::decode::<FeatureVector>(&rec.payload.unwrap_or_default())?;
+                out.insert((v.instrument, v.ts));
+            }
+        }
+        Ok(out)
+    };
+    let (b1, b2) = (read(&m1.inputs)?, read(&m2.inputs)?);
+    assert_eq!((b1.len(), b2.len()), (3_000, 3_000));
+    assert!(b1.is_disjoint(&b2), "a bar trained twice");
+    // One reference set for the split version; the second run trained on
+    // none of its bars.
+    assert_eq!(m1.reference_hash, m2.reference_hash);
+    assert_eq!(v2.metric("excluded_rows"), Some(0.0));
+    assert_eq!(v1.metric("reference_bars"), Some(600.0));
+    Ok(())
+}
+
+fn gap(ts: i64, state: HitlState) -> ValidationFlag {
+    ValidationFlag {
+        flag_id: format!("gap:{INSTRUMENT}:{ts}"),
+        instrument: INSTRUMENT.into(),
+        timeframe: "30m".into(),
+        kind: FlagKind::Gap,
+        severity: Severity::Error,
+        ts,
+        gap_start: Some(ts - 3 * 1_800_000),
+        gap_end: Some(ts),
+        missing_bars: Some(3),
+        detail: "3 bar(s) missing before this one".into(),
+        state,
+        actor: (state != HitlState::Open).then(|| "ops-test".to_string()),
+        decided_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_gap_blocks_until_overridden_and_blocked_runs_can_be_cancelled() -> Result<()> {
+    let broker = TestBroker::embedded();
+    let settings = broker.fresh_topics("blocked").await?;
+    let store = tempfile::tempdir()?;
+    let vectors = vectors(2_000)?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors).await?;
+    let hole = vectors[1_000].ts;
+    publish(
+        &settings,
+        MARKET_FLAGS,
+        INSTRUMENT,
+        &[gap(hole, HitlState::Open)],
+    )
+    .await?;
+    let (stop, trainer) = start_trainer(&settings, config(store.path()));
+
+    let t = trigger(&unique("gap"), &[], true);
+    let c = trigger(&unique("cancel"), &[], true);
+    publish(&settings, TRAINING_TRIGGERS, KEY, &[t.clone(), c.clone()]).await?;
+    let (tid, cid) = (
+        format!("tr-{}", t.trigger_id),
+        format!("tr-{}", c.trigger_id),
+    );
+    let blocked = wait_for(&settings, &tid, "blocked", |v| {
+        v.state == TrainingState::Blocked
+    })
+    .await?;
+    assert!(
+        blocked
+            .message
+            .contains(&format!("gap:{INSTRUMENT}:{hole}")),
+        "{blocked:#?}"
+    );
+    wait_for(&settings, &cid, "blocked", |v| {
+        v.state == TrainingState::Blocked
+    })
+    .await?;
+
+    publish(
+        &settings,
+        TRAINING_COMMANDS,
+        KEY,
+        &[command(CommandAction::Cancel, Some(&cid), None)],
+    )
+    .await?;
+    let cancelled = ended(&settings, &cid).await?;
+    assert_eq!(cancelled.state, TrainingState::Cancelled);
+    assert!(cancelled.message.contains("ops-test"));
+
+    publish(
+        &settings,
+        MARKET_FLAGS,
+        INSTRUMENT,
+        &[gap(hole, HitlState::Overridden)],
+    )
+    .await?;
+    let done = ended(&settings, &tid).await?;
+    assert_eq!(
+        (done.state, done.model_version),
+        (TrainingState::Completed, Some(1)),
+        "{done:#?}"
+    );
+    // Blocked once, not once per re-check.
+    let blocked_events = done
+        .events
+        .iter()
+        .filter(|e| e.state == TrainingState::Blocked)
+        .count();
+    assert_eq!(blocked_events, 1);
+    let _ = stop.send(());
+    trainer.await??;
+    Ok(())
+}
