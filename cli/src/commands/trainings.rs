@@ -171,8 +171,16 @@ pub async fn follow(ctx: &Context, id: &str, f: &Follow) -> Result<TrainingView>
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let deadline = Instant::now() + Duration::from_secs(f.timeout_s);
+    let mut said = String::new();
     loop {
         if let Some(v) = load(&ctx.settings).await?.remove(id) {
+            // Say why a run waits (once per reason): ops may have to act.
+            if matches!(v.state, TrainingState::Blocked | TrainingState::WaitingData)
+                && v.message != said
+            {
+                said = v.message.clone();
+                bar.println(format!("{}: {said}", state_name(v.state)));
+            }
             bar.set_position((v.progress * 1_000.0) as u64);
             bar.set_message(format!(
                 "{id} {} {}",

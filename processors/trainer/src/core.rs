@@ -49,6 +49,9 @@ pub struct TrainerConfig {
     pub block_on: Vec<FlagKind>,
     /// Where reference sets are stored, content-addressed.
     pub store_dir: String,
+    /// Tail `features` into memory and let runs read from there (see
+    /// `service::cache`); off, every run reads its ranges from the broker.
+    pub cache_features: bool,
     /// Hyper-parameters a trigger does not set.
     pub defaults: TrainSpec,
     pub guardrails: Guardrails,
@@ -68,6 +71,7 @@ impl Default for TrainerConfig {
             degrade_margin: 0.05,
             block_on: vec![FlagKind::Gap, FlagKind::Anomaly],
             store_dir: "var/references".into(),
+            cache_features: true,
             defaults: TrainSpec::default(),
             guardrails: Guardrails::default(),
         }
@@ -377,9 +381,12 @@ impl Trainer {
                 Some(m) => TrainSpec::with_params(&self.config.defaults, &m.hyperparams),
                 None => TrainSpec::with_params(&self.config.defaults, &t.hyperparams),
             };
-            let Ok(spec) = spec else {
+            let Ok(mut spec) = spec else {
                 continue;
             };
+            if spec.mode == Mode::Sliding && spec.as_of.is_none() {
+                spec.as_of = Some(t.created_at);
+            }
             let seed = rerun_of
                 .as_ref()
                 .and_then(|v| v.manifest.as_ref())
@@ -772,29 +779,42 @@ mod tests {
         t.submit(trigger("a", &strict, false), 0);
         t.submit(trigger("b", &strict, false), 0);
         let plans = t.next_runs(0);
-        assert_eq!(plans.len(), 2);
+        assert_eq!(plans.len(), 1, "one run per model key at a time");
         let (_, ra) = t.claim(&plans[0], &[features(0, 0, 100)], 1);
-        let (_, rb) = t.claim(&plans[1], &[features(0, 0, 150)], 1);
         assert_eq!(ra, [features(0, 0, 100)]);
-        assert_eq!(
-            rb,
-            [features(0, 100, 150)],
-            "b only gets what a does not hold"
-        );
-        // a fails: its claim is released; b completes and consumes.
-        let ev = t.finish(&plans[0], Outcome::Failed("boom".into()), 2);
-        assert_eq!(states(&ev), ["claim:released", "status:failed"]);
-        t.begin(&plans[1].training_id, 2);
-        let ev = t.finish(&plans[1], done(&plans[1], -1.0, rb), 3);
+        t.begin(&plans[0].training_id, 1);
+        let ev = t.finish(&plans[0], done(&plans[0], -1.0, ra), 2);
         assert_eq!(
             states(&ev),
             ["model:registered:1", "claim:consumed", "status:completed"]
         );
-        // The next strict run picks up a's released offsets, not b's.
-        t.submit(trigger("c", &strict, false), 4);
-        let plan = t.next_runs(4).remove(0);
-        let (_, rc) = t.claim(&plan, &[features(0, 0, 200)], 4);
-        assert_eq!(rc, [features(0, 0, 100), features(0, 150, 200)]);
+        // b only gets what a did not train on; it fails and gives it back.
+        let b = t.next_runs(3).remove(0);
+        let (_, rb) = t.claim(&b, &[features(0, 0, 150)], 3);
+        assert_eq!(rb, [features(0, 100, 150)]);
+        let ev = t.finish(&b, Outcome::Failed("boom".into()), 4);
+        assert_eq!(states(&ev), ["claim:released", "status:failed"]);
+        // The next strict run picks up b's released offsets, not a's.
+        t.submit(trigger("c", &strict, false), 5);
+        let c = t.next_runs(5).remove(0);
+        let (_, rc) = t.claim(&c, &[features(0, 0, 200)], 5);
+        assert_eq!(rc, [features(0, 100, 200)]);
+        assert_eq!(c.spec.as_of, None, "strict runs read offsets, not a time");
+    }
+
+    #[test]
+    fn sliding_runs_train_as_of_their_trigger() {
+        let mut t = Trainer::new(TrainerConfig::default());
+        let mut tr = trigger("d", &[], false);
+        tr.created_at = 1_234;
+        t.submit(tr, 0);
+        let p = t.next_runs(0).remove(0);
+        assert_eq!(p.spec.as_of, Some(1_234));
+        assert!(p
+            .spec
+            .to_params()
+            .iter()
+            .any(|p| p.name == "as_of" && p.value == "1234"));
     }
 
     #[test]

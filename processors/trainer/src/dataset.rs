@@ -48,6 +48,8 @@ pub struct BuildStats {
     pub superseded: usize,
     /// Rows left out by the sliding window.
     pub outside_window: usize,
+    /// Bars after the as-of time.
+    pub after_as_of: usize,
 }
 
 /// One instrument's rows with every column present, as a matrix.
@@ -63,10 +65,12 @@ pub struct Sequence {
 
 impl Table {
     /// From feature vectors in offset order. `instruments` empty ⇒ all;
-    /// `window` ⇒ only the newest `window` bars per instrument.
-    pub fn build(
-        records: impl IntoIterator<Item = FeatureVector>,
+    /// `as_of` ⇒ only bars at or before it; `window` ⇒ only the newest
+    /// `window` bars per instrument.
+    pub fn build<'a>(
+        records: impl IntoIterator<Item = &'a FeatureVector>,
         instruments: &[String],
+        as_of: Option<i64>,
         window: Option<usize>,
     ) -> (Table, BuildStats) {
         let mut stats = BuildStats::default();
@@ -76,6 +80,10 @@ impl Table {
             stats.records += 1;
             if !instruments.is_empty() && !instruments.contains(&v.instrument) {
                 stats.other_instruments += 1;
+                continue;
+            }
+            if as_of.is_some_and(|t| v.ts > t) {
+                stats.after_as_of += 1;
                 continue;
             }
             let mut values = vec![None; names.len()];
@@ -90,7 +98,10 @@ impl Table {
                 };
                 values[i] = f.value;
             }
-            if latest.insert((v.instrument, v.ts), values).is_some() {
+            if latest
+                .insert((v.instrument.clone(), v.ts), values)
+                .is_some()
+            {
                 stats.superseded += 1;
             }
         }
@@ -270,16 +281,19 @@ mod tests {
             vector("a", 2, Some(-0.2), 2.0),
             vector("c", 1, Some(0.0), 1.0),
         ];
-        let (t, stats) = Table::build(records, &["a".into(), "b".into()], Some(2));
+        let (t, stats) = Table::build(&records, &["a".into(), "b".into()], None, Some(2));
         assert_eq!(
             stats,
             BuildStats {
                 records: 6,
                 other_instruments: 1,
                 superseded: 1,
-                outside_window: 1
+                outside_window: 1,
+                after_as_of: 0,
             }
         );
+        let (cut, stats) = Table::build(&records, &["a".into()], Some(2), None);
+        assert_eq!((cut.len(), stats.after_as_of), (2, 1));
         let keys: Vec<(&str, i64)> = t
             .rows
             .iter()
@@ -300,10 +314,11 @@ mod tests {
 
     #[test]
     fn reference_is_each_instruments_tail_and_later_runs_skip_its_span() {
-        let records = (0..10)
+        let records: Vec<FeatureVector> = (0..10)
             .map(|t| vector("a", t, Some(t as f64), 1.0))
-            .chain((0..5).map(|t| vector("b", t, Some(0.0), 1.0)));
-        let (t, _) = Table::build(records, &[], None);
+            .chain((0..5).map(|t| vector("b", t, Some(0.0), 1.0)))
+            .collect();
+        let (t, _) = Table::build(&records, &[], None, None);
         let (train, reference) = t.carve_reference(0.2);
         assert_eq!(
             reference

@@ -45,15 +45,12 @@ impl FlagBook {
             .collect()
     }
 
-    /// Unresolved flags of severity error or critical within the spans.
+    /// Unresolved critical flags within the spans (the promotion
+    /// guardrail: e.g. a day or more of bars missing).
     pub fn critical(&self, spans: &BTreeMap<String, (i64, i64)>) -> usize {
         self.latest
             .values()
-            .filter(|f| {
-                matches!(f.severity, Severity::Error | Severity::Critical)
-                    && unresolved(f)
-                    && inside(f, spans)
-            })
+            .filter(|f| f.severity == Severity::Critical && unresolved(f) && inside(f, spans))
             .count()
     }
 }
@@ -69,7 +66,7 @@ mod tests {
             timeframe: "30m".into(),
             kind,
             severity: if kind == FlagKind::Gap {
-                Severity::Error
+                Severity::Critical
             } else {
                 Severity::Warning
             },

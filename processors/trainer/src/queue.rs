@@ -155,10 +155,20 @@ impl TrainingQueue {
     pub fn start_ready(&mut self, now: i64) -> Vec<String> {
         let mut out = Vec::new();
         while self.running.len() < self.capacity {
+            // One run per model key at a time: runs of a key see each
+            // other's versions (champion, reference set) in order.
+            let busy: BTreeSet<&str> = self
+                .running
+                .iter()
+                .map(|id| self.jobs[id].trigger.model_key.as_str())
+                .collect();
             let Some(entry) = self
                 .waiting
                 .iter()
-                .find(|(_, _, id)| self.jobs[id].not_before <= now)
+                .find(|(_, _, id)| {
+                    let job = &self.jobs[id];
+                    job.not_before <= now && !busy.contains(job.trigger.model_key.as_str())
+                })
                 .cloned()
             else {
                 break;

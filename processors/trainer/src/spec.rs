@@ -21,7 +21,7 @@ pub enum SpecError {
 }
 
 const KNOWN: &str = "mode, train_window, min_rows, columns, split_version, reference_fraction, \
-                     states, covariance, max_iter, tol, restarts, min_covar, cost_bps";
+                     states, covariance, max_iter, tol, restarts, min_covar, cost_bps, as_of";
 
 /// How a run trains. Defaults are the trainer's `[trainer.defaults]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,11 @@ pub struct TrainSpec {
     pub min_covar: f64,
     /// Backtest cost per unit of position change, in basis points.
     pub cost_bps: f64,
+    /// Sliding mode: only bars at or before this time (epoch ms). A run
+    /// takes its trigger's time (for drift and schedule triggers the event
+    /// time that fired it), so what it trains on does not depend on when
+    /// it ran; written to the manifest for reruns.
+    pub as_of: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +88,7 @@ impl Default for TrainSpec {
             restarts: 3,
             min_covar: 1e-3,
             cost_bps: 1.0,
+            as_of: None,
         }
     }
 }
@@ -144,6 +150,7 @@ impl TrainSpec {
                 "restarts" => s.restarts = parse(n, value)?,
                 "min_covar" => s.min_covar = parse(n, value)?,
                 "cost_bps" => s.cost_bps = parse(n, value)?,
+                "as_of" => s.as_of = Some(parse(n, value)?),
                 other => return Err(SpecError::Unknown(other.into())),
             }
         }
@@ -210,6 +217,9 @@ impl TrainSpec {
             p("min_covar", self.min_covar.to_string()),
             p("cost_bps", self.cost_bps.to_string()),
         ];
+        if let Some(t) = self.as_of {
+            out.push(p("as_of", t.to_string()));
+        }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
@@ -248,6 +258,7 @@ mod tests {
                 param("covariance", "full"),
                 param("columns", "lr, ret_std_20"),
                 param("tol", "1e-4"),
+                param("as_of", "1700000000000"),
             ],
         )
         .expect("valid");

@@ -322,10 +322,17 @@ impl Validator {
                     .calendar
                     .expected_between(last, raw.ts, cfg.timeframe_ms);
                 if missing * cfg.timeframe_ms > cfg.gap_threshold_ms {
+                    // A day or more of data missing is critical: the
+                    // trainer's guardrails refuse to promote over it.
+                    let severity = if missing * cfg.timeframe_ms >= 86_400_000 {
+                        Severity::Critical
+                    } else {
+                        Severity::Error
+                    };
                     let mut f = flag(
                         raw,
                         FlagKind::Gap,
-                        Severity::Error,
+                        severity,
                         HitlState::Open,
                         format!("{missing} bar(s) missing before this one"),
                     );
@@ -476,7 +483,14 @@ mod tests {
                 assert_eq!(flags[0].missing_bars, Some(3));
                 assert_eq!(flags[0].gap_start, Some(STEP));
                 assert_eq!(flags[0].gap_end, Some(4 * STEP));
+                assert_eq!(flags[0].severity, Severity::Error);
             }
+            other => panic!("{other:?}"),
+        }
+        // A day or more missing is critical.
+        let day = 86_400_000 / STEP;
+        match val.validate(&bar(5 + day, 100.0)) {
+            Verdict::Passed { flags, .. } => assert_eq!(flags[0].severity, Severity::Critical),
             other => panic!("{other:?}"),
         }
         // 1-minute bars: five missing minutes is within the 5-minute threshold.

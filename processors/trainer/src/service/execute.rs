@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use autotrain_kafka::reader::{read_range, watermarks};
 use autotrain_kafka::{read_topic, ClientSettings, KafkaError};
+
 use autotrain_schemas::{
     decode, FeatureVector, Manifest, Metric, OffsetRange, TrainingState, ValidationFlag,
 };
 use autotrain_topics::{FEATURES, MARKET_FLAGS};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::cache::{Cached, FeatureCache};
 use super::store::ReferenceStore;
 use crate::artifact::TrainedModel;
 use crate::core::{Done, Event, Outcome, Plan, Trainer};
@@ -36,9 +38,16 @@ pub enum Msg {
 #[derive(Debug)]
 pub struct Context {
     pub settings: ClientSettings,
+    pub cache: Option<Arc<FeatureCache>>,
     pub core: Arc<Mutex<Trainer>>,
     pub store: ReferenceStore,
     pub clock: fn() -> i64,
+}
+
+/// Loading is reported outside the queue's `running` state (the run may
+/// still park); only the executor's log sees it.
+fn progress_load(_ctx: &Context, _tx: &UnboundedSender<Msg>, id: &str, p: f64) {
+    tracing::debug!(training = id, progress = p, "loading features");
 }
 
 fn send(tx: &UnboundedSender<Msg>, events: Vec<Event>) {
@@ -75,17 +84,19 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
     };
 
     // 1. Which offsets: a rerun reads its manifest's ranges again; a run
-    //    claims (strict: only what no other run of the key took).
+    //    claims (strict: only what no other run of the key took) from the
+    //    start of what is readable to the current end.
     let ranges: Vec<OffsetRange> = match plan.rerun_of.as_ref().and_then(|v| v.manifest.as_ref()) {
         Some(m) => m.inputs.clone(),
         None => {
+            let cached = ctx.cache.as_ref().map(|c| c.starts()).unwrap_or_default();
             let wanted: Vec<OffsetRange> = watermarks(&ctx.settings, FEATURES.name(), IO_TIMEOUT)
                 .map_err(kafka)?
                 .into_iter()
                 .map(|(partition, low, high)| OffsetRange {
                     topic: FEATURES.name().into(),
                     partition,
-                    start: low,
+                    start: cached.get(&partition).map_or(low, |c| (*c).min(low)),
                     end: high,
                 })
                 .collect();
@@ -95,40 +106,52 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         }
     };
 
-    // 2. Read them.
-    let reader = ctx.settings.reader_config();
-    let mut records = Vec::new();
-    let mut undecodable = 0usize;
-    let mut other_contract = 0usize;
-    for r in &ranges {
-        let physical = ctx.settings.physical(&r.topic);
-        let got = read_range(&reader, &physical, r.partition, r.start, r.end, IO_TIMEOUT)
-            .map_err(kafka)?;
-        for rec in got {
-            match rec.payload.as_deref().map(decode::<FeatureVector>) {
-                Some(Ok(v)) => {
-                    if plan
-                        .trigger
-                        .feature_contract_version
-                        .as_ref()
-                        .is_some_and(|want| *want != v.contract_version)
-                    {
-                        other_contract += 1;
-                    } else {
-                        records.push(v);
-                    }
+    // 2. Read them (from the cache when it covers them).
+    progress_load(ctx, tx, id, 0.0);
+    let records: Vec<Cached> = match ctx.cache.as_ref().and_then(|c| c.read(&ranges, IO_TIMEOUT)) {
+        Some(r) => r,
+        None => {
+            let reader = ctx.settings.reader_config();
+            let mut out = Vec::new();
+            for r in &ranges {
+                let physical = ctx.settings.physical(&r.topic);
+                for rec in read_range(&reader, &physical, r.partition, r.start, r.end, IO_TIMEOUT)
+                    .map_err(kafka)?
+                {
+                    out.push(
+                        rec.payload
+                            .as_deref()
+                            .and_then(|b| decode::<FeatureVector>(b).ok())
+                            .map(Arc::new),
+                    );
                 }
-                _ => undecodable += 1,
             }
+            out
         }
-    }
-    let contract = records
+    };
+    progress_load(ctx, tx, id, 1.0);
+    let undecodable = records.iter().filter(|r| r.is_none()).count();
+    let wanted_contract = plan.trigger.feature_contract_version.as_ref();
+    let usable: Vec<&FeatureVector> = records
+        .iter()
+        .flatten()
+        .map(|v| v.as_ref())
+        .filter(|v| wanted_contract.is_none_or(|c| *c == v.contract_version))
+        .collect();
+    let other_contract = records.len() - undecodable - usable.len();
+    let contract = usable
         .last()
         .map(|v| v.contract_version.clone())
         .or_else(|| plan.trigger.feature_contract_version.clone())
         .unwrap_or_default();
     let window = (plan.spec.mode == Mode::Sliding).then_some(plan.spec.train_window);
-    let (table, stats) = Table::build(records, &plan.trigger.instruments, window);
+    let (table, stats) = Table::build(
+        usable.iter().copied(),
+        &plan.trigger.instruments,
+        plan.spec.as_of,
+        window,
+    );
+    drop(records);
     if table.is_empty() {
         return Ok(Outcome::Parked(
             TrainingState::WaitingData,

@@ -12,8 +12,10 @@
 //!   ([`execute`]), publishes what they report, hands their outcomes to the
 //!   state machine, raises periodic alerts. Stops on `shutdown`; a run cut
 //!   short is re-run after restart (same inputs, same seed ⇒ same model).
+//! - [`cache`]: `features` tailed into memory for the runs to read.
 //! - [`store`]: reference sets, content-addressed on disk.
 
+pub mod cache;
 pub mod execute;
 pub mod intake;
 pub mod store;
@@ -50,6 +52,8 @@ pub struct ServiceCounters {
     pub alerts: AtomicU64,
     pub models: AtomicU64,
     pub published: AtomicU64,
+    /// The feature cache (`cache.cached`: records tailed so far).
+    pub cache: Arc<cache::FeatureCache>,
 }
 
 #[derive(Debug)]
@@ -114,6 +118,7 @@ pub async fn run(
 ) -> Result<ServiceReport, KafkaError> {
     let store = ReferenceStore::new(&config.store_dir);
     let tick = Duration::from_millis(config.recheck_ms.clamp(50, 1_000) as u64);
+    let cache_features = config.cache_features;
     let mut core = Trainer::new(config);
 
     let s = settings.clone();
@@ -158,8 +163,24 @@ pub async fn run(
         store: store.clone(),
         clock,
     };
+    let tail_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cache = if cache_features {
+        let (s, c, stop_flag) = (settings.clone(), counters.cache.clone(), tail_stop.clone());
+        std::thread::Builder::new()
+            .name("features-tail".into())
+            .spawn(move || {
+                if let Err(e) = cache::tail(&s, &c, &stop_flag) {
+                    tracing::error!(error = %e, "features tail stopped; runs read the broker");
+                }
+            })
+            .map_err(|e| KafkaError::Admin(format!("features tail thread: {e}")))?;
+        Some(counters.cache.clone())
+    } else {
+        None
+    };
     let ctx = Arc::new(Context {
         settings: settings.clone(),
+        cache,
         core: core.clone(),
         store,
         clock,
@@ -213,6 +234,7 @@ pub async fn run(
         stop.cancel();
     };
     let (intake_result, executor_result, ()) = tokio::join!(intake_run, executor, watch);
+    tail_stop.store(true, Ordering::Relaxed);
     executor_result?;
     let (_, intake) = intake_result?;
     producer.flush(Duration::from_secs(10))?;

@@ -1,0 +1,217 @@
+//! [`FeatureCache`]: the `features` topic tailed into memory by the trainer
+//! service, so a run reads its offset ranges from memory instead of
+//! fetching the topic again (runs follow each other on the same data), and
+//! so records the embedded broker later drops (it keeps ~5 MiB per
+//! partition) stay trainable. A range the cache does not cover is read
+//! from the broker instead.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use autotrain_kafka::reader::{partitions_of, watermarks};
+use autotrain_kafka::{ClientSettings, KafkaError};
+use autotrain_schemas::{decode, FeatureVector, OffsetRange};
+use autotrain_topics::FEATURES;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A cached record: `None` if it did not decode.
+pub type Cached = Option<Arc<FeatureVector>>;
+
+#[derive(Debug, Default)]
+struct Part {
+    first: i64,
+    next: i64,
+    records: Vec<(i64, Cached)>,
+}
+
+#[derive(Debug, Default)]
+pub struct FeatureCache {
+    parts: Mutex<BTreeMap<i32, Part>>,
+    grown: Condvar,
+    /// Records cached so far.
+    pub cached: AtomicU64,
+}
+
+impl FeatureCache {
+    /// The first cached offset of each partition.
+    pub fn starts(&self) -> BTreeMap<i32, i64> {
+        self.parts
+            .lock()
+            .map(|p| p.iter().map(|(k, v)| (*k, v.first)).collect())
+            .unwrap_or_default()
+    }
+
+    fn push(&self, partition: i32, offset: i64, record: Cached) {
+        if let Ok(mut parts) = self.parts.lock() {
+            let part = parts.entry(partition).or_default();
+            if offset >= part.next {
+                part.records.push((offset, record));
+                part.next = offset + 1;
+                self.cached.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.grown.notify_all();
+    }
+
+    /// The records of `ranges`, waiting up to `wait` for the tail to reach
+    /// their ends. `None` if a range starts before the cache does, or the
+    /// tail did not get there in time.
+    pub fn read(&self, ranges: &[OffsetRange], wait: Duration) -> Option<Vec<Cached>> {
+        let deadline = Instant::now() + wait;
+        let mut parts = self.parts.lock().ok()?;
+        loop {
+            let covered = ranges.iter().all(|r| {
+                parts
+                    .get(&r.partition)
+                    .is_some_and(|p| p.first <= r.start && p.next >= r.end)
+                    || r.start >= r.end
+            });
+            if covered {
+                break;
+            }
+            if ranges.iter().any(|r| {
+                r.start < r.end && parts.get(&r.partition).is_some_and(|p| p.first > r.start)
+            }) {
+                return None;
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            parts = self.grown.wait_timeout(parts, left).ok()?.0;
+        }
+        let mut out = Vec::new();
+        for r in ranges {
+            let Some(p) = parts.get(&r.partition) else {
+                continue;
+            };
+            let from = p.records.partition_point(|(o, _)| *o < r.start);
+            out.extend(
+                p.records[from..]
+                    .iter()
+                    .take_while(|(o, _)| *o < r.end)
+                    .map(|(_, v)| v.clone()),
+            );
+        }
+        Some(out)
+    }
+}
+
+/// Tails every partition of `features` from its current start into
+/// `cache` until `stop` is set (blocking: run on its own thread).
+pub fn tail(
+    settings: &ClientSettings,
+    cache: &FeatureCache,
+    stop: &AtomicBool,
+) -> Result<(), KafkaError> {
+    let physical = settings.physical(FEATURES.name());
+    let consumer: BaseConsumer = settings.reader_config().create()?;
+    let timeout = Duration::from_secs(30);
+    if partitions_of(&consumer, &physical, timeout)?.is_empty() {
+        return Err(KafkaError::Admin(format!(
+            "topic {physical} does not exist"
+        )));
+    }
+    let mut tpl = TopicPartitionList::new();
+    if let Ok(mut parts) = cache.parts.lock() {
+        for (p, low, _) in watermarks(settings, FEATURES.name(), timeout)? {
+            parts.insert(
+                p,
+                Part {
+                    first: low,
+                    next: low,
+                    records: Vec::new(),
+                },
+            );
+            tpl.add_partition_offset(&physical, p, Offset::Offset(low))?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let record = m
+                    .payload()
+                    .and_then(|b| decode::<FeatureVector>(b).ok())
+                    .map(Arc::new);
+                cache.push(m.partition(), m.offset(), record);
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "features tail"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector(ts: i64) -> Cached {
+        Some(Arc::new(FeatureVector {
+            instrument: "a".into(),
+            timeframe: "30m".into(),
+            ts,
+            contract_version: "1".into(),
+            bar_revision: 0,
+            values: vec![],
+        }))
+    }
+
+    fn range(p: i32, start: i64, end: i64) -> OffsetRange {
+        OffsetRange {
+            topic: "features".into(),
+            partition: p,
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn reads_covered_ranges_waits_for_the_tail_and_refuses_what_it_never_saw() {
+        let cache = Arc::new(FeatureCache::default());
+        if let Ok(mut parts) = cache.parts.lock() {
+            parts.insert(
+                0,
+                Part {
+                    first: 5,
+                    next: 5,
+                    records: vec![],
+                },
+            );
+        }
+        for o in 5..10 {
+            cache.push(0, o, vector(o));
+        }
+        let got = cache
+            .read(&[range(0, 6, 8)], Duration::ZERO)
+            .expect("covered");
+        assert_eq!(
+            got.iter().flatten().map(|v| v.ts).collect::<Vec<_>>(),
+            [6, 7]
+        );
+        assert!(
+            cache.read(&[range(0, 2, 8)], Duration::ZERO).is_none(),
+            "before the cache"
+        );
+        assert!(
+            cache
+                .read(&[range(0, 6, 12)], Duration::from_millis(10))
+                .is_none(),
+            "not yet"
+        );
+        let c = cache.clone();
+        let later = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            c.push(0, 10, None);
+            c.push(0, 11, vector(11));
+        });
+        let got = cache
+            .read(&[range(0, 9, 12)], Duration::from_secs(5))
+            .expect("waited");
+        assert_eq!(got.len(), 3);
+        assert!(got[1].is_none(), "an undecodable record is kept as a hole");
+        later.join().expect("thread");
+    }
+}
