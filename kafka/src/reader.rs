@@ -156,9 +156,20 @@ pub fn watermarks(
     logical: &str,
     timeout: Duration,
 ) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
-    let physical = settings.physical(logical);
     let probe: BaseConsumer = settings.reader_config().create()?;
-    let partitions = partitions_of(&probe, &physical, timeout)?;
+    watermarks_with(&probe, settings, logical, timeout)
+}
+
+/// [`watermarks`] through a client the caller keeps (no connection set-up
+/// per call).
+pub fn watermarks_with<C: ConsumerContext>(
+    probe: &BaseConsumer<C>,
+    settings: &crate::ClientSettings,
+    logical: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    let physical = settings.physical(logical);
+    let partitions = partitions_of(probe, &physical, timeout)?;
     partitions
         .into_iter()
         .map(|p| {

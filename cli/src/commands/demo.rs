@@ -3,11 +3,15 @@
 //! possible and run the processors built so far over them, each in its own
 //! consumer group: the validator (every raw bar ends as passed, flagged and
 //! withheld, duplicate, or dead letter, and the summary accounts for each
-//! one), the features processor (`market.bars` ⇒ `features`) and the drift
-//! processor (`features` ⇒ `training.triggers`).
+//! one), the features processor (`market.bars` ⇒ `features`), the drift
+//! processor (`features` ⇒ `training.triggers`), the trainer (every
+//! trigger trained as of its event time, versions registered on
+//! `model.updates`, promoted where the guardrails hold) and the regime
+//! processor (`features` + `model.updates` ⇒ `regimes`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,14 +22,18 @@ use autotrain_features::{Contract, FeaturesProcessor};
 use autotrain_kafka::reader::group_caught_up;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{OutRecord, Producer};
+use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::Bar;
-use autotrain_topics::{FEATURES, MARKET_BARS, MARKET_BARS_RAW};
+use autotrain_topics::{
+    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MODEL_UPDATES, TRAINING_COMMANDS, TRAINING_TRIGGERS,
+};
+use autotrain_trainer::service::ServiceCounters;
 use autotrain_validator::ValidatorProcessor;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::context::{shutdown_signal, Context};
+use crate::context::{now_ms, shutdown_signal, Context};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -63,6 +71,26 @@ pub struct Summary {
     /// cooldown suppressed.
     pub training_triggers: u64,
     pub drift_suppressed: u64,
+    /// Training runs, and how they ended.
+    pub trainings: u64,
+    pub trainings_by_reason: BTreeMap<String, u64>,
+    pub trainings_completed: u64,
+    /// Ended without a model: too little data as of the trigger, or failed.
+    pub trainings_without_model: u64,
+    /// `prod` moves by the trainer's guardrails.
+    pub promotions: u64,
+    pub model_versions: u64,
+    /// Per model key: versions and the one in `prod`.
+    pub models: BTreeMap<String, (usize, Option<i32>)>,
+    /// Unresolved flags do not block trainings in the demo (no one is
+    /// there to decide them); they are still counted by the guardrails.
+    pub flags_block_trainings: bool,
+    /// Regime posteriors published (bars of an instrument before its first
+    /// `prod` model have none; how many depends on when `prod` appeared).
+    pub regimes_published: u64,
+    /// Summed over trainings: reading data, and fitting + evaluating.
+    pub training_load_seconds: f64,
+    pub training_fit_seconds: f64,
     pub seconds: f64,
     pub bars_per_second: f64,
 }
@@ -92,8 +120,11 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         format!("autotrain-demo-validator-{pid}"),
         format!("autotrain-demo-features-{pid}"),
         format!("autotrain-demo-drift-{pid}"),
+        format!("autotrain-demo-regime-{pid}"),
     ];
-    let stages: [Arc<Counters>; 3] = Default::default();
+    let trainer_group = format!("autotrain-demo-trainer-{pid}");
+    let stages: [Arc<Counters>; 4] = Default::default();
+    let trainer_counters = Arc::new(ServiceCounters::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -126,21 +157,107 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         stages[2].clone(),
         stop(stop_rx.clone()),
     );
+    let regime_rc = ctx.runner_config(config, &groups[3], &[FEATURES.name(), MODEL_UPDATES.name()]);
+    let regiming = autotrain_kafka::run(
+        &ctx.settings,
+        &regime_rc,
+        RegimeProcessor::new(&config.drift.model_key),
+        stages[3].clone(),
+        stop(stop_rx.clone()),
+    );
+    // No one answers flags during the demo: they do not block trainings
+    // (the guardrails still count critical ones). References go to a
+    // scratch folder.
+    let mut trainer_config = config.trainer.clone();
+    trainer_config.block_on.clear();
+    trainer_config.store_dir = std::env::temp_dir()
+        .join(format!("autotrain-demo-{pid}"))
+        .display()
+        .to_string();
+    let store_dir = trainer_config.store_dir.clone();
+    let training = autotrain_trainer::service::run(
+        &ctx.settings,
+        trainer_config,
+        ctx.runner_config(
+            config,
+            &trainer_group,
+            &[TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()],
+        ),
+        now_ms,
+        trainer_counters.clone(),
+        stop(stop_rx.clone()),
+    );
     let started = Instant::now();
-    let publisher = publish_with_backpressure(ctx, &files, stages.clone(), !args.json);
-    let (validated, featured, drifted, published) =
-        tokio::join!(validating, featuring, drifting, async {
+    let publisher = publish_with_backpressure(
+        ctx,
+        &files,
+        stages.clone(),
+        trainer_counters.clone(),
+        !args.json,
+    );
+    let (validated, featured, drifted, regimed, trained, published) =
+        tokio::join!(validating, featuring, drifting, regiming, training, async {
             let published = publisher.await;
             if published.is_ok() {
-                wait_caught_up(ctx, &groups).await;
+                wait_caught_up(ctx, &groups, &trainer_group, &trainer_counters).await;
             }
             let _ = stop_tx.send(true);
             published
         });
+    let _ = std::fs::remove_dir_all(&store_dir);
     let (bars_in, bad_rows) = published?;
     let (validator, stats) = validated?;
     let (features, _) = featured?;
     let (drift, _) = drifted?;
+    let (regime, _) = regimed?;
+    trained?;
+    let views = super::trainings::load(&ctx.settings).await?;
+    let registry = super::models::load(&ctx.settings).await?;
+    let mut trainings_by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let triggers = {
+        let s = ctx.settings.clone();
+        tokio::task::spawn_blocking(move || {
+            autotrain_kafka::read_topic::<autotrain_schemas::TrainingTrigger>(
+                &s,
+                TRAINING_TRIGGERS.name(),
+                Duration::from_secs(30),
+            )
+        })
+        .await??
+    };
+    for t in triggers.into_iter().filter_map(|r| r.value.ok()) {
+        if views.contains_key(&autotrain_trainer::queue::training_id(&t)) {
+            *trainings_by_reason
+                .entry(format!("{:?}", t.reason).to_lowercase())
+                .or_default() += 1;
+        }
+    }
+    let completed = views
+        .values()
+        .filter(|v| v.state == autotrain_schemas::TrainingState::Completed)
+        .count() as u64;
+    let mut models = BTreeMap::new();
+    let (mut promotions, mut model_versions) = (0u64, 0u64);
+    for key in registry.keys() {
+        if let Some(m) = registry.model(key) {
+            model_versions += m.versions.len() as u64;
+            promotions += m
+                .events
+                .iter()
+                .filter(|e| {
+                    e.event == autotrain_schemas::RegistryEvent::AliasMoved
+                        && e.alias.as_deref() == Some(autotrain_trainer::PROD)
+                })
+                .count() as u64;
+            models.insert(
+                key.to_string(),
+                (
+                    m.versions.len(),
+                    m.aliases.get(autotrain_trainer::PROD).copied(),
+                ),
+            );
+        }
+    }
     let seconds = started.elapsed().as_secs_f64();
     let v = &validator.summary;
     let checksum_duplicates = v.flags.get("duplicate").copied().unwrap_or(0);
@@ -159,23 +276,49 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         feature_contract,
         training_triggers: drift.triggers,
         drift_suppressed: drift.suppressed,
+        trainings: views.len() as u64,
+        trainings_by_reason,
+        trainings_completed: completed,
+        trainings_without_model: views.len() as u64 - completed,
+        promotions,
+        model_versions,
+        models,
+        flags_block_trainings: false,
+        regimes_published: regime.stats.published,
+        training_load_seconds: views
+            .values()
+            .filter_map(|v| v.metric("load_seconds"))
+            .sum(),
+        training_fit_seconds: views
+            .values()
+            .filter_map(|v| v.metric("train_seconds"))
+            .sum(),
         seconds,
         bars_per_second: bars_in as f64 / seconds,
     })
 }
 
 /// Waits until every stage's group has committed its inputs to their end
-/// (the pipeline has drained).
-async fn wait_caught_up(ctx: &Context, groups: &[String; 3]) {
-    let inputs: [&[&str]; 3] = [
-        &[MARKET_BARS_RAW.name()],
-        &[MARKET_BARS.name()],
-        &[FEATURES.name()],
+/// and the trainer has nothing queued or running (the pipeline has
+/// drained).
+async fn wait_caught_up(
+    ctx: &Context,
+    groups: &[String; 4],
+    trainer_group: &str,
+    trainer: &ServiceCounters,
+) {
+    let inputs: [(&str, &[&str]); 5] = [
+        (&groups[0], &[MARKET_BARS_RAW.name()]),
+        (&groups[1], &[MARKET_BARS.name()]),
+        (&groups[2], &[FEATURES.name()]),
+        (trainer_group, &[TRAINING_TRIGGERS.name()]),
+        (&groups[3], &[FEATURES.name(), MODEL_UPDATES.name()]),
     ];
+    let mut quiet = 0;
     loop {
         let mut all = true;
-        for (group, topics) in groups.iter().zip(inputs) {
-            let (settings, group) = (ctx.settings.clone(), group.clone());
+        for (group, topics) in inputs {
+            let (settings, group) = (ctx.settings.clone(), group.to_string());
             let topics: Vec<&'static str> = topics.to_vec();
             let done = tokio::task::spawn_blocking(move || {
                 group_caught_up(&settings, &group, &topics, Duration::from_secs(10))
@@ -186,10 +329,14 @@ async fn wait_caught_up(ctx: &Context, groups: &[String; 3]) {
             .unwrap_or(false);
             all &= done;
         }
-        if all {
+        all &= trainer.pending.load(Ordering::Relaxed) == 0;
+        // Twice in a row: a trigger consumed just now may not have reached
+        // the queue yet.
+        quiet = if all { quiet + 1 } else { 0 };
+        if quiet >= 2 {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -200,7 +347,8 @@ async fn wait_caught_up(ctx: &Context, groups: &[String; 3]) {
 async fn publish_with_backpressure(
     ctx: &Context,
     files: &[PathBuf],
-    stages: [Arc<Counters>; 3],
+    stages: [Arc<Counters>; 4],
+    trainer: Arc<ServiceCounters>,
     progress: bool,
 ) -> Result<(u64, u64)> {
     const LAG: u64 = 10_000;
@@ -245,10 +393,18 @@ async fn publish_with_backpressure(
         if bars_in % 1000 == 0 {
             bar.set_position(bars_in + bad);
             loop {
-                let [v, f, d] = [&stages[0], &stages[1], &stages[2]].map(|c| c.snapshot());
+                let [v, f, d, r] =
+                    [&stages[0], &stages[1], &stages[2], &stages[3]].map(|c| c.snapshot());
+                let cached = trainer.cache.cached.load(Ordering::Relaxed);
                 let behind = bars_in.saturating_sub(v.received) > LAG
                     || v.outputs.saturating_sub(f.received) > LAG
-                    || f.outputs.saturating_sub(d.received) > LAG;
+                    || f.outputs.saturating_sub(d.received) > LAG
+                    || f.outputs.saturating_sub(r.received) > LAG
+                    || f.outputs.saturating_sub(cached) > LAG
+                    // Replay no faster than the trainer keeps up with the
+                    // triggers, so models exist while the bars they are
+                    // for go by (as they would live).
+                    || trainer.pending.load(Ordering::Relaxed) > 1;
                 if !behind {
                     break;
                 }
@@ -296,6 +452,38 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         println!(
             "training triggers {} from drift ({} detections within a cooldown)",
             summary.training_triggers, summary.drift_suppressed
+        );
+        let reasons: Vec<String> = summary
+            .trainings_by_reason
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        println!(
+            "trainings         {} ({}): {} with a model, {} without (too little data as of the trigger, or failed)",
+            summary.trainings,
+            reasons.join(", "),
+            summary.trainings_completed,
+            summary.trainings_without_model
+        );
+        println!(
+            "model versions    {} over {} model keys; {} promotion(s) to prod by the guardrails",
+            summary.model_versions,
+            summary.models.len(),
+            summary.promotions
+        );
+        for (key, (versions, prod)) in &summary.models {
+            println!(
+                "  {key:<30} {versions} version(s), prod {}",
+                prod.map_or("-".into(), |v| format!("v{v}"))
+            );
+        }
+        println!(
+            "  time in runs    {:.1} s reading data, {:.1} s fitting and evaluating",
+            summary.training_load_seconds, summary.training_fit_seconds
+        );
+        println!(
+            "regimes           {} posteriors under prod models",
+            summary.regimes_published
         );
         println!(
             "time              {:.2} s ({:.0} bars/s end to end)",

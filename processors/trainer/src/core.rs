@@ -123,6 +123,10 @@ pub enum Outcome {
     Done(Box<Done>),
     /// Cannot run yet: `blocked` or `waiting_data`, with the reason.
     Parked(TrainingState, String),
+    /// Can never run as asked (e.g. too little data as of its time): ends
+    /// `failed` without retries, and without counting as a failure of the
+    /// trainer in the failure-rate alert.
+    Skipped(String),
     Failed(String),
 }
 
@@ -503,6 +507,13 @@ impl Trainer {
                     self.queue
                         .park(id, state, why, now + self.config.recheck_ms, now)
                 {
+                    out.push(Event::Status(s));
+                }
+                out
+            }
+            Outcome::Skipped(why) => {
+                let mut out = self.release_held(id, &why, now);
+                if let Ok(s) = self.queue.reject(id, &why, now) {
                     out.push(Event::Status(s));
                 }
                 out

@@ -271,7 +271,12 @@ impl TrainingQueue {
         self.waiting.remove(&key);
         self.running.remove(id);
         let job = &self.jobs[id];
-        let mut s = status(job, TrainingState::Failed, "rejected".into(), now);
+        let mut s = status(
+            job,
+            TrainingState::Failed,
+            "not trainable as asked".into(),
+            now,
+        );
         s.error = Some(error.to_string());
         Ok(s)
     }

@@ -84,7 +84,7 @@ impl Default for TrainSpec {
             states: 3,
             covariance: Covariance::Diag,
             max_iter: 100,
-            tol: 1e-3,
+            tol: 1e-2,
             restarts: 3,
             min_covar: 1e-3,
             cost_bps: 1.0,

@@ -3,7 +3,8 @@
 //! fetching the topic again (runs follow each other on the same data), and
 //! so records the embedded broker later drops (it keeps ~5 MiB per
 //! partition) stay trainable. A range the cache does not cover is read
-//! from the broker instead.
+//! from the broker instead. The same tail folds `market.flags` into a
+//! [`FlagBook`] that runs check their window against.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use autotrain_kafka::reader::{partitions_of, watermarks};
 use autotrain_kafka::{ClientSettings, KafkaError};
-use autotrain_schemas::{decode, FeatureVector, OffsetRange};
-use autotrain_topics::FEATURES;
+use autotrain_schemas::{decode, FeatureVector, OffsetRange, ValidationFlag};
+use autotrain_topics::{FEATURES, MARKET_FLAGS};
+
+use crate::flags::FlagBook;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -29,8 +32,16 @@ struct Part {
 }
 
 #[derive(Debug, Default)]
+struct Flags {
+    book: FlagBook,
+    /// Next offset per partition of `market.flags`.
+    next: BTreeMap<i32, i64>,
+}
+
+#[derive(Debug, Default)]
 pub struct FeatureCache {
     parts: Mutex<BTreeMap<i32, Part>>,
+    flags: Mutex<Flags>,
     grown: Condvar,
     /// Records cached so far.
     pub cached: AtomicU64,
@@ -55,6 +66,34 @@ impl FeatureCache {
             }
         }
         self.grown.notify_all();
+    }
+
+    fn push_flag(&self, partition: i32, offset: i64, flag: Option<ValidationFlag>) {
+        if let Ok(mut f) = self.flags.lock() {
+            if let Some(flag) = flag {
+                f.book.apply(flag);
+            }
+            f.next.insert(partition, offset + 1);
+        }
+        self.grown.notify_all();
+    }
+
+    /// The flags as of `ends` (next offset per `market.flags` partition,
+    /// e.g. the end offsets when a run starts), waiting up to `wait` for
+    /// the tail to get there.
+    pub fn flags(&self, ends: &[(i32, i64)], wait: Duration) -> Option<FlagBook> {
+        let deadline = Instant::now() + wait;
+        let mut f = self.flags.lock().ok()?;
+        loop {
+            if ends
+                .iter()
+                .all(|(p, end)| *end <= 0 || f.next.get(p).is_some_and(|n| n >= end))
+            {
+                return Some(f.book.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            f = self.grown.wait_timeout(f, left).ok()?.0;
+        }
     }
 
     /// The records of `ranges`, waiting up to `wait` for the tail to reach
@@ -98,15 +137,20 @@ impl FeatureCache {
     }
 }
 
-/// Tails every partition of `features` from its current start into
-/// `cache` until `stop` is set (blocking: run on its own thread).
+/// Tails every partition of `features` (and of `market.flags`) from its
+/// current start into `cache` until `stop` is set (blocking: run on its
+/// own thread).
 pub fn tail(
     settings: &ClientSettings,
     cache: &FeatureCache,
     stop: &AtomicBool,
 ) -> Result<(), KafkaError> {
     let physical = settings.physical(FEATURES.name());
-    let consumer: BaseConsumer = settings.reader_config().create()?;
+    let flags_topic = settings.physical(MARKET_FLAGS.name());
+    let consumer: BaseConsumer = settings
+        .reader_config()
+        .set("enable.partition.eof", "false")
+        .create()?;
     let timeout = Duration::from_secs(30);
     if partitions_of(&consumer, &physical, timeout)?.is_empty() {
         return Err(KafkaError::Admin(format!(
@@ -127,9 +171,16 @@ pub fn tail(
             tpl.add_partition_offset(&physical, p, Offset::Offset(low))?;
         }
     }
+    for (p, low, _) in watermarks(settings, MARKET_FLAGS.name(), timeout)? {
+        tpl.add_partition_offset(&flags_topic, p, Offset::Offset(low))?;
+    }
     consumer.assign(&tpl)?;
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.topic() == flags_topic => {
+                let flag = m.payload().and_then(|b| decode::<ValidationFlag>(b).ok());
+                cache.push_flag(m.partition(), m.offset(), flag);
+            }
             Some(Ok(m)) => {
                 let record = m
                     .payload()

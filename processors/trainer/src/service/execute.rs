@@ -8,8 +8,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use autotrain_kafka::reader::{read_range, watermarks};
+use autotrain_kafka::reader::{read_range, watermarks_with};
 use autotrain_kafka::{read_topic, ClientSettings, KafkaError};
+use rdkafka::consumer::BaseConsumer;
 
 use autotrain_schemas::{
     decode, FeatureVector, Manifest, Metric, OffsetRange, TrainingState, ValidationFlag,
@@ -35,9 +36,19 @@ pub enum Msg {
     Finished(Box<Plan>, Outcome),
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
 pub struct Context {
     pub settings: ClientSettings,
+    /// A long-lived client for end offsets.
+    pub probe: BaseConsumer,
     pub cache: Option<Arc<FeatureCache>>,
     pub core: Arc<Mutex<Trainer>>,
     pub store: ReferenceStore,
@@ -77,6 +88,7 @@ fn lock(ctx: &Context) -> Result<std::sync::MutexGuard<'_, Trainer>, String> {
 
 fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome, String> {
     let id = plan.training_id.as_str();
+    let started = std::time::Instant::now();
     let progress = |stage: &str, p: f64| {
         if let Ok(mut core) = ctx.core.lock() {
             send(tx, core.progress(id, stage, p, (ctx.clock)()));
@@ -90,16 +102,17 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         Some(m) => m.inputs.clone(),
         None => {
             let cached = ctx.cache.as_ref().map(|c| c.starts()).unwrap_or_default();
-            let wanted: Vec<OffsetRange> = watermarks(&ctx.settings, FEATURES.name(), IO_TIMEOUT)
-                .map_err(kafka)?
-                .into_iter()
-                .map(|(partition, low, high)| OffsetRange {
-                    topic: FEATURES.name().into(),
-                    partition,
-                    start: cached.get(&partition).map_or(low, |c| (*c).min(low)),
-                    end: high,
-                })
-                .collect();
+            let wanted: Vec<OffsetRange> =
+                watermarks_with(&ctx.probe, &ctx.settings, FEATURES.name(), IO_TIMEOUT)
+                    .map_err(kafka)?
+                    .into_iter()
+                    .map(|(partition, low, high)| OffsetRange {
+                        topic: FEATURES.name().into(),
+                        partition,
+                        start: cached.get(&partition).map_or(low, |c| (*c).min(low)),
+                        end: high,
+                    })
+                    .collect();
             let (event, ranges) = lock(ctx)?.claim(plan, &wanted, (ctx.clock)());
             send(tx, vec![event]);
             ranges
@@ -171,14 +184,28 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
     let spans = table.spans();
     let mut critical = 0;
     if plan.rerun_of.is_none() {
-        let mut book = FlagBook::new();
-        for r in read_topic::<ValidationFlag>(&ctx.settings, MARKET_FLAGS.name(), IO_TIMEOUT)
-            .map_err(kafka)?
-        {
-            if let Ok(f) = r.value {
-                book.apply(f);
+        let ends: Vec<(i32, i64)> =
+            watermarks_with(&ctx.probe, &ctx.settings, MARKET_FLAGS.name(), IO_TIMEOUT)
+                .map_err(kafka)?
+                .into_iter()
+                .map(|(p, _, high)| (p, high))
+                .collect();
+        let cached = ctx.cache.as_ref().and_then(|c| c.flags(&ends, IO_TIMEOUT));
+        let book = match cached {
+            Some(book) => book,
+            None => {
+                let mut book = FlagBook::new();
+                for r in
+                    read_topic::<ValidationFlag>(&ctx.settings, MARKET_FLAGS.name(), IO_TIMEOUT)
+                        .map_err(kafka)?
+                {
+                    if let Ok(f) = r.value {
+                        book.apply(f);
+                    }
+                }
+                book
             }
-        }
+        };
         let kinds = lock(ctx)?.config.block_on.clone();
         let blocking = book.blocking(&spans, &kinds);
         if !blocking.is_empty() {
@@ -216,6 +243,7 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         .and_then(|b| TrainedModel::from_bytes(b).ok());
 
     // 5. Train.
+    let load_seconds = started.elapsed().as_secs_f64();
     let mut begun = false;
     let trained = train(
         &plan.spec,
@@ -233,8 +261,16 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
             progress(stage, p);
         },
     );
+    let train_seconds = started.elapsed().as_secs_f64() - load_seconds;
     let trained = match trained {
         Ok(t) => t,
+        // Data past the as-of time exists: no more will come for it.
+        Err(TrainError::NotEnoughData { rows, min }) if stats.after_as_of > 0 => {
+            return Ok(Outcome::Skipped(format!(
+                "{rows} usable training row(s) as of {}, {min} needed",
+                plan.spec.as_of.unwrap_or_default()
+            )))
+        }
         Err(TrainError::NotEnoughData { rows, min }) => {
             return Ok(Outcome::Parked(
                 TrainingState::WaitingData,
@@ -271,6 +307,8 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         m("fit_iters", trained.fit.iters as f64),
         m("fit_converged", f64::from(u8::from(trained.fit.converged))),
         m("critical_flags", critical as f64),
+        m("load_seconds", load_seconds),
+        m("train_seconds", train_seconds),
     ]);
     let preset = lock(ctx)?.config.guardrails.preset.clone();
     let max_drawdown = trained

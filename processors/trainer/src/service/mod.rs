@@ -52,6 +52,8 @@ pub struct ServiceCounters {
     pub alerts: AtomicU64,
     pub models: AtomicU64,
     pub published: AtomicU64,
+    /// Trainings queued, parked or running (after the last executor turn).
+    pub pending: AtomicU64,
     /// The feature cache (`cache.cached`: records tailed so far).
     pub cache: Arc<cache::FeatureCache>,
 }
@@ -178,8 +180,10 @@ pub async fn run(
     } else {
         None
     };
+    let probe = settings.reader_config().create()?;
     let ctx = Arc::new(Context {
         settings: settings.clone(),
+        probe,
         cache,
         core: core.clone(),
         store,
@@ -201,7 +205,12 @@ pub async fn run(
                 let mut c = core
                     .lock()
                     .map_err(|_| KafkaError::Admin("trainer state poisoned".into()))?;
-                (c.next_runs(clock()), c.tick(clock()))
+                let runs = c.next_runs(clock());
+                let q = c.queue.stats();
+                counters
+                    .pending
+                    .store((q.queued + q.active) as u64, Ordering::Relaxed);
+                (runs, c.tick(clock()))
             };
             publish(&producer, &alerts, &counters).await?;
             for plan in plans {
