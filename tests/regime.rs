@@ -52,6 +52,8 @@ fn fit(rows: &[(i64, Vec<f64>)], states: usize) -> TrainedModel {
         columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
         hmm,
         scaling: Vec::new(),
+        reference: Default::default(),
+        loglik_baseline: None,
     }
 }
 

@@ -134,7 +134,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
     let rcs = [
         ctx.runner_config(config, &groups[0], &[MARKET_BARS_RAW.name()]),
         ctx.runner_config(config, &groups[1], &[MARKET_BARS.name()]),
-        ctx.runner_config(config, &groups[2], &[FEATURES.name()]),
+        ctx.runner_config(config, &groups[2], &[FEATURES.name(), MODEL_UPDATES.name()]),
     ];
     let validating = autotrain_kafka::run(
         &ctx.settings,
@@ -310,7 +310,7 @@ async fn wait_caught_up(
     let inputs: [(&str, &[&str]); 5] = [
         (&groups[0], &[MARKET_BARS_RAW.name()]),
         (&groups[1], &[MARKET_BARS.name()]),
-        (&groups[2], &[FEATURES.name()]),
+        (&groups[2], &[FEATURES.name(), MODEL_UPDATES.name()]),
         (trainer_group, &[TRAINING_TRIGGERS.name()]),
         (&groups[3], &[FEATURES.name(), MODEL_UPDATES.name()]),
     ];

@@ -32,8 +32,10 @@ pub enum RunCommand {
     /// `market.bars` ⇒ `features` under the bundled feature contract;
     /// engines rebuilt on start by replaying what the group processed.
     Features(FeaturesArgs),
-    /// `features` ⇒ `training.triggers`: drift detectors per instrument and
-    /// feature (`[drift]` in the config), cooldown per model key.
+    /// `features` + `model.updates` ⇒ `training.triggers`: drift detectors
+    /// per instrument and feature, PSI against the prod model's reference
+    /// and log-likelihood decay under it (`[drift]` in the config),
+    /// cooldown per model key.
     Drift(GroupArgs),
     /// `features` + `model.updates` ⇒ `regimes`: the regime posterior of
     /// every bar under the model key's `prod` version, switching when
@@ -160,7 +162,11 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             );
         }
         RunCommand::Drift(args) => {
-            let rc = ctx.runner_config(config, &args.group, &[FEATURES.name()]);
+            let rc = ctx.runner_config(
+                config,
+                &args.group,
+                &[FEATURES.name(), MODEL_UPDATES.name()],
+            );
             let (core, stats) = autotrain_kafka::run(
                 &ctx.settings,
                 &rc,

@@ -17,5 +17,5 @@ pub mod scheduler;
 pub mod stream;
 
 pub use detectors::{Adwin, Detection, Detector, LikelihoodDecay, PageHinkley, Psi, Reference};
-pub use processor::{DetectorSpec, DriftConfig, DriftProcessor, Watch};
+pub use processor::{DetectorSpec, DriftConfig, DriftInput, DriftProcessor, ModelDetectors, Watch};
 pub use scheduler::{Due, Schedule, ScheduleError, Schedules};

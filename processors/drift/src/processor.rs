@@ -8,14 +8,76 @@
 //! than `cooldown_ms` of event time ago (then it is counted as suppressed).
 //! Everything is keyed on event time (the bar's ts), so a replay decides
 //! the same, and the runner rebuilds the detectors by replay.
+//!
+//! Once a model key has a `prod` version (read from `model.updates`), two
+//! more detectors watch its instrument: **PSI against the prod model's
+//! reference distribution** of each watched feature (recorded by the
+//! trainer from its training rows), and **log-likelihood decay**: the
+//! one-step predictive log-likelihood of each bar under the prod model's
+//! online filter, against the baseline the trainer measured on the
+//! reference set. Both restart when `prod` moves. Which bar a `prod` move
+//! falls before depends on how the two topics interleave as processed; a
+//! replay after a restart applies model events in offset order per
+//! partition, so these two detectors may resume from a slightly different
+//! state than an uninterrupted run (the feature detectors do not).
 
-use autotrain_kafka::{EventId, Incoming, Outputs, ProcessError, Processor};
-use autotrain_schemas::{DriftEvidence, FeatureVector, Priority, TrainingTrigger, TriggerReason};
-use autotrain_topics::TRAINING_TRIGGERS;
+use autotrain_kafka::{EventId, Inbound, Incoming, Outputs, ProcessError, Processor};
+use autotrain_schemas::{
+    decode, DriftEvidence, FeatureVector, ModelVersion, Priority, TrainingTrigger, TriggerReason,
+    WireError,
+};
+use autotrain_topics::{MODEL_UPDATES, TRAINING_TRIGGERS};
+use autotrain_trainer::{OnlineFilter, Registry, TrainedModel, PROD};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::detectors::{Adwin, Detector, PageHinkley, Psi};
+use crate::detectors::{Adwin, Detection, Detector, LikelihoodDecay, PageHinkley, Psi, Reference};
+
+/// What the drift processor reads: feature rows, and the registry's
+/// events (for the prod model's detectors).
+#[derive(Debug, Clone)]
+pub enum DriftInput {
+    Features(FeatureVector),
+    Model(Box<ModelVersion>),
+}
+
+impl Inbound for DriftInput {
+    fn decode(topic: &str, bytes: &[u8]) -> Result<Self, WireError> {
+        if topic == MODEL_UPDATES.name() {
+            decode::<ModelVersion>(bytes).map(|m| DriftInput::Model(Box::new(m)))
+        } else {
+            decode::<FeatureVector>(bytes).map(DriftInput::Features)
+        }
+    }
+}
+
+/// The detectors that need a prod model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelDetectors {
+    pub enabled: bool,
+    /// PSI of the last `psi_window` values of each watched feature against
+    /// the prod model's reference distribution of it.
+    pub psi_window: usize,
+    pub psi_threshold: f64,
+    /// Mean predictive log-likelihood of the last `loglik_window` bars
+    /// below the model's baseline by more than `loglik_threshold`
+    /// standard errors.
+    pub loglik_window: usize,
+    pub loglik_threshold: f64,
+}
+
+impl Default for ModelDetectors {
+    fn default() -> Self {
+        ModelDetectors {
+            enabled: true,
+            psi_window: 500,
+            psi_threshold: 0.25,
+            loglik_window: 200,
+            loglik_threshold: 4.0,
+        }
+    }
+}
 
 /// A detector and its parameters (for standardised values).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +125,7 @@ pub struct DriftConfig {
     pub model_key: String,
     pub priority: Priority,
     pub auto_promote: bool,
+    pub model_detectors: ModelDetectors,
 }
 
 impl Default for DriftConfig {
@@ -96,6 +159,7 @@ impl Default for DriftConfig {
             model_key: "hmm/{instrument}".into(),
             priority: Priority::High,
             auto_promote: true,
+            model_detectors: ModelDetectors::default(),
         }
     }
 }
@@ -106,6 +170,18 @@ struct Series {
     warm: Vec<f64>,
     scale: Option<(f64, f64)>,
     detectors: Vec<Box<dyn Detector>>,
+    /// PSI against the prod model's reference (its version).
+    prod_psi: Option<(i32, Psi)>,
+}
+
+/// An instrument's prod model and its log-likelihood detector.
+#[derive(Debug)]
+struct Tracked {
+    version: i32,
+    model: TrainedModel,
+    filter: OnlineFilter,
+    decay: Option<LikelihoodDecay>,
+    last_ts: i64,
 }
 
 #[derive(Debug)]
@@ -113,6 +189,8 @@ pub struct DriftProcessor {
     config: DriftConfig,
     series: FxHashMap<(String, String), Series>,
     last_trigger: FxHashMap<String, i64>,
+    registry: Registry,
+    tracked: FxHashMap<String, Tracked>,
     /// Triggers emitted, and detections inside a cooldown.
     pub triggers: u64,
     pub suppressed: u64,
@@ -124,6 +202,8 @@ impl DriftProcessor {
             config,
             series: FxHashMap::default(),
             last_trigger: FxHashMap::default(),
+            registry: Registry::new(),
+            tracked: FxHashMap::default(),
             triggers: 0,
             suppressed: 0,
         }
@@ -133,9 +213,73 @@ impl DriftProcessor {
         self.config.model_key.replace("{instrument}", instrument)
     }
 
+    /// A registry event from `model.updates`.
+    pub fn apply_model(&mut self, e: &ModelVersion) -> Result<(), String> {
+        self.registry.apply(e).map_err(|err| err.to_string())
+    }
+
+    /// The prod model of an instrument's key, if any and loadable.
+    fn prod_of(&self, instrument: &str) -> Option<(i32, TrainedModel)> {
+        let key = self.model_key(instrument);
+        let prod = self.registry.model(&key)?.alias(PROD)?;
+        let model = TrainedModel::from_bytes(prod.parameters.as_deref()?).ok()?;
+        Some((prod.version, model))
+    }
+
+    /// A detection becomes a trigger unless the model key is cooling down.
+    fn fire(
+        &mut self,
+        v: &FeatureVector,
+        feature: &str,
+        detector: &str,
+        hit: Detection,
+    ) -> Option<TrainingTrigger> {
+        let model_key = self.model_key(&v.instrument);
+        if self
+            .last_trigger
+            .get(&model_key)
+            .is_some_and(|t| v.ts < t + self.config.cooldown_ms)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last_trigger.insert(model_key.clone(), v.ts);
+        self.triggers += 1;
+        let trigger_id = format!("drift:{model_key}:{}:{detector}:{feature}", v.ts);
+        Some(TrainingTrigger {
+            seed: seed_of(&trigger_id),
+            trigger_id,
+            model_key,
+            tenant: None,
+            reason: TriggerReason::Drift,
+            instruments: vec![v.instrument.clone()],
+            dataset_version: None,
+            feature_contract_version: Some(v.contract_version.clone()),
+            hyperparams: Vec::new(),
+            priority: self.config.priority,
+            auto_promote: self.config.auto_promote,
+            evidence: Some(DriftEvidence {
+                detector: detector.to_string(),
+                instrument: v.instrument.clone(),
+                feature: feature.to_string(),
+                statistic: hit.statistic,
+                threshold: hit.threshold,
+                window: i32::try_from(hit.window).unwrap_or(i32::MAX),
+            }),
+            rerun_of: None,
+            created_at: v.ts,
+        })
+    }
+
     /// Feeds one feature vector; returns the triggers to publish.
     pub fn apply(&mut self, v: &FeatureVector) -> Vec<TrainingTrigger> {
-        let mut out = Vec::new();
+        let mut hits: Vec<(String, &'static str, Detection)> = Vec::new();
+        let md = self.config.model_detectors.clone();
+        let prod = if md.enabled {
+            self.prod_of(&v.instrument)
+        } else {
+            None
+        };
         for watch in &self.config.watch {
             let name = &watch.feature;
             let Some(x) = v
@@ -155,6 +299,7 @@ impl DriftProcessor {
                     warm: Vec::new(),
                     scale: None,
                     detectors: watch.detectors.iter().map(DetectorSpec::build).collect(),
+                    prod_psi: None,
                 });
             // Corrections of past bars do not re-feed the detectors.
             if v.ts <= series.last_ts {
@@ -179,45 +324,89 @@ impl DriftProcessor {
             };
             let z = (x - mean) / std;
             for d in &mut series.detectors {
-                let Some(hit) = d.update(z) else { continue };
-                let model_key = self.config.model_key.replace("{instrument}", &v.instrument);
-                if self
-                    .last_trigger
-                    .get(&model_key)
-                    .is_some_and(|t| v.ts < t + self.config.cooldown_ms)
-                {
-                    self.suppressed += 1;
-                    continue;
+                if let Some(hit) = d.update(z) {
+                    hits.push((name.clone(), d.name(), hit));
                 }
-                self.last_trigger.insert(model_key.clone(), v.ts);
-                self.triggers += 1;
-                let trigger_id = format!("drift:{model_key}:{}:{}:{name}", v.ts, d.name());
-                out.push(TrainingTrigger {
-                    seed: seed_of(&trigger_id),
-                    trigger_id,
-                    model_key,
-                    tenant: None,
-                    reason: TriggerReason::Drift,
-                    instruments: vec![v.instrument.clone()],
-                    dataset_version: None,
-                    feature_contract_version: Some(v.contract_version.clone()),
-                    hyperparams: Vec::new(),
-                    priority: self.config.priority,
-                    auto_promote: self.config.auto_promote,
-                    evidence: Some(DriftEvidence {
-                        detector: d.name().to_string(),
-                        instrument: v.instrument.clone(),
-                        feature: name.clone(),
-                        statistic: hit.statistic,
-                        threshold: hit.threshold,
-                        window: i32::try_from(hit.window).unwrap_or(i32::MAX),
-                    }),
-                    rerun_of: None,
-                    created_at: v.ts,
-                });
+            }
+            // The prod model's reference, in this series' standardised
+            // units (PSI only depends on which bin a value falls in).
+            if let Some((version, model)) = &prod {
+                if series.prod_psi.as_ref().is_none_or(|(v, _)| v != version) {
+                    series.prod_psi = model.reference.get(name).map(|r| {
+                        let reference = Reference {
+                            edges: r.edges.iter().map(|e| (e - mean) / std).collect(),
+                            shares: r.shares.clone(),
+                        };
+                        (
+                            *version,
+                            Psi::new(md.psi_window, md.psi_threshold, Some(reference)),
+                        )
+                    });
+                }
+                if let Some((_, psi)) = &mut series.prod_psi {
+                    if let Some(hit) = psi.update(z) {
+                        hits.push((name.clone(), "psi_prod", hit));
+                    }
+                }
             }
         }
-        out
+        if let Some((version, model)) = prod {
+            if let Some(hit) = self.loglik(v, version, model, &md) {
+                hits.push(("loglik".into(), "loglik_decay", hit));
+            }
+        }
+        hits.into_iter()
+            .filter_map(|(feature, detector, hit)| self.fire(v, &feature, detector, hit))
+            .collect()
+    }
+
+    /// One bar through the prod model's filter; a decay detection if the
+    /// recent bars fit worse than the model's baseline.
+    fn loglik(
+        &mut self,
+        v: &FeatureVector,
+        version: i32,
+        model: TrainedModel,
+        md: &ModelDetectors,
+    ) -> Option<Detection> {
+        let t = self
+            .tracked
+            .entry(v.instrument.clone())
+            .or_insert_with(|| Tracked {
+                version: -1,
+                model: model.clone(),
+                filter: OnlineFilter::new(),
+                decay: None,
+                last_ts: i64::MIN,
+            });
+        if t.version != version {
+            let decay = model.loglik_baseline.map(|b| {
+                LikelihoodDecay::new(b.mean, b.std, md.loglik_window, md.loglik_threshold)
+            });
+            *t = Tracked {
+                version,
+                model,
+                filter: OnlineFilter::new(),
+                decay,
+                last_ts: i64::MIN,
+            };
+        }
+        if v.ts <= t.last_ts {
+            return None;
+        }
+        t.last_ts = v.ts;
+        let row: Option<Vec<f64>> = t
+            .model
+            .columns
+            .iter()
+            .map(|c| v.values.iter().find(|f| &f.name == c).and_then(|f| f.value))
+            .collect();
+        let row = row.filter(|r| r.iter().all(|x| x.is_finite()))?;
+        let (_, ll) = t
+            .filter
+            .step(&t.model.hmm, &t.model.standardise(&row))
+            .ok()?;
+        t.decay.as_mut()?.update(ll + t.model.log_jacobian())
     }
 }
 
@@ -227,7 +416,7 @@ pub fn seed_of(id: &str) -> i64 {
 }
 
 impl Processor for DriftProcessor {
-    type Input = FeatureVector;
+    type Input = DriftInput;
 
     fn name(&self) -> &str {
         "drift"
@@ -235,13 +424,20 @@ impl Processor for DriftProcessor {
 
     fn process(
         &mut self,
-        input: &Incoming<FeatureVector>,
+        input: &Incoming<DriftInput>,
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
-        for t in self.apply(&input.value) {
-            out.send(TRAINING_TRIGGERS, &t.model_key.clone(), &t)?;
+        match &input.value {
+            DriftInput::Model(e) => self
+                .apply_model(e)
+                .map_err(|why| ProcessError::invalid(format!("registry event refused: {why}"))),
+            DriftInput::Features(v) => {
+                for t in self.apply(v) {
+                    out.send(TRAINING_TRIGGERS, &t.model_key.clone(), &t)?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn rebuilds_from_inputs(&self) -> bool {
@@ -312,5 +508,105 @@ mod tests {
         let before = p.series.values().next().map(|s| s.last_ts);
         assert!(p.apply(&vector(10 * 60_000, 9.0)).is_empty());
         assert_eq!(p.series.values().next().map(|s| s.last_ts), before);
+    }
+
+    /// A prod model fitted to calm returns: N(0, 1e-3²) on `lr`.
+    fn calm_model() -> TrainedModel {
+        use autotrain_trainer::{Baseline, Covariance, Distribution, GaussianHmm};
+        let calm: Vec<f64> = crate::stream::shifted(11, 4_000, 4_000, 0.0)
+            .iter()
+            .map(|x| 0.001 * x)
+            .collect();
+        let hmm = GaussianHmm {
+            k: 1,
+            d: 1,
+            covariance: Covariance::Diag,
+            start: vec![1.0],
+            trans: vec![1.0],
+            means: vec![0.0],
+            covars: vec![1e-6],
+        };
+        let mut filter = OnlineFilter::new();
+        let ll: Vec<f64> = calm
+            .iter()
+            .filter_map(|x| filter.step(&hmm, &[*x]).ok().map(|(_, l)| l))
+            .collect();
+        let mean = ll.iter().sum::<f64>() / ll.len() as f64;
+        let std =
+            (ll.iter().map(|l| (l - mean) * (l - mean)).sum::<f64>() / ll.len() as f64).sqrt();
+        TrainedModel {
+            columns: vec!["lr".into()],
+            hmm,
+            scaling: Vec::new(),
+            reference: [(
+                "lr".to_string(),
+                Distribution::of(&calm, 10).expect("deciles"),
+            )]
+            .into_iter()
+            .collect(),
+            loglik_baseline: Some(Baseline { mean, std }),
+        }
+    }
+
+    #[test]
+    fn the_prod_models_detectors_fire_when_returns_leave_its_regime() {
+        let mut p = DriftProcessor::new(DriftConfig {
+            watch: vec![Watch {
+                feature: "lr".into(),
+                detectors: vec![],
+            }],
+            cooldown_ms: 0,
+            ..DriftConfig::default()
+        });
+        let mut registry = Registry::new();
+        let model = calm_model();
+        let manifest = autotrain_schemas::Manifest {
+            trigger_id: "t".into(),
+            code_version: "test".into(),
+            feature_contract_version: "1".into(),
+            inputs: vec![],
+            split_version: "v1".into(),
+            reference_hash: "r".into(),
+            hyperparams: vec![],
+            seed: 1,
+        };
+        let v1 = registry.register(
+            "hmm/x:A",
+            "tr",
+            model.to_bytes(),
+            model.hmm.param_hash(),
+            vec![],
+            manifest,
+            0,
+        );
+        registry.apply(&v1).expect("v1");
+        let prod = registry.promote("hmm/x:A", 1, PROD, 1).expect("promote");
+        p.apply_model(&v1).expect("register");
+        p.apply_model(&prod).expect("promote");
+
+        // Calm bars (like the training data), then three times the volatility.
+        let values = crate::stream::shifted(12, 2_000, 0, 0.0);
+        let mut triggers = Vec::new();
+        for (i, x) in values.iter().enumerate() {
+            let vol = if i < 1_200 { 0.001 } else { 0.003 };
+            triggers.extend(p.apply(&vector(i as i64 * 60_000, vol * x)));
+        }
+        let first = |name: &str| {
+            triggers
+                .iter()
+                .find(|t| t.evidence.as_ref().is_some_and(|e| e.detector == name))
+                .map(|t| t.created_at / 60_000)
+        };
+        let (ll, psi) = (first("loglik_decay"), first("psi_prod"));
+        assert!(
+            ll.is_some_and(|t| (1_200..1_500).contains(&t)),
+            "loglik decay at {ll:?}"
+        );
+        assert!(
+            psi.is_some_and(|t| (1_200..1_800).contains(&t)),
+            "psi at {psi:?}"
+        );
+        let ev = triggers[0].evidence.as_ref().expect("evidence");
+        assert!(ev.statistic > ev.threshold);
     }
 }

@@ -14,6 +14,48 @@ pub struct Scale {
     pub std: f64,
 }
 
+/// A feature's distribution over the training rows: equal-count bin edges
+/// (inner boundaries, ascending) and the share of rows in each of the
+/// `edges.len() + 1` bins. Drift detectors compare recent windows with it
+/// (PSI).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Distribution {
+    pub edges: Vec<f64>,
+    pub shares: Vec<f64>,
+}
+
+impl Distribution {
+    /// `bins` equal-count bins of the finite values (`None` if fewer than
+    /// two values per bin).
+    pub fn of(values: &[f64], bins: usize) -> Option<Self> {
+        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        if bins < 2 || sorted.len() < 2 * bins {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let mut edges: Vec<f64> = (1..bins).map(|k| sorted[k * sorted.len() / bins]).collect();
+        edges.dedup();
+        let mut counts = vec![0usize; edges.len() + 1];
+        for v in &sorted {
+            counts[edges.partition_point(|e| *e <= *v)] += 1;
+        }
+        let n = sorted.len() as f64;
+        Some(Distribution {
+            edges,
+            shares: counts.iter().map(|c| *c as f64 / n).collect(),
+        })
+    }
+}
+
+/// Mean and standard deviation of the one-step predictive log-likelihood
+/// per bar on the reference set: what "the model still fits" looks like
+/// (the drift processor's log-likelihood decay detector).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub mean: f64,
+    pub std: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainedModel {
     /// Feature names, in the HMM's column order.
@@ -22,6 +64,11 @@ pub struct TrainedModel {
     /// Per column; empty ⇒ the HMM reads raw values.
     #[serde(default)]
     pub scaling: Vec<Scale>,
+    /// Per feature of the training rows (every contract feature).
+    #[serde(default)]
+    pub reference: std::collections::BTreeMap<String, Distribution>,
+    #[serde(default)]
+    pub loglik_baseline: Option<Baseline>,
 }
 
 impl TrainedModel {
@@ -75,11 +122,16 @@ impl TrainedModel {
             .collect()
     }
 
+    /// `log |d standardise / d x|` per row: add to a log-likelihood of
+    /// standardised values to get one of raw values.
+    pub fn log_jacobian(&self) -> f64 {
+        -self.scaling.iter().map(|s| s.std.ln()).sum::<f64>()
+    }
+
     /// Log-likelihood of raw rows (the standardisation's Jacobian
     /// included, so models with different scalings compare fairly).
     pub fn score(&self, x: &[f64]) -> Result<f64, HmmError> {
         let n = x.len() / self.hmm.d.max(1);
-        let jacobian: f64 = self.scaling.iter().map(|s| s.std.ln()).sum();
-        Ok(self.hmm.score(&self.standardise(x))? - n as f64 * jacobian)
+        Ok(self.hmm.score(&self.standardise(x))? + n as f64 * self.log_jacobian())
     }
 }

@@ -46,6 +46,8 @@ pub struct Backtest {
 pub struct Evaluation {
     pub bars: usize,
     pub loglik_per_bar: f64,
+    /// Mean and std of the one-step predictive log-likelihood per bar.
+    pub predictive: crate::artifact::Baseline,
     pub backtests: Vec<Backtest>,
 }
 
@@ -108,6 +110,8 @@ pub fn evaluate(
     let mut pnl: Vec<Vec<Vec<f64>>> = vec![Vec::new(); PRESETS.len()];
     let mut turnover = vec![0.0; PRESETS.len()];
     let mut steps: Vec<i64> = Vec::new();
+    let mut predictive: Vec<f64> = Vec::new();
+    let jacobian = model.log_jacobian();
     for s in &seqs {
         let n = s.ts.len();
         bars += n;
@@ -117,7 +121,8 @@ pub fn evaluate(
         let mut filter = OnlineFilter::new();
         let mut regimes = Vec::with_capacity(n);
         for t in 0..n {
-            let (p, _) = filter.step(&model.hmm, &z[t * d..(t + 1) * d])?;
+            let (p, ll) = filter.step(&model.hmm, &z[t * d..(t + 1) * d])?;
+            predictive.push(ll + jacobian);
             regimes.push(
                 p.iter()
                     .enumerate()
@@ -190,9 +195,13 @@ pub fn evaluate(
             }
         })
         .collect();
+    let pn = predictive.len().max(1) as f64;
+    let pm = predictive.iter().sum::<f64>() / pn;
+    let ps = (predictive.iter().map(|v| (v - pm) * (v - pm)).sum::<f64>() / pn).sqrt();
     Ok(Evaluation {
         bars,
         loglik_per_bar: loglik / bars as f64,
+        predictive: crate::artifact::Baseline { mean: pm, std: ps },
         backtests,
     })
 }
@@ -217,6 +226,8 @@ mod tests {
                 covars: vec![1e-6, 1e-6],
             },
             scaling: Vec::new(),
+            reference: Default::default(),
+            loglik_baseline: None,
         }
     }
 

@@ -38,6 +38,6 @@ pub mod simulate;
 pub mod spec;
 pub mod view;
 
-pub use artifact::TrainedModel;
+pub use artifact::{Baseline, Distribution, TrainedModel};
 pub use hmm::{Covariance, FitOptions, FitReport, GaussianHmm, HmmError, OnlineFilter};
 pub use registry::{Model, Registry, RegistryError, PROD, STAGING};

@@ -4,7 +4,7 @@
 //! deterministic: same table, reference, spec and seed ⇒ the same model,
 //! bit for bit (what a rerun checks through the parameter hash).
 
-use crate::artifact::TrainedModel;
+use crate::artifact::{Distribution, TrainedModel};
 use crate::dataset::{DatasetError, Table};
 use crate::evaluate::{evaluate, EvalError, Evaluation};
 use crate::hmm::{fit_reporting, FitReport, HmmError};
@@ -88,6 +88,16 @@ pub fn train(
             covars: Vec::new(),
         },
         scaling: TrainedModel::scaling_of(&raw, d),
+        reference: train_set
+            .names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let values: Vec<f64> = train_set.rows.iter().filter_map(|r| r.values[i]).collect();
+                Some((name.clone(), Distribution::of(&values, 10)?))
+            })
+            .collect(),
+        loglik_baseline: None,
     };
     let x = model.standardise(&raw);
     progress("fit", 0.0);
@@ -97,6 +107,7 @@ pub fn train(
     model.hmm = hmm;
     progress("evaluate", 0.0);
     let evaluation = evaluate(&model, &reference, spec.cost_bps)?;
+    model.loglik_baseline = Some(evaluation.predictive);
     progress("evaluate", 0.5);
     // A champion that cannot be scored (other columns, broken parameters)
     // is treated as absent; the metric says so.

@@ -163,6 +163,8 @@ fn the_online_filter_matches_the_batch_forward_pass() {
         columns: vec!["lr".into(), "rvol_20".into()],
         hmm: m.clone(),
         scaling: Vec::new(),
+        reference: Default::default(),
+        loglik_baseline: None,
     };
     let back = TrainedModel::from_bytes(&artifact.to_bytes()).expect("decodes");
     assert_eq!(back.hmm.param_hash(), m.param_hash());
