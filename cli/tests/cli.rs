@@ -44,6 +44,9 @@ fn every_subcommand_has_help() -> Result<()> {
         "validate",
         "features",
         "training-set",
+        "train",
+        "trainings",
+        "models",
         "bench",
     ] {
         assert!(top.contains(cmd), "top-level help lists {cmd}");
@@ -66,6 +69,16 @@ fn every_subcommand_has_help() -> Result<()> {
         ["run", "validator"],
         ["run", "questdb"],
         ["run", "features"],
+        ["run", "trainer"],
+        ["trainings", "list"],
+        ["trainings", "show"],
+        ["trainings", "cancel"],
+        ["trainings", "retry"],
+        ["trainings", "rerun"],
+        ["models", "list"],
+        ["models", "show"],
+        ["models", "promote"],
+        ["models", "rollback"],
         ["flags", "list"],
         ["flags", "approve"],
         ["flags", "reject"],
@@ -119,6 +132,20 @@ fn demo_accounts_for_every_bar_and_row() -> Result<()> {
     );
     assert_eq!(summary["feature_contract"], "1");
     assert!(field("training_triggers") < u64::MAX, "{summary}");
+    // Every trigger was trained, with or without a model; every model is a
+    // registered version.
+    assert_eq!(field("trainings"), field("training_triggers"), "{summary}");
+    assert_eq!(
+        field("trainings_completed") + field("trainings_without_model"),
+        field("trainings"),
+        "{summary}"
+    );
+    assert_eq!(
+        field("model_versions"),
+        field("trainings_completed"),
+        "{summary}"
+    );
+    assert!(field("promotions") <= field("model_versions"), "{summary}");
     Ok(())
 }
 
@@ -560,5 +587,138 @@ fn features_agree_with_pandas_on_real_files() -> Result<()> {
     }
     let checked = ok(&["features", "--check"])?;
     assert!(checked.contains("contract version 1 ok"), "{checked}");
+    Ok(())
+}
+
+#[test]
+fn training_through_the_cli() -> Result<()> {
+    use std::process::Stdio;
+
+    let up = Up::start()?;
+    let bootstrap = up.bootstrap.clone();
+    let store = tempfile::tempdir()?;
+    let store_dir = store.path().display().to_string();
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_autotrain"));
+        c.args(args)
+            .args(["--brokers", &bootstrap])
+            .env("AUTOTRAIN__LOG__LEVEL", "warn")
+            .env("AUTOTRAIN__TRAINER__STORE_DIR", &store_dir)
+            // The sample has real gaps and held anomalies; nobody decides
+            // them in this test.
+            .env("AUTOTRAIN__TRAINER__BLOCK_ON", "[]")
+            .env("AUTOTRAIN__TRAINER__RECHECK_MS", "200");
+        c
+    };
+    let stdout = |args: &[&str]| -> Result<String> {
+        let out = cmd(args).output()?;
+        ensure!(
+            out.status.success(),
+            "autotrain {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let fails = |args: &[&str]| -> Result<String> {
+        let out = cmd(args).output()?;
+        ensure!(!out.status.success(), "autotrain {args:?} should fail");
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let dir = tempfile::tempdir()?;
+    sample(dir.path(), "bitfinex_BTCUSD_30m.csv", 3_000, false)?;
+    stdout(&[
+        "produce",
+        "--quiet",
+        "--input",
+        dir.path().to_str().unwrap_or_default(),
+    ])?;
+    let mut services = Vec::new();
+    for (what, group) in [
+        ("validator", "cli-v"),
+        ("features", "cli-f"),
+        ("trainer", "cli-t"),
+    ] {
+        services.push(
+            cmd(&["run", what, "--group", &unique(group)])
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+    }
+    // Features of (nearly) every bar before training.
+    eventually("features", || {
+        let out = stdout(&["tail", "features", "--max", "2900"])?;
+        Ok((out.lines().count() >= 2_900).then_some(()))
+    })?;
+
+    let key = "hmm/bitfinex:BTCUSD";
+    let train = |seed: &str| -> Result<serde_json::Value> {
+        let out = stdout(&[
+            "train",
+            "--model-key",
+            key,
+            "--instrument",
+            "bitfinex:BTCUSD",
+            "--seed",
+            seed,
+            "--param",
+            "train_window=2500",
+            "--timeout-s",
+            "120",
+            "--json",
+        ])?;
+        Ok(serde_json::from_str(&out)?)
+    };
+    let first = train("1")?;
+    assert_eq!(first["state"], "completed", "{first}");
+    assert_eq!(first["model_version"], 1);
+    let second = train("2")?;
+    assert_eq!(second["model_version"], 2);
+    let listed = stdout(&["trainings", "list", "--json"])?;
+    assert_eq!(listed.lines().count(), 2);
+
+    let promoted = stdout(&["models", "promote", key, "--version", "2", "--actor", "ops"])?;
+    assert!(promoted.contains("prod → v2"), "{promoted}");
+    let rolled = stdout(&[
+        "models",
+        "rollback",
+        key,
+        "--version",
+        "1",
+        "--reason",
+        "test",
+    ])?;
+    assert!(
+        rolled.contains("prod → v1") && rolled.contains("re-scored"),
+        "{rolled}"
+    );
+    let refused = fails(&["models", "rollback", key, "--version", "2"])?;
+    assert!(refused.contains("not older than prod"), "{refused}");
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&["models", "show", key])?)?;
+    assert_eq!(shown["aliases"]["prod"], 1);
+    assert_eq!(shown["versions"].as_array().map(Vec::len), Some(2));
+
+    let id = first["training_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let rerun = stdout(&["trainings", "rerun", &id, "--timeout-s", "120"])?;
+    assert!(
+        rerun.contains(&format!("parameter hash matches {id}")),
+        "{rerun}"
+    );
+    let refused = fails(&["trainings", "cancel", &id])?;
+    assert!(refused.contains("cannot cancel"), "{refused}");
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&["trainings", "show", &id])?)?;
+    assert!(
+        shown["events"].as_array().is_some_and(|e| e.len() >= 3),
+        "{shown}"
+    );
+
+    for mut s in services {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    drop(up);
     Ok(())
 }
