@@ -34,6 +34,10 @@ pub struct Config {
     /// (`[trainer.defaults]`) and promotion guardrails
     /// (`[trainer.guardrails]`).
     pub trainer: autotrain_trainer::core::TrainerConfig,
+    /// The parameter controller (`autotrain run params`): strategy schemas
+    /// folder, policy (`[params.policy] kind = "lin_ts"|"thompson_beta"|
+    /// "thompson_gaussian"|"epsilon_greedy"`), guardrails, seed.
+    pub params: autotrain_params::ParamsConfig,
     pub log: LogSettings,
 }
 
@@ -103,6 +107,7 @@ impl Default for Config {
             drift: autotrain_drift::DriftConfig::default(),
             scheduler: SchedulerSettings::default(),
             trainer: autotrain_trainer::core::TrainerConfig::default(),
+            params: autotrain_params::ParamsConfig::default(),
             log: LogSettings::default(),
         }
     }
@@ -150,6 +155,16 @@ impl Config {
             .extract()
             .context("invalid configuration")
     }
+}
+
+/// The strategy schemas folder: as configured, else the bundled one next to
+/// the sources when run from elsewhere.
+pub fn schemas_dir(config: &Config) -> std::path::PathBuf {
+    let configured = std::path::PathBuf::from(&config.params.schemas_dir);
+    if configured.is_dir() {
+        return configured;
+    }
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../strategy_schemas")
 }
 
 #[cfg(test)]

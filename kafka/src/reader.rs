@@ -199,6 +199,31 @@ pub(crate) fn event_id_of(m: &impl Message) -> Option<EventId> {
     })
 }
 
+/// The offsets consumer group `group` committed on a catalogue topic, per
+/// partition (partitions without a commit are left out). Blocking.
+pub fn committed(
+    settings: &crate::ClientSettings,
+    group: &str,
+    logical: &str,
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<i32, i64>, KafkaError> {
+    let probe: BaseConsumer = settings.consumer_config(group).create()?;
+    let topic = settings.physical(logical);
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions_of(&probe, &topic, timeout)? {
+        tpl.add_partition(&topic, p);
+    }
+    let committed = probe.committed_offsets(tpl, timeout)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Has consumer group `group` committed every partition of the catalogue
 /// `topics` up to its current end? (Blocking.)
 pub fn group_caught_up(

@@ -33,6 +33,108 @@ pub enum BenchCommand {
     /// observations (simulated from a known 3-state model), 3 and 4 states,
     /// diagonal and full covariance.
     Hmm(HmmBenchArgs),
+    /// Decisions + updates per second of the bandit policies (LinTS with
+    /// d = 8 and 5 presets, Thompson, epsilon-greedy), and of the whole
+    /// controller (decision on a regime posterior + learning from an
+    /// outcome).
+    Params(ParamsBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ParamsBenchArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub steps: usize,
+}
+
+fn bench_params(args: &ParamsBenchArgs) -> Result<()> {
+    use autotrain_params::policy::{argmax, Policy, PolicySpec, Scratch};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    let (d, arms, n) = (8usize, 5usize, args.steps.max(1_000));
+    let mut env = ChaCha8Rng::seed_from_u64(1);
+    let contexts: Vec<Vec<f64>> = (0..4_096)
+        .map(|_| {
+            let mut x: Vec<f64> = (0..d).map(|_| env.random::<f64>() - 0.5).collect();
+            x[0] = 1.0;
+            x
+        })
+        .collect();
+    for spec in [
+        PolicySpec::LinTs {
+            v: 0.5,
+            lambda: 1.0,
+        },
+        PolicySpec::ThompsonGaussian { sigma: 1.0 },
+        PolicySpec::ThompsonBeta,
+        PolicySpec::EpsilonGreedy { epsilon: 0.1 },
+    ] {
+        let mut policy = Policy::new(&spec, arms, d);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut scratch = Scratch::default();
+        let started = Instant::now();
+        let mut total = 0.0;
+        for t in 0..n {
+            let x = &contexts[t % contexts.len()];
+            let arm = argmax(&policy.scores(x, &mut rng, &mut scratch));
+            let reward = x[1] * (arm as f64 - 2.0) + 0.1;
+            total += reward;
+            policy.update(arm, x, reward);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "params {:<20} d={d} presets={arms}: {:>12.0} decisions+updates/s ({n} in {secs:.3} s; mean reward {:.3})",
+            format!("{spec:?}").split([' ', '{']).next().unwrap_or_default(),
+            n as f64 / secs,
+            total / n as f64
+        );
+    }
+    // The whole controller: the bundled schemas, one instrument.
+    let dir = crate::config::schemas_dir(&Config::default());
+    let schemas = autotrain_params::StrategySchema::load_dir(&dir)?;
+    let mut c =
+        autotrain_params::Controller::new(autotrain_params::ParamsConfig::default(), schemas);
+    let steps = (n / 10).max(1_000);
+    let started = Instant::now();
+    let mut updates = 0usize;
+    let mut current: Vec<autotrain_schemas::ParamUpdate> = Vec::new();
+    for t in 0..steps {
+        let calm = (t % 100) as f64 / 100.0;
+        let p = autotrain_schemas::RegimePosterior {
+            instrument: "bench:X".into(),
+            timeframe: "30m".into(),
+            ts: t as i64 * 1_800_000,
+            model_key: "hmm/bench:X".into(),
+            model_version: 1,
+            probabilities: vec![calm, 1.0 - calm, 0.0],
+            regime: 0,
+            loglik: 0.0,
+        };
+        for u in c.on_regime(&p) {
+            updates += 1;
+            current.retain(|x| x.strategy != u.strategy);
+            current.push(u);
+        }
+        for u in &current {
+            let o = autotrain_schemas::TradeOutcome {
+                trade_id: String::new(),
+                strategy: u.strategy.clone(),
+                instrument: u.instrument.clone(),
+                config_id: u.config_id.clone(),
+                preset_id: u.preset_id.clone(),
+                reward: calm - 0.5,
+                context: u.context.clone(),
+                ts: p.ts,
+            };
+            updates += c.on_outcome(&o).map(|v| v.len()).unwrap_or(0);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "params controller (3 strategies, LinTS): {:>10.0} bars/s, i.e. {:.0} decisions+outcomes/s ({updates} updates published)",
+        steps as f64 / secs,
+        (steps * 3 * 2) as f64 / secs
+    );
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -584,6 +686,7 @@ pub async fn run(_config: &Config, cmd: BenchCommand) -> Result<()> {
         }
         BenchCommand::Drift(args) => bench_drift(&args)?,
         BenchCommand::Hmm(args) => bench_hmm(&args)?,
+        BenchCommand::Params(args) => bench_params(&args)?,
         BenchCommand::Features(args) => {
             bench_features(&args)?;
             if args.broker_bars > 0 {

@@ -22,10 +22,12 @@ use autotrain_features::{Contract, FeaturesProcessor};
 use autotrain_kafka::reader::group_caught_up;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{OutRecord, Producer};
+use autotrain_params::{Controller, Engine, EngineProcessor, ParamsProcessor, StrategySchema};
 use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::Bar;
 use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MODEL_UPDATES, TRAINING_COMMANDS, TRAINING_TRIGGERS,
+    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MODEL_UPDATES, PARAM_UPDATES, REGIMES, TRADE_OUTCOMES,
+    TRAINING_COMMANDS, TRAINING_TRIGGERS,
 };
 use autotrain_trainer::service::ServiceCounters;
 use autotrain_validator::ValidatorProcessor;
@@ -88,6 +90,22 @@ pub struct Summary {
     /// Regime posteriors published (bars of an instrument before its first
     /// `prod` model have none; how many depends on when `prod` appeared).
     pub regimes_published: u64,
+    /// Preset decisions the controller took (one per regime posterior and
+    /// strategy) and the `ParamUpdate`s it published (initial presets,
+    /// changes the guardrails let through, kill-switches).
+    pub param_decisions: u64,
+    pub param_changes: u64,
+    pub kill_switches: u64,
+    /// The simulated engine's one-bar positions and their summed reward
+    /// (percent of notional, after 2 bp costs), against the same rules
+    /// under each strategy's fixed safe preset.
+    pub trades: u64,
+    /// Outcomes the controller learnt from.
+    pub param_outcomes: u64,
+    /// Per strategy: (reward under the controller, under the safe preset).
+    pub reward_by_strategy: BTreeMap<String, (f64, f64)>,
+    pub reward_policy: f64,
+    pub reward_safe_preset: f64,
     /// Summed over trainings: reading data, and fitting + evaluating.
     pub training_load_seconds: f64,
     pub training_fit_seconds: f64,
@@ -121,9 +139,11 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         format!("autotrain-demo-features-{pid}"),
         format!("autotrain-demo-drift-{pid}"),
         format!("autotrain-demo-regime-{pid}"),
+        format!("autotrain-demo-params-{pid}"),
+        format!("autotrain-demo-engine-{pid}"),
     ];
     let trainer_group = format!("autotrain-demo-trainer-{pid}");
-    let stages: [Arc<Counters>; 4] = Default::default();
+    let stages: [Arc<Counters>; 6] = Default::default();
     let trainer_counters = Arc::new(ServiceCounters::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -165,6 +185,34 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         stages[3].clone(),
         stop(stop_rx.clone()),
     );
+    let schemas = StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
+    let params_rc = ctx.runner_config(
+        config,
+        &groups[4],
+        &[
+            REGIMES.name(),
+            FEATURES.name(),
+            TRADE_OUTCOMES.name(),
+            PARAM_UPDATES.name(),
+        ],
+    );
+    let controlling = autotrain_kafka::run(
+        &ctx.settings,
+        &params_rc,
+        ParamsProcessor::new(Controller::new(config.params.clone(), schemas.clone())),
+        stages[4].clone(),
+        stop(stop_rx.clone()),
+    );
+    let engine_rc = ctx.runner_config(config, &groups[5], &[FEATURES.name(), PARAM_UPDATES.name()]);
+    let trading = autotrain_kafka::run(
+        &ctx.settings,
+        &engine_rc,
+        EngineProcessor {
+            engine: Engine::new(schemas, 2.0),
+        },
+        stages[5].clone(),
+        stop(stop_rx.clone()),
+    );
     // No one answers flags during the demo: they do not block trainings
     // (the guardrails still count critical ones). References go to a
     // scratch folder.
@@ -195,15 +243,43 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         trainer_counters.clone(),
         !args.json,
     );
-    let (validated, featured, drifted, regimed, trained, published) =
-        tokio::join!(validating, featuring, drifting, regiming, training, async {
-            let published = publisher.await;
+    // A stage that stops with an error stops the demo (the others drain
+    // and the error is reported) instead of leaving the replay waiting.
+    let failed = |stage: &'static str| {
+        let tx = stop_tx.clone();
+        move |e: &autotrain_kafka::KafkaError| {
+            tracing::error!(stage, error = %e, "stage stopped");
+            let _ = tx.send(true);
+        }
+    };
+    let validating = async { validating.await.inspect_err(failed("validator")) };
+    let featuring = async { featuring.await.inspect_err(failed("features")) };
+    let drifting = async { drifting.await.inspect_err(failed("drift")) };
+    let regiming = async { regiming.await.inspect_err(failed("regime")) };
+    let training = async { training.await.inspect_err(failed("trainer")) };
+    let controlling = async { controlling.await.inspect_err(failed("params")) };
+    let trading = async { trading.await.inspect_err(failed("engine")) };
+    let mut stopped = stop_rx.clone();
+    let (validated, featured, drifted, regimed, trained, controlled, traded, published) = tokio::join!(
+        validating,
+        featuring,
+        drifting,
+        regiming,
+        training,
+        controlling,
+        trading,
+        async {
+            let published = tokio::select! {
+                p = publisher => p,
+                _ = stopped.wait_for(|s| *s) => Err(anyhow::anyhow!("a stage stopped; see the error above")),
+            };
             if published.is_ok() {
                 wait_caught_up(ctx, &groups, &trainer_group, &trainer_counters).await;
             }
             let _ = stop_tx.send(true);
             published
-        });
+        }
+    );
     let _ = std::fs::remove_dir_all(&store_dir);
     let (bars_in, bad_rows) = published?;
     let (validator, stats) = validated?;
@@ -211,6 +287,8 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
     let (drift, _) = drifted?;
     let (regime, _) = regimed?;
     trained?;
+    let (params, _) = controlled?;
+    let (engine, _) = traded?;
     let views = super::trainings::load(&ctx.settings).await?;
     let registry = super::models::load(&ctx.settings).await?;
     let mut trainings_by_reason: BTreeMap<String, u64> = BTreeMap::new();
@@ -285,6 +363,14 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         models,
         flags_block_trainings: false,
         regimes_published: regime.stats.published,
+        param_decisions: params.controller.stats.decisions,
+        param_changes: params.controller.stats.published,
+        kill_switches: params.controller.stats.kill_switches,
+        trades: engine.engine.stats.trades,
+        param_outcomes: params.controller.stats.outcomes,
+        reward_by_strategy: engine.engine.stats.by_strategy.clone(),
+        reward_policy: engine.engine.stats.reward_policy,
+        reward_safe_preset: engine.engine.stats.reward_safe_preset,
         training_load_seconds: views
             .values()
             .filter_map(|v| v.metric("load_seconds"))
@@ -303,16 +389,26 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
 /// drained).
 async fn wait_caught_up(
     ctx: &Context,
-    groups: &[String; 4],
+    groups: &[String; 6],
     trainer_group: &str,
     trainer: &ServiceCounters,
 ) {
-    let inputs: [(&str, &[&str]); 5] = [
+    let inputs: [(&str, &[&str]); 7] = [
         (&groups[0], &[MARKET_BARS_RAW.name()]),
         (&groups[1], &[MARKET_BARS.name()]),
         (&groups[2], &[FEATURES.name(), MODEL_UPDATES.name()]),
         (trainer_group, &[TRAINING_TRIGGERS.name()]),
         (&groups[3], &[FEATURES.name(), MODEL_UPDATES.name()]),
+        (
+            &groups[4],
+            &[
+                REGIMES.name(),
+                FEATURES.name(),
+                TRADE_OUTCOMES.name(),
+                PARAM_UPDATES.name(),
+            ],
+        ),
+        (&groups[5], &[FEATURES.name(), PARAM_UPDATES.name()]),
     ];
     let mut quiet = 0;
     loop {
@@ -347,7 +443,7 @@ async fn wait_caught_up(
 async fn publish_with_backpressure(
     ctx: &Context,
     files: &[PathBuf],
-    stages: [Arc<Counters>; 4],
+    stages: [Arc<Counters>; 6],
     trainer: Arc<ServiceCounters>,
     progress: bool,
 ) -> Result<(u64, u64)> {
@@ -392,14 +488,19 @@ async fn publish_with_backpressure(
         }
         if bars_in % 1000 == 0 {
             bar.set_position(bars_in + bad);
+            let mut waited = Instant::now();
             loop {
-                let [v, f, d, r] =
-                    [&stages[0], &stages[1], &stages[2], &stages[3]].map(|c| c.snapshot());
+                let [v, f, d, r, p, e] = [
+                    &stages[0], &stages[1], &stages[2], &stages[3], &stages[4], &stages[5],
+                ]
+                .map(|c| c.snapshot());
                 let cached = trainer.cache.cached.load(Ordering::Relaxed);
                 let behind = bars_in.saturating_sub(v.received) > LAG
                     || v.outputs.saturating_sub(f.received) > LAG
                     || f.outputs.saturating_sub(d.received) > LAG
                     || f.outputs.saturating_sub(r.received) > LAG
+                    || r.outputs.saturating_sub(p.received) > LAG
+                    || f.outputs.saturating_sub(e.received) > LAG
                     || f.outputs.saturating_sub(cached) > LAG
                     // Replay no faster than the trainer keeps up with the
                     // triggers, so models exist while the bars they are
@@ -407,6 +508,14 @@ async fn publish_with_backpressure(
                     || trainer.pending.load(Ordering::Relaxed) > 1;
                 if !behind {
                     break;
+                }
+                if waited.elapsed() > Duration::from_secs(15) {
+                    tracing::warn!(
+                        validator = ?v, features = ?f, drift = ?d, regime = ?r, params = ?p,
+                        engine = ?e, cached, trainer_pending = trainer.pending.load(Ordering::Relaxed),
+                        "replay waiting for a stage"
+                    );
+                    waited = Instant::now();
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -485,6 +594,17 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
             "regimes           {} posteriors under prod models",
             summary.regimes_published
         );
+        println!(
+            "params            {} decisions, {} updates published ({} kill-switches)",
+            summary.param_decisions, summary.param_changes, summary.kill_switches
+        );
+        println!(
+            "engine            {} trades; reward {:.1} % under the controller vs {:.1} % under the safe presets",
+            summary.trades, summary.reward_policy, summary.reward_safe_preset
+        );
+        for (strategy, (policy, safe)) in &summary.reward_by_strategy {
+            println!("  {strategy:<20} {policy:>9.1} % vs {safe:>9.1} % safe");
+        }
         println!(
             "time              {:.2} s ({:.0} bars/s end to end)",
             summary.seconds, summary.bars_per_second

@@ -11,8 +11,8 @@ use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{run_sink, SinkConfig};
 use autotrain_schemas::{ModelVersion, RegimePosterior};
 use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, REGIMES,
-    TRAINING_COMMANDS, TRAINING_TRIGGERS,
+    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, PARAM_UPDATES, REGIMES,
+    TRADE_OUTCOMES, TRAINING_COMMANDS, TRAINING_TRIGGERS,
 };
 use autotrain_validator::{Calendar, ValidatorProcessor};
 
@@ -50,6 +50,29 @@ pub enum RunCommand {
     /// claims, HMM fits, evaluation, promotion and rollback (`[trainer]`).
     /// Restored on start from the topics it writes.
     Trainer(TrainerArgs),
+    /// `regimes` + `features` + `trade.outcomes` + `param.updates` ⇒
+    /// `param.updates`: bandit policies over each strategy's presets
+    /// (`strategy_schemas/`, `[params]`), restored from `param.updates` and
+    /// the outcomes already learnt from.
+    Params(ParamsArgs),
+    /// A simulated trading engine: `features` + `param.updates` ⇒
+    /// `trade.outcomes` (one-bar positions under the parameters in force).
+    Engine(EngineArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ParamsArgs {
+    #[arg(long, default_value = "autotrain-params")]
+    pub group: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EngineArgs {
+    #[arg(long, default_value = "autotrain-engine")]
+    pub group: String,
+    /// Cost per unit of position, basis points.
+    #[arg(long, default_value_t = 2.0)]
+    pub cost_bps: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -232,6 +255,63 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             )
             .await?;
             eprintln!("trainer stopped: {report:?} {counters:?}");
+        }
+        RunCommand::Params(args) => {
+            let schemas =
+                autotrain_params::StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
+            let mut core = autotrain_params::ParamsProcessor::new(
+                autotrain_params::Controller::new(config.params.clone(), schemas),
+            );
+            let (settings, group) = (ctx.settings.clone(), args.group.clone());
+            let (updates, outcomes) = tokio::task::spawn_blocking(move || {
+                autotrain_params::processor::load_state(
+                    &settings,
+                    &group,
+                    std::time::Duration::from_secs(60),
+                )
+            })
+            .await??;
+            core.restore(updates, outcomes);
+            let rc = ctx.runner_config(
+                config,
+                &args.group,
+                &[
+                    REGIMES.name(),
+                    FEATURES.name(),
+                    TRADE_OUTCOMES.name(),
+                    PARAM_UPDATES.name(),
+                ],
+            );
+            let (core, stats) = autotrain_kafka::run(
+                &ctx.settings,
+                &rc,
+                core,
+                Arc::new(Counters::default()),
+                shutdown_signal(),
+            )
+            .await?;
+            eprintln!("params stopped: {stats:?} {:?}", core.controller.stats);
+        }
+        RunCommand::Engine(args) => {
+            let schemas =
+                autotrain_params::StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
+            let core = autotrain_params::EngineProcessor {
+                engine: autotrain_params::Engine::new(schemas, args.cost_bps),
+            };
+            let rc = ctx.runner_config(
+                config,
+                &args.group,
+                &[FEATURES.name(), PARAM_UPDATES.name()],
+            );
+            let (core, stats) = autotrain_kafka::run(
+                &ctx.settings,
+                &rc,
+                core,
+                Arc::new(Counters::default()),
+                shutdown_signal(),
+            )
+            .await?;
+            eprintln!("engine stopped: {stats:?} {:?}", core.engine.stats);
         }
         RunCommand::Scheduler => {
             let fired = super::scheduler::run(&ctx, &config.scheduler, shutdown_signal()).await?;

@@ -14,6 +14,7 @@ pub struct ParamUpdate {
     pub model_version: Option<i32>,
     pub reason: UpdateReason,
     pub effective_for: Effective,
+    pub context: Vec<f64>,
     pub at: i64,
 }
 
@@ -39,4 +40,9 @@ pub enum Effective {
     NewPositions,
 }
 
-payload!(ParamUpdate, "ParamUpdate", "param_update.avsc");
+payload!(
+    ParamUpdate,
+    "ParamUpdate",
+    "param_update.avsc",
+    "param_update.v1.avsc"
+);

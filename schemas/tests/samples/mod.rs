@@ -226,6 +226,7 @@ pub fn all() -> Vec<Samples> {
             model_version: None,
             reason: UpdateReason::KillSwitch,
             effective_for: Effective::NewPositions,
+            context: vec![1.0, 0.2, 0.8],
             at: 1_700_000_000_000,
         }]),
         entry(vec![TradeOutcome {

@@ -1,0 +1,590 @@
+//! [`Controller`]: the parameter controller's pure core. Per (strategy,
+//! instrument) a bandit policy over the strategy's presets; each regime
+//! posterior (one per bar) is a decision on the context
+//! `[1, P(regime 0..R), scaled context features]`, published as a
+//! `ParamUpdate` only when the chosen preset changes and the guardrails
+//! allow it:
+//! - **hysteresis**: the new preset's sampled score must beat the current
+//!   one's by `hysteresis`;
+//! - **daily limit**: at most `max_changes_per_day` changes per strategy and
+//!   instrument per UTC day of event time;
+//! - **kill-switch**: when the realised reward's drawdown from its peak
+//!   exceeds `kill_switch_drawdown`, the safe preset is published and
+//!   changes stop until ops publish a `manual` update for that key.
+//!
+//! Learning is a fold over `trade.outcomes` alone (each outcome carries the
+//! preset and the decision's context, echoed by the engine), so replaying
+//! that topic rebuilds every policy bit for bit. Randomness is seeded per
+//! decision from (seed, strategy, instrument, bar time).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use autotrain_schemas::{
+    Effective, FeatureVector, ParamUpdate, ParamValue, RegimePosterior, TradeOutcome, UpdateReason,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::policy::{argmax, Policy, PolicySpec, Scratch};
+use crate::schema::{Preset, StrategySchema};
+
+/// `[params]` in the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParamsConfig {
+    /// Folder of strategy schemas (`*.yaml`).
+    pub schemas_dir: String,
+    /// Strategies to control (empty: every schema).
+    pub strategies: Vec<String>,
+    pub policy: PolicySpec,
+    /// Regime probabilities in the context (padded with zeros, cut beyond).
+    pub regimes: usize,
+    pub hysteresis: f64,
+    pub max_changes_per_day: u32,
+    /// Realised reward drawdown (reward units) that trips the kill-switch.
+    pub kill_switch_drawdown: f64,
+    pub seed: u64,
+}
+
+impl Default for ParamsConfig {
+    fn default() -> Self {
+        ParamsConfig {
+            schemas_dir: "strategy_schemas".into(),
+            strategies: Vec::new(),
+            policy: PolicySpec::default(),
+            regimes: 4,
+            hysteresis: 0.05,
+            max_changes_per_day: 6,
+            kill_switch_drawdown: 50.0,
+            seed: 42,
+        }
+    }
+}
+
+/// What happened to decisions and outcomes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ParamsStats {
+    pub decisions: u64,
+    /// `ParamUpdate`s published (initial, changes, kill-switches).
+    pub published: u64,
+    pub held_by_hysteresis: u64,
+    pub held_by_daily_limit: u64,
+    pub held_by_kill_switch: u64,
+    pub kill_switches: u64,
+    pub outcomes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    pub policy: Policy,
+    /// The preset in force and its config id.
+    pub current: Option<(usize, String)>,
+    day: i64,
+    changes_today: u32,
+    /// Realised reward so far, its peak, and whether the kill-switch holds.
+    pub realised: f64,
+    peak: f64,
+    pub killed: bool,
+}
+
+#[derive(Debug)]
+pub struct Controller {
+    config: ParamsConfig,
+    schemas: Vec<StrategySchema>,
+    slots: BTreeMap<(String, String), Slot>,
+    /// Latest context feature values per instrument.
+    features: FxHashMap<String, FxHashMap<String, f64>>,
+    /// Recent decisions: config id → (strategy, instrument, arm, context),
+    /// for outcomes that do not echo the context.
+    decisions: FxHashMap<String, (String, String, usize, Vec<f64>)>,
+    order: VecDeque<String>,
+    scratch: Scratch,
+    pub stats: ParamsStats,
+}
+
+const DAY_MS: i64 = 86_400_000;
+const REMEMBERED: usize = 100_000;
+
+/// The key of a strategy's updates for an instrument on `param.updates`.
+pub fn update_key(strategy: &str, instrument: &str) -> String {
+    format!("{strategy}/{instrument}")
+}
+
+fn config_id(strategy: &str, instrument: &str, ts: i64, preset: &str) -> String {
+    let h = Sha256::digest(format!("{strategy}\u{0}{instrument}\u{0}{ts}\u{0}{preset}"));
+    format!("cfg-{}", hex::encode(&h[..8]))
+}
+
+impl Controller {
+    pub fn new(config: ParamsConfig, mut schemas: Vec<StrategySchema>) -> Self {
+        if !config.strategies.is_empty() {
+            schemas.retain(|s| config.strategies.contains(&s.name));
+        }
+        Controller {
+            config,
+            schemas,
+            slots: BTreeMap::new(),
+            features: FxHashMap::default(),
+            decisions: FxHashMap::default(),
+            order: VecDeque::new(),
+            scratch: Scratch::default(),
+            stats: ParamsStats::default(),
+        }
+    }
+
+    pub fn schemas(&self) -> &[StrategySchema] {
+        &self.schemas
+    }
+
+    pub fn slot(&self, strategy: &str, instrument: &str) -> Option<&Slot> {
+        self.slots
+            .get(&(strategy.to_string(), instrument.to_string()))
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = (&(String, String), &Slot)> {
+        self.slots.iter()
+    }
+
+    fn schema_index(&self, strategy: &str) -> Option<usize> {
+        self.schemas.iter().position(|s| s.name == strategy)
+    }
+
+    fn dim(&self, schema: usize) -> usize {
+        1 + self.config.regimes + self.schemas[schema].context_features.len()
+    }
+
+    fn slot_mut(&mut self, schema: usize, instrument: &str) -> &mut Slot {
+        let key = (self.schemas[schema].name.clone(), instrument.to_string());
+        let (arms, d) = (self.schemas[schema].presets.len(), self.dim(schema));
+        let spec = self.config.policy.clone();
+        self.slots.entry(key).or_insert_with(|| Slot {
+            policy: Policy::new(&spec, arms, d),
+            current: None,
+            day: i64::MIN,
+            changes_today: 0,
+            realised: 0.0,
+            peak: 0.0,
+            killed: false,
+        })
+    }
+
+    /// A preset registered at run time (checked against the bounds).
+    pub fn register_preset(&mut self, strategy: &str, preset: Preset) -> Result<(), String> {
+        let i = self
+            .schema_index(strategy)
+            .ok_or_else(|| format!("unknown strategy {strategy:?}"))?;
+        self.schemas[i].check_preset(&preset)?;
+        if preset.safe {
+            return Err("a registered preset cannot replace the safe one".into());
+        }
+        if self.schemas[i].presets.iter().any(|p| p.id == preset.id) {
+            return Err(format!("preset {} exists", preset.id));
+        }
+        self.schemas[i].presets.push(preset);
+        for ((s, _), slot) in self.slots.iter_mut() {
+            if s == strategy {
+                slot.policy.add_arm();
+            }
+        }
+        Ok(())
+    }
+
+    pub fn on_features(&mut self, v: &FeatureVector) {
+        let wanted: Vec<&str> = self
+            .schemas
+            .iter()
+            .flat_map(|s| s.context_features.iter().map(|f| f.name.as_str()))
+            .collect();
+        let slot = self.features.entry(v.instrument.clone()).or_default();
+        for f in &v.values {
+            if let Some(x) = f.value.filter(|x| x.is_finite()) {
+                if wanted.contains(&f.name.as_str()) {
+                    slot.insert(f.name.clone(), x);
+                }
+            }
+        }
+    }
+
+    /// The context of a strategy's decision for an instrument.
+    pub fn context(&self, schema: usize, p: &RegimePosterior) -> Vec<f64> {
+        let mut x = Vec::with_capacity(self.dim(schema));
+        x.push(1.0);
+        for r in 0..self.config.regimes {
+            x.push(p.probabilities.get(r).copied().unwrap_or(0.0));
+        }
+        let known = self.features.get(&p.instrument);
+        for f in &self.schemas[schema].context_features {
+            let v = known
+                .and_then(|k| k.get(&f.name))
+                .copied()
+                .unwrap_or(f.center);
+            x.push(((v - f.center) / f.scale).clamp(-5.0, 5.0));
+        }
+        x
+    }
+
+    fn remember(&mut self, id: &str, strategy: &str, instrument: &str, arm: usize, x: &[f64]) {
+        self.decisions.insert(
+            id.to_string(),
+            (
+                strategy.to_string(),
+                instrument.to_string(),
+                arm,
+                x.to_vec(),
+            ),
+        );
+        self.order.push_back(id.to_string());
+        while self.order.len() > REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.decisions.remove(&old);
+            }
+        }
+    }
+
+    fn update(
+        &self,
+        schema: usize,
+        p: &RegimePosterior,
+        arm: usize,
+        reason: UpdateReason,
+        id: &str,
+        x: &[f64],
+    ) -> ParamUpdate {
+        let s = &self.schemas[schema];
+        ParamUpdate {
+            strategy: s.name.clone(),
+            instrument: p.instrument.clone(),
+            config_id: id.to_string(),
+            preset_id: s.presets[arm].id.clone(),
+            params: s.presets[arm]
+                .values
+                .iter()
+                .map(|(name, value)| ParamValue {
+                    name: name.clone(),
+                    value: *value,
+                })
+                .collect(),
+            model_key: Some(p.model_key.clone()),
+            model_version: Some(p.model_version),
+            reason,
+            effective_for: Effective::NewPositions,
+            context: x.to_vec(),
+            at: p.ts,
+        }
+    }
+
+    /// One bar's regime posterior: a decision per strategy; the updates to
+    /// publish.
+    pub fn on_regime(&mut self, p: &RegimePosterior) -> Vec<ParamUpdate> {
+        let mut out = Vec::new();
+        for schema in 0..self.schemas.len() {
+            self.stats.decisions += 1;
+            let x = self.context(schema, p);
+            let name = self.schemas[schema].name.clone();
+            let seed = {
+                let h = Sha256::digest(format!(
+                    "{}\u{0}{name}\u{0}{}\u{0}{}",
+                    self.config.seed, p.instrument, p.ts
+                ));
+                u64::from_le_bytes(h[..8].try_into().unwrap_or([0; 8]))
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let (hysteresis, limit) = (self.config.hysteresis, self.config.max_changes_per_day);
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let slot = self.slot_mut(schema, &p.instrument);
+            let scores = slot.policy.scores(&x, &mut rng, &mut scratch);
+            let best = argmax(&scores);
+            let greedy = match &slot.policy {
+                Policy::LinTs(l) => argmax(&l.means(&x)),
+                _ => best,
+            };
+            let day = p.ts.div_euclid(DAY_MS);
+            if slot.day != day {
+                slot.day = day;
+                slot.changes_today = 0;
+            }
+            let decision = match &slot.current {
+                _ if slot.killed => {
+                    self.stats.held_by_kill_switch += 1;
+                    None
+                }
+                None => Some(UpdateReason::Initial),
+                Some((cur, _)) if *cur == best => None,
+                Some((cur, _)) if scores[best] - scores[*cur] < hysteresis => {
+                    self.stats.held_by_hysteresis += 1;
+                    None
+                }
+                Some(_) if slot.changes_today >= limit => {
+                    self.stats.held_by_daily_limit += 1;
+                    None
+                }
+                Some(_) if best == greedy => Some(UpdateReason::Exploitation),
+                Some(_) => Some(UpdateReason::Exploration),
+            };
+            self.scratch = scratch;
+            if let Some(reason) = decision {
+                let id = config_id(
+                    &name,
+                    &p.instrument,
+                    p.ts,
+                    &self.schemas[schema].presets[best].id,
+                );
+                let slot = self.slot_mut(schema, &p.instrument);
+                if reason != UpdateReason::Initial {
+                    slot.changes_today += 1;
+                }
+                slot.current = Some((best, id.clone()));
+                self.remember(&id, &name, &p.instrument, best, &x);
+                out.push(self.update(schema, p, best, reason, &id, &x));
+                self.stats.published += 1;
+            }
+        }
+        out
+    }
+
+    /// A realised reward: the policy learns; the kill-switch may trip (then
+    /// the safe preset is published).
+    pub fn on_outcome(&mut self, o: &TradeOutcome) -> Result<Vec<ParamUpdate>, String> {
+        let schema = self
+            .schema_index(&o.strategy)
+            .ok_or_else(|| format!("unknown strategy {:?}", o.strategy))?;
+        let arm = self.schemas[schema]
+            .presets
+            .iter()
+            .position(|p| p.id == o.preset_id)
+            .ok_or_else(|| format!("{}: unknown preset {:?}", o.strategy, o.preset_id))?;
+        if !o.reward.is_finite() {
+            return Err(format!("reward {} is not a number", o.reward));
+        }
+        let d = self.dim(schema);
+        let context = if o.context.len() == d {
+            o.context.clone()
+        } else if let Some((_, _, _, x)) = self.decisions.get(&o.config_id) {
+            x.clone()
+        } else {
+            return Err(format!(
+                "outcome {}: context of {} value(s) (expected {d}) and config {} unknown",
+                o.trade_id,
+                o.context.len(),
+                o.config_id
+            ));
+        };
+        self.stats.outcomes += 1;
+        let limit = self.config.kill_switch_drawdown;
+        let safe = self.schemas[schema].safe_preset();
+        let slot = self.slot_mut(schema, &o.instrument);
+        slot.policy.update(arm, &context, o.reward);
+        slot.realised += o.reward;
+        slot.peak = slot.peak.max(slot.realised);
+        if slot.killed || slot.peak - slot.realised <= limit {
+            return Ok(Vec::new());
+        }
+        slot.killed = true;
+        self.stats.kill_switches += 1;
+        let id = config_id(&o.strategy, &o.instrument, o.ts, "kill-switch");
+        self.slot_mut(schema, &o.instrument).current = Some((safe, id.clone()));
+        let x = context;
+        self.remember(&id, &o.strategy, &o.instrument, safe, &x);
+        let s = &self.schemas[schema];
+        self.stats.published += 1;
+        Ok(vec![ParamUpdate {
+            strategy: s.name.clone(),
+            instrument: o.instrument.clone(),
+            config_id: id,
+            preset_id: s.presets[safe].id.clone(),
+            params: s.presets[safe]
+                .values
+                .iter()
+                .map(|(name, value)| ParamValue {
+                    name: name.clone(),
+                    value: *value,
+                })
+                .collect(),
+            model_key: None,
+            model_version: None,
+            reason: UpdateReason::KillSwitch,
+            effective_for: Effective::NewPositions,
+            context: x,
+            at: o.ts,
+        }])
+    }
+
+    /// An update on `param.updates`: ops' `manual` updates set the preset
+    /// and reset the kill-switch; the controller's own (on restore) set
+    /// what is in force.
+    pub fn on_update(&mut self, u: &ParamUpdate) {
+        let Some(schema) = self.schema_index(&u.strategy) else {
+            return;
+        };
+        let Some(arm) = self.schemas[schema]
+            .presets
+            .iter()
+            .position(|p| p.id == u.preset_id)
+        else {
+            return;
+        };
+        let d = self.dim(schema);
+        if u.context.len() == d {
+            self.remember(&u.config_id, &u.strategy, &u.instrument, arm, &u.context);
+        }
+        let slot = self.slot_mut(schema, &u.instrument);
+        slot.current = Some((arm, u.config_id.clone()));
+        if u.reason == UpdateReason::Manual {
+            slot.killed = false;
+            slot.peak = slot.realised;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autotrain_schemas::FeatureValue;
+
+    fn schemas() -> Vec<StrategySchema> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../strategy_schemas");
+        StrategySchema::load_dir(&dir).expect("schemas")
+    }
+
+    fn posterior(ts: i64, calm: f64) -> RegimePosterior {
+        RegimePosterior {
+            instrument: "x:A".into(),
+            timeframe: "30m".into(),
+            ts,
+            model_key: "hmm/x:A".into(),
+            model_version: 1,
+            probabilities: vec![calm, 1.0 - calm, 0.0],
+            regime: i32::from(calm < 0.5),
+            loglik: 0.0,
+        }
+    }
+
+    fn outcome(u: &ParamUpdate, reward: f64, ts: i64) -> TradeOutcome {
+        TradeOutcome {
+            trade_id: format!("t{ts}"),
+            strategy: u.strategy.clone(),
+            instrument: u.instrument.clone(),
+            config_id: u.config_id.clone(),
+            preset_id: u.preset_id.clone(),
+            reward,
+            context: u.context.clone(),
+            ts,
+        }
+    }
+
+    fn only(name: &str) -> ParamsConfig {
+        ParamsConfig {
+            strategies: vec![name.into()],
+            ..ParamsConfig::default()
+        }
+    }
+
+    #[test]
+    fn decisions_publish_only_changes_and_the_daily_limit_holds() {
+        let mut c = Controller::new(
+            ParamsConfig {
+                hysteresis: 0.0,
+                max_changes_per_day: 2,
+                ..only("momentum_breakout")
+            },
+            schemas(),
+        );
+        c.on_features(&FeatureVector {
+            instrument: "x:A".into(),
+            timeframe: "30m".into(),
+            ts: 0,
+            contract_version: "1".into(),
+            bar_revision: 0,
+            values: vec![FeatureValue {
+                name: "rsi_14".into(),
+                value: Some(70.0),
+            }],
+        });
+        let first = c.on_regime(&posterior(0, 0.9));
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].reason, UpdateReason::Initial);
+        assert_eq!(first[0].context.len(), 1 + 4 + 3);
+        assert!(
+            (first[0].context[6] - 1.0).abs() < 1e-12,
+            "rsi 70 scaled: {:?}",
+            first[0].context
+        );
+        // With no evidence the choice wanders; the limit caps the changes
+        // within one day of event time.
+        let mut changes = 0;
+        for t in 1..48 {
+            changes += c.on_regime(&posterior(t * 1_800_000, 0.9)).len();
+        }
+        assert_eq!(changes, 2);
+        assert!(c.stats.held_by_daily_limit > 0);
+    }
+
+    #[test]
+    fn learning_is_a_fold_over_outcomes_and_the_kill_switch_publishes_safe() {
+        let cfg = ParamsConfig {
+            kill_switch_drawdown: 3.0,
+            ..only("trend_following")
+        };
+        let mut c = Controller::new(cfg.clone(), schemas());
+        let u = c.on_regime(&posterior(0, 0.2)).remove(0);
+        let outcomes: Vec<TradeOutcome> = (0..5)
+            .map(|i| outcome(&u, if i < 2 { 1.0 } else { -1.5 }, i))
+            .collect();
+        let mut published = Vec::new();
+        for o in &outcomes {
+            published.extend(c.on_outcome(o).expect("learns"));
+        }
+        // Peak 2.0, then 2 - 4.5 = -2.5: drawdown 4.5 > 3 trips once.
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].reason, UpdateReason::KillSwitch);
+        assert_eq!(published[0].preset_id, "safe");
+        assert!(c.on_regime(&posterior(9_000_000, 0.2)).is_empty(), "frozen");
+        // Another controller fed the same outcomes has the same policy.
+        let mut again = Controller::new(cfg, schemas());
+        for o in &outcomes {
+            again.on_outcome(o).expect("learns");
+        }
+        assert_eq!(
+            again.slot("trend_following", "x:A").map(|s| &s.policy),
+            c.slot("trend_following", "x:A").map(|s| &s.policy)
+        );
+        // Ops reset it with a manual update.
+        let mut manual = published[0].clone();
+        manual.reason = UpdateReason::Manual;
+        c.on_update(&manual);
+        assert!(!c.slot("trend_following", "x:A").is_some_and(|s| s.killed));
+        // Nonsense is refused with the reason.
+        let mut bad = outcomes[0].clone();
+        bad.preset_id = "yolo".into();
+        assert!(c.on_outcome(&bad).unwrap_err().contains("unknown preset"));
+        bad.preset_id = "safe".into();
+        bad.context = vec![1.0];
+        bad.config_id = "cfg-unknown".into();
+        assert!(c.on_outcome(&bad).unwrap_err().contains("context"));
+    }
+
+    #[test]
+    fn presets_registered_at_run_time_are_checked_and_become_arms() {
+        let mut c = Controller::new(only("market_making"), schemas());
+        c.on_regime(&posterior(0, 0.5));
+        let p = Preset {
+            id: "mid".into(),
+            safe: false,
+            values: [("half_spread_bps", 15.0), ("size", 0.5), ("skew", 0.3)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        };
+        let mut wild = p.clone();
+        wild.values.insert("size".into(), 5.0);
+        assert!(c.register_preset("market_making", wild).is_err());
+        c.register_preset("market_making", p).expect("valid");
+        match &c.slot("market_making", "x:A").expect("slot").policy {
+            Policy::LinTs(l) => assert_eq!(l.arms.len(), 4),
+            other => panic!("{other:?}"),
+        }
+    }
+}

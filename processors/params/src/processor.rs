@@ -1,0 +1,175 @@
+//! [`ParamsProcessor`]: `regimes` + `features` + `trade.outcomes` +
+//! `param.updates` ⇒ `param.updates`. Restored on start by
+//! [`ParamsProcessor::restore`]: the updates in force from `param.updates`,
+//! the policies by folding `trade.outcomes` up to the group's committed
+//! offsets (outcomes carry their context, so the fold is exact).
+
+use std::time::Duration;
+
+use autotrain_kafka::reader::committed;
+use autotrain_kafka::{
+    read_topic, ClientSettings, Inbound, Incoming, KafkaError, Outputs, ProcessError, Processor,
+};
+use autotrain_schemas::{
+    decode, FeatureVector, ParamUpdate, RegimePosterior, TradeOutcome, UpdateReason, WireError,
+};
+use autotrain_topics::{FEATURES, PARAM_UPDATES, TRADE_OUTCOMES};
+
+use crate::controller::{update_key, Controller};
+
+#[derive(Debug, Clone)]
+pub enum ParamsInput {
+    Regime(RegimePosterior),
+    Features(FeatureVector),
+    Outcome(TradeOutcome),
+    Update(Box<ParamUpdate>),
+}
+
+impl Inbound for ParamsInput {
+    fn decode(topic: &str, bytes: &[u8]) -> Result<Self, WireError> {
+        if topic == FEATURES.name() {
+            decode::<FeatureVector>(bytes).map(ParamsInput::Features)
+        } else if topic == TRADE_OUTCOMES.name() {
+            decode::<TradeOutcome>(bytes).map(ParamsInput::Outcome)
+        } else if topic == PARAM_UPDATES.name() {
+            decode::<ParamUpdate>(bytes).map(|u| ParamsInput::Update(Box::new(u)))
+        } else {
+            decode::<RegimePosterior>(bytes).map(ParamsInput::Regime)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ParamsProcessor {
+    pub controller: Controller,
+}
+
+impl ParamsProcessor {
+    pub fn new(controller: Controller) -> Self {
+        ParamsProcessor { controller }
+    }
+
+    /// What a previous run left: the latest update per key (in force) and
+    /// every outcome already processed, in offset order per partition.
+    pub fn restore(
+        &mut self,
+        updates: impl IntoIterator<Item = ParamUpdate>,
+        outcomes: impl IntoIterator<Item = TradeOutcome>,
+    ) {
+        let mut updates: Vec<ParamUpdate> = updates.into_iter().collect();
+        updates.sort_by_key(|u| u.at);
+        for o in outcomes {
+            // Refused outcomes were dead-lettered the first time.
+            let _ = self.controller.on_outcome(&o);
+        }
+        for u in &updates {
+            self.controller.on_update(u);
+        }
+    }
+}
+
+/// What [`ParamsProcessor::restore`] needs, read from the topics
+/// (blocking): every update on `param.updates`, and the outcomes group
+/// `group` already processed (below its committed offsets).
+pub fn load_state(
+    settings: &ClientSettings,
+    group: &str,
+    timeout: Duration,
+) -> Result<(Vec<ParamUpdate>, Vec<TradeOutcome>), KafkaError> {
+    let updates = read_topic::<ParamUpdate>(settings, PARAM_UPDATES.name(), timeout)?
+        .into_iter()
+        .filter_map(|r| r.value.ok())
+        .collect();
+    let done = committed(settings, group, TRADE_OUTCOMES.name(), timeout)?;
+    let outcomes = read_topic::<TradeOutcome>(settings, TRADE_OUTCOMES.name(), timeout)?
+        .into_iter()
+        .filter(|r| done.get(&r.partition).is_some_and(|c| r.offset < *c))
+        .filter_map(|r| r.value.ok())
+        .collect();
+    Ok((updates, outcomes))
+}
+
+impl Processor for ParamsProcessor {
+    type Input = ParamsInput;
+
+    fn name(&self) -> &str {
+        "params"
+    }
+
+    fn process(
+        &mut self,
+        input: &Incoming<ParamsInput>,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError> {
+        let updates = match &input.value {
+            ParamsInput::Features(v) => {
+                self.controller.on_features(v);
+                Vec::new()
+            }
+            ParamsInput::Regime(p) => self.controller.on_regime(p),
+            ParamsInput::Outcome(o) => self
+                .controller
+                .on_outcome(o)
+                .map_err(ProcessError::invalid)?,
+            ParamsInput::Update(u) => {
+                // Its own updates come back on this topic; only ops'
+                // manual ones change anything.
+                if u.reason == UpdateReason::Manual {
+                    self.controller.on_update(u);
+                }
+                Vec::new()
+            }
+        };
+        for u in updates {
+            out.send(PARAM_UPDATES, &update_key(&u.strategy, &u.instrument), &u)?;
+        }
+        Ok(())
+    }
+}
+
+/// The simulated engine as a processor: `features` + `param.updates` ⇒
+/// `trade.outcomes`.
+#[derive(Debug)]
+pub struct EngineProcessor {
+    pub engine: crate::engine::Engine,
+}
+
+#[derive(Debug, Clone)]
+pub enum EngineInput {
+    Features(FeatureVector),
+    Update(Box<ParamUpdate>),
+}
+
+impl Inbound for EngineInput {
+    fn decode(topic: &str, bytes: &[u8]) -> Result<Self, WireError> {
+        if topic == PARAM_UPDATES.name() {
+            decode::<ParamUpdate>(bytes).map(|u| EngineInput::Update(Box::new(u)))
+        } else {
+            decode::<FeatureVector>(bytes).map(EngineInput::Features)
+        }
+    }
+}
+
+impl Processor for EngineProcessor {
+    type Input = EngineInput;
+
+    fn name(&self) -> &str {
+        "engine"
+    }
+
+    fn process(
+        &mut self,
+        input: &Incoming<EngineInput>,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError> {
+        match &input.value {
+            EngineInput::Update(u) => self.engine.on_update(u),
+            EngineInput::Features(v) => {
+                for o in self.engine.on_bar(v) {
+                    out.send(TRADE_OUTCOMES, &update_key(&o.strategy, &o.instrument), &o)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
