@@ -70,6 +70,9 @@ fn every_subcommand_has_help() -> Result<()> {
         ["run", "questdb"],
         ["run", "features"],
         ["run", "trainer"],
+        ["run", "params"],
+        ["run", "engine"],
+        ["bench", "params"],
         ["trainings", "list"],
         ["trainings", "show"],
         ["trainings", "cancel"],
@@ -146,6 +149,10 @@ fn demo_accounts_for_every_bar_and_row() -> Result<()> {
         "{summary}"
     );
     assert!(field("promotions") <= field("model_versions"), "{summary}");
+    for key in ["param_changes", "trades", "kill_switches"] {
+        assert!(field(key) < u64::MAX, "{key}: {summary}");
+    }
+    assert!(summary["reward_policy"].is_number() && summary["reward_safe_preset"].is_number());
     Ok(())
 }
 

@@ -121,6 +121,9 @@ pub struct Counters {
     pub offsets_stored: AtomicU64,
     pub offsets_rejected: AtomicU64,
     pub replayed: AtomicU64,
+    /// Partition assignments the consumer received (0 until the group
+    /// has been joined).
+    pub assignments: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -168,6 +171,7 @@ fn bump(a: &AtomicU64) {
 #[derive(Debug)]
 pub struct RebalanceLog {
     group: String,
+    counters: Arc<Counters>,
 }
 
 impl rdkafka::ClientContext for RebalanceLog {}
@@ -187,6 +191,7 @@ impl rdkafka::consumer::ConsumerContext for RebalanceLog {
         };
         match rebalance {
             Rebalance::Assign(tpl) => {
+                bump(&self.counters.assignments);
                 tracing::info!(group = %self.group, partitions = ?parts(tpl), "assigned")
             }
             Rebalance::Revoke(tpl) => {
@@ -240,6 +245,7 @@ pub async fn run<P: Processor>(
         .consumer_config(&config.group_id)
         .create_with_context(RebalanceLog {
             group: config.group_id.clone(),
+            counters: state.counters.clone(),
         })?;
     let physical: Vec<String> = config.topics.iter().map(|t| settings.physical(t)).collect();
     consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;

@@ -235,6 +235,19 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         trainer_counters.clone(),
         stop(stop_rx.clone()),
     );
+    // Every stage reads from offset 0, and the embedded broker drops old
+    // records once a partition is full: start replaying only when every
+    // consumer group has its partitions.
+    let joined = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stages
+            .iter()
+            .any(|c| c.assignments.load(Ordering::Relaxed) == 0)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
     let started = Instant::now();
     let publisher = publish_with_backpressure(
         ctx,
@@ -270,7 +283,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         trading,
         async {
             let published = tokio::select! {
-                p = publisher => p,
+                p = async { joined.await; publisher.await } => p,
                 _ = stopped.wait_for(|s| *s) => Err(anyhow::anyhow!("a stage stopped; see the error above")),
             };
             if published.is_ok() {
@@ -510,10 +523,10 @@ async fn publish_with_backpressure(
                     break;
                 }
                 if waited.elapsed() > Duration::from_secs(15) {
-                    tracing::warn!(
+                    tracing::info!(
                         validator = ?v, features = ?f, drift = ?d, regime = ?r, params = ?p,
                         engine = ?e, cached, trainer_pending = trainer.pending.load(Ordering::Relaxed),
-                        "replay waiting for a stage"
+                        "replay paced by a slower stage"
                     );
                     waited = Instant::now();
                 }

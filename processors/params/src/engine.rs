@@ -63,6 +63,9 @@ pub struct Engine {
     schemas: Vec<StrategySchema>,
     cost_bps: f64,
     current: FxHashMap<(String, String), ParamUpdate>,
+    /// Updates decided on bars this engine has not reached yet (they apply
+    /// from their bar on: the replay runs faster than real time).
+    pending: FxHashMap<(String, String), std::collections::VecDeque<ParamUpdate>>,
     open: FxHashMap<(String, String), Open>,
     last_ts: FxHashMap<String, i64>,
     pub stats: EngineStats,
@@ -148,17 +151,26 @@ impl Engine {
             schemas,
             cost_bps,
             current: FxHashMap::default(),
+            pending: FxHashMap::default(),
             open: FxHashMap::default(),
             last_ts: FxHashMap::default(),
             stats: EngineStats::default(),
         }
     }
 
-    /// New parameters, for positions opened from now on.
+    /// New parameters, for positions opened on bars from the update's
+    /// time on.
     pub fn on_update(&mut self, u: &ParamUpdate) {
         self.stats.updates_applied += 1;
-        self.current
-            .insert((u.strategy.clone(), u.instrument.clone()), u.clone());
+        let key = (u.strategy.clone(), u.instrument.clone());
+        let reached = self.last_ts.get(&u.instrument).is_some_and(|t| u.at <= *t);
+        if reached {
+            self.current.insert(key, u.clone());
+        } else {
+            let q = self.pending.entry(key).or_default();
+            let at = q.partition_point(|p| p.at <= u.at);
+            q.insert(at, u.clone());
+        }
     }
 
     fn safe_params(&self, strategy: &str) -> Params {
@@ -227,6 +239,13 @@ impl Engine {
         let strategies: Vec<String> = self.schemas.iter().map(|s| s.name.clone()).collect();
         for strategy in strategies {
             let key = (strategy.clone(), v.instrument.clone());
+            if let Some(q) = self.pending.get_mut(&key) {
+                while q.front().is_some_and(|u| u.at <= v.ts) {
+                    if let Some(u) = q.pop_front() {
+                        self.current.insert(key.clone(), u);
+                    }
+                }
+            }
             let Some(update) = self.current.get(&key).cloned() else {
                 continue;
             };
