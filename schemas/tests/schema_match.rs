@@ -147,6 +147,37 @@ fn current_bar_schema_reads_records_written_with_v1() {
 }
 
 #[test]
+fn current_param_update_schema_reads_records_written_with_v1() {
+    let v1 = Schema::parse_str(include_str!("../history/param_update.v1.avsc")).expect("v1 parses");
+    let old = Value::Record(vec![
+        ("strategy".into(), Value::String("trend_following".into())),
+        ("instrument".into(), Value::String("bitfinex:BTCUSD".into())),
+        ("config_id".into(), Value::String("cfg-1".into())),
+        ("preset_id".into(), Value::String("safe".into())),
+        ("params".into(), Value::Array(vec![])),
+        ("model_key".into(), Value::Union(0, Box::new(Value::Null))),
+        (
+            "model_version".into(),
+            Value::Union(0, Box::new(Value::Null)),
+        ),
+        ("reason".into(), Value::Enum(0, "initial".into())),
+        (
+            "effective_for".into(),
+            Value::Enum(0, "new_positions".into()),
+        ),
+        ("at".into(), Value::TimestampMillis(1_700_000_000_000)),
+    ]);
+    let mut bytes = MAGIC.to_vec();
+    let fp = ParamUpdate::schemas().history[0].0;
+    bytes.extend_from_slice(&fp.to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&v1, old).expect("encode v1"));
+    assert_ne!(fp, ParamUpdate::schemas().fingerprint);
+    let u: ParamUpdate = decode(&bytes).expect("current reader reads v1");
+    assert_eq!(u.preset_id, "safe");
+    assert!(u.context.is_empty(), "default of the added field");
+}
+
+#[test]
 fn decoding_failures_are_typed() {
     let good = encode(&samples::bar()).expect("encode");
     assert!(matches!(
