@@ -10,13 +10,11 @@ use std::time::Duration;
 use anyhow::Result;
 use autotrain_integration_tests::*;
 use autotrain_kafka::runner::Counters;
-use autotrain_kafka::{
-    read_topic as read_decoded, run, ClientSettings, OutRecord, Producer, RunnerConfig,
-};
+use autotrain_kafka::{read_topic as read_decoded, run, ClientSettings, RunnerConfig};
 use autotrain_params::processor::load_state;
 use autotrain_params::{update_key, Controller, ParamsConfig, ParamsProcessor, StrategySchema};
-use autotrain_schemas::{DeadLetter, ParamUpdate, Payload, RegimePosterior, TradeOutcome};
-use autotrain_topics::{Topic, PARAM_UPDATES, REGIMES, TRADE_OUTCOMES};
+use autotrain_schemas::{DeadLetter, ParamUpdate, RegimePosterior, TradeOutcome};
+use autotrain_topics::{PARAM_UPDATES, REGIMES, TRADE_OUTCOMES};
 
 fn schemas() -> Result<Vec<StrategySchema>> {
     Ok(StrategySchema::load_dir(
@@ -35,21 +33,6 @@ fn posterior(ts: i64, calm: f64) -> RegimePosterior {
         regime: 0,
         loglik: 0.0,
     }
-}
-
-async fn publish<T: Payload>(
-    settings: &ClientSettings,
-    topic: Topic<T>,
-    key: &str,
-    items: &[T],
-) -> Result<()> {
-    let producer = Producer::new(settings)?;
-    for item in items {
-        producer
-            .send(&OutRecord::from_content(topic, key, item)?)
-            .await?;
-    }
-    Ok(())
 }
 
 const TOPICS: [&str; 4] = ["regimes", "features", "trade.outcomes", "param.updates"];

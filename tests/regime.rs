@@ -13,9 +13,7 @@ use anyhow::Result;
 use autotrain_features::{dataflow, Contract};
 use autotrain_integration_tests::*;
 use autotrain_kafka::runner::Counters;
-use autotrain_kafka::{
-    read_topic as read_decoded, run, ClientSettings, OutRecord, Producer, RunnerConfig,
-};
+use autotrain_kafka::{read_topic as read_decoded, run, ClientSettings, RunnerConfig};
 use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::{FeatureVector, Manifest, ModelVersion, RegimePosterior};
 use autotrain_topics::{FEATURES, MODEL_UPDATES};
@@ -68,27 +66,6 @@ fn manifest() -> Manifest {
         hyperparams: vec![],
         seed: 5,
     }
-}
-
-async fn publish<T: autotrain_schemas::Payload>(
-    settings: &ClientSettings,
-    topic: autotrain_topics::Topic<T>,
-    key: &str,
-    items: &[T],
-) -> Result<()> {
-    let producer = Producer::new(settings)?;
-    let mut pending = Vec::new();
-    for item in items {
-        pending.push(
-            producer
-                .enqueue(&OutRecord::from_content(topic, key, item)?)
-                .await?,
-        );
-    }
-    for p in pending {
-        p.confirm().await?;
-    }
-    Ok(())
 }
 
 /// Registers and promotes a model; returns the two events.

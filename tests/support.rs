@@ -248,6 +248,29 @@ pub async fn produce_bars(settings: &ClientSettings, bars: &[Bar]) -> Result<()>
     publish_bars(settings, autotrain_topics::MARKET_BARS_RAW, bars).await
 }
 
+/// Publishes `items` to `topic` under one key (content-derived ids) and
+/// waits for every acknowledgement.
+pub async fn publish<T: Payload>(
+    settings: &ClientSettings,
+    topic: autotrain_topics::Topic<T>,
+    key: &str,
+    items: &[T],
+) -> Result<()> {
+    let producer = Producer::new(settings)?;
+    let mut pending = Vec::with_capacity(items.len());
+    for item in items {
+        pending.push(
+            producer
+                .enqueue(&OutRecord::from_content(topic, key, item)?)
+                .await?,
+        );
+    }
+    for p in pending {
+        p.confirm().await?;
+    }
+    Ok(())
+}
+
 /// Publishes bars to `topic`, keyed by instrument, content-derived ids, and
 /// waits for every acknowledgement.
 pub async fn publish_bars(

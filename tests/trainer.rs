@@ -18,18 +18,16 @@ use anyhow::{bail, Result};
 use autotrain_features::{dataflow, Contract};
 use autotrain_integration_tests::*;
 use autotrain_kafka::runner::Counters;
-use autotrain_kafka::{
-    read_topic as read_decoded, run, ClientSettings, OutRecord, Producer, RunnerConfig,
-};
+use autotrain_kafka::{read_topic as read_decoded, run, ClientSettings, RunnerConfig};
 use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::{
     ClaimState, CommandAction, DataClaim, FeatureVector, FlagKind, HitlState, ModelVersion, Param,
-    Payload, Priority, RegimePosterior, Severity, TrainingCommand, TrainingState, TrainingStatus,
+    Priority, RegimePosterior, Severity, TrainingCommand, TrainingState, TrainingStatus,
     TrainingTrigger, TriggerReason, ValidationFlag,
 };
 use autotrain_topics::{
-    Topic, FEATURES, MARKET_FLAGS, MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS,
-    TRAINING_STATUS, TRAINING_TRIGGERS,
+    FEATURES, MARKET_FLAGS, MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS, TRAINING_STATUS,
+    TRAINING_TRIGGERS,
 };
 use autotrain_trainer::core::TrainerConfig;
 use autotrain_trainer::service::{self, intake_config, ServiceCounters};
@@ -57,27 +55,6 @@ fn vectors(n: usize) -> Result<Vec<FeatureVector>> {
     )
     .map_err(anyhow::Error::msg)?
     .rows)
-}
-
-async fn publish<T: Payload>(
-    settings: &ClientSettings,
-    topic: Topic<T>,
-    key: &str,
-    items: &[T],
-) -> Result<()> {
-    let producer = Producer::new(settings)?;
-    let mut pending = Vec::new();
-    for item in items {
-        pending.push(
-            producer
-                .enqueue(&OutRecord::from_content(topic, key, item)?)
-                .await?,
-        );
-    }
-    for p in pending {
-        p.confirm().await?;
-    }
-    Ok(())
 }
 
 fn trigger(id: &str, params: &[(&str, &str)], auto_promote: bool) -> TrainingTrigger {

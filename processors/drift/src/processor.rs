@@ -395,13 +395,7 @@ impl DriftProcessor {
             return None;
         }
         t.last_ts = v.ts;
-        let row: Option<Vec<f64>> = t
-            .model
-            .columns
-            .iter()
-            .map(|c| v.values.iter().find(|f| &f.name == c).and_then(|f| f.value))
-            .collect();
-        let row = row.filter(|r| r.iter().all(|x| x.is_finite()))?;
+        let row = t.model.row(v).filter(|r| r.iter().all(|x| x.is_finite()))?;
         let (_, ll) = t
             .filter
             .step(&t.model.hmm, &t.model.standardise(&row))

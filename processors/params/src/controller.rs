@@ -244,19 +244,23 @@ impl Controller {
         }
     }
 
+    /// The update putting preset `arm` in force.
+    #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
         schema: usize,
-        p: &RegimePosterior,
+        instrument: &str,
         arm: usize,
         reason: UpdateReason,
         id: &str,
         x: &[f64],
+        at: i64,
+        model: Option<(&str, i32)>,
     ) -> ParamUpdate {
         let s = &self.schemas[schema];
         ParamUpdate {
             strategy: s.name.clone(),
-            instrument: p.instrument.clone(),
+            instrument: instrument.to_string(),
             config_id: id.to_string(),
             preset_id: s.presets[arm].id.clone(),
             params: s.presets[arm]
@@ -267,12 +271,12 @@ impl Controller {
                     value: *value,
                 })
                 .collect(),
-            model_key: Some(p.model_key.clone()),
-            model_version: Some(p.model_version),
+            model_key: model.map(|(k, _)| k.to_string()),
+            model_version: model.map(|(_, v)| v),
             reason,
             effective_for: Effective::NewPositions,
             context: x.to_vec(),
-            at: p.ts,
+            at,
         }
     }
 
@@ -338,7 +342,16 @@ impl Controller {
                 }
                 slot.current = Some((best, id.clone()));
                 self.remember(&id, &name, &p.instrument, best, &x);
-                out.push(self.update(schema, p, best, reason, &id, &x));
+                out.push(self.update(
+                    schema,
+                    &p.instrument,
+                    best,
+                    reason,
+                    &id,
+                    &x,
+                    p.ts,
+                    Some((&p.model_key, p.model_version)),
+                ));
                 self.stats.published += 1;
             }
         }
@@ -386,30 +399,18 @@ impl Controller {
         self.stats.kill_switches += 1;
         let id = config_id(&o.strategy, &o.instrument, o.ts, "kill-switch");
         self.slot_mut(schema, &o.instrument).current = Some((safe, id.clone()));
-        let x = context;
-        self.remember(&id, &o.strategy, &o.instrument, safe, &x);
-        let s = &self.schemas[schema];
+        self.remember(&id, &o.strategy, &o.instrument, safe, &context);
         self.stats.published += 1;
-        Ok(vec![ParamUpdate {
-            strategy: s.name.clone(),
-            instrument: o.instrument.clone(),
-            config_id: id,
-            preset_id: s.presets[safe].id.clone(),
-            params: s.presets[safe]
-                .values
-                .iter()
-                .map(|(name, value)| ParamValue {
-                    name: name.clone(),
-                    value: *value,
-                })
-                .collect(),
-            model_key: None,
-            model_version: None,
-            reason: UpdateReason::KillSwitch,
-            effective_for: Effective::NewPositions,
-            context: x,
-            at: o.ts,
-        }])
+        Ok(vec![self.update(
+            schema,
+            &o.instrument,
+            safe,
+            UpdateReason::KillSwitch,
+            &id,
+            &context,
+            o.ts,
+            None,
+        )])
     }
 
     /// An update on `param.updates`: ops' `manual` updates set the preset

@@ -139,13 +139,7 @@ impl RegimeProcessor {
         let Some(t) = self.tracking.get_mut(&slot) else {
             return Ok(None);
         };
-        let row: Option<Vec<f64>> = t
-            .model
-            .columns
-            .iter()
-            .map(|c| v.values.iter().find(|f| &f.name == c).and_then(|f| f.value))
-            .collect();
-        let Some(row) = row else {
+        let Some(row) = t.model.row(v) else {
             self.stats.incomplete += 1;
             return Ok(None);
         };

@@ -107,6 +107,14 @@ impl TrainedModel {
             .collect()
     }
 
+    /// The model's columns of a feature vector (`None` if one is absent).
+    pub fn row(&self, v: &autotrain_schemas::FeatureVector) -> Option<Vec<f64>> {
+        self.columns
+            .iter()
+            .map(|c| v.values.iter().find(|f| &f.name == c).and_then(|f| f.value))
+            .collect()
+    }
+
     /// Row-major raw values as the HMM reads them.
     pub fn standardise(&self, x: &[f64]) -> Vec<f64> {
         if self.scaling.is_empty() {

@@ -19,23 +19,12 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Decile-style edges of `values` (equal-count bins).
+    /// Equal-count bins of `values` (the same cut the trainer records in
+    /// a model: `autotrain_trainer::Distribution`).
     pub fn from_values(values: &[f64], bins: usize) -> Option<Self> {
-        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-        if sorted.len() < bins * 2 || bins < 2 {
-            return None;
-        }
-        sorted.sort_by(f64::total_cmp);
-        let mut edges: Vec<f64> = (1..bins).map(|k| sorted[k * sorted.len() / bins]).collect();
-        edges.dedup();
-        let mut counts = vec![0usize; edges.len() + 1];
-        for v in &sorted {
-            counts[bin(&edges, *v)] += 1;
-        }
-        let n = sorted.len() as f64;
-        Some(Reference {
-            edges,
-            shares: counts.iter().map(|c| *c as f64 / n).collect(),
+        autotrain_trainer::Distribution::of(values, bins).map(|d| Reference {
+            edges: d.edges,
+            shares: d.shares,
         })
     }
 }
