@@ -53,6 +53,29 @@ async fn drain(
         .0)
 }
 
+/// Publishes each strategy's outcomes under its `param.updates` key.
+async fn publish_outcomes(
+    settings: &ClientSettings,
+    updates: &[ParamUpdate],
+    outcomes: &[TradeOutcome],
+) -> Result<()> {
+    for u in updates {
+        let mine: Vec<TradeOutcome> = outcomes
+            .iter()
+            .filter(|o| o.strategy == u.strategy)
+            .cloned()
+            .collect();
+        publish(
+            settings,
+            TRADE_OUTCOMES,
+            &update_key(&u.strategy, &u.instrument),
+            &mine,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 fn outcomes_for(updates: &[ParamUpdate], from: i64, n: i64) -> Vec<TradeOutcome> {
     (0..n)
         .flat_map(|i| {
@@ -105,20 +128,7 @@ async fn params_are_published_learnt_and_restored_exactly() -> Result<()> {
 
     // 2. Outcomes change the policy.
     let first = outcomes_for(&initial, 0, 30);
-    for u in &initial {
-        let mine: Vec<TradeOutcome> = first
-            .iter()
-            .filter(|o| o.strategy == u.strategy)
-            .cloned()
-            .collect();
-        publish(
-            &settings,
-            TRADE_OUTCOMES,
-            &update_key(&u.strategy, &u.instrument),
-            &mine,
-        )
-        .await?;
-    }
+    publish_outcomes(&settings, &initial, &first).await?;
     // And one that cannot be learnt from: dead-lettered, the rest goes on.
     let mut bad = first[0].clone();
     bad.preset_id = "no-such-preset".into();
@@ -139,20 +149,7 @@ async fn params_are_published_learnt_and_restored_exactly() -> Result<()> {
     // 3. More outcomes while the controller is down; a new instance
     //    restored from the topics then catches up.
     let second = outcomes_for(&initial, 30, 20);
-    for u in &initial {
-        let mine: Vec<TradeOutcome> = second
-            .iter()
-            .filter(|o| o.strategy == u.strategy)
-            .cloned()
-            .collect();
-        publish(
-            &settings,
-            TRADE_OUTCOMES,
-            &update_key(&u.strategy, &u.instrument),
-            &mine,
-        )
-        .await?;
-    }
+    publish_outcomes(&settings, &initial, &second).await?;
     drop(p);
     let (s, g) = (settings.clone(), group.clone());
     let (restored_updates, learnt) =

@@ -8,7 +8,7 @@ use anyhow::Result;
 use autotrain_connector_questdb::QuestDbSink;
 use autotrain_kafka::read_topic;
 use autotrain_kafka::runner::Counters;
-use autotrain_kafka::{run_sink, SinkConfig};
+use autotrain_kafka::{run_sink, Processor, RunStats, SinkConfig};
 use autotrain_schemas::{ModelVersion, RegimePosterior};
 use autotrain_topics::{
     FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, PARAM_UPDATES, REGIMES,
@@ -149,18 +149,12 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
             calendars.extend(args.calendars);
-            let rc = ctx.runner_config(
+            let (core, stats) = serve(
+                &ctx,
                 config,
                 &args.group,
                 &[MARKET_BARS_RAW.name(), MARKET_FLAGS.name()],
-            );
-            let counters = Arc::new(Counters::default());
-            let (core, stats) = autotrain_kafka::run(
-                &ctx.settings,
-                &rc,
                 ValidatorProcessor::new(calendars),
-                counters,
-                shutdown_signal(),
             )
             .await?;
             eprintln!(
@@ -169,14 +163,13 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             );
         }
         RunCommand::Features(args) => {
-            let rc = ctx.runner_config(config, &args.group, &[MARKET_BARS.name()]);
             let contract = autotrain_features::Contract::bundled()?;
-            let (core, stats) = autotrain_kafka::run(
-                &ctx.settings,
-                &rc,
+            let (core, stats) = serve(
+                &ctx,
+                config,
+                &args.group,
+                &[MARKET_BARS.name()],
                 autotrain_features::FeaturesProcessor::new(contract),
-                Arc::new(Counters::default()),
-                shutdown_signal(),
             )
             .await?;
             eprintln!(
@@ -185,17 +178,12 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             );
         }
         RunCommand::Drift(args) => {
-            let rc = ctx.runner_config(
+            let (core, stats) = serve(
+                &ctx,
                 config,
                 &args.group,
                 &[FEATURES.name(), MODEL_UPDATES.name()],
-            );
-            let (core, stats) = autotrain_kafka::run(
-                &ctx.settings,
-                &rc,
                 autotrain_drift::DriftProcessor::new(config.drift.clone()),
-                Arc::new(Counters::default()),
-                shutdown_signal(),
             )
             .await?;
             eprintln!(
@@ -223,17 +211,12 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 latest.into_values(),
             )
             .map_err(|e| anyhow::anyhow!("restoring: {e}"))?;
-            let rc = ctx.runner_config(
+            let (core, stats) = serve(
+                &ctx,
                 config,
                 &args.group,
                 &[FEATURES.name(), MODEL_UPDATES.name()],
-            );
-            let (core, stats) = autotrain_kafka::run(
-                &ctx.settings,
-                &rc,
                 core,
-                Arc::new(Counters::default()),
-                shutdown_signal(),
             )
             .await?;
             eprintln!("regime stopped: {stats:?} {:?}", core.stats);
@@ -272,7 +255,8 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             })
             .await??;
             core.restore(updates, outcomes);
-            let rc = ctx.runner_config(
+            let (core, stats) = serve(
+                &ctx,
                 config,
                 &args.group,
                 &[
@@ -281,13 +265,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                     TRADE_OUTCOMES.name(),
                     PARAM_UPDATES.name(),
                 ],
-            );
-            let (core, stats) = autotrain_kafka::run(
-                &ctx.settings,
-                &rc,
                 core,
-                Arc::new(Counters::default()),
-                shutdown_signal(),
             )
             .await?;
             eprintln!("params stopped: {stats:?} {:?}", core.controller.stats);
@@ -298,17 +276,12 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let core = autotrain_params::EngineProcessor {
                 engine: autotrain_params::Engine::new(schemas, args.cost_bps),
             };
-            let rc = ctx.runner_config(
+            let (core, stats) = serve(
+                &ctx,
                 config,
                 &args.group,
                 &[FEATURES.name(), PARAM_UPDATES.name()],
-            );
-            let (core, stats) = autotrain_kafka::run(
-                &ctx.settings,
-                &rc,
                 core,
-                Arc::new(Counters::default()),
-                shutdown_signal(),
             )
             .await?;
             eprintln!("engine stopped: {stats:?} {:?}", core.engine.stats);
@@ -334,4 +307,23 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `core` in group `group` over `topics` until Ctrl-C / SIGTERM.
+async fn serve<P: Processor>(
+    ctx: &Context,
+    config: &Config,
+    group: &str,
+    topics: &[&str],
+    core: P,
+) -> Result<(P, RunStats)> {
+    let rc = ctx.runner_config(config, group, topics);
+    Ok(autotrain_kafka::run(
+        &ctx.settings,
+        &rc,
+        core,
+        Arc::new(Counters::default()),
+        shutdown_signal(),
+    )
+    .await?)
 }
