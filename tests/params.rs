@@ -152,15 +152,15 @@ async fn params_are_published_learnt_and_restored_exactly() -> Result<()> {
     publish_outcomes(&settings, &initial, &second).await?;
     drop(p);
     let (s, g) = (settings.clone(), group.clone());
-    let (restored_updates, learnt) =
+    let state =
         tokio::task::spawn_blocking(move || load_state(&s, &g, Duration::from_secs(30))).await??;
     assert_eq!(
-        learnt.len(),
+        state.outcomes.len(),
         91,
         "outcomes below the committed offsets (one refused)"
     );
     let mut restored = ParamsProcessor::new(Controller::new(config.clone(), schemas()?));
-    restored.restore(restored_updates, learnt);
+    restored.restore(state);
     let restored = drain(&settings, &rc, restored).await?;
 
     // The reference: one controller that saw every outcome in order.

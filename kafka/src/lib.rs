@@ -12,6 +12,8 @@
 //! - [`producer`] — [`Producer`]: keyed sends with confirmed delivery.
 //! - [`reader`] — reads a partition range or a whole topic back (state
 //!   rebuild, views).
+//! - [`follower`] — [`follow`]: tails topics from their start and keeps
+//!   going (live read views).
 //! - [`dedupe`] — [`Dedupe`]: bounded per-partition memory of event ids.
 //! - [`runner`] — [`run`]: the consumer loop. It decodes, drops duplicates,
 //!   calls a pure [`Processor`], sends outputs, and stores an input offset
@@ -26,6 +28,7 @@ pub mod broker;
 pub mod dedupe;
 pub mod error;
 pub mod event_id;
+pub mod follower;
 pub mod producer;
 pub mod reader;
 pub mod record;
@@ -38,6 +41,7 @@ pub use broker::Broker;
 pub use dedupe::Dedupe;
 pub use error::{KafkaError, ProcessError};
 pub use event_id::EventId;
+pub use follower::{follow, Followed};
 pub use producer::{Delivered, Producer};
 pub use reader::{read_topic, Record};
 pub use record::{dead_letter, Incoming, OutRecord, Outputs, Source, EVENT_ID_HEADER};

@@ -152,6 +152,7 @@ pub fn registry() -> &'static [&'static SchemaSet] {
             FeatureBuild::schemas(),
             TrainingCommand::schemas(),
             DataClaim::schemas(),
+            PresetRegistration::schemas(),
         ]
     })
 }

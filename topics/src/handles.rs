@@ -15,6 +15,7 @@ pub const TRAINING_STATUS: Topic<TrainingStatus> = Topic::new("training.status")
 pub const MODEL_UPDATES: Topic<ModelVersion> = Topic::new("model.updates");
 pub const PARAM_UPDATES: Topic<ParamUpdate> = Topic::new("param.updates");
 pub const TRADE_OUTCOMES: Topic<TradeOutcome> = Topic::new("trade.outcomes");
+pub const PARAM_PRESETS: Topic<PresetRegistration> = Topic::new("param.presets");
 pub const SOURCE_WATERMARKS: Topic<SourceWatermark> = Topic::new("source.watermarks");
 pub const FEATURE_BUILDS: Topic<FeatureBuild> = Topic::new("features.builds");
 pub const TRAINING_COMMANDS: Topic<TrainingCommand> = Topic::new("training.commands");
@@ -37,6 +38,7 @@ pub fn all_handles() -> Vec<(&'static str, &'static str)> {
         h(MODEL_UPDATES),
         h(PARAM_UPDATES),
         h(TRADE_OUTCOMES),
+        h(PARAM_PRESETS),
         h(SOURCE_WATERMARKS),
         h(FEATURE_BUILDS),
         h(TRAINING_COMMANDS),

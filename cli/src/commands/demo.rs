@@ -26,8 +26,8 @@ use autotrain_params::{Controller, Engine, EngineProcessor, ParamsProcessor, Str
 use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::Bar;
 use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MODEL_UPDATES, PARAM_UPDATES, REGIMES, TRADE_OUTCOMES,
-    TRAINING_COMMANDS, TRAINING_TRIGGERS,
+    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MODEL_UPDATES, PARAM_UPDATES, TRAINING_COMMANDS,
+    TRAINING_TRIGGERS,
 };
 use autotrain_trainer::service::ServiceCounters;
 use autotrain_validator::ValidatorProcessor;
@@ -186,16 +186,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         stop(stop_rx.clone()),
     );
     let schemas = StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
-    let params_rc = ctx.runner_config(
-        config,
-        &groups[4],
-        &[
-            REGIMES.name(),
-            FEATURES.name(),
-            TRADE_OUTCOMES.name(),
-            PARAM_UPDATES.name(),
-        ],
-    );
+    let params_rc = ctx.runner_config(config, &groups[4], autotrain_params::processor::INPUTS);
     let controlling = autotrain_kafka::run(
         &ctx.settings,
         &params_rc,
@@ -412,15 +403,7 @@ async fn wait_caught_up(
         (&groups[2], &[FEATURES.name(), MODEL_UPDATES.name()]),
         (trainer_group, &[TRAINING_TRIGGERS.name()]),
         (&groups[3], &[FEATURES.name(), MODEL_UPDATES.name()]),
-        (
-            &groups[4],
-            &[
-                REGIMES.name(),
-                FEATURES.name(),
-                TRADE_OUTCOMES.name(),
-                PARAM_UPDATES.name(),
-            ],
-        ),
+        (&groups[4], autotrain_params::processor::INPUTS),
         (&groups[5], &[FEATURES.name(), PARAM_UPDATES.name()]),
     ];
     let mut quiet = 0;

@@ -12,7 +12,7 @@ use autotrain_kafka::{run_sink, Processor, RunStats, SinkConfig};
 use autotrain_schemas::{ModelVersion, RegimePosterior};
 use autotrain_topics::{
     FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, PARAM_UPDATES, REGIMES,
-    TRADE_OUTCOMES, TRAINING_COMMANDS, TRAINING_TRIGGERS,
+    TRAINING_COMMANDS, TRAINING_TRIGGERS,
 };
 use autotrain_validator::{Calendar, ValidatorProcessor};
 
@@ -246,7 +246,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 autotrain_params::Controller::new(config.params.clone(), schemas),
             );
             let (settings, group) = (ctx.settings.clone(), args.group.clone());
-            let (updates, outcomes) = tokio::task::spawn_blocking(move || {
+            let state = tokio::task::spawn_blocking(move || {
                 autotrain_params::processor::load_state(
                     &settings,
                     &group,
@@ -254,17 +254,12 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 )
             })
             .await??;
-            core.restore(updates, outcomes);
+            core.restore(state);
             let (core, stats) = serve(
                 &ctx,
                 config,
                 &args.group,
-                &[
-                    REGIMES.name(),
-                    FEATURES.name(),
-                    TRADE_OUTCOMES.name(),
-                    PARAM_UPDATES.name(),
-                ],
+                autotrain_params::processor::INPUTS,
                 core,
             )
             .await?;

@@ -88,6 +88,27 @@ pub struct Slot {
     pub realised: f64,
     peak: f64,
     pub killed: bool,
+    /// Presets registered at run time for this slot: arms after the
+    /// schema's own.
+    pub registered: Vec<Preset>,
+}
+
+/// What [`Controller::advise`] recommends for a context, without acting.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Advice {
+    pub strategy: String,
+    pub instrument: String,
+    pub config_id: String,
+    pub preset_id: String,
+    pub params: BTreeMap<String, f64>,
+    /// The decision's context `[1, P(regime…), scaled features…]`; an
+    /// outcome posted for this config id learns on it.
+    pub context: Vec<f64>,
+    /// Each arm's sampled score, by preset id.
+    pub scores: BTreeMap<String, f64>,
+    /// The preset in force on `param.updates`, if any.
+    pub in_force: Option<String>,
+    pub kill_switch: bool,
 }
 
 #[derive(Debug)]
@@ -97,6 +118,8 @@ pub struct Controller {
     slots: BTreeMap<(String, String), Slot>,
     /// Latest context feature values per instrument.
     features: FxHashMap<String, FxHashMap<String, f64>>,
+    /// Latest regime probabilities per instrument.
+    regimes: FxHashMap<String, Vec<f64>>,
     /// Recent decisions: config id → (strategy, instrument, arm, context),
     /// for outcomes that do not echo the context.
     decisions: FxHashMap<String, (String, String, usize, Vec<f64>)>,
@@ -128,6 +151,7 @@ impl Controller {
             schemas,
             slots: BTreeMap::new(),
             features: FxHashMap::default(),
+            regimes: FxHashMap::default(),
             decisions: FxHashMap::default(),
             order: VecDeque::new(),
             scratch: Scratch::default(),
@@ -168,27 +192,86 @@ impl Controller {
             realised: 0.0,
             peak: 0.0,
             killed: false,
+            registered: Vec::new(),
         })
     }
 
-    /// A preset registered at run time (checked against the bounds).
-    pub fn register_preset(&mut self, strategy: &str, preset: Preset) -> Result<(), String> {
+    /// Preset `arm` of a strategy's slot for an instrument.
+    fn preset(&self, schema: usize, instrument: &str, arm: usize) -> &Preset {
+        let own = &self.schemas[schema].presets;
+        match own.get(arm) {
+            Some(p) => p,
+            None => {
+                &self
+                    .slots
+                    .get(&(self.schemas[schema].name.clone(), instrument.to_string()))
+                    .expect("arms beyond the schema's are registered on the slot")
+                    .registered[arm - own.len()]
+            }
+        }
+    }
+
+    /// The arm of preset `id` for (strategy, instrument).
+    fn arm_of(&self, schema: usize, instrument: &str, id: &str) -> Option<usize> {
+        let own = &self.schemas[schema].presets;
+        own.iter().position(|p| p.id == id).or_else(|| {
+            self.slots
+                .get(&(self.schemas[schema].name.clone(), instrument.to_string()))?
+                .registered
+                .iter()
+                .position(|p| p.id == id)
+                .map(|i| own.len() + i)
+        })
+    }
+
+    /// Every preset of (strategy, instrument): the schema's, then the
+    /// registered ones.
+    pub fn presets(&self, strategy: &str, instrument: &str) -> Option<Vec<&Preset>> {
+        let schema = self.schema_index(strategy)?;
+        let mut all: Vec<&Preset> = self.schemas[schema].presets.iter().collect();
+        if let Some(slot) = self.slot(strategy, instrument) {
+            all.extend(slot.registered.iter());
+        }
+        Some(all)
+    }
+
+    /// Checks a preset for registration on (strategy, instrument) without
+    /// registering it: within the bounds, not safe, a new id.
+    pub fn check_registration(
+        &self,
+        strategy: &str,
+        instrument: &str,
+        preset: &Preset,
+    ) -> Result<(), String> {
         let i = self
             .schema_index(strategy)
             .ok_or_else(|| format!("unknown strategy {strategy:?}"))?;
-        self.schemas[i].check_preset(&preset)?;
+        self.schemas[i].check_preset(preset)?;
         if preset.safe {
             return Err("a registered preset cannot replace the safe one".into());
         }
-        if self.schemas[i].presets.iter().any(|p| p.id == preset.id) {
-            return Err(format!("preset {} exists", preset.id));
+        if self.arm_of(i, instrument, &preset.id).is_some() {
+            return Err(format!(
+                "preset {:?} exists for {strategy} on {instrument}",
+                preset.id
+            ));
         }
-        self.schemas[i].presets.push(preset);
-        for ((s, _), slot) in self.slots.iter_mut() {
-            if s == strategy {
-                slot.policy.add_arm();
-            }
-        }
+        Ok(())
+    }
+
+    /// A preset registered at run time (`param.presets`) becomes a new arm
+    /// of (strategy, instrument)'s policy, with the prior's belief.
+    pub fn register_preset(
+        &mut self,
+        strategy: &str,
+        instrument: &str,
+        preset: Preset,
+    ) -> Result<(), String> {
+        self.check_registration(strategy, instrument, &preset)?;
+        let i = self.schema_index(strategy).expect("checked");
+        let slot = self.slot_mut(i, instrument);
+        slot.registered.push(preset);
+        slot.policy.add_arm();
         Ok(())
     }
 
@@ -215,15 +298,127 @@ impl Controller {
         for r in 0..self.config.regimes {
             x.push(p.probabilities.get(r).copied().unwrap_or(0.0));
         }
-        let known = self.features.get(&p.instrument);
+        self.push_features(schema, &p.instrument, &BTreeMap::new(), &mut x);
+        x
+    }
+
+    /// Appends the scaled context features: `given` values first, then the
+    /// instrument's latest, else the feature's centre.
+    fn push_features(
+        &self,
+        schema: usize,
+        instrument: &str,
+        given: &BTreeMap<String, f64>,
+        x: &mut Vec<f64>,
+    ) {
+        let known = self.features.get(instrument);
         for f in &self.schemas[schema].context_features {
-            let v = known
-                .and_then(|k| k.get(&f.name))
+            let v = given
+                .get(&f.name)
+                .or_else(|| known.and_then(|k| k.get(&f.name)))
                 .copied()
                 .unwrap_or(f.center);
             x.push(((v - f.center) / f.scale).clamp(-5.0, 5.0));
         }
-        x
+    }
+
+    /// The context feature names of a strategy.
+    pub fn context_features(&self, strategy: &str) -> Option<Vec<&str>> {
+        let i = self.schema_index(strategy)?;
+        Some(
+            self.schemas[i]
+                .context_features
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect(),
+        )
+    }
+
+    /// The length of a strategy's decision context.
+    pub fn context_len(&self, strategy: &str) -> Option<usize> {
+        self.schema_index(strategy).map(|i| self.dim(i))
+    }
+
+    /// What the policy of (strategy, instrument) would choose now for the
+    /// latest regime probabilities and the given feature values (others:
+    /// the latest seen): a read, changing nothing. Sampling is seeded from
+    /// (seed, strategy, instrument, context), so the same question gets the
+    /// same answer until the policy learns.
+    pub fn advise(
+        &self,
+        strategy: &str,
+        instrument: &str,
+        given: &BTreeMap<String, f64>,
+    ) -> Result<Advice, String> {
+        let schema = self
+            .schema_index(strategy)
+            .ok_or_else(|| format!("unknown strategy {strategy:?}"))?;
+        if let Some(unknown) = given.keys().find(|k| {
+            !self.schemas[schema]
+                .context_features
+                .iter()
+                .any(|f| &f.name == *k)
+        }) {
+            return Err(format!(
+                "{strategy} has no context feature {unknown:?} (it has {:?})",
+                self.context_features(strategy).unwrap_or_default()
+            ));
+        }
+        if let Some((k, v)) = given.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("feature {k} = {v} is not a number"));
+        }
+        let mut x = Vec::with_capacity(self.dim(schema));
+        x.push(1.0);
+        let probs = self.regimes.get(instrument);
+        for r in 0..self.config.regimes {
+            x.push(probs.and_then(|p| p.get(r)).copied().unwrap_or(0.0));
+        }
+        self.push_features(schema, instrument, given, &mut x);
+        let mut h = Sha256::new();
+        h.update(format!(
+            "{}\u{0}{strategy}\u{0}{instrument}",
+            self.config.seed
+        ));
+        for v in &x {
+            h.update(v.to_le_bytes());
+        }
+        let digest = h.finalize();
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8])));
+        let slot = self.slot(strategy, instrument);
+        let fresh;
+        let policy = match slot {
+            Some(s) => &s.policy,
+            None => {
+                fresh = Policy::new(
+                    &self.config.policy,
+                    self.schemas[schema].presets.len(),
+                    self.dim(schema),
+                );
+                &fresh
+            }
+        };
+        let scores = policy.scores(&x, &mut rng, &mut Scratch::default());
+        let best = argmax(&scores);
+        let preset = self.preset(schema, instrument, best);
+        let arms = self.presets(strategy, instrument).unwrap_or_default();
+        Ok(Advice {
+            strategy: strategy.to_string(),
+            instrument: instrument.to_string(),
+            config_id: format!("adv-{}", hex::encode(&digest[8..16])),
+            preset_id: preset.id.clone(),
+            params: preset.values.clone(),
+            context: x,
+            scores: arms
+                .iter()
+                .zip(&scores)
+                .map(|(p, s)| (p.id.clone(), *s))
+                .collect(),
+            in_force: slot
+                .and_then(|s| s.current.as_ref())
+                .map(|(arm, _)| self.preset(schema, instrument, *arm).id.clone()),
+            kill_switch: slot.is_some_and(|s| s.killed),
+        })
     }
 
     fn remember(&mut self, id: &str, strategy: &str, instrument: &str, arm: usize, x: &[f64]) {
@@ -257,13 +452,13 @@ impl Controller {
         at: i64,
         model: Option<(&str, i32)>,
     ) -> ParamUpdate {
-        let s = &self.schemas[schema];
+        let preset = self.preset(schema, instrument, arm);
         ParamUpdate {
-            strategy: s.name.clone(),
+            strategy: self.schemas[schema].name.clone(),
             instrument: instrument.to_string(),
             config_id: id.to_string(),
-            preset_id: s.presets[arm].id.clone(),
-            params: s.presets[arm]
+            preset_id: preset.id.clone(),
+            params: preset
                 .values
                 .iter()
                 .map(|(name, value)| ParamValue {
@@ -284,6 +479,8 @@ impl Controller {
     /// publish.
     pub fn on_regime(&mut self, p: &RegimePosterior) -> Vec<ParamUpdate> {
         let mut out = Vec::new();
+        self.regimes
+            .insert(p.instrument.clone(), p.probabilities.clone());
         for schema in 0..self.schemas.len() {
             self.stats.decisions += 1;
             let x = self.context(schema, p);
@@ -334,7 +531,7 @@ impl Controller {
                     &name,
                     &p.instrument,
                     p.ts,
-                    &self.schemas[schema].presets[best].id,
+                    &self.preset(schema, &p.instrument, best).id,
                 );
                 let slot = self.slot_mut(schema, &p.instrument);
                 if reason != UpdateReason::Initial {
@@ -364,11 +561,14 @@ impl Controller {
         let schema = self
             .schema_index(&o.strategy)
             .ok_or_else(|| format!("unknown strategy {:?}", o.strategy))?;
-        let arm = self.schemas[schema]
-            .presets
-            .iter()
-            .position(|p| p.id == o.preset_id)
-            .ok_or_else(|| format!("{}: unknown preset {:?}", o.strategy, o.preset_id))?;
+        let arm = self
+            .arm_of(schema, &o.instrument, &o.preset_id)
+            .ok_or_else(|| {
+                format!(
+                    "{} on {}: unknown preset {:?}",
+                    o.strategy, o.instrument, o.preset_id
+                )
+            })?;
         if !o.reward.is_finite() {
             return Err(format!("reward {} is not a number", o.reward));
         }
@@ -420,11 +620,7 @@ impl Controller {
         let Some(schema) = self.schema_index(&u.strategy) else {
             return;
         };
-        let Some(arm) = self.schemas[schema]
-            .presets
-            .iter()
-            .position(|p| p.id == u.preset_id)
-        else {
+        let Some(arm) = self.arm_of(schema, &u.instrument, &u.preset_id) else {
             return;
         };
         let d = self.dim(schema);
@@ -571,6 +767,10 @@ mod tests {
     fn presets_registered_at_run_time_are_checked_and_become_arms() {
         let mut c = Controller::new(only("market_making"), schemas());
         c.on_regime(&posterior(0, 0.5));
+        c.on_regime(&RegimePosterior {
+            instrument: "x:B".into(),
+            ..posterior(0, 0.5)
+        });
         let p = Preset {
             id: "mid".into(),
             safe: false,
@@ -581,11 +781,50 @@ mod tests {
         };
         let mut wild = p.clone();
         wild.values.insert("size".into(), 5.0);
-        assert!(c.register_preset("market_making", wild).is_err());
-        c.register_preset("market_making", p).expect("valid");
-        match &c.slot("market_making", "x:A").expect("slot").policy {
-            Policy::LinTs(l) => assert_eq!(l.arms.len(), 4),
+        assert!(c
+            .register_preset("market_making", "x:A", wild)
+            .unwrap_err()
+            .contains("size"));
+        c.register_preset("market_making", "x:A", p.clone())
+            .expect("valid");
+        assert!(c
+            .register_preset("market_making", "x:A", p)
+            .unwrap_err()
+            .contains("exists"));
+        let arms = |i: &str| match &c.slot("market_making", i).expect("slot").policy {
+            Policy::LinTs(l) => l.arms.len(),
             other => panic!("{other:?}"),
-        }
+        };
+        // An arm of x:A's policy only.
+        assert_eq!((arms("x:A"), arms("x:B")), (4, 3));
+        // It learns from outcomes and can be advised.
+        let u = &c.on_regime(&posterior(1_800_000, 0.5));
+        let mut o = TradeOutcome {
+            trade_id: "t".into(),
+            strategy: "market_making".into(),
+            instrument: "x:A".into(),
+            config_id: "cfg-x".into(),
+            preset_id: "mid".into(),
+            reward: 5.0,
+            context: vec![1.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0],
+            ts: 1,
+        };
+        assert!(u.len() <= 1);
+        c.on_outcome(&o).expect("mid is an arm of x:A");
+        o.instrument = "x:B".into();
+        assert!(c.on_outcome(&o).unwrap_err().contains("unknown preset"));
+        let a = c
+            .advise("market_making", "x:A", &BTreeMap::new())
+            .expect("advice");
+        assert_eq!(a.scores.len(), 4);
+        assert_eq!(
+            c.advise("market_making", "x:A", &BTreeMap::new()),
+            Ok(a),
+            "the same question gets the same answer"
+        );
+        assert!(c
+            .advise("market_making", "x:A", &[("nope".to_string(), 1.0)].into())
+            .unwrap_err()
+            .contains("no context feature"));
     }
 }

@@ -1,8 +1,9 @@
 //! [`ParamsProcessor`]: `regimes` + `features` + `trade.outcomes` +
-//! `param.updates` ⇒ `param.updates`. Restored on start by
-//! [`ParamsProcessor::restore`]: the updates in force from `param.updates`,
-//! the policies by folding `trade.outcomes` up to the group's committed
-//! offsets (outcomes carry their context, so the fold is exact).
+//! `param.updates` + `param.presets` ⇒ `param.updates`. Restored on start
+//! by [`ParamsProcessor::restore`]: the registered presets from
+//! `param.presets`, the updates in force from `param.updates`, the policies
+//! by folding `trade.outcomes` up to the group's committed offsets
+//! (outcomes carry their context, so the fold is exact).
 
 use std::time::Duration;
 
@@ -11,11 +12,13 @@ use autotrain_kafka::{
     read_topic, ClientSettings, Inbound, Incoming, KafkaError, Outputs, ProcessError, Processor,
 };
 use autotrain_schemas::{
-    decode, FeatureVector, ParamUpdate, RegimePosterior, TradeOutcome, UpdateReason, WireError,
+    decode, FeatureVector, ParamUpdate, PresetRegistration, RegimePosterior, TradeOutcome,
+    UpdateReason, WireError,
 };
-use autotrain_topics::{FEATURES, PARAM_UPDATES, TRADE_OUTCOMES};
+use autotrain_topics::{FEATURES, PARAM_PRESETS, PARAM_UPDATES, REGIMES, TRADE_OUTCOMES};
 
 use crate::controller::{update_key, Controller};
+use crate::schema::Preset;
 
 #[derive(Debug, Clone)]
 pub enum ParamsInput {
@@ -23,6 +26,7 @@ pub enum ParamsInput {
     Features(FeatureVector),
     Outcome(TradeOutcome),
     Update(Box<ParamUpdate>),
+    Preset(PresetRegistration),
 }
 
 impl Inbound for ParamsInput {
@@ -31,6 +35,8 @@ impl Inbound for ParamsInput {
             decode::<FeatureVector>(bytes).map(ParamsInput::Features)
         } else if topic == TRADE_OUTCOMES.name() {
             decode::<TradeOutcome>(bytes).map(ParamsInput::Outcome)
+        } else if topic == PARAM_PRESETS.name() {
+            decode::<PresetRegistration>(bytes).map(ParamsInput::Preset)
         } else if topic == PARAM_UPDATES.name() {
             decode::<ParamUpdate>(bytes).map(|u| ParamsInput::Update(Box::new(u)))
         } else {
@@ -38,6 +44,15 @@ impl Inbound for ParamsInput {
         }
     }
 }
+
+/// The topics the parameter controller consumes.
+pub const INPUTS: &[&str] = &[
+    REGIMES.name(),
+    FEATURES.name(),
+    TRADE_OUTCOMES.name(),
+    PARAM_UPDATES.name(),
+    PARAM_PRESETS.name(),
+];
 
 #[derive(Debug)]
 pub struct ParamsProcessor {
@@ -49,14 +64,19 @@ impl ParamsProcessor {
         ParamsProcessor { controller }
     }
 
-    /// What a previous run left: the latest update per key (in force) and
-    /// every outcome already processed, in offset order per partition.
-    pub fn restore(
-        &mut self,
-        updates: impl IntoIterator<Item = ParamUpdate>,
-        outcomes: impl IntoIterator<Item = TradeOutcome>,
-    ) {
-        let mut updates: Vec<ParamUpdate> = updates.into_iter().collect();
+    /// What a previous run left: the registered presets, the latest update
+    /// per key (in force) and every outcome already processed, in offset
+    /// order per partition.
+    pub fn restore(&mut self, state: ParamsState) {
+        let ParamsState {
+            presets,
+            mut updates,
+            outcomes,
+        } = state;
+        for p in &presets {
+            // Refused registrations were dead-lettered the first time.
+            let _ = register(&mut self.controller, p);
+        }
         updates.sort_by_key(|u| u.at);
         for o in outcomes {
             // Refused outcomes were dead-lettered the first time.
@@ -68,14 +88,41 @@ impl ParamsProcessor {
     }
 }
 
+/// A registration as a preset of the controller's.
+pub fn register(c: &mut Controller, p: &PresetRegistration) -> Result<(), String> {
+    c.register_preset(&p.strategy, &p.instrument, preset_of(p))
+}
+
+/// The controller's preset for a registration.
+pub fn preset_of(p: &PresetRegistration) -> Preset {
+    Preset {
+        id: p.preset_id.clone(),
+        safe: false,
+        values: p.params.iter().map(|v| (v.name.clone(), v.value)).collect(),
+    }
+}
+
+/// The controller's state as the topics hold it.
+#[derive(Debug, Default)]
+pub struct ParamsState {
+    pub presets: Vec<PresetRegistration>,
+    pub updates: Vec<ParamUpdate>,
+    pub outcomes: Vec<TradeOutcome>,
+}
+
 /// What [`ParamsProcessor::restore`] needs, read from the topics
-/// (blocking): every update on `param.updates`, and the outcomes group
-/// `group` already processed (below its committed offsets).
+/// (blocking): every registration on `param.presets`, every update on
+/// `param.updates`, and the outcomes group `group` already processed
+/// (below its committed offsets).
 pub fn load_state(
     settings: &ClientSettings,
     group: &str,
     timeout: Duration,
-) -> Result<(Vec<ParamUpdate>, Vec<TradeOutcome>), KafkaError> {
+) -> Result<ParamsState, KafkaError> {
+    let presets = read_topic::<PresetRegistration>(settings, PARAM_PRESETS.name(), timeout)?
+        .into_iter()
+        .filter_map(|r| r.value.ok())
+        .collect();
     let updates = read_topic::<ParamUpdate>(settings, PARAM_UPDATES.name(), timeout)?
         .into_iter()
         .filter_map(|r| r.value.ok())
@@ -86,7 +133,11 @@ pub fn load_state(
         .filter(|r| done.get(&r.partition).is_some_and(|c| r.offset < *c))
         .filter_map(|r| r.value.ok())
         .collect();
-    Ok((updates, outcomes))
+    Ok(ParamsState {
+        presets,
+        updates,
+        outcomes,
+    })
 }
 
 impl Processor for ParamsProcessor {
@@ -117,6 +168,10 @@ impl Processor for ParamsProcessor {
                 if u.reason == UpdateReason::Manual {
                     self.controller.on_update(u);
                 }
+                Vec::new()
+            }
+            ParamsInput::Preset(p) => {
+                register(&mut self.controller, p).map_err(ProcessError::invalid)?;
                 Vec::new()
             }
         };

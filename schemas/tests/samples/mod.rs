@@ -328,6 +328,18 @@ pub fn all() -> Vec<Samples> {
             reason: "attempt failed".into(),
             at: 1_700_000_000_000,
         }]),
+        entry(vec![PresetRegistration {
+            strategy: "market_making".into(),
+            instrument: "bitfinex:BTCUSD".into(),
+            preset_id: "mid".into(),
+            params: vec![PresetValue {
+                name: "size".into(),
+                value: 0.5,
+            }],
+            tenant: Some("desk-a".into()),
+            actor: "api:ops".into(),
+            at: 1_700_000_000_000,
+        }]),
     ]
 }
 

@@ -1,0 +1,103 @@
+//! [`follow`]: tails catalogue topics from their start and keeps going, with
+//! no consumer group: the feed of live read views (the control-plane API's
+//! trainings, registry, flags and parameter views). Blocking; run it on a
+//! thread of its own and stop it with the flag.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::KafkaError;
+use crate::reader::partitions_of;
+use crate::ClientSettings;
+
+/// What [`follow`] hands its callback.
+#[derive(Debug)]
+pub enum Followed<'a> {
+    /// A record: its catalogue topic, position, broker time and value bytes.
+    Record {
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+        payload: Option<&'a [u8]>,
+    },
+    /// Every partition has reached the end it had when following began
+    /// (sent once): the view now reflects the topics as of the start.
+    CaughtUp,
+}
+
+/// Reads every partition of `topics` (catalogue names) from the start, then
+/// waits for new records, until `stop` is set. Fails if a topic does not
+/// exist or the broker errs.
+pub fn follow(
+    settings: &ClientSettings,
+    topics: &[&str],
+    stop: &AtomicBool,
+    mut on: impl FnMut(Followed<'_>),
+) -> Result<(), KafkaError> {
+    let consumer: BaseConsumer = settings.reader_config().create()?;
+    let timeout = Duration::from_secs(30);
+    let mut tpl = TopicPartitionList::new();
+    // Partitions not yet read up to the end they had at the start.
+    let mut pending = HashMap::new();
+    for logical in topics {
+        let physical = settings.physical(logical);
+        let partitions = partitions_of(&consumer, &physical, timeout)?;
+        if partitions.is_empty() {
+            return Err(KafkaError::Admin(format!(
+                "topic {physical} does not exist"
+            )));
+        }
+        for p in partitions {
+            let (low, high) = consumer.fetch_watermarks(&physical, p, timeout)?;
+            if high > low {
+                pending.insert((physical.clone(), p), high);
+            }
+            tpl.add_partition_offset(&physical, p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    drop(tpl);
+    let mut caught_up = false;
+    while !stop.load(Ordering::Relaxed) {
+        if !caught_up && pending.is_empty() {
+            caught_up = true;
+            on(Followed::CaughtUp);
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let logical = settings.logical(m.topic()).unwrap_or(m.topic());
+                on(Followed::Record {
+                    topic: logical,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp: m.timestamp().to_millis(),
+                    payload: m.payload(),
+                });
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) if !pending.is_empty() => {
+                // EOF names only the partition number; the positions say
+                // which topics' partitions reached their starting end.
+                let positions = consumer.position()?;
+                for e in positions.elements() {
+                    let key = (e.topic().to_string(), e.partition());
+                    if let (Offset::Offset(o), Some(high)) = (e.offset(), pending.get(&key)) {
+                        if o >= *high {
+                            pending.remove(&key);
+                        }
+                    }
+                }
+                drop(positions);
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    Ok(())
+}
