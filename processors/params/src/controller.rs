@@ -322,6 +322,13 @@ impl Controller {
         }
     }
 
+    /// The (strategy, instrument, context) of a recent decision.
+    pub fn decision(&self, config_id: &str) -> Option<(&str, &str, &[f64])> {
+        self.decisions
+            .get(config_id)
+            .map(|(s, i, _, x)| (s.as_str(), i.as_str(), x.as_slice()))
+    }
+
     /// The context feature names of a strategy.
     pub fn context_features(&self, strategy: &str) -> Option<Vec<&str>> {
         let i = self.schema_index(strategy)?;
@@ -475,12 +482,23 @@ impl Controller {
         }
     }
 
+    /// Notes an instrument's latest regime probabilities (the context of
+    /// [`Controller::advise`]) without deciding.
+    pub fn observe_regime(&mut self, p: &RegimePosterior) {
+        match self.regimes.get_mut(&p.instrument) {
+            Some(probs) => probs.clone_from(&p.probabilities),
+            None => {
+                self.regimes
+                    .insert(p.instrument.clone(), p.probabilities.clone());
+            }
+        }
+    }
+
     /// One bar's regime posterior: a decision per strategy; the updates to
     /// publish.
     pub fn on_regime(&mut self, p: &RegimePosterior) -> Vec<ParamUpdate> {
         let mut out = Vec::new();
-        self.regimes
-            .insert(p.instrument.clone(), p.probabilities.clone());
+        self.observe_regime(p);
         for schema in 0..self.schemas.len() {
             self.stats.decisions += 1;
             let x = self.context(schema, p);

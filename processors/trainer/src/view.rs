@@ -51,48 +51,54 @@ pub fn trainings(
 ) -> BTreeMap<String, TrainingView> {
     let mut out: BTreeMap<String, TrainingView> = BTreeMap::new();
     for s in statuses {
-        let v = out
-            .entry(s.training_id.clone())
-            .or_insert_with(|| TrainingView {
-                training_id: s.training_id.clone(),
-                model_key: s.model_key.clone(),
-                state: s.state,
-                stage: None,
-                progress: 0.0,
-                attempt: s.attempt,
-                message: String::new(),
-                error: None,
-                model_version: None,
-                metrics: Vec::new(),
-                created_at: s.at,
-                updated_at: s.at,
-                alerts: Vec::new(),
-                events: Vec::new(),
-            });
-        v.updated_at = s.at;
-        if s.state == TrainingState::Alert {
-            v.alerts.push(s.message.clone());
-        } else {
-            v.state = s.state;
-            v.stage = s.stage.clone();
-            v.progress = s.progress;
-            v.attempt = v.attempt.max(s.attempt);
-            if !s.message.is_empty() {
-                v.message = s.message.clone();
-            }
-            if s.error.is_some() {
-                v.error = s.error.clone();
-            }
-            if s.model_version.is_some() {
-                v.model_version = s.model_version;
-            }
-            if !s.metrics.is_empty() {
-                v.metrics = s.metrics.clone();
-            }
-        }
-        v.events.push(s);
+        apply_status(&mut out, s);
     }
     out
+}
+
+/// Folds the next status event into the views (live views apply them as
+/// they arrive).
+pub fn apply_status(views: &mut BTreeMap<String, TrainingView>, s: TrainingStatus) {
+    let v = views
+        .entry(s.training_id.clone())
+        .or_insert_with(|| TrainingView {
+            training_id: s.training_id.clone(),
+            model_key: s.model_key.clone(),
+            state: s.state,
+            stage: None,
+            progress: 0.0,
+            attempt: s.attempt,
+            message: String::new(),
+            error: None,
+            model_version: None,
+            metrics: Vec::new(),
+            created_at: s.at,
+            updated_at: s.at,
+            alerts: Vec::new(),
+            events: Vec::new(),
+        });
+    v.updated_at = s.at;
+    if s.state == TrainingState::Alert {
+        v.alerts.push(s.message.clone());
+    } else {
+        v.state = s.state;
+        v.stage = s.stage.clone();
+        v.progress = s.progress;
+        v.attempt = v.attempt.max(s.attempt);
+        if !s.message.is_empty() {
+            v.message = s.message.clone();
+        }
+        if s.error.is_some() {
+            v.error = s.error.clone();
+        }
+        if s.model_version.is_some() {
+            v.model_version = s.model_version;
+        }
+        if !s.metrics.is_empty() {
+            v.metrics = s.metrics.clone();
+        }
+    }
+    v.events.push(s);
 }
 
 #[cfg(test)]

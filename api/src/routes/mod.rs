@@ -1,0 +1,84 @@
+//! The router: one file per resource; request metrics and a JSON 404 for
+//! unknown paths.
+
+pub mod flags;
+pub mod models;
+pub mod ops;
+pub mod params;
+pub mod trainings;
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::state::ApiState;
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route(
+            "/api/trainings",
+            post(trainings::submit).get(trainings::list),
+        )
+        .route("/api/trainings/stats", get(trainings::stats))
+        .route(
+            "/api/trainings/{id}",
+            get(trainings::show).delete(trainings::cancel),
+        )
+        .route("/api/trainings/{id}/retry", post(trainings::retry))
+        .route("/api/trainings/{id}/rerun", post(trainings::rerun))
+        .route("/api/trainings/{id}/logs", get(trainings::logs))
+        .route("/api/models", get(models::list))
+        .route("/api/models/{*rest}", get(models::show).post(models::act))
+        .route("/api/flags", get(flags::list))
+        .route("/api/flags/{id}", get(flags::show))
+        .route("/api/flags/{id}/{action}", post(flags::decide))
+        .route(
+            "/preset/register/{strategy}/{instrument}",
+            post(params::register),
+        )
+        .route("/param/{strategy}/{instrument}", get(params::advise))
+        .route(
+            "/learn/outcome/{strategy}/{instrument}/{preset_id}",
+            post(params::outcome),
+        )
+        .fallback(|req: Request| async move {
+            ApiError::NotFound(format!("no route {} {}", req.method(), req.uri().path()))
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Counts every request by method, route and status, and times it.
+async fn track(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let response = next.run(req).await;
+    s.metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    s.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

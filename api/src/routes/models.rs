@@ -1,0 +1,143 @@
+//! `/api/models…`: the registry folded from `model.updates`; promote and
+//! roll back are `TrainingCommand`s the trainer carries out (rollback after
+//! re-scoring the target on the reference set). Model keys hold `/`
+//! (`hmm/bitfinex:BTCUSD`), so the key is the rest of the path, raw or
+//! percent-encoded.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use autotrain_schemas::{CommandAction, TrainingCommand};
+use autotrain_topics::TRAINING_COMMANDS;
+use autotrain_trainer::{PROD, STAGING};
+
+use crate::auth::Principal;
+use crate::config::Scope;
+use crate::error::{ApiError, Body, Path};
+use crate::state::ApiState;
+
+pub async fn list(State(s): State<ApiState>, p: Principal) -> Result<Json<Value>, ApiError> {
+    p.require(Scope::Read)?;
+    let v = s.views();
+    let items: Vec<Value> = v
+        .registry
+        .keys()
+        .filter(|k| p.sees(v.model_tenant(k)))
+        .filter_map(|k| {
+            let m = v.registry.model(k)?;
+            Some(json!({
+                "model_key": k,
+                "tenant": v.model_tenant(k),
+                "versions": m.versions.len(),
+                "aliases": m.aliases,
+            }))
+        })
+        .collect();
+    Ok(Json(json!({ "items": items, "total": items.len() })))
+}
+
+pub async fn show(
+    State(s): State<ApiState>,
+    p: Principal,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    p.require(Scope::Read)?;
+    let v = s.views();
+    let m = v
+        .registry
+        .model(&key)
+        .ok_or_else(|| ApiError::NotFound(format!("no model {key:?}")))?;
+    p.require_tenant(v.model_tenant(&key), &format!("model {key}"))?;
+    Ok(Json(json!({
+        "model_key": key,
+        "tenant": v.model_tenant(&key),
+        "aliases": m.aliases,
+        "prod": m.aliases.get(PROD),
+        "staging": m.aliases.get(STAGING),
+        "versions": m.versions.values().collect::<Vec<_>>(),
+        "events": m.events.len(),
+    })))
+}
+
+/// `POST /api/models/{model_key}/promote|rollback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasMove {
+    pub model_version: i32,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /api/models/{*rest}`: `rest` is `{model_key}/promote` or
+/// `{model_key}/rollback`.
+pub async fn act(
+    State(s): State<ApiState>,
+    p: Principal,
+    Path(rest): Path<String>,
+    Body(b): Body<AliasMove>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (key, action) = match rest.rsplit_once('/') {
+        Some((key, "promote")) => (key.to_string(), CommandAction::Promote),
+        Some((key, "rollback")) => (key.to_string(), CommandAction::Rollback),
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "POST /api/models/{rest}: expected …/{{model_key}}/promote or …/rollback"
+            )))
+        }
+    };
+    p.require(Scope::Write)?;
+    {
+        let v = s.views();
+        let m = v
+            .registry
+            .model(&key)
+            .ok_or_else(|| ApiError::NotFound(format!("no model {key:?}")))?;
+        p.require_tenant(v.model_tenant(&key), &format!("model {key}"))?;
+        if !m.versions.contains_key(&b.model_version) {
+            return Err(ApiError::NotFound(format!(
+                "{key} has no version {} (it has {:?})",
+                b.model_version,
+                m.versions.keys().collect::<Vec<_>>()
+            )));
+        }
+        let prod = m.aliases.get(PROD).copied();
+        if prod == Some(b.model_version) {
+            return Err(ApiError::Conflict(format!(
+                "{key} v{} is prod already",
+                b.model_version
+            )));
+        }
+        if action == CommandAction::Rollback && prod.is_none_or(|p| b.model_version > p) {
+            return Err(ApiError::Unprocessable(format!(
+                "rollback goes to a version older than prod (v{}); use promote for v{}",
+                prod.map_or("-".into(), |v| v.to_string()),
+                b.model_version
+            )));
+        }
+    }
+    let c = TrainingCommand {
+        command_id: s.next_id("cmd"),
+        action,
+        training_id: None,
+        model_key: Some(key.clone()),
+        version: Some(b.model_version),
+        tenant: p.tenant_for_new(),
+        actor: p.actor(),
+        reason: b.reason,
+        at: chrono::Utc::now().timestamp_millis(),
+    };
+    s.publish(TRAINING_COMMANDS, &key, &c).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "command_id": c.command_id,
+            "model_key": key,
+            "action": format!("{action:?}").to_lowercase(),
+            "model_version": b.model_version,
+            "href": format!("/api/models/{key}"),
+        })),
+    ))
+}

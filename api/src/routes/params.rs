@@ -1,0 +1,241 @@
+//! The parameter endpoints: register a preset (`param.presets`), ask what
+//! the policy chooses for a context (a read of the controller replica in
+//! the views), and post a realised reward (`trade.outcomes`, the same
+//! events the engine posts). Strategies are platform-wide: changing them
+//! needs a platform token.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use autotrain_params::update_key;
+use autotrain_schemas::{PresetRegistration, PresetValue, TradeOutcome};
+use autotrain_topics::{PARAM_PRESETS, TRADE_OUTCOMES};
+
+use crate::auth::Principal;
+use crate::config::Scope;
+use crate::error::{ApiError, Body, Path};
+use crate::state::{Advised, ApiState};
+
+/// `POST /preset/register/{strategy}/{instrument}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPreset {
+    pub preset_id: String,
+    pub params: BTreeMap<String, f64>,
+}
+
+pub async fn register(
+    State(s): State<ApiState>,
+    p: Principal,
+    Path((strategy, instrument)): Path<(String, String)>,
+    Body(b): Body<NewPreset>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    p.require(Scope::Write)?;
+    p.require_platform("a strategy's presets")?;
+    let r = PresetRegistration {
+        strategy: strategy.clone(),
+        instrument: instrument.clone(),
+        preset_id: b.preset_id.clone(),
+        params: b
+            .params
+            .iter()
+            .map(|(name, value)| PresetValue {
+                name: name.clone(),
+                value: *value,
+            })
+            .collect(),
+        tenant: p.tenant_for_new(),
+        actor: p.actor(),
+        at: chrono::Utc::now().timestamp_millis(),
+    };
+    {
+        let v = s.views();
+        if v.params.context_len(&strategy).is_none() {
+            return Err(ApiError::NotFound(format!("no strategy {strategy:?}")));
+        }
+        let preset = autotrain_params::processor::preset_of(&r);
+        v.params
+            .check_registration(&strategy, &instrument, &preset)
+            .map_err(|e| {
+                if e.contains("exists") {
+                    ApiError::Conflict(e)
+                } else {
+                    ApiError::BadRequest(e)
+                }
+            })?;
+    }
+    let key = format!("{strategy}/{instrument}/{}", b.preset_id);
+    s.publish(PARAM_PRESETS, &key, &r).await?;
+    // The follower will see it too; registering twice is refused quietly.
+    let _ = autotrain_params::processor::register(&mut s.views_mut().params, &r);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "strategy": strategy,
+            "instrument": instrument,
+            "preset_id": b.preset_id,
+            "params": b.params,
+        })),
+    ))
+}
+
+/// Feature values from `features[name]=value` (or `features.name=value`).
+fn features(raw: Option<&str>) -> Result<BTreeMap<String, f64>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (k, v) in pairs {
+        let name = k
+            .strip_prefix("features[")
+            .and_then(|n| n.strip_suffix(']'))
+            .or_else(|| k.strip_prefix("features."))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "query parameter {k:?}: expected features[name]=value"
+                ))
+            })?;
+        let x: f64 = v
+            .parse()
+            .ok()
+            .filter(|x: &f64| x.is_finite())
+            .ok_or_else(|| ApiError::BadRequest(format!("features[{name}] = {v:?} is not a number")))?;
+        out.insert(name.to_string(), x);
+    }
+    Ok(out)
+}
+
+pub async fn advise(
+    State(s): State<ApiState>,
+    p: Principal,
+    Path((strategy, instrument)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    p.require(Scope::Read)?;
+    let given = features(raw.as_deref())?;
+    let advice = {
+        let v = s.views();
+        if v.params.context_len(&strategy).is_none() {
+            return Err(ApiError::NotFound(format!("no strategy {strategy:?}")));
+        }
+        v.params
+            .advise(&strategy, &instrument, &given)
+            .map_err(ApiError::BadRequest)?
+    };
+    s.remember_advice(
+        &advice.config_id,
+        Advised {
+            strategy: strategy.clone(),
+            instrument: instrument.clone(),
+            preset_id: advice.preset_id.clone(),
+            context: advice.context.clone(),
+        },
+    );
+    serde_json::to_value(&advice)
+        .map(Json)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))
+}
+
+/// `POST /learn/outcome/{strategy}/{instrument}/{preset_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outcome {
+    pub reward: f64,
+    /// The decision the trade was opened under (from `GET /param` or a
+    /// `param.updates` record); its context is what the policy learns on.
+    #[serde(default)]
+    pub config_id: Option<String>,
+    /// The decision's context, if the caller has it.
+    #[serde(default)]
+    pub context: Option<Vec<f64>>,
+    #[serde(default)]
+    pub trade_id: Option<String>,
+    /// When the trade closed (epoch ms; default now).
+    #[serde(default)]
+    pub ts: Option<i64>,
+}
+
+pub async fn outcome(
+    State(s): State<ApiState>,
+    p: Principal,
+    Path((strategy, instrument, preset_id)): Path<(String, String, String)>,
+    Body(b): Body<Outcome>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    p.require(Scope::Train)?;
+    p.require_platform("a strategy's outcomes")?;
+    if !b.reward.is_finite() {
+        return Err(ApiError::Unprocessable("reward is not a number".into()));
+    }
+    let context = {
+        let v = s.views();
+        let d = v
+            .params
+            .context_len(&strategy)
+            .ok_or_else(|| ApiError::NotFound(format!("no strategy {strategy:?}")))?;
+        let known = v
+            .params
+            .presets(&strategy, &instrument)
+            .is_some_and(|ps| ps.iter().any(|x| x.id == preset_id));
+        if !known {
+            return Err(ApiError::NotFound(format!(
+                "{strategy} on {instrument} has no preset {preset_id:?}"
+            )));
+        }
+        let from_decision = b.config_id.as_deref().and_then(|id| {
+            s.advised(id)
+                .filter(|a| a.strategy == strategy && a.instrument == instrument)
+                .map(|a| a.context)
+                .or_else(|| {
+                    v.params
+                        .decision(id)
+                        .filter(|(st, i, _)| *st == strategy && *i == instrument)
+                        .map(|(_, _, x)| x.to_vec())
+                })
+        });
+        match (b.context.clone(), from_decision) {
+            (Some(x), _) if x.len() != d => {
+                return Err(ApiError::Unprocessable(format!(
+                    "context has {} value(s); {strategy}'s decisions have {d}",
+                    x.len()
+                )))
+            }
+            (Some(x), _) if x.iter().any(|v| !v.is_finite()) => {
+                return Err(ApiError::Unprocessable("context holds a non-number".into()))
+            }
+            (Some(x), _) | (None, Some(x)) => x,
+            (None, None) => {
+                return Err(ApiError::Unprocessable(match &b.config_id {
+                    Some(id) => format!(
+                        "config_id {id:?} is not a recent decision for {strategy} on {instrument}; send its context"
+                    ),
+                    None => "send the decision's config_id (from GET /param or param.updates) or its context".into(),
+                }))
+            }
+        }
+    };
+    let o = TradeOutcome {
+        trade_id: b.trade_id.unwrap_or_else(|| s.next_id("api-trade")),
+        strategy: strategy.clone(),
+        instrument: instrument.clone(),
+        config_id: b.config_id.unwrap_or_default(),
+        preset_id,
+        reward: b.reward,
+        context,
+        ts: b.ts.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
+    };
+    s.publish(TRADE_OUTCOMES, &update_key(&strategy, &instrument), &o)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "trade_id": o.trade_id,
+            "config_id": o.config_id,
+            "preset_id": o.preset_id,
+            "reward": o.reward,
+        })),
+    ))
+}

@@ -1,0 +1,236 @@
+//! [`Views`]: what the API reads, folded from topics as they grow (the
+//! follower in [`crate::state`] feeds every record through
+//! [`Views::apply`]). Pure: no I/O, tested with plain records.
+
+use std::collections::BTreeMap;
+
+use autotrain_params::Controller;
+use autotrain_schemas::{
+    decode, DeadLetter, FeatureVector, ModelVersion, ParamUpdate, PresetRegistration,
+    RegimePosterior, TradeOutcome, TrainingStatus, TrainingTrigger, ValidationFlag,
+};
+use autotrain_topics::{
+    FEATURES, MARKET_BARS_DLQ, MARKET_FLAGS, MODEL_UPDATES, PARAM_PRESETS, PARAM_UPDATES, REGIMES,
+    TRADE_OUTCOMES, TRAINING_STATUS, TRAINING_TRIGGERS,
+};
+use autotrain_trainer::queue::training_id;
+use autotrain_trainer::view::{apply_status, TrainingView};
+use autotrain_trainer::{Registry, PROD};
+use autotrain_validator::ReviewQueue;
+
+/// The topics the views are folded from.
+pub const FOLLOWED: &[&str] = &[
+    TRAINING_TRIGGERS.name(),
+    TRAINING_STATUS.name(),
+    MODEL_UPDATES.name(),
+    MARKET_FLAGS.name(),
+    PARAM_PRESETS.name(),
+    PARAM_UPDATES.name(),
+    TRADE_OUTCOMES.name(),
+    REGIMES.name(),
+    FEATURES.name(),
+    MARKET_BARS_DLQ.name(),
+];
+
+/// Counts for `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Tallies {
+    /// Records folded per topic.
+    pub records: BTreeMap<String, u64>,
+    /// Records that did not decode or apply, per topic.
+    pub refused: BTreeMap<String, u64>,
+    /// Dead letters per (processor, error kind).
+    pub dead_letters: BTreeMap<(String, String), u64>,
+    /// `param.updates` per (strategy, reason).
+    pub param_changes: BTreeMap<(String, String), u64>,
+    /// Moves of `prod` per model key.
+    pub promotions: BTreeMap<String, u64>,
+    pub outcomes: u64,
+}
+
+#[derive(Debug)]
+pub struct Views {
+    pub trainings: BTreeMap<String, TrainingView>,
+    /// Triggers by the training id they start (a training is `submitted`
+    /// until the trainer's first status).
+    pub triggers: BTreeMap<String, TrainingTrigger>,
+    /// Tenant of each model key: that of the first trigger naming it.
+    pub model_tenants: BTreeMap<String, Option<String>>,
+    pub registry: Registry,
+    pub flags: ReviewQueue,
+    /// A replica of the parameter controller: presets, updates in force,
+    /// policies learnt from outcomes, latest features and regimes.
+    pub params: Controller,
+    pub tallies: Tallies,
+    /// Every followed topic read up to where it was when following began.
+    pub caught_up: bool,
+}
+
+impl Views {
+    pub fn new(params: Controller) -> Self {
+        Views {
+            trainings: BTreeMap::new(),
+            triggers: BTreeMap::new(),
+            model_tenants: BTreeMap::new(),
+            registry: Registry::new(),
+            flags: ReviewQueue::new(),
+            params,
+            tallies: Tallies::default(),
+            caught_up: false,
+        }
+    }
+
+    /// Folds one record of a followed topic.
+    pub fn apply(&mut self, topic: &str, payload: Option<&[u8]>) {
+        *self.tallies.records.entry(topic.to_string()).or_default() += 1;
+        let Some(bytes) = payload else {
+            return;
+        };
+        let applied = match topic {
+            t if t == TRAINING_TRIGGERS.name() => {
+                decode::<TrainingTrigger>(bytes).map(|t| self.on_trigger(t))
+            }
+            t if t == TRAINING_STATUS.name() => decode::<TrainingStatus>(bytes)
+                .map(|s| apply_status(&mut self.trainings, s)),
+            t if t == MODEL_UPDATES.name() => decode::<ModelVersion>(bytes).map(|e| {
+                if e.alias.as_deref() == Some(PROD) {
+                    *self
+                        .tallies
+                        .promotions
+                        .entry(e.model_key.clone())
+                        .or_default() += 1;
+                }
+                if let Err(err) = self.registry.apply(&e) {
+                    tracing::warn!(error = %err, "registry event refused");
+                }
+            }),
+            t if t == MARKET_FLAGS.name() => {
+                decode::<ValidationFlag>(bytes).map(|f| self.flags.apply(&f))
+            }
+            t if t == PARAM_PRESETS.name() => decode::<PresetRegistration>(bytes).map(|p| {
+                // Already registered when the API published it.
+                let _ = autotrain_params::processor::register(&mut self.params, &p);
+            }),
+            t if t == PARAM_UPDATES.name() => decode::<ParamUpdate>(bytes).map(|u| {
+                *self
+                    .tallies
+                    .param_changes
+                    .entry((u.strategy.clone(), format!("{:?}", u.reason).to_lowercase()))
+                    .or_default() += 1;
+                self.params.on_update(&u);
+            }),
+            t if t == TRADE_OUTCOMES.name() => decode::<TradeOutcome>(bytes).map(|o| {
+                self.tallies.outcomes += 1;
+                // The controller dead-letters what it refuses.
+                let _ = self.params.on_outcome(&o);
+            }),
+            t if t == REGIMES.name() => decode::<RegimePosterior>(bytes).map(|p| {
+                self.params.observe_regime(&p);
+            }),
+            t if t == FEATURES.name() => {
+                decode::<FeatureVector>(bytes).map(|v| self.params.on_features(&v))
+            }
+            t if t == MARKET_BARS_DLQ.name() => decode::<DeadLetter>(bytes).map(|d| {
+                *self
+                    .tallies
+                    .dead_letters
+                    .entry((d.processor, format!("{:?}", d.error_kind).to_lowercase()))
+                    .or_default() += 1;
+            }),
+            _ => Ok(()),
+        };
+        if applied.is_err() {
+            *self.tallies.refused.entry(topic.to_string()).or_default() += 1;
+        }
+    }
+
+    /// A trigger (from the topic, or just published by the API).
+    pub fn on_trigger(&mut self, t: TrainingTrigger) {
+        self.model_tenants
+            .entry(t.model_key.clone())
+            .or_insert_with(|| t.tenant.clone());
+        self.triggers.insert(training_id(&t), t);
+    }
+
+    /// The tenant of a training (from its trigger; a rerun's is the
+    /// original's).
+    pub fn training_tenant(&self, id: &str) -> Option<&str> {
+        let t = self.triggers.get(id)?;
+        match (&t.tenant, &t.rerun_of) {
+            (None, Some(of)) if of != id => self.training_tenant(of),
+            (tenant, _) => tenant.as_deref(),
+        }
+    }
+
+    pub fn model_tenant(&self, key: &str) -> Option<&str> {
+        self.model_tenants.get(key).and_then(|t| t.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autotrain_params::{ParamsConfig, StrategySchema};
+    use autotrain_schemas::{encode, Priority, TrainingState, TriggerReason};
+
+    fn views() -> Views {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../strategy_schemas");
+        Views::new(Controller::new(
+            ParamsConfig::default(),
+            StrategySchema::load_dir(&dir).expect("schemas"),
+        ))
+    }
+
+    fn trigger(id: &str, tenant: Option<&str>) -> TrainingTrigger {
+        TrainingTrigger {
+            trigger_id: id.into(),
+            model_key: "hmm/x:A".into(),
+            tenant: tenant.map(str::to_string),
+            reason: TriggerReason::Manual,
+            instruments: vec![],
+            dataset_version: None,
+            feature_contract_version: None,
+            hyperparams: vec![],
+            seed: 1,
+            priority: Priority::Normal,
+            auto_promote: false,
+            evidence: None,
+            rerun_of: None,
+            created_at: 1,
+        }
+    }
+
+    #[test]
+    fn records_fold_into_views_and_bad_ones_are_counted() {
+        let mut v = views();
+        let t = trigger("a", Some("desk-a"));
+        v.apply(TRAINING_TRIGGERS.name(), Some(&encode(&t).expect("enc")));
+        let id = training_id(&t);
+        assert_eq!(v.training_tenant(&id), Some("desk-a"));
+        assert_eq!(v.model_tenant("hmm/x:A"), Some("desk-a"));
+        let status = TrainingStatus {
+            training_id: id.clone(),
+            model_key: "hmm/x:A".into(),
+            state: TrainingState::Queued,
+            stage: None,
+            progress: 0.0,
+            message: "queued".into(),
+            metrics: vec![],
+            error: None,
+            attempt: 1,
+            model_version: None,
+            at: 2,
+        };
+        v.apply(TRAINING_STATUS.name(), Some(&encode(&status).expect("enc")));
+        assert_eq!(v.trainings[&id].state, TrainingState::Queued);
+        v.apply(TRAINING_STATUS.name(), Some(b"garbage"));
+        v.apply(TRAINING_STATUS.name(), None);
+        assert_eq!(v.tallies.refused[TRAINING_STATUS.name()], 1);
+        assert_eq!(v.tallies.records[TRAINING_STATUS.name()], 3);
+        // A rerun carries no tenant; it is the original's.
+        let mut rerun = trigger("b", None);
+        rerun.rerun_of = Some(id.clone());
+        v.on_trigger(rerun.clone());
+        assert_eq!(v.training_tenant(&training_id(&rerun)), Some("desk-a"));
+    }
+}
