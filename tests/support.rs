@@ -6,6 +6,8 @@
 pub mod exchange;
 #[path = "support/questdb.rs"]
 pub mod questdb;
+#[path = "support/services.rs"]
+pub mod services;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -27,6 +29,14 @@ use autotrain_topics::{catalogue, MARKET_BARS};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+
+/// Wall-clock time, epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// Logs to the test output when RUST_LOG is set (e.g. RUST_LOG=debug).
 pub fn init_logging() {

@@ -156,7 +156,10 @@ mod tests {
         let p = authenticate(&c, &bearer("Bearer s3cret")).expect("known");
         assert_eq!((p.name.as_str(), p.tenant.as_str()), ("desk", "desk-a"));
         assert!(p.require(Scope::Read).is_ok());
-        assert!(matches!(p.require(Scope::Write), Err(ApiError::Forbidden(_))));
+        assert!(matches!(
+            p.require(Scope::Write),
+            Err(ApiError::Forbidden(_))
+        ));
         assert!(p.sees(Some("desk-a")) && !p.sees(Some("desk-b")) && !p.sees(None));
         assert!(p.require_platform("flags").is_err());
         for bad in ["Bearer nope", "Basic s3cret", "Bearer "] {
@@ -171,4 +174,3 @@ mod tests {
         ));
     }
 }
-

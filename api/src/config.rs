@@ -75,7 +75,9 @@ impl Default for ApiConfig {
 pub enum ConfigError {
     #[error("api.bind {0:?} is not an address (host:port)")]
     Bind(String),
-    #[error("api.dev_mode serves without authentication, so only on a loopback address; {0} is not one")]
+    #[error(
+        "api.dev_mode serves without authentication, so only on a loopback address; {0} is not one"
+    )]
     DevModeNotLoopback(SocketAddr),
     #[error("api: no tokens configured and dev_mode is off: nobody could call the API (add [[api.tokens]] or set dev_mode on localhost)")]
     NoTokens,

@@ -102,7 +102,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 "invalid body: {}",
                 std::error::Error::source(&e).map_or(e.body_text(), |s| s.to_string())
             ))),
-            Err(e) => Err(ApiError::BadRequest(format!("invalid body: {}", e.body_text()))),
+            Err(e) => Err(ApiError::BadRequest(format!(
+                "invalid body: {}",
+                e.body_text()
+            ))),
         }
     }
 }

@@ -110,8 +110,10 @@ fn broker_facts(state: &ApiState) -> BrokerFacts {
     }
     for (group, topics) in &state.groups {
         for topic in topics {
-            let (Some(w), Ok(done)) = (marks.get(topic), committed(&state.settings, group, topic, t))
-            else {
+            let (Some(w), Ok(done)) = (
+                marks.get(topic),
+                committed(&state.settings, group, topic, t),
+            ) else {
                 f.errors += 1;
                 continue;
             };

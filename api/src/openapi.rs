@@ -70,15 +70,24 @@ pub fn document() -> Value {
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
         let mut responses = Map::new();
-        responses.insert(op.ok.to_string(), json!({"description": "success", "content": {"application/json": {}}}));
+        responses.insert(
+            op.ok.to_string(),
+            json!({"description": "success", "content": {"application/json": {}}}),
+        );
         responses.insert("400".into(), error_response("malformed request"));
         if op.scope.is_some() {
             responses.insert("401".into(), error_response("no or unknown bearer token"));
-            responses.insert("403".into(), error_response("token lacks the scope or the tenant"));
+            responses.insert(
+                "403".into(),
+                error_response("token lacks the scope or the tenant"),
+            );
             responses.insert("404".into(), error_response("no such resource"));
         }
         if op.body.is_some() {
-            responses.insert("422".into(), error_response("well-formed but refused, with the reason"));
+            responses.insert(
+                "422".into(),
+                error_response("well-formed but refused, with the reason"),
+            );
         }
         let mut operation = json!({
             "summary": op.summary,
@@ -121,5 +130,8 @@ pub fn document() -> Value {
 
 /// Every documented (method, path), for the routing test.
 pub fn operations() -> Vec<(&'static str, &'static str, Option<&'static str>)> {
-    ops().into_iter().map(|o| (o.method, o.path, o.scope)).collect()
+    ops()
+        .into_iter()
+        .map(|o| (o.method, o.path, o.scope))
+        .collect()
 }

@@ -167,13 +167,18 @@ impl ApiState {
                 }
                 Followed::CaughtUp => {
                     self.views_mut().caught_up = true;
-                    *self.follower_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    *self
+                        .follower_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = None;
                 }
             });
             if let Err(e) = result {
                 tracing::warn!(error = %e, "the API's views stopped following; starting over");
-                *self.follower_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(e.to_string());
+                *self
+                    .follower_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 std::thread::sleep(Duration::from_secs(2));
             }
         }

@@ -90,8 +90,9 @@ impl Views {
             t if t == TRAINING_TRIGGERS.name() => {
                 decode::<TrainingTrigger>(bytes).map(|t| self.on_trigger(t))
             }
-            t if t == TRAINING_STATUS.name() => decode::<TrainingStatus>(bytes)
-                .map(|s| apply_status(&mut self.trainings, s)),
+            t if t == TRAINING_STATUS.name() => {
+                decode::<TrainingStatus>(bytes).map(|s| apply_status(&mut self.trainings, s))
+            }
             t if t == MODEL_UPDATES.name() => decode::<ModelVersion>(bytes).map(|e| {
                 if e.alias.as_deref() == Some(PROD) {
                     *self

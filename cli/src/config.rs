@@ -38,6 +38,10 @@ pub struct Config {
     /// folder, policy (`[params.policy] kind = "lin_ts"|"thompson_beta"|
     /// "thompson_gaussian"|"epsilon_greedy"`), guardrails, seed.
     pub params: autotrain_params::ParamsConfig,
+    /// The control-plane API (`autotrain serve`): bind address, dev mode
+    /// (no auth, localhost only), `[[api.tokens]]` (name, sha256 of the
+    /// token, scopes, tenant).
+    pub api: autotrain_api::ApiConfig,
     pub log: LogSettings,
 }
 
@@ -108,6 +112,7 @@ impl Default for Config {
             scheduler: SchedulerSettings::default(),
             trainer: autotrain_trainer::core::TrainerConfig::default(),
             params: autotrain_params::ParamsConfig::default(),
+            api: autotrain_api::ApiConfig::default(),
             log: LogSettings::default(),
         }
     }

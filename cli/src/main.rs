@@ -7,7 +7,7 @@
 //! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
 //!   `fetch`, `generate`, `tail`, `run`, `flags`, `demo`, `validate`,
 //!   `features`, `training-set`, `train`, `trainings`, `models`, `fit`,
-//!   `bench`.
+//!   `serve`, `token`, `bench`.
 
 /// mimalloc: the pipelines allocate many small records; it is markedly
 /// faster than the system allocator for that (see `autotrain bench`).
@@ -90,6 +90,12 @@ enum Command {
     /// Fit a model offline to columns of a CSV file.
     #[command(subcommand)]
     Fit(commands::fit::FitCommand),
+    /// The control-plane HTTP API (trainings, models, flags, presets,
+    /// parameters, outcomes, /health, /metrics, /openapi.json).
+    Serve(commands::serve::Args),
+    /// Make a bearer token for the API and print its `[[api.tokens]]`
+    /// entry (the config holds only the hash).
+    Token(commands::serve::TokenArgs),
     /// Measure throughput and latency (prints figures).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -123,6 +129,8 @@ async fn main() -> Result<()> {
         Command::Trainings(cmd) => commands::trainings::run(&config, cmd).await,
         Command::Models(cmd) => commands::models::run(&config, cmd).await,
         Command::Fit(cmd) => commands::fit::run(&config, cmd).await,
+        Command::Serve(args) => commands::serve::run(&config, args).await,
+        Command::Token(args) => commands::serve::token(args),
         Command::Bench(cmd) => commands::bench::run(&config, cmd).await,
     }
 }

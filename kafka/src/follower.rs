@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -40,7 +40,11 @@ pub fn follow(
     stop: &AtomicBool,
     mut on: impl FnMut(Followed<'_>),
 ) -> Result<(), KafkaError> {
-    let consumer: BaseConsumer = settings.reader_config().create()?;
+    // No partition-EOF events (librdkafka logs each as an error); the
+    // positions say when the starting ends are reached.
+    let mut config = settings.reader_config();
+    config.set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = config.create()?;
     let timeout = Duration::from_secs(30);
     let mut tpl = TopicPartitionList::new();
     // Partitions not yet read up to the end they had at the start.
@@ -64,10 +68,24 @@ pub fn follow(
     consumer.assign(&tpl)?;
     drop(tpl);
     let mut caught_up = false;
+    let mut checked = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if !caught_up && pending.is_empty() {
-            caught_up = true;
-            on(Followed::CaughtUp);
+        if !caught_up && (pending.is_empty() || checked.elapsed() > Duration::from_millis(50)) {
+            checked = Instant::now();
+            let positions = consumer.position()?;
+            for e in positions.elements() {
+                let key = (e.topic().to_string(), e.partition());
+                if let (Offset::Offset(o), Some(high)) = (e.offset(), pending.get(&key)) {
+                    if o >= *high {
+                        pending.remove(&key);
+                    }
+                }
+            }
+            drop(positions);
+            if pending.is_empty() {
+                caught_up = true;
+                on(Followed::CaughtUp);
+            }
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
@@ -80,21 +98,6 @@ pub fn follow(
                     payload: m.payload(),
                 });
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) if !pending.is_empty() => {
-                // EOF names only the partition number; the positions say
-                // which topics' partitions reached their starting end.
-                let positions = consumer.position()?;
-                for e in positions.elements() {
-                    let key = (e.topic().to_string(), e.partition());
-                    if let (Offset::Offset(o), Some(high)) = (e.offset(), pending.get(&key)) {
-                        if o >= *high {
-                            pending.remove(&key);
-                        }
-                    }
-                }
-                drop(positions);
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => return Err(e.into()),
             None => {}
         }

@@ -103,7 +103,9 @@ fn features(raw: Option<&str>) -> Result<BTreeMap<String, f64>, ApiError> {
             .parse()
             .ok()
             .filter(|x: &f64| x.is_finite())
-            .ok_or_else(|| ApiError::BadRequest(format!("features[{name}] = {v:?} is not a number")))?;
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("features[{name}] = {v:?} is not a number"))
+            })?;
         out.insert(name.to_string(), x);
     }
     Ok(out)
@@ -225,7 +227,9 @@ pub async fn outcome(
         preset_id,
         reward: b.reward,
         context,
-        ts: b.ts.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
+        ts: b
+            .ts
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
     };
     s.publish(TRADE_OUTCOMES, &update_key(&strategy, &instrument), &o)
         .await?;

@@ -13,8 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use autotrain_schemas::{
-    CommandAction, Param, Priority, TrainingCommand, TrainingState, TrainingTrigger,
-    TriggerReason,
+    CommandAction, Param, Priority, TrainingCommand, TrainingState, TrainingTrigger, TriggerReason,
 };
 use autotrain_topics::{TRAINING_COMMANDS, TRAINING_TRIGGERS};
 use autotrain_trainer::queue::training_id;
@@ -136,7 +135,11 @@ fn state_of(v: &Views, id: &str) -> Option<String> {
 }
 
 /// The training, if it exists and the caller's tenant may see it.
-fn visible<'a>(v: &'a Views, p: &Principal, id: &str) -> Result<Option<&'a TrainingView>, ApiError> {
+fn visible<'a>(
+    v: &'a Views,
+    p: &Principal,
+    id: &str,
+) -> Result<Option<&'a TrainingView>, ApiError> {
     if !v.trainings.contains_key(id) && !v.triggers.contains_key(id) {
         return Err(ApiError::NotFound(format!("no training {id:?}")));
     }
@@ -201,7 +204,10 @@ pub async fn submit(
     {
         let v = s.views();
         if v.model_tenants.contains_key(&b.model_key) {
-            p.require_tenant(v.model_tenant(&b.model_key), &format!("model {}", b.model_key))?;
+            p.require_tenant(
+                v.model_tenant(&b.model_key),
+                &format!("model {}", b.model_key),
+            )?;
         }
     }
     let now = chrono::Utc::now().timestamp_millis();
@@ -467,8 +473,10 @@ pub async fn logs(
     let v = s.views();
     let t = visible(&v, &p, &id)?;
     let when = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+            || ms.to_string(),
+            |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        )
     };
     let mut lines: Vec<String> = Vec::new();
     if let Some(trigger) = v.triggers.get(&id) {

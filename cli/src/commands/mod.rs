@@ -11,6 +11,7 @@ pub mod models;
 pub mod produce;
 pub mod run;
 pub mod scheduler;
+pub mod serve;
 pub mod tail;
 pub mod topics;
 pub mod training_set;

@@ -412,6 +412,8 @@ impl TrainingQueue {
         }
         job.attempt += 1;
         job.not_before = now;
+        // A new attempt reports why it waits afresh.
+        job.parked = None;
         self.enqueue(id);
         Ok(status(
             &self.jobs[id],
@@ -597,5 +599,28 @@ mod tests {
                 action: "cancel"
             })
         );
+        // Cancelled while parked, then retried: the new attempt reports
+        // the same reason again.
+        q.park(
+            "tr-p",
+            TrainingState::Blocked,
+            "gap flag f1 open".into(),
+            300,
+            202,
+        )
+        .expect("park");
+        q.cancel("tr-p", 203).expect("cancel");
+        q.retry("tr-p", 204).expect("retry");
+        assert_eq!(started(&mut q, 204), ["tr-p"]);
+        let after_retry = q
+            .park(
+                "tr-p",
+                TrainingState::Blocked,
+                "gap flag f1 open".into(),
+                400,
+                205,
+            )
+            .expect("park");
+        assert_eq!(after_retry.map(|s| s.attempt), Some(2));
     }
 }

@@ -1,0 +1,850 @@
+//! The control-plane API over the embedded broker, through real HTTP:
+//! - the closed loop: real bars in ⇒ validator ⇒ features ⇒ a training
+//!   submitted through the API ⇒ promoted model ⇒ regimes ⇒ `param.updates`
+//!   seen by a plain consumer ⇒ engine outcomes; then promote, rollback
+//!   and rerun through the API;
+//! - every endpoint's success and error paths: 401 (no or unknown token),
+//!   403 (scope, tenant, platform-wide resources), 400 (malformed), 404,
+//!   409 (state), 422 (refused values), with JSON bodies; cancel and retry
+//!   of a waiting training; flags, presets, advice and outcomes, each
+//!   checked on its topic.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use autotrain_api::{hash_token, ApiConfig, Scope, TokenConfig};
+use autotrain_features::{Contract, FeaturesProcessor};
+use autotrain_integration_tests::services::{
+    start_api, start_stage, start_trainer, ApiClient, Running,
+};
+use autotrain_integration_tests::*;
+use autotrain_kafka::{read_topic as read_decoded, ClientSettings};
+use autotrain_params::{
+    Controller, Engine, EngineProcessor, ParamsConfig, ParamsProcessor, StrategySchema,
+};
+use autotrain_regime::RegimeProcessor;
+use autotrain_schemas::{
+    FlagKind, HitlState, ParamUpdate, PresetRegistration, Severity, TradeOutcome, ValidationFlag,
+};
+use autotrain_topics::{
+    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, PARAM_PRESETS,
+    PARAM_UPDATES, TRADE_OUTCOMES,
+};
+use autotrain_trainer::core::TrainerConfig;
+use autotrain_trainer::spec::TrainSpec;
+use autotrain_validator::ValidatorProcessor;
+use serde_json::{json, Value};
+
+const INSTRUMENT: &str = "bitfinex:BTCUSD";
+const KEY: &str = "hmm/bitfinex:BTCUSD";
+
+/// Bearer tokens of the tests, by what they may do.
+const READ_A: &str = "read-desk-a";
+const TRAIN_A: &str = "train-desk-a";
+const WRITE_A: &str = "write-desk-a";
+const ALL_B: &str = "all-desk-b";
+const PLATFORM: &str = "platform";
+
+fn api_config() -> ApiConfig {
+    let token = |secret: &str, scopes: &[Scope], tenant: &str| TokenConfig {
+        name: secret.to_string(),
+        sha256: hash_token(secret),
+        scopes: scopes.to_vec(),
+        tenant: tenant.into(),
+    };
+    let all = [Scope::Read, Scope::Train, Scope::Write];
+    ApiConfig {
+        tokens: vec![
+            token(READ_A, &[Scope::Read], "desk-a"),
+            token(TRAIN_A, &[Scope::Read, Scope::Train], "desk-a"),
+            token(WRITE_A, &all, "desk-a"),
+            token(ALL_B, &all, "desk-b"),
+            token(PLATFORM, &all, "*"),
+        ],
+        ..ApiConfig::default()
+    }
+}
+
+fn trainer_config(store: &std::path::Path) -> TrainerConfig {
+    TrainerConfig {
+        max_attempts: 1,
+        recheck_ms: 200,
+        store_dir: store.display().to_string(),
+        block_on: Vec::new(),
+        defaults: TrainSpec {
+            train_window: 3_000,
+            min_rows: 500,
+            restarts: 2,
+            max_iter: 60,
+            ..TrainSpec::default()
+        },
+        ..TrainerConfig::default()
+    }
+}
+
+fn schemas() -> Result<Vec<StrategySchema>> {
+    Ok(StrategySchema::load_dir(
+        &repo_root().join("strategy_schemas"),
+    )?)
+}
+
+fn decoded<T: autotrain_schemas::Payload>(settings: &ClientSettings, topic: &str) -> Vec<T> {
+    read_decoded::<T>(settings, topic, Duration::from_secs(30))
+        .map(|rs| rs.into_iter().filter_map(|r| r.value.ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Polls a topic (plain reads) until `done` holds for what it decodes.
+async fn until_topic<T: autotrain_schemas::Payload + Send + 'static>(
+    settings: &ClientSettings,
+    topic: &'static str,
+    what: &str,
+    done: impl Fn(&[T]) -> bool,
+) -> Result<Vec<T>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = settings.clone();
+        let got = tokio::task::spawn_blocking(move || decoded::<T>(&s, topic)).await?;
+        if done(&got) {
+            return Ok(got);
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{topic} never held {what} ({} record(s))",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_caught_up(settings: &ClientSettings, group: &str, topics: &[&str]) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (s, g, t) = (
+            settings.clone(),
+            group.to_string(),
+            topics.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        );
+        let done = tokio::task::spawn_blocking(move || {
+            let t: Vec<&str> = t.iter().map(String::as_str).collect();
+            caught_up(&s, &g, &t)
+        })
+        .await??;
+        if done {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{group} never caught up with {topics:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn submit(api: &ApiClient, token: &str, body: Value) -> Result<String> {
+    let (status, r) = api
+        .call("POST", "/api/trainings", Some(token), Some(&body))
+        .await?;
+    ensure!(status == 202, "submit: {status} {r}");
+    Ok(r["training_id"].as_str().unwrap_or_default().to_string())
+}
+
+async fn ended(api: &ApiClient, id: &str) -> Result<Value> {
+    api.until(&format!("/api/trainings/{id}"), PLATFORM, "ended", |v| {
+        matches!(
+            v["state"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        )
+    })
+    .await
+}
+
+async fn prod_is(api: &ApiClient, version: i64) -> Result<Value> {
+    api.until(
+        &format!("/api/models/{KEY}"),
+        READ_A,
+        &format!("had prod v{version}"),
+        |m| m["prod"] == version,
+    )
+    .await
+}
+
+fn metric(training: &Value, name: &str) -> f64 {
+    training["metrics"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+        .and_then(|m| m["value"].as_f64())
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bars_in_a_training_through_the_api_promoted_and_param_updates_out() -> Result<()> {
+    init_logging();
+    let broker = TestBroker::embedded();
+    let settings = broker.fresh_topics("api-loop").await?;
+    let store = tempfile::tempdir()?;
+    let trainer = trainer_config(store.path());
+    let groups = [unique("validator"), unique("features")];
+    let mut running: Vec<Running> = vec![
+        start_stage(
+            &settings,
+            &groups[0],
+            &[MARKET_BARS_RAW.name()],
+            ValidatorProcessor::new(HashMap::new()),
+        ),
+        start_stage(
+            &settings,
+            &groups[1],
+            &[MARKET_BARS.name()],
+            FeaturesProcessor::new(Contract::bundled()?),
+        ),
+        start_stage(
+            &settings,
+            &unique("regime"),
+            &[FEATURES.name(), MODEL_UPDATES.name()],
+            RegimeProcessor::new("hmm/{instrument}"),
+        ),
+        start_stage(
+            &settings,
+            &unique("params"),
+            autotrain_params::processor::INPUTS,
+            ParamsProcessor::new(Controller::new(ParamsConfig::default(), schemas()?)),
+        ),
+        start_stage(
+            &settings,
+            &unique("engine"),
+            &[FEATURES.name(), PARAM_UPDATES.name()],
+            EngineProcessor {
+                engine: Engine::new(schemas()?, 2.0),
+            },
+        ),
+        start_trainer(&settings, trainer.clone()),
+    ];
+    let (api, server) = start_api(&settings, api_config(), trainer).await?;
+
+    // 1. Real bars in, through the validator and the features processor.
+    let bars = bars("bitfinex_BTCUSD_30m.csv", 4_000);
+    produce_bars(&settings, &bars[..3_000]).await?;
+    wait_caught_up(&settings, &groups[0], &[MARKET_BARS_RAW.name()]).await?;
+    wait_caught_up(&settings, &groups[1], &[MARKET_BARS.name()]).await?;
+
+    // 2. A training through the API, auto-promoted by the guardrails.
+    let first = submit(
+        &api,
+        TRAIN_A,
+        json!({"model_key": KEY, "instruments": [INSTRUMENT], "auto_promote": true,
+               "hyperparams": {"states": 3}, "priority": "high"}),
+    )
+    .await?;
+    let done = ended(&api, &first).await?;
+    assert_eq!(done["state"], "completed", "{done:#}");
+    assert_eq!(done["tenant"], "desk-a");
+    assert_eq!(metric(&done, "promoted"), 1.0, "{done:#}");
+    let model = prod_is(&api, 1).await?;
+    assert_eq!(model["versions"][0]["manifest"]["training_id"], first);
+
+    // 3. New bars: regimes under the prod model ⇒ the controller's
+    //    decisions on param.updates, read by a plain consumer ⇒ outcomes.
+    produce_bars(&settings, &bars[3_000..]).await?;
+    let updates = until_topic::<ParamUpdate>(
+        &settings,
+        PARAM_UPDATES.name(),
+        "an update under the promoted model",
+        |us| {
+            us.iter()
+                .any(|u| u.model_key.as_deref() == Some(KEY) && u.model_version == Some(1))
+        },
+    )
+    .await?;
+    assert!(updates
+        .iter()
+        .all(|u| u.instrument == INSTRUMENT && !u.params.is_empty()));
+    until_topic::<TradeOutcome>(&settings, TRADE_OUTCOMES.name(), "outcomes", |os| {
+        !os.is_empty()
+    })
+    .await?;
+    let advice = api
+        .until(
+            &format!("/param/trend_following/{INSTRUMENT}"),
+            READ_A,
+            "showed the preset in force",
+            |a| a["in_force"].is_string(),
+        )
+        .await?;
+    assert_eq!(advice["context"].as_array().map(Vec::len), Some(1 + 4 + 2));
+
+    // 4. A second version stays in staging; ops promote it, then roll back.
+    let second = submit(
+        &api,
+        TRAIN_A,
+        json!({"model_key": KEY, "instruments": [INSTRUMENT], "hyperparams": {"states": 2}}),
+    )
+    .await?;
+    let done = ended(&api, &second).await?;
+    assert_eq!(
+        (done["state"].as_str(), done["model_version"].as_i64()),
+        (Some("completed"), Some(2))
+    );
+    let promote = json!({"model_version": 2, "reason": "reviewed"});
+    let path = format!("/api/models/{KEY}/promote");
+    let (status, body) = api
+        .call("POST", &path, Some(READ_A), Some(&promote))
+        .await?;
+    assert_eq!(status, 403, "read-only token: {body}");
+    let (status, body) = api.call("POST", &path, Some(ALL_B), Some(&promote)).await?;
+    assert_eq!(status, 403, "another tenant's model: {body}");
+    let (status, body) = api
+        .call("POST", &path, Some(WRITE_A), Some(&promote))
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    prod_is(&api, 2).await?;
+    let rollback = format!("/api/models/{KEY}/rollback");
+    let (status, body) = api
+        .call(
+            "POST",
+            &rollback,
+            Some(WRITE_A),
+            Some(&json!({"model_version": 3})),
+        )
+        .await?;
+    assert_eq!(status, 404, "no v3: {body}");
+    let (status, body) = api
+        .call(
+            "POST",
+            &rollback,
+            Some(WRITE_A),
+            Some(&json!({"model_version": 1})),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    prod_is(&api, 1).await?;
+    let (status, body) = api
+        .call(
+            "POST",
+            &rollback,
+            Some(WRITE_A),
+            Some(&json!({"model_version": 2})),
+        )
+        .await?;
+    assert_eq!(status, 422, "rollback goes back only: {body}");
+
+    // 5. A rerun from the first training's manifest reproduces its hash.
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/trainings/{first}/rerun"),
+            Some(TRAIN_A),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    let rerun = ended(&api, body["training_id"].as_str().unwrap_or_default()).await?;
+    assert_eq!(
+        rerun["tenant"], "desk-a",
+        "a rerun is the original's tenant"
+    );
+    assert_eq!(
+        metric(&rerun, "rerun_parameter_hash_matches"),
+        1.0,
+        "{rerun:#}"
+    );
+
+    // 6. What ops watch.
+    let (_, list) = api
+        .call(
+            "GET",
+            &format!("/api/trainings?model_key={KEY}&status=completed"),
+            Some(READ_A),
+            None,
+        )
+        .await?;
+    assert_eq!(list["total"], 3, "{list:#}");
+    let (_, other) = api.call("GET", "/api/trainings", Some(ALL_B), None).await?;
+    assert_eq!(other["total"], 0, "desk-b sees none of desk-a's: {other}");
+    let (status, metrics) = api.call("GET", "/metrics", None, None).await?;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or_default();
+    for needle in [
+        &format!("autotrain_promotions_total{{model_key=\"{KEY}\"}} 3") as &str,
+        "autotrain_trainings{state=\"completed\"} 3",
+        "autotrain_param_changes_total{",
+        "autotrain_training_duration_seconds_count 3",
+        "autotrain_api_requests_total{method=\"POST\",route=\"/api/trainings\",status=\"202\"} 3",
+        "autotrain_topic_records{topic=\"param.updates\"}",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle:?}:\n{text}");
+    }
+
+    server.stop().await?;
+    while let Some(r) = running.pop() {
+        r.stop().await?;
+    }
+    Ok(())
+}
+
+fn pending_anomaly(ts: i64) -> ValidationFlag {
+    ValidationFlag {
+        flag_id: format!("anomaly:{INSTRUMENT}:{ts}").to_lowercase(),
+        instrument: INSTRUMENT.into(),
+        timeframe: "30m".into(),
+        kind: FlagKind::Anomaly,
+        severity: Severity::Warning,
+        ts,
+        gap_start: None,
+        gap_end: None,
+        missing_bars: None,
+        detail: "return 12 sigma".into(),
+        state: HitlState::Pending,
+        actor: None,
+        decided_at: None,
+    }
+}
+
+fn error_of(body: &Value) -> String {
+    body["error"]["message"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
+    init_logging();
+    let broker = TestBroker::embedded();
+    let settings = broker.fresh_topics("api-errors").await?;
+    let store = tempfile::tempdir()?;
+    let trainer = trainer_config(store.path());
+    let trainer_service = start_trainer(&settings, trainer.clone());
+    let (api, server) = start_api(&settings, api_config(), trainer).await?;
+
+    // Authentication: every protected operation of the OpenAPI document
+    // is routed and refuses a call without a token; public ones answer.
+    let (status, doc) = api.call("GET", "/openapi.json", None, None).await?;
+    assert_eq!(status, 200);
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            operations += 1;
+            let concrete = path
+                .replace("{model_key}", "m")
+                .replace("{action}", "approve")
+                .replace('{', "")
+                .replace('}', "");
+            let (status, body) = api
+                .call(&method.to_uppercase(), &concrete, None, None)
+                .await?;
+            if op["x-scope"].is_string() {
+                assert_eq!(status, 401, "{method} {path}: {body}");
+                assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+            } else {
+                assert!(status == 200, "{method} {path}: {status} {body}");
+            }
+        }
+    }
+    assert_eq!(operations, 21);
+    let (status, body) = api
+        .call("GET", "/api/trainings", Some("not-a-token"), None)
+        .await?;
+    assert_eq!((status, error_of(&body).as_str()), (401, "unknown token"));
+    let (status, body) = api.call("GET", "/nowhere", Some(READ_A), None).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    // Trainings: scope, malformed and refused bodies, queries.
+    let good = json!({"model_key": "hmm/test:NODATA", "hyperparams": {"min_rows": 100000}});
+    let (status, _) = api
+        .call("POST", "/api/trainings", Some(READ_A), Some(&good))
+        .await?;
+    assert_eq!(status, 403);
+    let (status, body) = api
+        .raw(
+            "POST",
+            "/api/trainings",
+            Some(TRAIN_A),
+            Some("{\"model_key\"".into()),
+        )
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    for (bad, why) in [
+        (json!({"model_key": "k", "bogus": 1}), "unknown field"),
+        (json!({"hyperparams": {}}), "model_key"),
+        (
+            json!({"model_key": "k", "hyperparams": {"states": "many"}}),
+            "states",
+        ),
+        (json!({"model_key": "k", "run_fetch": true}), "run_fetch"),
+        (json!({"model_key": "k", "priority": "asap"}), "asap"),
+        (
+            json!({"model_key": "k", "hyperparams": {"states": {"n": 1}}}),
+            "states",
+        ),
+    ] {
+        let (status, body) = api
+            .call("POST", "/api/trainings", Some(TRAIN_A), Some(&bad))
+            .await?;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert!(error_of(&body).contains(why), "{bad}: {body}");
+    }
+    for query in [
+        "status=bogus",
+        "page=0",
+        "page_size=100000",
+        "page=abc",
+        "colour=red",
+    ] {
+        let (status, body) = api
+            .call(
+                "GET",
+                &format!("/api/trainings?{query}"),
+                Some(READ_A),
+                None,
+            )
+            .await?;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+    let (status, _) = api
+        .call("GET", "/api/trainings/tr-nope", Some(READ_A), None)
+        .await?;
+    assert_eq!(status, 404);
+
+    // A training that waits for data: cancel, retry, cancel again; the
+    // other tenant can neither see nor touch it.
+    let id = submit(&api, TRAIN_A, good).await?;
+    api.until(
+        &format!("/api/trainings/{id}"),
+        READ_A,
+        "waited for data",
+        |v| v["state"] == "waiting_data",
+    )
+    .await?;
+    let (status, _) = api
+        .call("GET", &format!("/api/trainings/{id}"), Some(ALL_B), None)
+        .await?;
+    assert_eq!(status, 403);
+    let (status, _) = api
+        .call("DELETE", &format!("/api/trainings/{id}"), Some(ALL_B), None)
+        .await?;
+    assert_eq!(status, 403);
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/trainings/{id}/retry"),
+            Some(TRAIN_A),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 409, "retry of a waiting training: {body}");
+    let (status, body) = api
+        .call(
+            "DELETE",
+            &format!("/api/trainings/{id}"),
+            Some(TRAIN_A),
+            Some(&json!({"reason": "wrong key"})),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    api.until(
+        &format!("/api/trainings/{id}"),
+        READ_A,
+        "was cancelled",
+        |v| v["state"] == "cancelled",
+    )
+    .await?;
+    let (status, _) = api
+        .call(
+            "DELETE",
+            &format!("/api/trainings/{id}"),
+            Some(TRAIN_A),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 409, "cancel of a cancelled training");
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/trainings/{id}/retry"),
+            Some(TRAIN_A),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    api.until(
+        &format!("/api/trainings/{id}"),
+        READ_A,
+        "waited again",
+        |v| v["state"] == "waiting_data" && v["attempt"] == 2,
+    )
+    .await?;
+    let (status, _) = api
+        .call(
+            "POST",
+            &format!("/api/trainings/{id}/rerun"),
+            Some(TRAIN_A),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 409, "no version to rerun");
+    let (_, logs) = api
+        .call(
+            "GET",
+            &format!("/api/trainings/{id}/logs?tail=2"),
+            Some(READ_A),
+            None,
+        )
+        .await?;
+    assert_eq!(logs["lines"].as_array().map(Vec::len), Some(2), "{logs}");
+    assert!(logs["total"].as_u64() > Some(4), "{logs}");
+    let (_, stats) = api
+        .call("GET", "/api/trainings/stats", Some(READ_A), None)
+        .await?;
+    assert_eq!(
+        (stats["capacity"].as_u64(), stats["waiting"].as_u64()),
+        (Some(2), Some(1)),
+        "{stats}"
+    );
+    let (status, _) = api
+        .call(
+            "DELETE",
+            &format!("/api/trainings/{id}"),
+            Some(TRAIN_A),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 202);
+
+    // Models.
+    let (status, _) = api
+        .call("GET", "/api/models/hmm/none:X", Some(READ_A), None)
+        .await?;
+    assert_eq!(status, 404);
+    let (status, _) = api
+        .call(
+            "POST",
+            "/api/models/hmm/none:X/promote",
+            Some(WRITE_A),
+            Some(&json!({"model_version": 1})),
+        )
+        .await?;
+    assert_eq!(status, 404);
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/models/hmm/none:X/promote",
+            Some(WRITE_A),
+            Some(&json!({"version": 1})),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+
+    // Flags: deciding market data needs a platform token.
+    let flag = pending_anomaly(1_500_000_000_000);
+    publish(
+        &settings,
+        MARKET_FLAGS,
+        INSTRUMENT,
+        std::slice::from_ref(&flag),
+    )
+    .await?;
+    api.until("/api/flags?state=pending", READ_A, "listed the flag", |v| {
+        v["total"] == 1
+    })
+    .await?;
+    let approve = format!("/api/flags/{}/approve", flag.flag_id);
+    let (status, body) = api.call("POST", &approve, Some(WRITE_A), None).await?;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = api
+        .call(
+            "POST",
+            &approve,
+            Some(PLATFORM),
+            Some(&json!({"reason": "genuine move"})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["state"].as_str(), body["actor"].as_str()),
+        (Some("approved"), Some("api:platform"))
+    );
+    let (status, _) = api.call("POST", &approve, Some(PLATFORM), None).await?;
+    assert_eq!(status, 409, "decided already");
+    let (status, _) = api
+        .call(
+            "POST",
+            &format!("/api/flags/{}/bless", flag.flag_id),
+            Some(PLATFORM),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 404);
+    let (status, _) = api
+        .call("POST", "/api/flags/nope/reject", Some(PLATFORM), None)
+        .await?;
+    assert_eq!(status, 404);
+    let (status, _) = api
+        .call("GET", "/api/flags?state=later", Some(READ_A), None)
+        .await?;
+    assert_eq!(status, 400);
+    let decided =
+        until_topic::<ValidationFlag>(&settings, MARKET_FLAGS.name(), "the decision", |fs| {
+            fs.iter().any(|f| f.state == HitlState::Approved)
+        })
+        .await?;
+    assert_eq!(decided.len(), 2);
+
+    // Presets: bounds are 400 with the reason; registered ones are arms.
+    let register = format!("/preset/register/market_making/{INSTRUMENT}");
+    let preset =
+        json!({"preset_id": "mid", "params": {"half_spread_bps": 15.0, "size": 0.5, "skew": 0.3}});
+    let (status, _) = api
+        .call("POST", &register, Some(READ_A), Some(&preset))
+        .await?;
+    assert_eq!(status, 403);
+    let wild = json!({"preset_id": "wild", "params": {"half_spread_bps": 15.0, "size": 50.0, "skew": 0.3}});
+    let (status, body) = api
+        .call("POST", &register, Some(PLATFORM), Some(&wild))
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_of(&body).contains("size"), "{body}");
+    let (status, body) = api
+        .call("POST", &register, Some(PLATFORM), Some(&preset))
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = api
+        .call("POST", &register, Some(PLATFORM), Some(&preset))
+        .await?;
+    assert_eq!(status, 409);
+    let (status, _) = api
+        .call(
+            "POST",
+            &format!("/preset/register/nope/{INSTRUMENT}"),
+            Some(PLATFORM),
+            Some(&preset),
+        )
+        .await?;
+    assert_eq!(status, 404);
+    let registered =
+        until_topic::<PresetRegistration>(&settings, PARAM_PRESETS.name(), "the preset", |ps| {
+            !ps.is_empty()
+        })
+        .await?;
+    assert_eq!(
+        (
+            registered[0].preset_id.as_str(),
+            registered[0].actor.as_str()
+        ),
+        ("mid", "api:platform")
+    );
+
+    // Advice and outcomes.
+    let advise = format!(
+        "/param/market_making/{INSTRUMENT}?features[rvol_20]=1.2&features[volume_z_20]=-0.5"
+    );
+    let (status, advice) = api.call("GET", &advise, Some(READ_A), None).await?;
+    assert_eq!(status, 200, "{advice}");
+    assert_eq!(
+        advice["scores"].as_object().map(|s| s.len()),
+        Some(4),
+        "{advice}"
+    );
+    let (_, again) = api.call("GET", &advise, Some(READ_A), None).await?;
+    assert_eq!(again, advice, "the same question, the same answer");
+    for bad in ["?features[nope]=1", "?features[rvol_20]=abc", "?rvol_20=1"] {
+        let (status, body) = api
+            .call(
+                "GET",
+                &format!("/param/market_making/{INSTRUMENT}{bad}"),
+                Some(READ_A),
+                None,
+            )
+            .await?;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = api
+        .call("GET", "/param/nope/x:Y", Some(READ_A), None)
+        .await?;
+    assert_eq!(status, 404);
+    let config_id = advice["config_id"].as_str().unwrap_or_default().to_string();
+    let learn = format!("/learn/outcome/market_making/{INSTRUMENT}/mid");
+    let (status, _) = api
+        .call(
+            "POST",
+            &learn,
+            Some(TRAIN_A),
+            Some(&json!({"reward": 1.0, "config_id": config_id})),
+        )
+        .await?;
+    assert_eq!(status, 403, "outcomes are platform-wide");
+    let (status, body) = api
+        .call(
+            "POST",
+            &learn,
+            Some(PLATFORM),
+            Some(&json!({"reward": 1.0})),
+        )
+        .await?;
+    assert_eq!(status, 422, "no decision to learn on: {body}");
+    let (status, body) = api
+        .call(
+            "POST",
+            &learn,
+            Some(PLATFORM),
+            Some(&json!({"reward": 1.0, "context": [1.0]})),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = api
+        .call(
+            "POST",
+            &learn,
+            Some(PLATFORM),
+            Some(&json!({"reward": "lots"})),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = api
+        .call(
+            "POST",
+            &format!("/learn/outcome/market_making/{INSTRUMENT}/nope"),
+            Some(PLATFORM),
+            Some(&json!({"reward": 1.0, "config_id": config_id})),
+        )
+        .await?;
+    assert_eq!(status, 404);
+    let (status, body) = api
+        .call(
+            "POST",
+            &learn,
+            Some(PLATFORM),
+            Some(&json!({"reward": 2.5, "config_id": config_id, "trade_id": "t-1"})),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    let outcomes =
+        until_topic::<TradeOutcome>(&settings, TRADE_OUTCOMES.name(), "the outcome", |os| {
+            !os.is_empty()
+        })
+        .await?;
+    assert_eq!(outcomes.len(), 1);
+    let context: Vec<f64> = serde_json::from_value(advice["context"].clone())?;
+    assert_eq!(
+        (
+            outcomes[0].trade_id.as_str(),
+            outcomes[0].reward,
+            &outcomes[0].context
+        ),
+        ("t-1", 2.5, &context)
+    );
+    // The replica learnt from it: the same question now scores `mid`
+    // differently.
+    let (_, learnt) = api
+        .until(&advise, READ_A, "learnt", |a| {
+            a["scores"]["mid"] != advice["scores"]["mid"]
+        })
+        .await
+        .map(|a| (200, a))?;
+    assert!(learnt["scores"]["mid"].is_number());
+
+    server.stop().await?;
+    trainer_service.stop().await?;
+    Ok(())
+}
