@@ -116,7 +116,7 @@ impl Views {
                 *self
                     .tallies
                     .param_changes
-                    .entry((u.strategy.clone(), format!("{:?}", u.reason).to_lowercase()))
+                    .entry((u.strategy.clone(), symbol(&u.reason)))
                     .or_default() += 1;
                 self.params.on_update(&u);
             }),
@@ -135,7 +135,7 @@ impl Views {
                 *self
                     .tallies
                     .dead_letters
-                    .entry((d.processor, format!("{:?}", d.error_kind).to_lowercase()))
+                    .entry((d.processor, symbol(&d.error_kind)))
                     .or_default() += 1;
             }),
             _ => Ok(()),
@@ -166,6 +166,14 @@ impl Views {
     pub fn model_tenant(&self, key: &str) -> Option<&str> {
         self.model_tenants.get(key).and_then(|t| t.as_deref())
     }
+}
+
+/// An enum's schema symbol (`kill_switch`, `bad_magic`, …).
+fn symbol(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -45,14 +45,37 @@ pub struct Args {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Leave the broker up after the summary, until Ctrl-C.
+    /// Leave the broker and the API up after the summary, until Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
+    /// Where the API listens during the demo (default: `api.bind`; a free
+    /// port if that one is taken). Without `[[api.tokens]]` in the config
+    /// it runs in dev mode: no authentication, loopback only.
+    #[arg(long)]
+    pub api_bind: Option<String>,
+}
+
+/// The API as the demo serves it, stopped by [`DemoApi::stop`].
+#[derive(Debug)]
+pub struct DemoApi {
+    pub url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl DemoApi {
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub bootstrap: String,
+    /// The control-plane API served during the demo.
+    pub api: String,
     pub files: usize,
     pub bars_in: u64,
     pub bad_rows: u64,
@@ -121,7 +144,7 @@ fn bundled_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data")
 }
 
-pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Summary> {
+pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Summary, DemoApi)> {
     let inputs = if args.data.is_empty() {
         vec![bundled_data()]
     } else {
@@ -142,12 +165,65 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
         format!("autotrain-demo-params-{pid}"),
         format!("autotrain-demo-engine-{pid}"),
     ];
-    let trainer_group = format!("autotrain-demo-trainer-{pid}");
     let stages: [Arc<Counters>; 6] = Default::default();
+    let trainer_group = format!("autotrain-demo-trainer-{pid}");
     let trainer_counters = Arc::new(ServiceCounters::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = {
+        let mut api = config.api.clone();
+        if let Some(bind) = &args.api_bind {
+            api.bind = bind.clone();
+        }
+        api.dev_mode |= api.tokens.is_empty();
+        let addr = api.check()?;
+        let names = [
+            "validator",
+            "features",
+            "drift",
+            "regime",
+            "params",
+            "engine",
+        ];
+        let inputs: [Vec<&str>; 7] = [
+            vec![MARKET_BARS_RAW.name()],
+            vec![MARKET_BARS.name()],
+            vec![FEATURES.name(), MODEL_UPDATES.name()],
+            vec![FEATURES.name(), MODEL_UPDATES.name()],
+            autotrain_params::processor::INPUTS.to_vec(),
+            vec![FEATURES.name(), PARAM_UPDATES.name()],
+            vec![TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()],
+        ];
+        let group_names = groups.iter().chain(std::iter::once(&trainer_group));
+        let state = super::serve::state(
+            ctx,
+            config,
+            api,
+            group_names
+                .zip(&inputs)
+                .map(|(g, t)| (g.clone(), t.iter().map(|t| t.to_string()).collect()))
+                .collect(),
+            names
+                .iter()
+                .zip(&stages)
+                .map(|(n, c)| (n.to_string(), c.clone()))
+                .collect(),
+        )?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (local, server) = super::serve::start(state, addr, true, async move {
+            let _ = rx.await;
+        })
+        .await?;
+        if !args.json {
+            eprintln!("API on http://{local} (/openapi.json describes it)");
+        }
+        DemoApi {
+            url: format!("http://{local}"),
+            stop: tx,
+            server,
+        }
     };
     let contract = Contract::bundled()?;
     let feature_contract = contract.version.clone();
@@ -343,49 +419,53 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<Sum
     let seconds = started.elapsed().as_secs_f64();
     let v = &validator.summary;
     let checksum_duplicates = v.flags.get("duplicate").copied().unwrap_or(0);
-    Ok(Summary {
-        bootstrap: ctx.broker.bootstrap().to_string(),
-        files: files.len(),
-        bars_in,
-        bad_rows,
-        bars_passed: v.passed,
-        bars_flagged: v.bars - v.passed - checksum_duplicates,
-        duplicates: stats.duplicates + checksum_duplicates,
-        dead_letters: stats.dead_lettered + bad_rows,
-        flags: v.flags.clone(),
-        gaps: v.gaps.len(),
-        features_published: features.published,
-        feature_contract,
-        training_triggers: drift.triggers,
-        drift_suppressed: drift.suppressed,
-        trainings: views.len() as u64,
-        trainings_by_reason,
-        trainings_completed: completed,
-        trainings_without_model: views.len() as u64 - completed,
-        promotions,
-        model_versions,
-        models,
-        flags_block_trainings: false,
-        regimes_published: regime.stats.published,
-        param_decisions: params.controller.stats.decisions,
-        param_changes: params.controller.stats.published,
-        kill_switches: params.controller.stats.kill_switches,
-        trades: engine.engine.stats.trades,
-        param_outcomes: params.controller.stats.outcomes,
-        reward_by_strategy: engine.engine.stats.by_strategy.clone(),
-        reward_policy: engine.engine.stats.reward_policy,
-        reward_safe_preset: engine.engine.stats.reward_safe_preset,
-        training_load_seconds: views
-            .values()
-            .filter_map(|v| v.metric("load_seconds"))
-            .sum(),
-        training_fit_seconds: views
-            .values()
-            .filter_map(|v| v.metric("train_seconds"))
-            .sum(),
-        seconds,
-        bars_per_second: bars_in as f64 / seconds,
-    })
+    Ok((
+        Summary {
+            bootstrap: ctx.broker.bootstrap().to_string(),
+            api: api.url.clone(),
+            files: files.len(),
+            bars_in,
+            bad_rows,
+            bars_passed: v.passed,
+            bars_flagged: v.bars - v.passed - checksum_duplicates,
+            duplicates: stats.duplicates + checksum_duplicates,
+            dead_letters: stats.dead_lettered + bad_rows,
+            flags: v.flags.clone(),
+            gaps: v.gaps.len(),
+            features_published: features.published,
+            feature_contract,
+            training_triggers: drift.triggers,
+            drift_suppressed: drift.suppressed,
+            trainings: views.len() as u64,
+            trainings_by_reason,
+            trainings_completed: completed,
+            trainings_without_model: views.len() as u64 - completed,
+            promotions,
+            model_versions,
+            models,
+            flags_block_trainings: false,
+            regimes_published: regime.stats.published,
+            param_decisions: params.controller.stats.decisions,
+            param_changes: params.controller.stats.published,
+            kill_switches: params.controller.stats.kill_switches,
+            trades: engine.engine.stats.trades,
+            param_outcomes: params.controller.stats.outcomes,
+            reward_by_strategy: engine.engine.stats.by_strategy.clone(),
+            reward_policy: engine.engine.stats.reward_policy,
+            reward_safe_preset: engine.engine.stats.reward_safe_preset,
+            training_load_seconds: views
+                .values()
+                .filter_map(|v| v.metric("load_seconds"))
+                .sum(),
+            training_fit_seconds: views
+                .values()
+                .filter_map(|v| v.metric("train_seconds"))
+                .sum(),
+            seconds,
+            bars_per_second: bars_in as f64 / seconds,
+        },
+        api,
+    ))
 }
 
 /// Waits until every stage's group has committed its inputs to their end
@@ -529,11 +609,12 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
     if !ctx.broker.is_embedded() {
         ctx.create_topics(config).await?;
     }
-    let summary = run_demo(config, &args, &ctx).await?;
+    let (summary, api) = run_demo(config, &args, &ctx).await?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!("broker            {}", summary.bootstrap);
+        println!("API               {}", summary.api);
         println!("files             {}", summary.files);
         println!("bars in           {}", summary.bars_in);
         println!("  passed          {}", summary.bars_passed);
@@ -615,8 +696,11 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         summary.bars_in
     );
     if args.keep_running {
-        eprintln!("broker up at {}; Ctrl-C to stop", summary.bootstrap);
+        eprintln!(
+            "broker up at {}, API at {}; Ctrl-C to stop",
+            summary.bootstrap, summary.api
+        );
         shutdown_signal().await;
     }
-    Ok(())
+    api.stop().await
 }
