@@ -426,8 +426,7 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
             let concrete = path
                 .replace("{model_key}", "m")
                 .replace("{action}", "approve")
-                .replace('{', "")
-                .replace('}', "");
+                .replace(['{', '}'], "");
             let (status, body) = api
                 .call(&method.to_uppercase(), &concrete, None, None)
                 .await?;
