@@ -120,8 +120,9 @@ fn broker_facts(state: &ApiState) -> BrokerFacts {
             let (mut position, mut lag) = (0, 0);
             for (p, lo, hi) in w {
                 let at = done.get(p).copied().unwrap_or(*lo).max(*lo);
-                position += at - lo;
-                lag += hi - at;
+                // Commits read after the watermarks may be ahead of them.
+                position += at.min(*hi) - lo;
+                lag += (hi - at).max(0);
             }
             f.groups.push((group.clone(), topic.clone(), position, lag));
         }

@@ -1,7 +1,8 @@
 //! The `autotrain` binary as a user runs it: help everywhere, the demo on
 //! real files (with an unreadable row), and the ops tools against a real
 //! Tansu broker: topics create/list/check, produce, tail; the review queue
-//! (`run validator`, `flags`) against `autotrain up`.
+//! (`run validator`, `flags`) against `autotrain up`; `serve` with a token
+//! made by `token`.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -47,6 +48,8 @@ fn every_subcommand_has_help() -> Result<()> {
         "train",
         "trainings",
         "models",
+        "serve",
+        "token",
         "bench",
     ] {
         assert!(top.contains(cmd), "top-level help lists {cmd}");
@@ -727,5 +730,104 @@ fn training_through_the_cli() -> Result<()> {
         let _ = s.wait();
     }
     drop(up);
+    Ok(())
+}
+
+/// One HTTP/1.1 request over a plain socket: (status, body).
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_accepts_the_token_that_token_made_and_refuses_others() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let made = ok(&[
+        "token",
+        "--name",
+        "ci",
+        "--scopes",
+        "ml:read,ml:train",
+        "--tenant",
+        "desk-a",
+    ])?;
+    let secret = made
+        .lines()
+        .find_map(|l| l.strip_prefix("# at_"))
+        .map(|t| format!("at_{t}"))
+        .context("token printed")?;
+    let entry: String = made
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!entry.contains(&secret), "the config holds only the hash");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.path().join("autotrain.toml");
+    std::fs::write(&config, format!("[api]\nbind = \"{addr}\"\n\n{entry}\n"))?;
+    let config = config.to_str().unwrap_or_default();
+
+    // Refusals before serving: dev mode off loopback, no tokens.
+    let bad = autotrain(&["--config", config, "serve", "--dev", "--bind", "0.0.0.0:0"])?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("loopback"));
+    let none = autotrain(&["serve", "--bind", "127.0.0.1:0"])?;
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no tokens"));
+
+    let _server = Killed(
+        Command::new(env!("CARGO_BIN_EXE_autotrain"))
+            .args(["--config", config, "serve"])
+            .env_remove("AUTOTRAIN_BROKERS")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !matches!(http(&addr, "GET", "/health", None), Ok((200, _))) {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "serve never became healthy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (status, body) = http(&addr, "GET", "/api/trainings", None)?;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http(&addr, "GET", "/api/trainings", Some("at_wrong"))?;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http(&addr, "GET", "/api/trainings", Some(&secret))?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"total\":0"), "{body}");
+    let (status, body) = http(&addr, "POST", "/api/models/hmm/x:A/promote", Some(&secret))?;
+    assert_eq!(status, 403, "no ml:write: {body}");
+    let (status, body) = http(&addr, "GET", "/openapi.json", None)?;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"/api/trainings/{id}/rerun\""), "{body}");
     Ok(())
 }

@@ -78,7 +78,7 @@ pub async fn decide(
     State(s): State<ApiState>,
     p: Principal,
     Path((id, verb)): Path<(String, String)>,
-    OptionalBody(d): OptionalBody<Decision>,
+    body: Result<OptionalBody<Decision>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let action = match verb.as_str() {
         "approve" => Action::Approve,
@@ -92,6 +92,7 @@ pub async fn decide(
     };
     p.require(Scope::Write)?;
     p.require_platform("market data")?;
+    let OptionalBody(d) = body?;
     let event = s
         .views()
         .flags

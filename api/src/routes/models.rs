@@ -77,7 +77,7 @@ pub async fn act(
     State(s): State<ApiState>,
     p: Principal,
     Path(rest): Path<String>,
-    Body(b): Body<AliasMove>,
+    body: Result<Body<AliasMove>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (key, action) = match rest.rsplit_once('/') {
         Some((key, "promote")) => (key.to_string(), CommandAction::Promote),
@@ -89,6 +89,7 @@ pub async fn act(
         }
     };
     p.require(Scope::Write)?;
+    let Body(b) = body?;
     {
         let v = s.views();
         let m = v

@@ -33,10 +33,11 @@ pub async fn register(
     State(s): State<ApiState>,
     p: Principal,
     Path((strategy, instrument)): Path<(String, String)>,
-    Body(b): Body<NewPreset>,
+    body: Result<Body<NewPreset>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     p.require(Scope::Write)?;
     p.require_platform("a strategy's presets")?;
+    let Body(b) = body?;
     let r = PresetRegistration {
         strategy: strategy.clone(),
         instrument: instrument.clone(),
@@ -165,10 +166,11 @@ pub async fn outcome(
     State(s): State<ApiState>,
     p: Principal,
     Path((strategy, instrument, preset_id)): Path<(String, String, String)>,
-    Body(b): Body<Outcome>,
+    body: Result<Body<Outcome>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     p.require(Scope::Train)?;
     p.require_platform("a strategy's outcomes")?;
+    let Body(b) = body?;
     if !b.reward.is_finite() {
         return Err(ApiError::Unprocessable("reward is not a number".into()));
     }

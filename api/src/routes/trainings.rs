@@ -185,9 +185,10 @@ fn hyperparams(raw: &BTreeMap<String, Value>) -> Result<Vec<Param>, ApiError> {
 pub async fn submit(
     State(s): State<ApiState>,
     p: Principal,
-    Body(b): Body<NewTraining>,
+    body: Result<Body<NewTraining>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     p.require(Scope::Train)?;
+    let Body(b) = body?;
     if b.model_key.trim().is_empty() {
         return Err(ApiError::Unprocessable("model_key is empty".into()));
     }
@@ -396,18 +397,20 @@ pub async fn cancel(
     State(s): State<ApiState>,
     p: Principal,
     Path(id): Path<String>,
-    OptionalBody(why): OptionalBody<Why>,
+    body: Result<OptionalBody<Why>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    command(&s, &p, &id, CommandAction::Cancel, why).await
+    p.require(Scope::Train)?;
+    command(&s, &p, &id, CommandAction::Cancel, body?.0).await
 }
 
 pub async fn retry(
     State(s): State<ApiState>,
     p: Principal,
     Path(id): Path<String>,
-    OptionalBody(why): OptionalBody<Why>,
+    body: Result<OptionalBody<Why>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    command(&s, &p, &id, CommandAction::Retry, why).await
+    p.require(Scope::Train)?;
+    command(&s, &p, &id, CommandAction::Retry, body?.0).await
 }
 
 pub async fn rerun(

@@ -36,7 +36,8 @@ pub enum BenchCommand {
     /// Decisions + updates per second of the bandit policies (LinTS with
     /// d = 8 and 5 presets, Thompson, epsilon-greedy), and of the whole
     /// controller (decision on a regime posterior + learning from an
-    /// outcome).
+    /// outcome); then the control-plane API's request latency (p50/p99) under
+    /// concurrent local load.
     Params(ParamsBenchArgs),
 }
 
@@ -44,6 +45,124 @@ pub enum BenchCommand {
 pub struct ParamsBenchArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub steps: usize,
+    /// API requests per endpoint for the latency figures (0: skip).
+    #[arg(long, default_value_t = 5_000)]
+    pub api_requests: usize,
+    /// Clients sending them at once.
+    #[arg(long, default_value_t = 8)]
+    pub api_concurrency: usize,
+}
+
+/// Latency of the API's hot endpoints under `concurrency` clients on the
+/// embedded broker: advice (`GET /param` with features), a view read
+/// (`GET /api/trainings/stats`), and an outcome (`POST /learn/outcome`,
+/// which waits for the broker's acknowledgement).
+async fn bench_api(config: &Config, requests: usize, concurrency: usize) -> Result<()> {
+    let ctx = crate::context::Context::connect(&Config {
+        brokers: None,
+        ..config.clone()
+    })
+    .await?;
+    let api = autotrain_api::ApiConfig {
+        bind: "127.0.0.1:0".into(),
+        dev_mode: true,
+        ..autotrain_api::ApiConfig::default()
+    };
+    let addr = api.check()?;
+    let state = super::serve::state(&ctx, config, api, Vec::new(), Vec::new())?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (local, server) = super::serve::start(state, addr, false, async move {
+        let _ = rx.await;
+    })
+    .await?;
+    let base = format!("http://{local}");
+    let http = reqwest::Client::new();
+    while http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let instrument = "bench:X";
+    let advice: serde_json::Value = serde_json::from_str(
+        &http
+            .get(format!("{base}/param/momentum_breakout/{instrument}"))
+            .send()
+            .await?
+            .text()
+            .await?,
+    )?;
+    let config_id = advice["config_id"].as_str().unwrap_or_default().to_string();
+    let preset = advice["preset_id"].as_str().unwrap_or_default().to_string();
+    for (name, make) in [
+        ("GET /param (advice)", 0u8),
+        ("GET /api/trainings/stats", 1),
+        ("POST /learn/outcome", 2),
+    ] {
+        let per = requests.div_ceil(concurrency.max(1));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..concurrency.max(1) {
+            let (http, base, config_id, preset) = (
+                http.clone(),
+                base.clone(),
+                config_id.clone(),
+                preset.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
+                let mut failed = 0u64;
+                for i in 0..per {
+                    let t = Instant::now();
+                    let req = match make {
+                        0 => http.get(format!(
+                            "{base}/param/momentum_breakout/{instrument}?features[rsi_14]={}",
+                            (c * per + i) % 100
+                        )),
+                        1 => http.get(format!("{base}/api/trainings/stats")),
+                        _ => http
+                            .post(format!(
+                                "{base}/learn/outcome/momentum_breakout/{instrument}/{preset}"
+                            ))
+                            .header("content-type", "application/json")
+                            .body(format!(
+                                "{{\"reward\": {}, \"config_id\": \"{config_id}\"}}",
+                                (i % 7) as f64 * 0.1 - 0.3
+                            )),
+                    };
+                    let ok = req.send().await.map(|r| r.status().is_success());
+                    if !matches!(ok, Ok(true)) {
+                        failed += 1;
+                    }
+                    h.record(t.elapsed().as_micros() as u64)?;
+                }
+                anyhow::Ok((h, failed))
+            }));
+        }
+        let mut all = hdrhistogram::Histogram::<u64>::new(3)?;
+        let mut failed = 0;
+        for t in tasks {
+            let (h, f) = t.await??;
+            all.add(h)?;
+            failed += f;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "api {name:<26} {} requests, {concurrency} clients: {:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {failed} failed",
+            all.len(),
+            all.len() as f64 / secs,
+            all.value_at_quantile(0.5) as f64 / 1000.0,
+            all.value_at_quantile(0.99) as f64 / 1000.0,
+            all.max() as f64 / 1000.0,
+        );
+    }
+    let _ = tx.send(());
+    server.await??;
+    Ok(())
 }
 
 fn bench_params(args: &ParamsBenchArgs) -> Result<()> {
@@ -676,7 +795,7 @@ async fn through_broker(
     })
 }
 
-pub async fn run(_config: &Config, cmd: BenchCommand) -> Result<()> {
+pub async fn run(config: &Config, cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Validate(args) => {
             bench_validate(&args)?;
@@ -686,7 +805,12 @@ pub async fn run(_config: &Config, cmd: BenchCommand) -> Result<()> {
         }
         BenchCommand::Drift(args) => bench_drift(&args)?,
         BenchCommand::Hmm(args) => bench_hmm(&args)?,
-        BenchCommand::Params(args) => bench_params(&args)?,
+        BenchCommand::Params(args) => {
+            bench_params(&args)?;
+            if args.api_requests > 0 {
+                bench_api(config, args.api_requests, args.api_concurrency).await?;
+            }
+        }
         BenchCommand::Features(args) => {
             bench_features(&args)?;
             if args.broker_bars > 0 {
