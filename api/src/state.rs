@@ -79,6 +79,16 @@ pub struct Setup {
     pub processors: Vec<(String, Arc<Counters>)>,
 }
 
+/// A request waits for its event's acknowledgement: send at once rather
+/// than linger for a batch (unless the config says otherwise).
+fn request_settings(settings: &ClientSettings) -> ClientSettings {
+    let mut s = settings.clone();
+    s.properties
+        .entry("linger.ms".into())
+        .or_insert_with(|| "0".into());
+    s
+}
+
 impl ApiState {
     pub fn new(
         settings: &ClientSettings,
@@ -91,7 +101,7 @@ impl ApiState {
             trainer: setup.trainer,
             views: RwLock::new(Views::new(params())),
             fresh_params: Factory(Box::new(params)),
-            producer: Producer::new(settings)?,
+            producer: Producer::new(&request_settings(settings))?,
             groups: setup.groups,
             processors: setup.processors,
             metrics: RequestMetrics::default(),

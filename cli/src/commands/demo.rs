@@ -263,10 +263,12 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     );
     let schemas = StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
     let params_rc = ctx.runner_config(config, &groups[4], autotrain_params::processor::INPUTS);
+    let controller = ParamsProcessor::new(Controller::new(config.params.clone(), schemas.clone()));
+    let decided = controller.decided.clone();
     let controlling = autotrain_kafka::run(
         &ctx.settings,
         &params_rc,
-        ParamsProcessor::new(Controller::new(config.params.clone(), schemas.clone())),
+        controller,
         stages[4].clone(),
         stop(stop_rx.clone()),
     );
@@ -321,6 +323,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         &files,
         stages.clone(),
         trainer_counters.clone(),
+        decided,
         !args.json,
     );
     // A stage that stops with an error stops the demo (the others drain
@@ -521,9 +524,15 @@ async fn publish_with_backpressure(
     files: &[PathBuf],
     stages: [Arc<Counters>; 6],
     trainer: Arc<ServiceCounters>,
+    decided: Arc<std::sync::atomic::AtomicU64>,
     progress: bool,
 ) -> Result<(u64, u64)> {
     const LAG: u64 = 10_000;
+    // The engine trades each bar as soon as its features exist; the
+    // controller decides for it two stages later (regime, params). Keep
+    // that path within a few bars per instrument, or the engine would
+    // trade on decisions made for bars long gone.
+    const DECISION_LAG: u64 = 100;
     let producer = Producer::new(&ctx.settings)?;
     let mut rows: Vec<(String, Result<Bar, autotrain_connector_file::RowError>)> = Vec::new();
     for path in files {
@@ -562,7 +571,7 @@ async fn publish_with_backpressure(
                 tracing::warn!(%key, line = e.line, reason = %e.reason, "unreadable row");
             }
         }
-        if bars_in % 1000 == 0 {
+        if bars_in % 50 == 0 {
             bar.set_position(bars_in + bad);
             let mut waited = Instant::now();
             loop {
@@ -581,7 +590,9 @@ async fn publish_with_backpressure(
                     // Replay no faster than the trainer keeps up with the
                     // triggers, so models exist while the bars they are
                     // for go by (as they would live).
-                    || trainer.pending.load(Ordering::Relaxed) > 1;
+                    || trainer.pending.load(Ordering::Relaxed) > 1
+                    || f.outputs.saturating_sub(r.received) > DECISION_LAG
+                    || r.outputs.saturating_sub(decided.load(Ordering::Relaxed)) > DECISION_LAG;
                 if !behind {
                     break;
                 }

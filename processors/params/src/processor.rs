@@ -57,11 +57,18 @@ pub const INPUTS: &[&str] = &[
 #[derive(Debug)]
 pub struct ParamsProcessor {
     pub controller: Controller,
+    /// Regime posteriors decided on so far, readable from other tasks (the
+    /// demo paces its replay by it so the engine trades on decisions made
+    /// for the bars it trades, as it would live).
+    pub decided: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ParamsProcessor {
     pub fn new(controller: Controller) -> Self {
-        ParamsProcessor { controller }
+        ParamsProcessor {
+            controller,
+            decided: Default::default(),
+        }
     }
 
     /// What a previous run left: the registered presets, the latest update
@@ -157,7 +164,11 @@ impl Processor for ParamsProcessor {
                 self.controller.on_features(v);
                 Vec::new()
             }
-            ParamsInput::Regime(p) => self.controller.on_regime(p),
+            ParamsInput::Regime(p) => {
+                self.decided
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.controller.on_regime(p)
+            }
             ParamsInput::Outcome(o) => self
                 .controller
                 .on_outcome(o)
