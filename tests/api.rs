@@ -1,8 +1,9 @@
 //! The control-plane API over the embedded broker, through real HTTP:
 //! - the closed loop: real bars in ⇒ validator ⇒ features ⇒ a training
-//!   submitted through the API ⇒ promoted model ⇒ regimes ⇒ `param.updates`
-//!   seen by a plain consumer ⇒ engine outcomes; then promote, rollback
-//!   and rerun through the API;
+//!   submitted through the API, blocked by the bars' held anomalies until
+//!   ops approve them through the API ⇒ promoted model ⇒ regimes ⇒
+//!   `param.updates` seen by a plain consumer ⇒ engine outcomes; then
+//!   promote, rollback and rerun through the API;
 //! - every endpoint's success and error paths: 401 (no or unknown token),
 //!   403 (scope, tenant, platform-wide resources), 400 (malformed), 404,
 //!   409 (state), 422 (refused values), with JSON bodies; cancel and retry
@@ -16,7 +17,7 @@ use anyhow::{ensure, Result};
 use autotrain_api::{hash_token, ApiConfig, Scope, TokenConfig};
 use autotrain_features::{Contract, FeaturesProcessor};
 use autotrain_integration_tests::services::{
-    start_api, start_stage, start_trainer, ApiClient, Running,
+    start_api, start_stage, start_trainer, trainer_config, ApiClient, Running,
 };
 use autotrain_integration_tests::*;
 use autotrain_kafka::{read_topic as read_decoded, ClientSettings};
@@ -31,8 +32,6 @@ use autotrain_topics::{
     FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, PARAM_PRESETS,
     PARAM_UPDATES, TRADE_OUTCOMES,
 };
-use autotrain_trainer::core::TrainerConfig;
-use autotrain_trainer::spec::TrainSpec;
 use autotrain_validator::ValidatorProcessor;
 use serde_json::{json, Value};
 
@@ -63,23 +62,6 @@ fn api_config() -> ApiConfig {
             token(PLATFORM, &all, "*"),
         ],
         ..ApiConfig::default()
-    }
-}
-
-fn trainer_config(store: &std::path::Path) -> TrainerConfig {
-    TrainerConfig {
-        max_attempts: 1,
-        recheck_ms: 200,
-        store_dir: store.display().to_string(),
-        block_on: Vec::new(),
-        defaults: TrainSpec {
-            train_window: 3_000,
-            min_rows: 500,
-            restarts: 2,
-            max_iter: 60,
-            ..TrainSpec::default()
-        },
-        ..TrainerConfig::default()
     }
 }
 
@@ -150,14 +132,52 @@ async fn submit(api: &ApiClient, token: &str, body: Value) -> Result<String> {
     Ok(r["training_id"].as_str().unwrap_or_default().to_string())
 }
 
-async fn ended(api: &ApiClient, id: &str) -> Result<Value> {
-    api.until(&format!("/api/trainings/{id}"), PLATFORM, "ended", |v| {
-        matches!(
-            v["state"].as_str(),
-            Some("completed" | "failed" | "cancelled")
+/// Follows a training to its end; when it is blocked by unresolved
+/// anomalies (the real bars have some), ops approve them through the API.
+/// Returns the training and how many flags were approved.
+async fn ended(api: &ApiClient, id: &str) -> Result<(Value, usize)> {
+    let mut approved = 0;
+    loop {
+        let v = api
+            .until(
+                &format!("/api/trainings/{id}"),
+                PLATFORM,
+                "ended or blocked",
+                |v| {
+                    matches!(
+                        v["state"].as_str(),
+                        Some("completed" | "failed" | "cancelled" | "blocked")
+                    )
+                },
+            )
+            .await?;
+        if v["state"] != "blocked" {
+            return Ok((v, approved));
+        }
+        let pending = api
+            .expect(200, "GET", "/api/flags?state=pending", Some(READ_A), None)
+            .await?;
+        for flag in pending["items"].as_array().into_iter().flatten() {
+            let id = flag["flag_id"].as_str().unwrap_or_default();
+            api.expect(
+                200,
+                "POST",
+                &format!("/api/flags/{id}/approve"),
+                Some(PLATFORM),
+                Some(&json!({"reason": "checked against the exchange"})),
+            )
+            .await?;
+            approved += 1;
+        }
+        // The trainer re-checks the window every `recheck_ms`.
+        api.until(
+            &format!("/api/trainings/{id}"),
+            PLATFORM,
+            "left blocked",
+            |v| v["state"] != "blocked",
         )
-    })
-    .await
+        .await?;
+    }
 }
 
 async fn prod_is(api: &ApiClient, version: i64) -> Result<Value> {
@@ -237,7 +257,11 @@ async fn bars_in_a_training_through_the_api_promoted_and_param_updates_out() -> 
                "hyperparams": {"states": 3}, "priority": "high"}),
     )
     .await?;
-    let done = ended(&api, &first).await?;
+    let (done, approved) = ended(&api, &first).await?;
+    assert!(
+        approved > 0,
+        "the real bars hold anomalies that block the run"
+    );
     assert_eq!(done["state"], "completed", "{done:#}");
     assert_eq!(done["tenant"], "desk-a");
     assert_eq!(metric(&done, "promoted"), 1.0, "{done:#}");
@@ -281,65 +305,58 @@ async fn bars_in_a_training_through_the_api_promoted_and_param_updates_out() -> 
         json!({"model_key": KEY, "instruments": [INSTRUMENT], "hyperparams": {"states": 2}}),
     )
     .await?;
-    let done = ended(&api, &second).await?;
+    let (done, _) = ended(&api, &second).await?;
     assert_eq!(
         (done["state"].as_str(), done["model_version"].as_i64()),
         (Some("completed"), Some(2))
     );
     let promote = json!({"model_version": 2, "reason": "reviewed"});
     let path = format!("/api/models/{KEY}/promote");
-    let (status, body) = api
-        .call("POST", &path, Some(READ_A), Some(&promote))
+    api.expect(403, "POST", &path, Some(READ_A), Some(&promote))
         .await?;
-    assert_eq!(status, 403, "read-only token: {body}");
-    let (status, body) = api.call("POST", &path, Some(ALL_B), Some(&promote)).await?;
-    assert_eq!(status, 403, "another tenant's model: {body}");
-    let (status, body) = api
-        .call("POST", &path, Some(WRITE_A), Some(&promote))
+    api.expect(403, "POST", &path, Some(ALL_B), Some(&promote))
         .await?;
-    assert_eq!(status, 202, "{body}");
+    api.expect(202, "POST", &path, Some(WRITE_A), Some(&promote))
+        .await?;
     prod_is(&api, 2).await?;
     let rollback = format!("/api/models/{KEY}/rollback");
-    let (status, body) = api
-        .call(
-            "POST",
-            &rollback,
-            Some(WRITE_A),
-            Some(&json!({"model_version": 3})),
-        )
-        .await?;
-    assert_eq!(status, 404, "no v3: {body}");
-    let (status, body) = api
-        .call(
-            "POST",
-            &rollback,
-            Some(WRITE_A),
-            Some(&json!({"model_version": 1})),
-        )
-        .await?;
-    assert_eq!(status, 202, "{body}");
+    api.expect(
+        404,
+        "POST",
+        &rollback,
+        Some(WRITE_A),
+        Some(&json!({"model_version": 3})),
+    )
+    .await?;
+    api.expect(
+        202,
+        "POST",
+        &rollback,
+        Some(WRITE_A),
+        Some(&json!({"model_version": 1})),
+    )
+    .await?;
     prod_is(&api, 1).await?;
-    let (status, body) = api
-        .call(
-            "POST",
-            &rollback,
-            Some(WRITE_A),
-            Some(&json!({"model_version": 2})),
-        )
-        .await?;
-    assert_eq!(status, 422, "rollback goes back only: {body}");
+    api.expect(
+        422,
+        "POST",
+        &rollback,
+        Some(WRITE_A),
+        Some(&json!({"model_version": 2})),
+    )
+    .await?;
 
     // 5. A rerun from the first training's manifest reproduces its hash.
-    let (status, body) = api
-        .call(
+    let body = api
+        .expect(
+            202,
             "POST",
             &format!("/api/trainings/{first}/rerun"),
             Some(TRAIN_A),
             None,
         )
         .await?;
-    assert_eq!(status, 202, "{body}");
-    let rerun = ended(&api, body["training_id"].as_str().unwrap_or_default()).await?;
+    let (rerun, _) = ended(&api, body["training_id"].as_str().unwrap_or_default()).await?;
     assert_eq!(
         rerun["tenant"], "desk-a",
         "a rerun is the original's tenant"
@@ -362,8 +379,7 @@ async fn bars_in_a_training_through_the_api_promoted_and_param_updates_out() -> 
     assert_eq!(list["total"], 3, "{list:#}");
     let (_, other) = api.call("GET", "/api/trainings", Some(ALL_B), None).await?;
     assert_eq!(other["total"], 0, "desk-b sees none of desk-a's: {other}");
-    let (status, metrics) = api.call("GET", "/metrics", None, None).await?;
-    assert_eq!(status, 200);
+    let metrics = api.expect(200, "GET", "/metrics", None, None).await?;
     let text = metrics.as_str().unwrap_or_default();
     for needle in [
         &format!("autotrain_promotions_total{{model_key=\"{KEY}\"}} 3") as &str,
@@ -417,8 +433,7 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
 
     // Authentication: every protected operation of the OpenAPI document
     // is routed and refuses a call without a token; public ones answer.
-    let (status, doc) = api.call("GET", "/openapi.json", None, None).await?;
-    assert_eq!(status, 200);
+    let doc = api.expect(200, "GET", "/openapi.json", None, None).await?;
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().into_iter().flatten() {
         for (method, op) in item.as_object().into_iter().flatten() {
@@ -451,10 +466,8 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
 
     // Trainings: scope, malformed and refused bodies, queries.
     let good = json!({"model_key": "hmm/test:NODATA", "hyperparams": {"min_rows": 100000}});
-    let (status, _) = api
-        .call("POST", "/api/trainings", Some(READ_A), Some(&good))
+    api.expect(403, "POST", "/api/trainings", Some(READ_A), Some(&good))
         .await?;
-    assert_eq!(status, 403);
     let (status, body) = api
         .raw(
             "POST",
@@ -478,10 +491,9 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
             "states",
         ),
     ] {
-        let (status, body) = api
-            .call("POST", "/api/trainings", Some(TRAIN_A), Some(&bad))
+        let body = api
+            .expect(422, "POST", "/api/trainings", Some(TRAIN_A), Some(&bad))
             .await?;
-        assert_eq!(status, 422, "{bad}: {body}");
         assert!(error_of(&body).contains(why), "{bad}: {body}");
     }
     for query in [
@@ -491,20 +503,17 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
         "page=abc",
         "colour=red",
     ] {
-        let (status, body) = api
-            .call(
-                "GET",
-                &format!("/api/trainings?{query}"),
-                Some(READ_A),
-                None,
-            )
-            .await?;
-        assert_eq!(status, 400, "{query}: {body}");
-    }
-    let (status, _) = api
-        .call("GET", "/api/trainings/tr-nope", Some(READ_A), None)
+        api.expect(
+            400,
+            "GET",
+            &format!("/api/trainings?{query}"),
+            Some(READ_A),
+            None,
+        )
         .await?;
-    assert_eq!(status, 404);
+    }
+    api.expect(404, "GET", "/api/trainings/tr-nope", Some(READ_A), None)
+        .await?;
 
     // A training that waits for data: cancel, retry, cancel again; the
     // other tenant can neither see nor touch it.
@@ -516,32 +525,38 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
         |v| v["state"] == "waiting_data",
     )
     .await?;
-    let (status, _) = api
-        .call("GET", &format!("/api/trainings/{id}"), Some(ALL_B), None)
-        .await?;
-    assert_eq!(status, 403);
-    let (status, _) = api
-        .call("DELETE", &format!("/api/trainings/{id}"), Some(ALL_B), None)
-        .await?;
-    assert_eq!(status, 403);
-    let (status, body) = api
-        .call(
-            "POST",
-            &format!("/api/trainings/{id}/retry"),
-            Some(TRAIN_A),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 409, "retry of a waiting training: {body}");
-    let (status, body) = api
-        .call(
-            "DELETE",
-            &format!("/api/trainings/{id}"),
-            Some(TRAIN_A),
-            Some(&json!({"reason": "wrong key"})),
-        )
-        .await?;
-    assert_eq!(status, 202, "{body}");
+    api.expect(
+        403,
+        "GET",
+        &format!("/api/trainings/{id}"),
+        Some(ALL_B),
+        None,
+    )
+    .await?;
+    api.expect(
+        403,
+        "DELETE",
+        &format!("/api/trainings/{id}"),
+        Some(ALL_B),
+        None,
+    )
+    .await?;
+    api.expect(
+        409,
+        "POST",
+        &format!("/api/trainings/{id}/retry"),
+        Some(TRAIN_A),
+        None,
+    )
+    .await?;
+    api.expect(
+        202,
+        "DELETE",
+        &format!("/api/trainings/{id}"),
+        Some(TRAIN_A),
+        Some(&json!({"reason": "wrong key"})),
+    )
+    .await?;
     api.until(
         &format!("/api/trainings/{id}"),
         READ_A,
@@ -549,24 +564,22 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
         |v| v["state"] == "cancelled",
     )
     .await?;
-    let (status, _) = api
-        .call(
-            "DELETE",
-            &format!("/api/trainings/{id}"),
-            Some(TRAIN_A),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 409, "cancel of a cancelled training");
-    let (status, body) = api
-        .call(
-            "POST",
-            &format!("/api/trainings/{id}/retry"),
-            Some(TRAIN_A),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 202, "{body}");
+    api.expect(
+        409,
+        "DELETE",
+        &format!("/api/trainings/{id}"),
+        Some(TRAIN_A),
+        None,
+    )
+    .await?;
+    api.expect(
+        202,
+        "POST",
+        &format!("/api/trainings/{id}/retry"),
+        Some(TRAIN_A),
+        None,
+    )
+    .await?;
     api.until(
         &format!("/api/trainings/{id}"),
         READ_A,
@@ -574,15 +587,14 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
         |v| v["state"] == "waiting_data" && v["attempt"] == 2,
     )
     .await?;
-    let (status, _) = api
-        .call(
-            "POST",
-            &format!("/api/trainings/{id}/rerun"),
-            Some(TRAIN_A),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 409, "no version to rerun");
+    api.expect(
+        409,
+        "POST",
+        &format!("/api/trainings/{id}/rerun"),
+        Some(TRAIN_A),
+        None,
+    )
+    .await?;
     let (_, logs) = api
         .call(
             "GET",
@@ -601,39 +613,34 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
         (Some(2), Some(1)),
         "{stats}"
     );
-    let (status, _) = api
-        .call(
-            "DELETE",
-            &format!("/api/trainings/{id}"),
-            Some(TRAIN_A),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 202);
+    api.expect(
+        202,
+        "DELETE",
+        &format!("/api/trainings/{id}"),
+        Some(TRAIN_A),
+        None,
+    )
+    .await?;
 
     // Models.
-    let (status, _) = api
-        .call("GET", "/api/models/hmm/none:X", Some(READ_A), None)
+    api.expect(404, "GET", "/api/models/hmm/none:X", Some(READ_A), None)
         .await?;
-    assert_eq!(status, 404);
-    let (status, _) = api
-        .call(
-            "POST",
-            "/api/models/hmm/none:X/promote",
-            Some(WRITE_A),
-            Some(&json!({"model_version": 1})),
-        )
-        .await?;
-    assert_eq!(status, 404);
-    let (status, body) = api
-        .call(
-            "POST",
-            "/api/models/hmm/none:X/promote",
-            Some(WRITE_A),
-            Some(&json!({"version": 1})),
-        )
-        .await?;
-    assert_eq!(status, 422, "{body}");
+    api.expect(
+        404,
+        "POST",
+        "/api/models/hmm/none:X/promote",
+        Some(WRITE_A),
+        Some(&json!({"model_version": 1})),
+    )
+    .await?;
+    api.expect(
+        422,
+        "POST",
+        "/api/models/hmm/none:X/promote",
+        Some(WRITE_A),
+        Some(&json!({"version": 1})),
+    )
+    .await?;
 
     // Flags: deciding market data needs a platform token.
     let flag = pending_anomaly(1_500_000_000_000);
@@ -649,40 +656,35 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
     })
     .await?;
     let approve = format!("/api/flags/{}/approve", flag.flag_id);
-    let (status, body) = api.call("POST", &approve, Some(WRITE_A), None).await?;
-    assert_eq!(status, 403, "{body}");
-    let (status, body) = api
-        .call(
+    api.expect(403, "POST", &approve, Some(WRITE_A), None)
+        .await?;
+    let body = api
+        .expect(
+            200,
             "POST",
             &approve,
             Some(PLATFORM),
             Some(&json!({"reason": "genuine move"})),
         )
         .await?;
-    assert_eq!(status, 200, "{body}");
     assert_eq!(
         (body["state"].as_str(), body["actor"].as_str()),
         (Some("approved"), Some("api:platform"))
     );
-    let (status, _) = api.call("POST", &approve, Some(PLATFORM), None).await?;
-    assert_eq!(status, 409, "decided already");
-    let (status, _) = api
-        .call(
-            "POST",
-            &format!("/api/flags/{}/bless", flag.flag_id),
-            Some(PLATFORM),
-            None,
-        )
+    api.expect(409, "POST", &approve, Some(PLATFORM), None)
         .await?;
-    assert_eq!(status, 404);
-    let (status, _) = api
-        .call("POST", "/api/flags/nope/reject", Some(PLATFORM), None)
+    api.expect(
+        404,
+        "POST",
+        &format!("/api/flags/{}/bless", flag.flag_id),
+        Some(PLATFORM),
+        None,
+    )
+    .await?;
+    api.expect(404, "POST", "/api/flags/nope/reject", Some(PLATFORM), None)
         .await?;
-    assert_eq!(status, 404);
-    let (status, _) = api
-        .call("GET", "/api/flags?state=later", Some(READ_A), None)
+    api.expect(400, "GET", "/api/flags?state=later", Some(READ_A), None)
         .await?;
-    assert_eq!(status, 400);
     let decided =
         until_topic::<ValidationFlag>(&settings, MARKET_FLAGS.name(), "the decision", |fs| {
             fs.iter().any(|f| f.state == HitlState::Approved)
@@ -694,33 +696,25 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
     let register = format!("/preset/register/market_making/{INSTRUMENT}");
     let preset =
         json!({"preset_id": "mid", "params": {"half_spread_bps": 15.0, "size": 0.5, "skew": 0.3}});
-    let (status, _) = api
-        .call("POST", &register, Some(READ_A), Some(&preset))
+    api.expect(403, "POST", &register, Some(READ_A), Some(&preset))
         .await?;
-    assert_eq!(status, 403);
     let wild = json!({"preset_id": "wild", "params": {"half_spread_bps": 15.0, "size": 50.0, "skew": 0.3}});
-    let (status, body) = api
-        .call("POST", &register, Some(PLATFORM), Some(&wild))
+    let body = api
+        .expect(400, "POST", &register, Some(PLATFORM), Some(&wild))
         .await?;
-    assert_eq!(status, 400, "{body}");
     assert!(error_of(&body).contains("size"), "{body}");
-    let (status, body) = api
-        .call("POST", &register, Some(PLATFORM), Some(&preset))
+    api.expect(201, "POST", &register, Some(PLATFORM), Some(&preset))
         .await?;
-    assert_eq!(status, 201, "{body}");
-    let (status, _) = api
-        .call("POST", &register, Some(PLATFORM), Some(&preset))
+    api.expect(409, "POST", &register, Some(PLATFORM), Some(&preset))
         .await?;
-    assert_eq!(status, 409);
-    let (status, _) = api
-        .call(
-            "POST",
-            &format!("/preset/register/nope/{INSTRUMENT}"),
-            Some(PLATFORM),
-            Some(&preset),
-        )
-        .await?;
-    assert_eq!(status, 404);
+    api.expect(
+        404,
+        "POST",
+        &format!("/preset/register/nope/{INSTRUMENT}"),
+        Some(PLATFORM),
+        Some(&preset),
+    )
+    .await?;
     let registered =
         until_topic::<PresetRegistration>(&settings, PARAM_PRESETS.name(), "the preset", |ps| {
             !ps.is_empty()
@@ -738,8 +732,7 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
     let advise = format!(
         "/param/market_making/{INSTRUMENT}?features[rvol_20]=1.2&features[volume_z_20]=-0.5"
     );
-    let (status, advice) = api.call("GET", &advise, Some(READ_A), None).await?;
-    assert_eq!(status, 200, "{advice}");
+    let advice = api.expect(200, "GET", &advise, Some(READ_A), None).await?;
     assert_eq!(
         advice["scores"].as_object().map(|s| s.len()),
         Some(4),
@@ -748,76 +741,67 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
     let (_, again) = api.call("GET", &advise, Some(READ_A), None).await?;
     assert_eq!(again, advice, "the same question, the same answer");
     for bad in ["?features[nope]=1", "?features[rvol_20]=abc", "?rvol_20=1"] {
-        let (status, body) = api
-            .call(
-                "GET",
-                &format!("/param/market_making/{INSTRUMENT}{bad}"),
-                Some(READ_A),
-                None,
-            )
-            .await?;
-        assert_eq!(status, 400, "{bad}: {body}");
-    }
-    let (status, _) = api
-        .call("GET", "/param/nope/x:Y", Some(READ_A), None)
+        api.expect(
+            400,
+            "GET",
+            &format!("/param/market_making/{INSTRUMENT}{bad}"),
+            Some(READ_A),
+            None,
+        )
         .await?;
-    assert_eq!(status, 404);
+    }
+    api.expect(404, "GET", "/param/nope/x:Y", Some(READ_A), None)
+        .await?;
     let config_id = advice["config_id"].as_str().unwrap_or_default().to_string();
     let learn = format!("/learn/outcome/market_making/{INSTRUMENT}/mid");
-    let (status, _) = api
-        .call(
-            "POST",
-            &learn,
-            Some(TRAIN_A),
-            Some(&json!({"reward": 1.0, "config_id": config_id})),
-        )
-        .await?;
-    assert_eq!(status, 403, "outcomes are platform-wide");
-    let (status, body) = api
-        .call(
-            "POST",
-            &learn,
-            Some(PLATFORM),
-            Some(&json!({"reward": 1.0})),
-        )
-        .await?;
-    assert_eq!(status, 422, "no decision to learn on: {body}");
-    let (status, body) = api
-        .call(
-            "POST",
-            &learn,
-            Some(PLATFORM),
-            Some(&json!({"reward": 1.0, "context": [1.0]})),
-        )
-        .await?;
-    assert_eq!(status, 422, "{body}");
-    let (status, body) = api
-        .call(
-            "POST",
-            &learn,
-            Some(PLATFORM),
-            Some(&json!({"reward": "lots"})),
-        )
-        .await?;
-    assert_eq!(status, 422, "{body}");
-    let (status, _) = api
-        .call(
-            "POST",
-            &format!("/learn/outcome/market_making/{INSTRUMENT}/nope"),
-            Some(PLATFORM),
-            Some(&json!({"reward": 1.0, "config_id": config_id})),
-        )
-        .await?;
-    assert_eq!(status, 404);
-    let (status, body) = api
-        .call(
-            "POST",
-            &learn,
-            Some(PLATFORM),
-            Some(&json!({"reward": 2.5, "config_id": config_id, "trade_id": "t-1"})),
-        )
-        .await?;
-    assert_eq!(status, 202, "{body}");
+    api.expect(
+        403,
+        "POST",
+        &learn,
+        Some(TRAIN_A),
+        Some(&json!({"reward": 1.0, "config_id": config_id})),
+    )
+    .await?;
+    api.expect(
+        422,
+        "POST",
+        &learn,
+        Some(PLATFORM),
+        Some(&json!({"reward": 1.0})),
+    )
+    .await?;
+    api.expect(
+        422,
+        "POST",
+        &learn,
+        Some(PLATFORM),
+        Some(&json!({"reward": 1.0, "context": [1.0]})),
+    )
+    .await?;
+    api.expect(
+        422,
+        "POST",
+        &learn,
+        Some(PLATFORM),
+        Some(&json!({"reward": "lots"})),
+    )
+    .await?;
+    api.expect(
+        404,
+        "POST",
+        &format!("/learn/outcome/market_making/{INSTRUMENT}/nope"),
+        Some(PLATFORM),
+        Some(&json!({"reward": 1.0, "config_id": config_id})),
+    )
+    .await?;
+    api.expect(
+        202,
+        "POST",
+        &learn,
+        Some(PLATFORM),
+        Some(&json!({"reward": 2.5, "config_id": config_id, "trade_id": "t-1"})),
+    )
+    .await?;
     let outcomes =
         until_topic::<TradeOutcome>(&settings, TRADE_OUTCOMES.name(), "the outcome", |os| {
             !os.is_empty()

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use autotrain_features::{dataflow, Contract};
+use autotrain_integration_tests::services::{start_trainer, trainer_config};
 use autotrain_integration_tests::*;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{read_topic as read_decoded, run, ClientSettings, RunnerConfig};
@@ -29,22 +30,12 @@ use autotrain_topics::{
     FEATURES, MARKET_FLAGS, MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS, TRAINING_STATUS,
     TRAINING_TRIGGERS,
 };
-use autotrain_trainer::core::TrainerConfig;
-use autotrain_trainer::service::{self, intake_config, ServiceCounters};
-use autotrain_trainer::spec::TrainSpec;
 use autotrain_trainer::view::{trainings, TrainingView};
 use autotrain_trainer::{Registry, PROD};
 use tokio::sync::oneshot;
 
 const INSTRUMENT: &str = "bitfinex:BTCUSD";
 const KEY: &str = "hmm/bitfinex:BTCUSD";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 fn vectors(n: usize) -> Result<Vec<FeatureVector>> {
     Ok(dataflow::run(
@@ -78,7 +69,7 @@ fn trigger(id: &str, params: &[(&str, &str)], auto_promote: bool) -> TrainingTri
         auto_promote,
         evidence: None,
         rerun_of: None,
-        created_at: now(),
+        created_at: now_ms(),
     }
 }
 
@@ -96,50 +87,8 @@ fn command(
         tenant: None,
         actor: "ops-test".into(),
         reason: "test".into(),
-        at: now(),
+        at: now_ms(),
     }
-}
-
-fn config(store: &std::path::Path) -> TrainerConfig {
-    TrainerConfig {
-        max_attempts: 1,
-        recheck_ms: 200,
-        store_dir: store.display().to_string(),
-        defaults: TrainSpec {
-            train_window: 3_000,
-            min_rows: 500,
-            restarts: 2,
-            max_iter: 60,
-            ..TrainSpec::default()
-        },
-        ..TrainerConfig::default()
-    }
-}
-
-/// The trainer service in the background until the returned sender fires.
-fn start_trainer(
-    settings: &ClientSettings,
-    config: TrainerConfig,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Result<()>>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let settings = settings.clone();
-    let mut rc = intake_config(&unique("trainer"));
-    rc.strict_log_start = true;
-    let handle = tokio::spawn(async move {
-        service::run(
-            &settings,
-            config,
-            rc,
-            now,
-            Arc::new(ServiceCounters::default()),
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await?;
-        Ok(())
-    });
-    (stop, handle)
 }
 
 fn views(settings: &ClientSettings) -> Result<BTreeMap<String, TrainingView>> {
@@ -259,7 +208,7 @@ async fn train_promote_rollback_rerun_and_regimes_follow_prod() -> Result<()> {
         )
         .await
     });
-    let (stop, trainer) = start_trainer(&settings, config(store.path()));
+    let trainer = start_trainer(&settings, trainer_config(store.path()));
 
     // 1. First training, auto-promoted.
     let a = trigger(&unique("a"), &[], true);
@@ -386,8 +335,7 @@ async fn train_promote_rollback_rerun_and_regimes_follow_prod() -> Result<()> {
         "a rerun is not promoted"
     );
 
-    let _ = stop.send(());
-    trainer.await??;
+    trainer.stop().await?;
     let _ = stop_regime.send(());
     regime.await??;
 
@@ -442,7 +390,7 @@ async fn strict_mode_trains_each_bar_once_and_failed_runs_release_their_claims()
     let store = tempfile::tempdir()?;
     let vectors = vectors(6_000)?;
     publish(&settings, FEATURES, INSTRUMENT, &vectors[..3_000]).await?;
-    let (stop, trainer) = start_trainer(&settings, config(store.path()));
+    let trainer = start_trainer(&settings, trainer_config(store.path()));
     let strict = ("mode", "strict");
 
     // A run that fails (no EM iteration allowed) gives its offsets back.
@@ -505,8 +453,7 @@ async fn strict_mode_trains_each_bar_once_and_failed_runs_release_their_claims()
         "{v3:#?}"
     );
 
-    let _ = stop.send(());
-    trainer.await??;
+    trainer.stop().await?;
 
     let all = claims(&settings).await?;
     let of = |id: &str, state: ClaimState| -> Vec<(i32, i64, i64)> {
@@ -596,7 +543,7 @@ async fn an_open_gap_blocks_until_overridden_and_blocked_runs_can_be_cancelled()
         &[gap(hole, HitlState::Open)],
     )
     .await?;
-    let (stop, trainer) = start_trainer(&settings, config(store.path()));
+    let trainer = start_trainer(&settings, trainer_config(store.path()));
 
     let t = trigger(&unique("gap"), &[], true);
     let c = trigger(&unique("cancel"), &[], true);
@@ -651,7 +598,6 @@ async fn an_open_gap_blocks_until_overridden_and_blocked_runs_can_be_cancelled()
         .filter(|e| e.state == TrainingState::Blocked)
         .count();
     assert_eq!(blocked_events, 1);
-    let _ = stop.send(());
-    trainer.await??;
+    trainer.stop().await?;
     Ok(())
 }

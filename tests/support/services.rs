@@ -62,6 +62,24 @@ where
     Running { stop, handle }
 }
 
+/// A trainer configuration for tests: small windows, quick re-checks, one
+/// attempt, references under `store`.
+pub fn trainer_config(store: &std::path::Path) -> TrainerConfig {
+    TrainerConfig {
+        max_attempts: 1,
+        recheck_ms: 200,
+        store_dir: store.display().to_string(),
+        defaults: autotrain_trainer::spec::TrainSpec {
+            train_window: 3_000,
+            min_rows: 500,
+            restarts: 2,
+            max_iter: 60,
+            ..Default::default()
+        },
+        ..TrainerConfig::default()
+    }
+}
+
 /// The trainer service (its own group).
 pub fn start_trainer(settings: &ClientSettings, config: TrainerConfig) -> Running {
     let (stop, stopped) = when_told();
@@ -168,6 +186,22 @@ impl ApiClient {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         ))
+    }
+
+    /// Calls and checks the status; the body (the error names both).
+    pub async fn expect(
+        &self,
+        status: u16,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let (got, answer) = self.call(method, path, token, body).await?;
+        if got != status {
+            bail!("{method} {path}: expected {status}, got {got}: {answer}");
+        }
+        Ok(answer)
     }
 
     /// Polls `GET path` until `done` holds for the body.

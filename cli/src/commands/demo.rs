@@ -127,6 +127,9 @@ pub struct Summary {
     pub param_outcomes: u64,
     /// Per strategy: (reward under the controller, under the safe preset).
     pub reward_by_strategy: BTreeMap<String, (f64, f64)>,
+    /// Per `strategy/preset`: (positions taken under the controller, their
+    /// summed reward).
+    pub reward_by_preset: BTreeMap<String, (u64, f64)>,
     pub reward_policy: f64,
     pub reward_safe_preset: f64,
     /// Summed over trainings: reading data, and fitting + evaluating.
@@ -454,6 +457,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
             trades: engine.engine.stats.trades,
             param_outcomes: params.controller.stats.outcomes,
             reward_by_strategy: engine.engine.stats.by_strategy.clone(),
+            reward_by_preset: engine.engine.stats.by_preset.clone(),
             reward_policy: engine.engine.stats.reward_policy,
             reward_safe_preset: engine.engine.stats.reward_safe_preset,
             training_load_seconds: views
@@ -692,6 +696,11 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         );
         for (strategy, (policy, safe)) in &summary.reward_by_strategy {
             println!("  {strategy:<20} {policy:>9.1} % vs {safe:>9.1} % safe");
+            for (preset, (n, r)) in &summary.reward_by_preset {
+                if let Some(id) = preset.strip_prefix(&format!("{strategy}/")) {
+                    println!("    {id:<18} {n:>7} positions {r:>9.1} %");
+                }
+            }
         }
         println!(
             "time              {:.2} s ({:.0} bars/s end to end)",

@@ -116,8 +116,10 @@ pub struct Controller {
     config: ParamsConfig,
     schemas: Vec<StrategySchema>,
     slots: BTreeMap<(String, String), Slot>,
-    /// Latest context feature values per instrument.
-    features: FxHashMap<String, FxHashMap<String, f64>>,
+    /// Context feature values per instrument as of each recent bar (the
+    /// newest last): a decision for bar t reads the values of bar t, even
+    /// when features of later bars have already arrived.
+    features: FxHashMap<String, VecDeque<(i64, Values)>>,
     /// Latest regime probabilities per instrument.
     regimes: FxHashMap<String, Vec<f64>>,
     /// Recent decisions: config id → (strategy, instrument, arm, context),
@@ -130,6 +132,11 @@ pub struct Controller {
 
 const DAY_MS: i64 = 86_400_000;
 const REMEMBERED: usize = 100_000;
+/// Bars of context feature values kept per instrument.
+const FEATURE_HISTORY: usize = 4_096;
+
+/// Context feature values by name.
+type Values = FxHashMap<String, f64>;
 
 /// The key of a strategy's updates for an instrument on `param.updates`.
 pub fn update_key(strategy: &str, instrument: &str) -> String {
@@ -281,12 +288,36 @@ impl Controller {
             .iter()
             .flat_map(|s| s.context_features.iter().map(|f| f.name.as_str()))
             .collect();
-        let slot = self.features.entry(v.instrument.clone()).or_default();
+        let history = self.features.entry(v.instrument.clone()).or_default();
+        let mut now = history.back().map(|(_, m)| m.clone()).unwrap_or_default();
         for f in &v.values {
             if let Some(x) = f.value.filter(|x| x.is_finite()) {
                 if wanted.contains(&f.name.as_str()) {
-                    slot.insert(f.name.clone(), x);
+                    now.insert(f.name.clone(), x);
                 }
+            }
+        }
+        // Bars arrive in time order per instrument; a late correction of an
+        // older bar only updates the values from then on.
+        let at = history.partition_point(|(ts, _)| *ts <= v.ts);
+        if at > 0 && history[at - 1].0 == v.ts {
+            history[at - 1].1 = now;
+        } else {
+            history.insert(at, (v.ts, now));
+        }
+        while history.len() > FEATURE_HISTORY {
+            history.pop_front();
+        }
+    }
+
+    /// The context values of an instrument as of `ts` (None: the newest).
+    fn features_at(&self, instrument: &str, ts: Option<i64>) -> Option<&Values> {
+        let history = self.features.get(instrument)?;
+        match ts {
+            None => history.back().map(|(_, m)| m),
+            Some(ts) => {
+                let at = history.partition_point(|(t, _)| *t <= ts);
+                history.get(at.checked_sub(1)?).map(|(_, m)| m)
             }
         }
     }
@@ -298,20 +329,22 @@ impl Controller {
         for r in 0..self.config.regimes {
             x.push(p.probabilities.get(r).copied().unwrap_or(0.0));
         }
-        self.push_features(schema, &p.instrument, &BTreeMap::new(), &mut x);
+        self.push_features(schema, &p.instrument, Some(p.ts), &BTreeMap::new(), &mut x);
         x
     }
 
     /// Appends the scaled context features: `given` values first, then the
-    /// instrument's latest, else the feature's centre.
+    /// instrument's as of `ts` (None: the newest), else the feature's
+    /// centre.
     fn push_features(
         &self,
         schema: usize,
         instrument: &str,
+        ts: Option<i64>,
         given: &BTreeMap<String, f64>,
         x: &mut Vec<f64>,
     ) {
-        let known = self.features.get(instrument);
+        let known = self.features_at(instrument, ts);
         for f in &self.schemas[schema].context_features {
             let v = given
                 .get(&f.name)
@@ -380,7 +413,7 @@ impl Controller {
         for r in 0..self.config.regimes {
             x.push(probs.and_then(|p| p.get(r)).copied().unwrap_or(0.0));
         }
-        self.push_features(schema, instrument, given, &mut x);
+        self.push_features(schema, instrument, None, given, &mut x);
         let mut h = Sha256::new();
         h.update(format!(
             "{}\u{0}{strategy}\u{0}{instrument}",
@@ -735,6 +768,39 @@ mod tests {
         }
         assert_eq!(changes, 2);
         assert!(c.stats.held_by_daily_limit > 0);
+    }
+
+    #[test]
+    fn a_decision_reads_the_features_of_its_own_bar() {
+        let mut c = Controller::new(only("momentum_breakout"), schemas());
+        for (ts, rsi) in [(0, 30.0), (1_800_000, 70.0)] {
+            c.on_features(&FeatureVector {
+                instrument: "x:A".into(),
+                timeframe: "30m".into(),
+                ts,
+                contract_version: "1".into(),
+                bar_revision: 0,
+                values: vec![FeatureValue {
+                    name: "rsi_14".into(),
+                    value: Some(rsi),
+                }],
+            });
+        }
+        // The posterior of bar 0 arrives after bar 1's features.
+        let u = c.on_regime(&posterior(0, 0.9)).remove(0);
+        assert!(
+            (u.context[6] + 1.0).abs() < 1e-12,
+            "rsi 30: {:?}",
+            u.context
+        );
+        let a = c
+            .advise("momentum_breakout", "x:A", &BTreeMap::new())
+            .expect("advice");
+        assert!(
+            (a.context[6] - 1.0).abs() < 1e-12,
+            "newest: {:?}",
+            a.context
+        );
     }
 
     #[test]

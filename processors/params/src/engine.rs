@@ -28,6 +28,8 @@ pub struct EngineStats {
     pub trades: u64,
     /// Per strategy: (reward under the controller, under the safe preset).
     pub by_strategy: std::collections::BTreeMap<String, (f64, f64)>,
+    /// Per `strategy/preset`: (positions taken, their summed reward).
+    pub by_preset: std::collections::BTreeMap<String, (u64, f64)>,
     /// Summed reward of the positions taken under the controller's presets.
     pub reward_policy: f64,
     /// The same, had every strategy kept its safe preset.
@@ -224,6 +226,13 @@ impl Engine {
             if o.position != 0.0 {
                 self.stats.trades += 1;
                 self.stats.reward_policy += policy;
+                let p = self
+                    .stats
+                    .by_preset
+                    .entry(format!("{}/{}", key.0, o.update.preset_id))
+                    .or_default();
+                p.0 += 1;
+                p.1 += policy;
                 out.push(TradeOutcome {
                     trade_id: format!("{}/{}/{}", key.0, key.1, o.ts),
                     strategy: key.0.clone(),
