@@ -762,30 +762,16 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
         Some(&json!({"reward": 1.0, "config_id": config_id})),
     )
     .await?;
-    api.expect(
-        422,
-        "POST",
-        &learn,
-        Some(PLATFORM),
-        Some(&json!({"reward": 1.0})),
-    )
-    .await?;
-    api.expect(
-        422,
-        "POST",
-        &learn,
-        Some(PLATFORM),
-        Some(&json!({"reward": 1.0, "context": [1.0]})),
-    )
-    .await?;
-    api.expect(
-        422,
-        "POST",
-        &learn,
-        Some(PLATFORM),
-        Some(&json!({"reward": "lots"})),
-    )
-    .await?;
+    // No decision to learn on; a context of the wrong length; no number.
+    for refused in [
+        json!({"reward": 1.0}),
+        json!({"reward": 1.0, "context": [1.0]}),
+        json!({"reward": "lots"}),
+        json!({"reward": 1.0, "config_id": "adv-unknown"}),
+    ] {
+        api.expect(422, "POST", &learn, Some(PLATFORM), Some(&refused))
+            .await?;
+    }
     api.expect(
         404,
         "POST",

@@ -12,12 +12,13 @@ use serde_json::{json, Value};
 
 use autotrain_schemas::{CommandAction, TrainingCommand};
 use autotrain_topics::TRAINING_COMMANDS;
-use autotrain_trainer::{PROD, STAGING};
+use autotrain_trainer::{Model, PROD, STAGING};
 
 use crate::auth::Principal;
 use crate::config::Scope;
 use crate::error::{ApiError, Body, Path};
 use crate::state::ApiState;
+use crate::views::Views;
 
 pub async fn list(State(s): State<ApiState>, p: Principal) -> Result<Json<Value>, ApiError> {
     p.require(Scope::Read)?;
@@ -39,6 +40,16 @@ pub async fn list(State(s): State<ApiState>, p: Principal) -> Result<Json<Value>
     Ok(Json(json!({ "items": items, "total": items.len() })))
 }
 
+/// The model of `key`, if it exists and the caller's tenant may see it.
+fn visible<'a>(v: &'a Views, p: &Principal, key: &str) -> Result<&'a Model, ApiError> {
+    let m = v
+        .registry
+        .model(key)
+        .ok_or_else(|| ApiError::NotFound(format!("no model {key:?}")))?;
+    p.require_tenant(v.model_tenant(key), &format!("model {key}"))?;
+    Ok(m)
+}
+
 pub async fn show(
     State(s): State<ApiState>,
     p: Principal,
@@ -46,11 +57,7 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     p.require(Scope::Read)?;
     let v = s.views();
-    let m = v
-        .registry
-        .model(&key)
-        .ok_or_else(|| ApiError::NotFound(format!("no model {key:?}")))?;
-    p.require_tenant(v.model_tenant(&key), &format!("model {key}"))?;
+    let m = visible(&v, &p, &key)?;
     Ok(Json(json!({
         "model_key": key,
         "tenant": v.model_tenant(&key),
@@ -92,11 +99,7 @@ pub async fn act(
     let Body(b) = body?;
     {
         let v = s.views();
-        let m = v
-            .registry
-            .model(&key)
-            .ok_or_else(|| ApiError::NotFound(format!("no model {key:?}")))?;
-        p.require_tenant(v.model_tenant(&key), &format!("model {key}"))?;
+        let m = visible(&v, &p, &key)?;
         if !m.versions.contains_key(&b.model_version) {
             return Err(ApiError::NotFound(format!(
                 "{key} has no version {} (it has {:?})",

@@ -16,7 +16,7 @@ use autotrain_schemas::{
     CommandAction, Param, Priority, TrainingCommand, TrainingState, TrainingTrigger, TriggerReason,
 };
 use autotrain_topics::{TRAINING_COMMANDS, TRAINING_TRIGGERS};
-use autotrain_trainer::queue::training_id;
+use autotrain_trainer::queue::{rerun_trigger, training_id};
 use autotrain_trainer::spec::TrainSpec;
 use autotrain_trainer::view::TrainingView;
 
@@ -430,22 +430,13 @@ pub async fn rerun(
             })?;
         t.model_key.clone()
     };
-    let t = TrainingTrigger {
-        trigger_id: s.next_id("rerun"),
-        model_key,
-        tenant: p.tenant_for_new(),
-        reason: TriggerReason::Rerun,
-        instruments: Vec::new(),
-        dataset_version: None,
-        feature_contract_version: None,
-        hyperparams: Vec::new(),
-        seed: 0,
-        priority: Priority::High,
-        auto_promote: false,
-        evidence: None,
-        rerun_of: Some(id.clone()),
-        created_at: chrono::Utc::now().timestamp_millis(),
-    };
+    let t = rerun_trigger(
+        s.next_id("rerun"),
+        &model_key,
+        &id,
+        p.tenant_for_new(),
+        chrono::Utc::now().timestamp_millis(),
+    );
     s.publish(TRAINING_TRIGGERS, &t.model_key, &t).await?;
     let new_id = training_id(&t);
     s.views_mut().on_trigger(t);

@@ -13,7 +13,7 @@ use autotrain_schemas::{
     TrainingTrigger, TriggerReason,
 };
 use autotrain_topics::{TRAINING_COMMANDS, TRAINING_STATUS, TRAINING_TRIGGERS};
-use autotrain_trainer::queue::training_id;
+use autotrain_trainer::queue::{rerun_trigger, training_id};
 use autotrain_trainer::view::{trainings, TrainingView};
 
 use crate::config::Config;
@@ -409,22 +409,13 @@ pub async fn run(config: &Config, cmd: TrainingsCommand) -> Result<()> {
                 bail!("{of} registered no model version; nothing to rerun");
             }
             let now = now_ms();
-            let t = TrainingTrigger {
-                trigger_id: format!("rerun-{now}-{}", std::process::id()),
-                model_key: v.model_key.clone(),
-                tenant: None,
-                reason: TriggerReason::Rerun,
-                instruments: Vec::new(),
-                dataset_version: None,
-                feature_contract_version: None,
-                hyperparams: Vec::new(),
-                seed: 0,
-                priority: Priority::High,
-                auto_promote: false,
-                evidence: None,
-                rerun_of: Some(of.clone()),
-                created_at: now,
-            };
+            let t = rerun_trigger(
+                format!("rerun-{now}-{}", std::process::id()),
+                &v.model_key,
+                &of,
+                None,
+                now,
+            );
             publish_trigger(&ctx, &t).await?;
             let id = training_id(&t);
             eprintln!("submitted {id} (rerun of {of})");

@@ -65,6 +65,33 @@ pub fn training_id(trigger: &TrainingTrigger) -> String {
     format!("tr-{}", trigger.trigger_id)
 }
 
+/// The trigger of a rerun of training `of` (its manifest decides
+/// everything else).
+pub fn rerun_trigger(
+    trigger_id: String,
+    model_key: &str,
+    of: &str,
+    tenant: Option<String>,
+    at: i64,
+) -> TrainingTrigger {
+    TrainingTrigger {
+        trigger_id,
+        model_key: model_key.to_string(),
+        tenant,
+        reason: autotrain_schemas::TriggerReason::Rerun,
+        instruments: Vec::new(),
+        dataset_version: None,
+        feature_contract_version: None,
+        hyperparams: Vec::new(),
+        seed: 0,
+        priority: Priority::High,
+        auto_promote: false,
+        evidence: None,
+        rerun_of: Some(of.to_string()),
+        created_at: at,
+    }
+}
+
 fn status(job: &Job, state: TrainingState, message: String, at: i64) -> TrainingStatus {
     TrainingStatus {
         training_id: job.training_id.clone(),
