@@ -267,7 +267,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     let schemas = StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
     let params_rc = ctx.runner_config(config, &groups[4], autotrain_params::processor::INPUTS);
     let controller = ParamsProcessor::new(Controller::new(config.params.clone(), schemas.clone()));
-    let decided = controller.decided.clone();
+    let (decided, learned) = (controller.decided.clone(), controller.learned.clone());
     let controlling = autotrain_kafka::run(
         &ctx.settings,
         &params_rc,
@@ -326,7 +326,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         &files,
         stages.clone(),
         trainer_counters.clone(),
-        decided,
+        [decided, learned],
         !args.json,
     );
     // A stage that stops with an error stops the demo (the others drain
@@ -528,14 +528,16 @@ async fn publish_with_backpressure(
     files: &[PathBuf],
     stages: [Arc<Counters>; 6],
     trainer: Arc<ServiceCounters>,
-    decided: Arc<std::sync::atomic::AtomicU64>,
+    [decided, learned]: [Arc<std::sync::atomic::AtomicU64>; 2],
     progress: bool,
 ) -> Result<(u64, u64)> {
     const LAG: u64 = 10_000;
     // The engine trades each bar as soon as its features exist; the
-    // controller decides for it two stages later (regime, params). Keep
-    // that path within a few bars per instrument, or the engine would
-    // trade on decisions made for bars long gone.
+    // controller decides for it two stages later (regime, params) and
+    // learns from the engine's outcomes. Keep both paths within a few bars
+    // per instrument, or the engine would trade on decisions made for bars
+    // long gone, and the controller decide without the feedback it would
+    // have had live.
     const DECISION_LAG: u64 = 100;
     let producer = Producer::new(&ctx.settings)?;
     let mut rows: Vec<(String, Result<Bar, autotrain_connector_file::RowError>)> = Vec::new();
@@ -596,7 +598,8 @@ async fn publish_with_backpressure(
                     // for go by (as they would live).
                     || trainer.pending.load(Ordering::Relaxed) > 1
                     || f.outputs.saturating_sub(r.received) > DECISION_LAG
-                    || r.outputs.saturating_sub(decided.load(Ordering::Relaxed)) > DECISION_LAG;
+                    || r.outputs.saturating_sub(decided.load(Ordering::Relaxed)) > DECISION_LAG
+                    || e.outputs.saturating_sub(learned.load(Ordering::Relaxed)) > DECISION_LAG;
                 if !behind {
                     break;
                 }

@@ -61,6 +61,8 @@ pub struct ParamsProcessor {
     /// demo paces its replay by it so the engine trades on decisions made
     /// for the bars it trades, as it would live).
     pub decided: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Trade outcomes learnt from so far (same use).
+    pub learned: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ParamsProcessor {
@@ -68,6 +70,7 @@ impl ParamsProcessor {
         ParamsProcessor {
             controller,
             decided: Default::default(),
+            learned: Default::default(),
         }
     }
 
@@ -169,10 +172,13 @@ impl Processor for ParamsProcessor {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.controller.on_regime(p)
             }
-            ParamsInput::Outcome(o) => self
-                .controller
-                .on_outcome(o)
-                .map_err(ProcessError::invalid)?,
+            ParamsInput::Outcome(o) => {
+                self.learned
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.controller
+                    .on_outcome(o)
+                    .map_err(ProcessError::invalid)?
+            }
             ParamsInput::Update(u) => {
                 // Its own updates come back on this topic; only ops'
                 // manual ones change anything.
