@@ -34,6 +34,8 @@ pub struct Adwin {
     rows: Vec<VecDeque<Bucket>>,
     width: usize,
     total: f64,
+    /// total / width, kept so an insert divides once.
+    mean: f64,
     variance: f64,
     ticks: usize,
     /// |μ₀ − μ₁| and ε of the last cut.
@@ -50,6 +52,7 @@ impl Adwin {
             rows: Vec::new(),
             width: 0,
             total: 0.0,
+            mean: 0.0,
             variance: 0.0,
             ticks: 0,
             last_cut: (0.0, 0.0),
@@ -70,13 +73,12 @@ impl Adwin {
     }
 
     fn insert(&mut self, x: f64) {
-        if self.width > 0 {
-            let n = self.width as f64;
-            let mean = self.total / n;
-            self.variance += n * (x - mean) * (x - mean) / (n + 1.0);
-        }
+        // Welford: one division per value.
+        let delta = x - self.mean;
         self.width += 1;
         self.total += x;
+        self.mean += delta / self.width as f64;
+        self.variance += delta * (x - self.mean);
         if self.rows.is_empty() {
             self.rows.push(VecDeque::new());
         }
@@ -88,16 +90,16 @@ impl Adwin {
         // into one bucket of the next row.
         let mut i = 0;
         while i < self.rows.len() && self.rows[i].len() > self.max_buckets {
-            let size = (1usize << i) as f64;
             let (Some(a), Some(b)) = (self.rows[i].pop_front(), self.rows[i].pop_front()) else {
                 break;
             };
-            let (ma, mb) = (a.total / size, b.total / size);
+            // Two buckets of 2^i values: the between-bucket term is
+            // (Σa − Σb)² / 2^(i+1), the divisor a power of two.
+            let half_inverse = f64::from_bits((1023 - (i as u64 + 1)) << 52);
+            let gap = a.total - b.total;
             let merged = Bucket {
                 total: a.total + b.total,
-                variance: a.variance
-                    + b.variance
-                    + size * size * (ma - mb) * (ma - mb) / (2.0 * size),
+                variance: a.variance + b.variance + gap * gap * half_inverse,
             };
             if i + 1 == self.rows.len() {
                 self.rows.push(VecDeque::new());
@@ -123,6 +125,7 @@ impl Adwin {
             self.variance -= b.variance + n0 * n1 * (mean0 - mean1) * (mean0 - mean1) / (n0 + n1);
             self.variance = self.variance.max(0.0);
             self.total = rest_total;
+            self.mean = mean1;
         }
         while self.rows.last().is_some_and(VecDeque::is_empty) {
             self.rows.pop();
@@ -139,7 +142,12 @@ impl Adwin {
             let n = self.width as f64;
             let var = self.variance / n;
             let d = (2.0 * n.ln() / self.delta).ln();
+            // |μ₀ − μ₁| > √(A·m) + B·m, with μ₀ − μ₁ = num / den and
+            // m = s / p, is tested without division or root:
+            // t = num·p − B·s·den > 0 and t² > A·s·p·den².
+            let (a_coef, b_coef) = (2.0 * var * d, 2.0 / 3.0 * d);
             let (mut n0, mut u0) = (0usize, 0.0f64);
+            let l = self.min_window;
             // Oldest buckets are in the highest rows, each row oldest first.
             for row in (0..self.rows.len()).rev() {
                 let size = 1usize << row;
@@ -147,19 +155,22 @@ impl Adwin {
                     n0 += size;
                     u0 += b.total;
                     let n1 = self.width - n0;
-                    if n1 < self.min_window {
+                    if n1 < l {
                         return shrunk;
                     }
-                    if n0 < self.min_window {
+                    if n0 < l {
                         continue;
                     }
+                    let (f0, f1) = (n0 as f64, n1 as f64);
                     let u1 = self.total - u0;
-                    let diff = (u0 / n0 as f64 - u1 / n1 as f64).abs();
-                    let m = 1.0 / (n0 - self.min_window + 1) as f64
-                        + 1.0 / (n1 - self.min_window + 1) as f64;
-                    let eps = (2.0 * m * var * d).sqrt() + 2.0 / 3.0 * d * m;
-                    if diff > eps {
-                        self.last_cut = (diff, eps);
+                    let num = (u0 * f1 - u1 * f0).abs();
+                    let den = f0 * f1;
+                    let (ka, kb) = ((n0 - l + 1) as f64, (n1 - l + 1) as f64);
+                    let (sum, prod) = (ka + kb, ka * kb);
+                    let t = num * prod - b_coef * sum * den;
+                    if t > 0.0 && t * t > a_coef * sum * prod * den * den {
+                        let m = sum / prod;
+                        self.last_cut = (num / den, (a_coef * m).sqrt() + b_coef * m);
                         self.drop_oldest();
                         shrunk = true;
                         continue 'again;
