@@ -48,16 +48,41 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerSettings {
-    /// Seconds between checks for due runs.
+    /// Which clock the schedules follow: `wall` (`autotrain run
+    /// scheduler`, production) or `event` (the bars' time, inside `autotrain
+    /// run drift`: replays and backtests train at the same bars whenever
+    /// they run).
+    pub clock: Clock,
+    /// Seconds between checks for due runs (wall clock).
     pub tick_seconds: f64,
     /// `[[scheduler.schedule]]` entries: model_key, cron, timezone,
     /// tenant, instruments, hyperparams, auto_promote.
     pub schedule: Vec<autotrain_drift::Schedule>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clock {
+    #[default]
+    Wall,
+    Event,
+}
+
+impl SchedulerSettings {
+    /// The schedules the drift processor runs on event time (none on the
+    /// wall clock).
+    pub fn event_schedules(&self) -> Vec<autotrain_drift::Schedule> {
+        match self.clock {
+            Clock::Event => self.schedule.clone(),
+            Clock::Wall => Vec::new(),
+        }
+    }
+}
+
 impl Default for SchedulerSettings {
     fn default() -> Self {
         SchedulerSettings {
+            clock: Clock::Wall,
             tick_seconds: 30.0,
             schedule: Vec::new(),
         }

@@ -107,12 +107,66 @@ fn sample(dir: &Path, file: &str, rows: usize, broken: bool) -> Result<()> {
     Ok(())
 }
 
+/// First and last bar time (epoch ms) of the first `rows` rows.
+fn data_rows(file: &str, rows: usize) -> Result<(i64, i64)> {
+    let text = std::fs::read_to_string(data_file(file))?;
+    let ts: Vec<i64> = text
+        .lines()
+        .skip(1)
+        .take(rows)
+        .map(|l| {
+            let cell = l.split(',').next().unwrap_or_default();
+            chrono::DateTime::parse_from_rfc3339(cell)
+                .map(|t| t.timestamp_millis())
+                .context("ts")
+        })
+        .collect::<Result<_>>()?;
+    Ok((ts[0], ts[ts.len() - 1]))
+}
+
+/// Mondays 00:00 New York strictly inside (first, last): each is fired by
+/// the first bar after it.
+fn mondays_after(first: i64, last: i64) -> u64 {
+    use chrono::{Datelike, TimeZone};
+    let ny = chrono_tz::America::New_York;
+    let mut day = ny
+        .timestamp_millis_opt(first)
+        .single()
+        .map(|t| t.date_naive())
+        .unwrap_or_default();
+    let mut n = 0;
+    loop {
+        day = day.succ_opt().unwrap_or(day);
+        if day.weekday() != chrono::Weekday::Mon {
+            continue;
+        }
+        let at = ny
+            .from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap_or_default())
+            .single()
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(i64::MAX);
+        if at >= last {
+            return n;
+        }
+        n += 1;
+    }
+}
+
 #[test]
 fn demo_accounts_for_every_bar_and_row() -> Result<()> {
     let dir = tempfile::tempdir()?;
     sample(dir.path(), "bitfinex_BTCUSD_30m.csv", 3000, true)?;
     sample(dir.path(), "bitfinex_ETHUSD_30m.csv", 2000, false)?;
+    // A weekly schedule (Mondays 00:00 New York) on the bars' time.
+    let config = dir.path().join("autotrain.toml");
+    std::fs::write(
+        &config,
+        "[[scheduler.schedule]]\nmodel_key = \"hmm/bitfinex:BTCUSD\"\ncron = \"0 0 * * 1\"\n\
+         timezone = \"America/New_York\"\ninstruments = [\"bitfinex:BTCUSD\"]\nauto_promote = true\n",
+    )?;
     let out = ok(&[
+        "--config",
+        config.to_str().unwrap_or_default(),
         "demo",
         "--json",
         "--data",
@@ -138,9 +192,26 @@ fn demo_accounts_for_every_bar_and_row() -> Result<()> {
     );
     assert_eq!(summary["feature_contract"], "1");
     assert!(field("training_triggers") < u64::MAX, "{summary}");
+    // 3,000 BTC bars from 2017-10-01 (≈ 62 days) pass eight or nine
+    // Mondays; the clock starts at the first bar (nothing before it is
+    // caught up).
+    let first = data_rows("bitfinex_BTCUSD_30m.csv", 3000)?;
+    assert_eq!(
+        field("scheduled_triggers"),
+        mondays_after(first.0, first.1),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["trainings_by_reason"]["schedule"], summary["scheduled_triggers"],
+        "{summary}"
+    );
     // Every trigger was trained, with or without a model; every model is a
     // registered version.
-    assert_eq!(field("trainings"), field("training_triggers"), "{summary}");
+    assert_eq!(
+        field("trainings"),
+        field("training_triggers") + field("scheduled_triggers"),
+        "{summary}"
+    );
     assert_eq!(
         field("trainings_completed") + field("trainings_without_model"),
         field("trainings"),

@@ -380,6 +380,60 @@ pub struct FeaturesBenchArgs {
     /// Bars through the embedded broker; 0 skips it.
     #[arg(long, default_value_t = 100_000)]
     pub broker_bars: usize,
+    /// Feature rows through the training-window dataflow (differential):
+    /// the first N bars' rows, plus a late correction of every 100th.
+    #[arg(long, default_value_t = 300_000)]
+    pub window_rows: usize,
+}
+
+/// Training-window statistics (differential dataflow, 24-hour window in
+/// hourly buckets) over the feature rows of the first `rows` bars, with a
+/// late correction of every 100th row.
+fn bench_window(contract: &autotrain_features::Contract, bars: &[Bar], rows: usize) -> Result<()> {
+    use autotrain_features::window::{self, RowUpdate, WindowSpec};
+    use autotrain_features::{dataflow::Prepared, Engine};
+    let contract = Arc::new(contract.clone());
+    let prepared = Prepared::from_bars(&bars[..rows.min(bars.len())]);
+    let mut engines: std::collections::HashMap<u32, Engine> = Default::default();
+    let mut updates: Vec<RowUpdate> = Vec::with_capacity(prepared.points.len() * 101 / 100);
+    let mut corrections = 0usize;
+    for (i, (id, point)) in prepared.points.iter().enumerate() {
+        let engine = engines
+            .entry(*id)
+            .or_insert_with(|| Engine::new(contract.clone()));
+        engine.upsert_with(*point, |ts, _, values| {
+            updates.push(RowUpdate {
+                instrument: *id,
+                ts,
+                values: Some(values.to_vec()),
+            })
+        });
+        if i % 100 == 99 && updates.len() > 50 {
+            let mut late = updates[updates.len() - 50].clone();
+            if let Some(v) = late.values.as_mut() {
+                v.iter_mut().for_each(|x| *x = x.map(|x| x * 1.01));
+            }
+            updates.push(late);
+            corrections += 1;
+        }
+    }
+    let spec = WindowSpec {
+        bucket_ms: 3_600_000,
+        buckets: 24,
+    };
+    for workers in [1, 2] {
+        let t = Instant::now();
+        let changes = window::run(&updates, spec, workers).map_err(anyhow::Error::msg)?;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "training-window statistics (differential), {workers} worker(s): {} row updates ({corrections} late corrections) over {} instruments, 24 h window in hourly buckets, in {secs:.3} s = {:.0} rows/s ({} statistic changes)",
+            updates.len(),
+            engines.len(),
+            updates.len() as f64 / secs,
+            changes.len()
+        );
+    }
+    Ok(())
 }
 
 fn bench_features(args: &FeaturesBenchArgs) -> Result<()> {
@@ -415,6 +469,9 @@ fn bench_features(args: &FeaturesBenchArgs) -> Result<()> {
             per_instrument as f64 / (1 << 20) as f64,
             per_instrument as f64 / (bars.len() / args.instruments.max(1)).max(1) as f64,
         );
+    }
+    if args.window_rows > 0 {
+        bench_window(&contract, &bars, args.window_rows)?;
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! consumer group: the validator (every raw bar ends as passed, flagged and
 //! withheld, duplicate, or dead letter, and the summary accounts for each
 //! one), the features processor (`market.bars` ⇒ `features`), the drift
-//! processor (`features` ⇒ `training.triggers`), the trainer (every
+//! processor (`features` ⇒ `training.triggers`, drift detections and
+//! quarterly schedules on the bars' time), the trainer (every
 //! trigger trained as of its event time, versions registered on
 //! `model.updates`, promoted where the guardrails hold) and the regime
 //! processor (`features` + `model.updates` ⇒ `regimes`).
@@ -96,6 +97,9 @@ pub struct Summary {
     /// cooldown suppressed.
     pub training_triggers: u64,
     pub drift_suppressed: u64,
+    /// Scheduled triggers (quarterly per instrument unless
+    /// `[[scheduler.schedule]]` says otherwise), fired on the bars' time.
+    pub scheduled_triggers: u64,
     /// Training runs, and how they ended.
     pub trainings: u64,
     pub trainings_by_reason: BTreeMap<String, u64>,
@@ -252,7 +256,8 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     let drifting = autotrain_kafka::run(
         &ctx.settings,
         &rcs[2],
-        DriftProcessor::new(config.drift.clone()),
+        DriftProcessor::new(config.drift.clone())
+            .with_event_schedules(demo_schedules(config, &files))?,
         stages[2].clone(),
         stop(stop_rx.clone()),
     );
@@ -442,6 +447,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
             feature_contract,
             training_triggers: drift.triggers,
             drift_suppressed: drift.suppressed,
+            scheduled_triggers: drift.scheduled(),
             trainings: views.len() as u64,
             trainings_by_reason,
             trainings_completed: completed,
@@ -473,6 +479,32 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         },
         api,
     ))
+}
+
+/// The demo's scheduled trainings, run on the bars' time by the drift
+/// processor: `[[scheduler.schedule]]` from the config if any, else one
+/// per replayed instrument on the first day of each quarter, 00:00 UTC
+/// (auto-promoted).
+fn demo_schedules(config: &Config, files: &[PathBuf]) -> Vec<autotrain_drift::Schedule> {
+    if !config.scheduler.schedule.is_empty() {
+        return config.scheduler.schedule.clone();
+    }
+    let instruments: std::collections::BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| infer_instrument(f).map(|id| id.key()))
+        .collect();
+    instruments
+        .into_iter()
+        .map(|instrument| autotrain_drift::Schedule {
+            model_key: config.drift.model_key.replace("{instrument}", &instrument),
+            tenant: None,
+            cron: "0 0 1 */3 *".into(),
+            timezone: "UTC".into(),
+            instruments: vec![instrument],
+            hyperparams: Vec::new(),
+            auto_promote: true,
+        })
+        .collect()
 }
 
 /// Waits until every stage's group has committed its inputs to their end
@@ -654,8 +686,8 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
             summary.features_published, summary.feature_contract
         );
         println!(
-            "training triggers {} from drift ({} detections within a cooldown)",
-            summary.training_triggers, summary.drift_suppressed
+            "training triggers {} from drift ({} detections within a cooldown), {} on schedule",
+            summary.training_triggers, summary.drift_suppressed, summary.scheduled_triggers
         );
         let reasons: Vec<String> = summary
             .trainings_by_reason

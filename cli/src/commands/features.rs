@@ -1,7 +1,8 @@
 //! `autotrain features`: the feature contract over a bar file, offline, on
 //! the same engines and timely dataflow as the features processor; writes
-//! `ts` plus every contract feature (empty where absent). `--check` only
-//! checks the contract against its lock.
+//! `ts` plus every contract feature (empty where absent); with
+//! `--window-days N`, training-window statistics per day on differential
+//! dataflow. `--check` only checks the contract against its lock.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,6 +42,11 @@ pub struct Args {
     /// Only check the contract against its lock (exit 1 on drift).
     #[arg(long)]
     pub check: bool,
+    /// Also write `OUTPUT.window.csv`: per day and feature, the count,
+    /// mean and sample std over the last N days (training-window
+    /// statistics on differential dataflow, corrections included).
+    #[arg(long, value_name = "N")]
+    pub window_days: Option<i64>,
 }
 
 pub fn load_contract(contract: Option<&PathBuf>, lock: Option<&PathBuf>) -> Result<Contract> {
@@ -68,6 +74,47 @@ pub fn write_cells(w: &mut impl Write, v: &FeatureVector) -> std::io::Result<()>
         }
     }
     writeln!(w)
+}
+
+/// The rows as published (corrections re-publish a bar) through the
+/// training-window dataflow: `date,feature,n,mean,std` per day on which a
+/// feature's statistics over the `days` days ending that day changed.
+fn write_window(
+    path: &PathBuf,
+    contract: &Contract,
+    rows: &[FeatureVector],
+    days: i64,
+    workers: usize,
+) -> Result<usize> {
+    use autotrain_features::window::{self, RowUpdate, WindowSpec};
+    let spec = WindowSpec::days(days);
+    let updates: Vec<RowUpdate> = rows
+        .iter()
+        .map(|v| RowUpdate {
+            instrument: 0,
+            ts: v.ts,
+            values: Some(v.values.iter().map(|f| f.value).collect()),
+        })
+        .collect();
+    let changes = window::run(&updates, spec, workers).map_err(anyhow::Error::msg)?;
+    let names = contract.names();
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| path.display().to_string())?,
+    );
+    writeln!(w, "date,feature,n,mean,std")?;
+    for c in &changes {
+        let date = chrono::DateTime::from_timestamp_millis(c.round * spec.bucket_ms)
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        let name = names.get(usize::from(c.feature)).copied().unwrap_or("?");
+        match c.moments {
+            Some(m) if m.n > 1 => writeln!(w, "{date},{name},{},{},{}", m.n, m.mean, m.std())?,
+            Some(m) => writeln!(w, "{date},{name},{},{},", m.n, m.mean)?,
+            None => writeln!(w, "{date},{name},0,,")?,
+        }
+    }
+    w.flush()?;
+    Ok(changes.len())
 }
 
 pub async fn run(_config: &Config, args: Args) -> Result<()> {
@@ -108,6 +155,14 @@ pub async fn run(_config: &Config, args: Args) -> Result<()> {
         }
     }
     let m = dataflow::run(&contract, &bars, args.workers, true).map_err(anyhow::Error::msg)?;
+    if let Some(days) = args.window_days {
+        let path = PathBuf::from(format!("{}.window.csv", output.display()));
+        let lines = write_window(&path, &contract, &m.rows, days, args.workers)?;
+        eprintln!(
+            "{lines} window statistics ({days}-day window) → {}",
+            path.display()
+        );
+    }
     // Latest row per ts (a file with repeated timestamps re-publishes).
     let mut latest = std::collections::BTreeMap::new();
     for v in m.rows {

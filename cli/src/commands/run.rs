@@ -41,9 +41,11 @@ pub enum RunCommand {
     /// every bar under the model key's `prod` version, switching when
     /// `prod` moves; restored on start from `model.updates` and `regimes`.
     Regime(RegimeArgs),
-    /// Cron schedules (`[[scheduler.schedule]]`) ⇒ `training.triggers`;
-    /// missed runs caught up once; the last run of each schedule is read
-    /// back from `training.triggers` on start.
+    /// Cron schedules (`[[scheduler.schedule]]`) ⇒ `training.triggers`
+    /// on the wall clock; missed runs caught up once; the last run of each
+    /// schedule is read back from `training.triggers` on start. With
+    /// `[scheduler] clock = "event"` the schedules run on the bars' time
+    /// inside `run drift` instead.
     Scheduler,
     /// `training.triggers` + `training.commands` ⇒ `training.status`,
     /// `model.updates`, `training.claims`: the training queue, data
@@ -183,12 +185,13 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 config,
                 &args.group,
                 &[FEATURES.name(), MODEL_UPDATES.name()],
-                autotrain_drift::DriftProcessor::new(config.drift.clone()),
+                autotrain_drift::DriftProcessor::new(config.drift.clone())
+                    .with_event_schedules(config.scheduler.event_schedules())?,
             )
             .await?;
             eprintln!(
                 "drift stopped: {}",
-                serde_json::json!({ "runner": stats, "triggers": core.triggers, "suppressed": core.suppressed })
+                serde_json::json!({ "runner": stats, "triggers": core.triggers, "suppressed": core.suppressed, "scheduled": core.scheduled() })
             );
         }
         RunCommand::Regime(args) => {
@@ -282,6 +285,10 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             eprintln!("engine stopped: {stats:?} {:?}", core.engine.stats);
         }
         RunCommand::Scheduler => {
+            anyhow::ensure!(
+                config.scheduler.clock == crate::config::Clock::Wall,
+                "[scheduler] clock = \"event\": the schedules run on the bars' time inside `autotrain run drift`"
+            );
             let fired = super::scheduler::run(&ctx, &config.scheduler, shutdown_signal()).await?;
             eprintln!("scheduler stopped after {fired} trigger(s)");
         }

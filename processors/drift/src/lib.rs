@@ -10,12 +10,17 @@
 //!   with the evidence on `training.triggers`.
 //! - [`scheduler`] — [`Schedules`]: cron schedules per model key with time
 //!   zones; which runs are due, missed runs caught up once.
+//! - [`event_clock`] — [`EventSchedules`]: the same schedules on the bars'
+//!   event time, run inside the drift processor (replays, backtests, the
+//!   demo).
 
 pub mod detectors;
+pub mod event_clock;
 pub mod processor;
 pub mod scheduler;
 pub mod stream;
 
 pub use detectors::{Adwin, Detection, Detector, LikelihoodDecay, PageHinkley, Psi, Reference};
+pub use event_clock::EventSchedules;
 pub use processor::{DetectorSpec, DriftConfig, DriftInput, DriftProcessor, ModelDetectors, Watch};
 pub use scheduler::{Due, Schedule, ScheduleError, Schedules};

@@ -32,6 +32,8 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::detectors::{Adwin, Detection, Detector, LikelihoodDecay, PageHinkley, Psi, Reference};
+use crate::event_clock::EventSchedules;
+use crate::scheduler::{Schedule, ScheduleError};
 
 /// What the drift processor reads: feature rows, and the registry's
 /// events (for the prod model's detectors).
@@ -191,7 +193,9 @@ pub struct DriftProcessor {
     last_trigger: FxHashMap<String, i64>,
     registry: Registry,
     tracked: FxHashMap<String, Tracked>,
-    /// Triggers emitted, and detections inside a cooldown.
+    /// Cron schedules on event time, if the scheduler runs here.
+    schedules: Option<EventSchedules>,
+    /// Drift triggers emitted, and detections inside a cooldown.
     pub triggers: u64,
     pub suppressed: u64,
 }
@@ -204,9 +208,24 @@ impl DriftProcessor {
             last_trigger: FxHashMap::default(),
             registry: Registry::new(),
             tracked: FxHashMap::default(),
+            schedules: None,
             triggers: 0,
             suppressed: 0,
         }
+    }
+
+    /// Also fires cron schedules on the bars' event time (see
+    /// [`EventSchedules`]): replays and backtests train on schedule at the
+    /// same bars whenever they run.
+    pub fn with_event_schedules(mut self, schedules: Vec<Schedule>) -> Result<Self, ScheduleError> {
+        let s = EventSchedules::new(schedules)?;
+        self.schedules = (!s.is_empty()).then_some(s);
+        Ok(self)
+    }
+
+    /// Scheduled triggers emitted on event time.
+    pub fn scheduled(&self) -> u64 {
+        self.schedules.as_ref().map_or(0, |s| s.fired)
     }
 
     pub fn model_key(&self, instrument: &str) -> String {
@@ -355,9 +374,14 @@ impl DriftProcessor {
                 hits.push(("loglik".into(), "loglik_decay", hit));
             }
         }
-        hits.into_iter()
+        let mut triggers: Vec<TrainingTrigger> = hits
+            .into_iter()
             .filter_map(|(feature, detector, hit)| self.fire(v, &feature, detector, hit))
-            .collect()
+            .collect();
+        if let Some(s) = &mut self.schedules {
+            triggers.extend(s.observe(&v.instrument, v.ts));
+        }
+        triggers
     }
 
     /// One bar through the prod model's filter; a decay detection if the

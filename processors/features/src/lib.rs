@@ -13,6 +13,10 @@
 //! - [`batch`] — the from-scratch reference the engine is tested against.
 //! - [`dataflow`] — the engines on timely workers, bars exchanged by
 //!   instrument: the offline path (`autotrain features`) and the benchmark.
+//! - [`window`] — training-window statistics (count, mean, std per
+//!   instrument and feature over the last N buckets) on differential
+//!   dataflow: valid rows as an upsert arrangement (corrections and
+//!   retractions), aggregates by reduce.
 //! - [`training_set`] — point-in-time training sets read from `features`
 //!   (a value is visible from the time it was computed).
 //! - [`manifest`] — `FeatureBuild` manifests of materialised tables.
@@ -28,8 +32,10 @@ pub mod engine;
 pub mod manifest;
 pub mod processor;
 pub mod training_set;
+pub mod window;
 
 pub use compute::Computer;
 pub use contract::{Contract, ContractError, Feature, Kind};
 pub use engine::{Engine, Point, Row, CHECKPOINT_EVERY};
 pub use processor::FeaturesProcessor;
+pub use window::{Moments, RowUpdate, WindowChange, WindowSpec};

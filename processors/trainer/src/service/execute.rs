@@ -13,7 +13,8 @@ use autotrain_kafka::{read_topic, ClientSettings, KafkaError};
 use rdkafka::consumer::BaseConsumer;
 
 use autotrain_schemas::{
-    decode, FeatureVector, Manifest, Metric, OffsetRange, TrainingState, ValidationFlag,
+    decode, FeatureVector, Manifest, Metric, OffsetRange, TrainingState, TriggerReason,
+    ValidationFlag,
 };
 use autotrain_topics::{FEATURES, MARKET_FLAGS};
 use tokio::sync::mpsc::UnboundedSender;
@@ -165,6 +166,20 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         window,
     );
     drop(records);
+    // A scheduled run trains on the complete data as of its instant: until
+    // a feature row past it exists, bars up to it may still be on their way.
+    if plan.trigger.reason == TriggerReason::Schedule
+        && stats.after_as_of == 0
+        && plan.spec.as_of.is_some()
+    {
+        return Ok(Outcome::Parked(
+            TrainingState::WaitingData,
+            format!(
+                "features have not reached the scheduled instant {} yet",
+                plan.spec.as_of.unwrap_or_default()
+            ),
+        ));
+    }
     if table.is_empty() {
         return Ok(Outcome::Parked(
             TrainingState::WaitingData,
