@@ -2,8 +2,9 @@
 //! - the closed loop: real bars in ⇒ validator ⇒ features ⇒ a training
 //!   submitted through the API, blocked by the bars' held anomalies until
 //!   ops approve them through the API ⇒ promoted model ⇒ regimes ⇒
-//!   `param.updates` seen by a plain consumer ⇒ engine outcomes; then
-//!   promote, rollback and rerun through the API;
+//!   `param.updates` seen by a plain consumer ⇒ engine outcomes; the
+//!   training window the API keeps equals a recomputation from
+//!   `features`; then promote, rollback and rerun through the API;
 //! - every endpoint's success and error paths: 401 (no or unknown token),
 //!   403 (scope, tenant, platform-wide resources), 400 (malformed), 404,
 //!   409 (state), 422 (refused values), with JSON bodies; cancel and retry
@@ -190,6 +191,50 @@ async fn prod_is(api: &ApiClient, version: i64) -> Result<Value> {
     .await
 }
 
+/// The 30-day window of every feature as of the newest bar on `features`,
+/// from scratch (the rows in offset order; a later row of a bar replaces
+/// it), as the API's JSON.
+fn window_from_topic(settings: &ClientSettings) -> Result<Value> {
+    use autotrain_features::window::{reference, RowUpdate, WindowSpec};
+    let names: Vec<String> = Contract::bundled()?
+        .names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let rows: Vec<autotrain_schemas::FeatureVector> = decoded(settings, FEATURES.name());
+    ensure!(rows.len() > 3_000, "{} feature rows", rows.len());
+    let updates: Vec<RowUpdate> = rows
+        .iter()
+        .map(|v| RowUpdate {
+            instrument: 0,
+            ts: v.ts,
+            values: Some(
+                names
+                    .iter()
+                    .map(|n| v.values.iter().find(|f| &f.name == n).and_then(|f| f.value))
+                    .collect(),
+            ),
+        })
+        .collect();
+    let mut out = serde_json::Map::new();
+    for c in reference(&updates, WindowSpec::days(30)) {
+        let name = names[usize::from(c.feature)].clone();
+        match c.moments {
+            Some(m) => {
+                let std = m.std();
+                out.insert(
+                    name,
+                    json!({"n": m.n, "mean": m.mean, "std": if std.is_finite() { json!(std) } else { Value::Null }}),
+                );
+            }
+            None => {
+                out.remove(&name);
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
 fn metric(training: &Value, name: &str) -> f64 {
     training["metrics"]
         .as_array()
@@ -297,6 +342,21 @@ async fn bars_in_a_training_through_the_api_promoted_and_param_updates_out() -> 
         )
         .await?;
     assert_eq!(advice["context"].as_array().map(Vec::len), Some(1 + 4 + 2));
+
+    // 3b. The training window the API keeps (differential dataflow over
+    //     `features`) equals a recomputation from the topic.
+    wait_caught_up(&settings, &groups[1], &[MARKET_BARS.name()]).await?;
+    let expected = window_from_topic(&settings)?;
+    let window = api
+        .until(
+            &format!("/api/features/{INSTRUMENT}/window"),
+            READ_A,
+            "matched the features topic",
+            |w| w["features"] == expected,
+        )
+        .await?;
+    assert_eq!(window["days"], 30);
+    assert_eq!(window["features"], expected, "{window:#}");
 
     // 4. A second version stays in staging; ops promote it, then roll back.
     let second = submit(
@@ -453,11 +513,18 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
             }
         }
     }
-    assert_eq!(operations, 21);
+    assert_eq!(operations, 22);
     let (status, body) = api
         .call("GET", "/api/trainings", Some("not-a-token"), None)
         .await?;
     assert_eq!((status, error_of(&body).as_str()), (401, "unknown token"));
+    let (status, body) = api
+        .call("GET", "/api/features/x:NONE/window", Some(READ_A), None)
+        .await?;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (404, "no feature rows for \"x:NONE\"")
+    );
     let (status, body) = api.call("GET", "/nowhere", Some(READ_A), None).await?;
     assert_eq!(
         (status, body["error"]["code"].as_str()),

@@ -56,6 +56,9 @@ pub struct ApiConfig {
     pub metrics_public: bool,
     /// Largest `page_size` a list returns.
     pub max_page_size: usize,
+    /// Days in the training window `/api/features/{instrument}/window`
+    /// describes (daily buckets, ending at the instrument's newest bar).
+    pub feature_window_days: i64,
 }
 
 impl Default for ApiConfig {
@@ -66,6 +69,7 @@ impl Default for ApiConfig {
             tokens: Vec::new(),
             metrics_public: true,
             max_page_size: 500,
+            feature_window_days: 30,
         }
     }
 }

@@ -95,11 +95,12 @@ impl ApiState {
         setup: Setup,
         params: impl Fn() -> Controller + Send + Sync + 'static,
     ) -> Result<Self, KafkaError> {
+        let window_days = setup.api.feature_window_days;
         Ok(ApiState(Arc::new(Inner {
             config: setup.api,
             settings: settings.clone(),
             trainer: setup.trainer,
-            views: RwLock::new(Views::new(params())),
+            views: RwLock::new(Views::new(params(), window_days)),
             fresh_params: Factory(Box::new(params)),
             producer: Producer::new(&request_settings(settings))?,
             groups: setup.groups,
@@ -168,7 +169,8 @@ impl ApiState {
         let mut first = true;
         while !stop.load(Ordering::Relaxed) {
             if !first {
-                *self.views_mut() = Views::new((self.fresh_params.0)());
+                *self.views_mut() =
+                    Views::new((self.fresh_params.0)(), self.config.feature_window_days);
             }
             first = false;
             let result = follow(&self.settings, FOLLOWED, stop, |f| match f {

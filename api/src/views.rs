@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use autotrain_features::window::{LiveWindow, WindowSpec};
+use autotrain_features::Contract;
 use autotrain_params::Controller;
 use autotrain_schemas::{
     decode, DeadLetter, FeatureVector, ModelVersion, ParamUpdate, PresetRegistration,
@@ -61,14 +63,21 @@ pub struct Views {
     /// A replica of the parameter controller: presets, updates in force,
     /// policies learnt from outcomes, latest features and regimes.
     pub params: Controller,
+    /// Training-window statistics per instrument and feature, kept by a
+    /// differential dataflow on its own thread.
+    pub windows: LiveWindow,
     pub tallies: Tallies,
     /// Every followed topic read up to where it was when following began.
     pub caught_up: bool,
 }
 
 impl Views {
-    pub fn new(params: Controller) -> Self {
+    pub fn new(params: Controller, window_days: i64) -> Self {
+        let names = Contract::bundled()
+            .map(|c| c.names().iter().map(|n| n.to_string()).collect())
+            .unwrap_or_default();
         Views {
+            windows: LiveWindow::start(WindowSpec::days(window_days), names),
             trainings: BTreeMap::new(),
             triggers: BTreeMap::new(),
             model_tenants: BTreeMap::new(),
@@ -128,9 +137,10 @@ impl Views {
             t if t == REGIMES.name() => decode::<RegimePosterior>(bytes).map(|p| {
                 self.params.observe_regime(&p);
             }),
-            t if t == FEATURES.name() => {
-                decode::<FeatureVector>(bytes).map(|v| self.params.on_features(&v))
-            }
+            t if t == FEATURES.name() => decode::<FeatureVector>(bytes).map(|v| {
+                self.windows.push_vector(&v);
+                self.params.on_features(&v);
+            }),
             t if t == MARKET_BARS_DLQ.name() => decode::<DeadLetter>(bytes).map(|d| {
                 *self
                     .tallies
@@ -184,10 +194,13 @@ mod tests {
 
     fn views() -> Views {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../strategy_schemas");
-        Views::new(Controller::new(
-            ParamsConfig::default(),
-            StrategySchema::load_dir(&dir).expect("schemas"),
-        ))
+        Views::new(
+            Controller::new(
+                ParamsConfig::default(),
+                StrategySchema::load_dir(&dir).expect("schemas"),
+            ),
+            30,
+        )
     }
 
     fn trigger(id: &str, tenant: Option<&str>) -> TrainingTrigger {

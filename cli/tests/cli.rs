@@ -640,7 +640,7 @@ fn generated_files_are_deterministic_and_validate_cleanly() -> Result<()> {
 /// (`tests/interop/features_pandas.py`, the contract's definitions written
 /// with `ewm`/`rolling`), cell for cell.
 #[test]
-fn features_agree_with_pandas_on_real_files() -> Result<()> {
+fn features_and_their_windows_agree_with_pandas_on_real_files() -> Result<()> {
     let dir = tempfile::tempdir()?;
     for file in ["bitfinex_BTCUSD_30m.csv", "dukascopy_EURUSD_1h_ask.csv"] {
         let out = dir.path().join(format!("{file}.features.csv"));
@@ -666,6 +666,32 @@ fn features_agree_with_pandas_on_real_files() -> Result<()> {
             String::from_utf8_lossy(&check.stderr)
         );
     }
+    // Training-window statistics (differential dataflow) against pandas.
+    let out = dir.path().join("btc.csv");
+    ok(&[
+        "features",
+        "--input",
+        data_file("bitfinex_BTCUSD_30m.csv")
+            .to_str()
+            .unwrap_or_default(),
+        "--output",
+        out.to_str().unwrap_or_default(),
+        "--window-days",
+        "30",
+    ])?;
+    let script = autotrain_integration_tests::repo_root().join("tests/interop/window_pandas.py");
+    let check = Command::new("python3")
+        .arg(script)
+        .arg(&out)
+        .arg(dir.path().join("btc.csv.window.csv"))
+        .arg("30")
+        .output()?;
+    assert!(
+        check.status.success(),
+        "window: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     let checked = ok(&["features", "--check"])?;
     assert!(checked.contains("contract version 1 ok"), "{checked}");
     Ok(())

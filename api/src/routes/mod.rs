@@ -1,6 +1,7 @@
 //! The router: one file per resource; request metrics and a JSON 404 for
 //! unknown paths.
 
+pub mod features;
 pub mod flags;
 pub mod models;
 pub mod ops;
@@ -38,6 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/trainings/{id}/logs", get(trainings::logs))
         .route("/api/models", get(models::list))
         .route("/api/models/{*rest}", get(models::show).post(models::act))
+        .route("/api/features/{instrument}/window", get(features::window))
         .route("/api/flags", get(flags::list))
         .route("/api/flags/{id}", get(flags::show))
         .route("/api/flags/{id}/{action}", post(flags::decide))
