@@ -581,7 +581,7 @@ async fn produce_ahead(
                 .await?,
         );
         sent += 1;
-        if sent % 1_000 == 0 {
+        if sent.is_multiple_of(1_000) {
             while sent.saturating_sub(counters.snapshot().acknowledged) > LAG {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }

@@ -213,7 +213,7 @@ pub async fn publish(
                 publish_watermark(&producer, &wm).await?;
                 since_mark = 0;
             }
-            if rows % 4096 == 0 {
+            if rows.is_multiple_of(4096) {
                 bar.set_position(
                     bar.position()
                         .saturating_add(size.saturating_mul(4096) / 35_000)

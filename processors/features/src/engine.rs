@@ -132,7 +132,7 @@ impl Engine {
 
     fn append(&mut self, p: Point, out: &mut impl FnMut(i64, i32, &[Option<f64>])) {
         let i = self.points.len();
-        if i > 0 && i % CHECKPOINT_EVERY == 0 {
+        if i > 0 && i.is_multiple_of(CHECKPOINT_EVERY) {
             self.checkpoints.push(self.tip.clone());
         }
         self.tip.step(p.close, p.volume, &mut self.scratch);

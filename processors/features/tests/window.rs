@@ -7,7 +7,10 @@
 use autotrain_features::window::{self, Moments, RowUpdate, WindowChange, WindowSpec};
 use proptest::prelude::*;
 
-fn bits(changes: &[WindowChange]) -> Vec<(i64, u32, u16, Option<(u64, u64, u64)>)> {
+/// (round, instrument, feature, (n, mean bits, m2 bits)).
+type Exact = (i64, u32, u16, Option<(u64, u64, u64)>);
+
+fn bits(changes: &[WindowChange]) -> Vec<Exact> {
     changes
         .iter()
         .map(|c| {

@@ -193,7 +193,7 @@ impl Detector for Adwin {
         }
         self.insert(x);
         self.ticks += 1;
-        if self.ticks % self.clock != 0 {
+        if !self.ticks.is_multiple_of(self.clock) {
             return None;
         }
         if self.cut() {

@@ -113,7 +113,7 @@ impl Detector for Psi {
             }
         }
         self.ticks += 1;
-        if self.recent.len() < self.window || self.ticks % self.every != 0 {
+        if self.recent.len() < self.window || !self.ticks.is_multiple_of(self.every) {
             return None;
         }
         let stat = psi(&reference.shares, &self.counts, self.recent.len());

@@ -117,7 +117,7 @@ impl GaussianHmm {
 }
 
 fn check(x: &[f64], d: usize, needed: usize) -> Result<(), HmmError> {
-    if d == 0 || x.len() % d != 0 || x.len() / d < needed {
+    if d == 0 || !x.len().is_multiple_of(d) || x.len() / d < needed {
         return Err(HmmError::TooFewObservations {
             needed,
             got: x.len() / d.max(1),
