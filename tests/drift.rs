@@ -1,7 +1,9 @@
 //! Bars → features → drift → `training.triggers` through the embedded
 //! broker, on 6,000 real BTC/USD bars: the triggers a plain consumer reads
-//! carry their evidence, respect the cooldown, and a second drift processor
-//! (another group, replaying the same features) publishes the same ones.
+//! carry their evidence, respect the cooldown, a weekly schedule on the
+//! bars' time fires once per Sunday the bars pass, and a second drift
+//! processor (another group, replaying the same features) publishes the
+//! same triggers.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -41,6 +43,15 @@ async fn drift_on_real_bars_emits_triggers_with_evidence() -> Result<()> {
     .await?;
 
     let config = DriftConfig::default();
+    let weekly = autotrain_drift::Schedule {
+        model_key: "hmm/bitfinex:BTCUSD".into(),
+        tenant: Some("desk-a".into()),
+        cron: "0 2 * * 0".into(),
+        timezone: "UTC".into(),
+        instruments: vec!["bitfinex:BTCUSD".into()],
+        hyperparams: Vec::new(),
+        auto_promote: false,
+    };
     let mut emitted = Vec::new();
     for _ in 0..2 {
         let group = unique("drift");
@@ -55,19 +66,30 @@ async fn drift_on_real_bars_emits_triggers_with_evidence() -> Result<()> {
         let (core, _) = run(
             &settings,
             &rc,
-            DriftProcessor::new(config.clone()),
+            DriftProcessor::new(config.clone()).with_event_schedules(vec![weekly.clone()])?,
             Arc::new(Counters::default()),
             done,
         )
         .await?;
-        emitted.push((core.triggers, core.suppressed));
+        emitted.push((core.triggers, core.suppressed, core.scheduled()));
     }
     assert_eq!(
         emitted[0], emitted[1],
         "the same features, the same decisions"
     );
-    let (triggers, suppressed) = emitted[0];
+    let (triggers, suppressed, scheduled) = emitted[0];
     assert!(triggers > 0, "real volatility changes are detected");
+    // Sundays 02:00 UTC strictly between the first and the last bar.
+    let (first, last) = (input[0].ts, input[input.len() - 1].ts);
+    const WEEK: i64 = 7 * 86_400_000;
+    let sunday_2am = 3 * 86_400_000 + 2 * 3_600_000; // 1970-01-04 was a Sunday
+    let sundays: Vec<i64> = (0..)
+        .map(|k| sunday_2am + k * WEEK)
+        .skip_while(|t| *t <= first)
+        .take_while(|t| *t < last)
+        .collect();
+    assert!(sundays.len() > 15, "{} Sundays", sundays.len());
+    assert_eq!(scheduled, sundays.len() as u64);
 
     let wire = read_topic(&settings, "training.triggers", 1, Duration::from_secs(30))?;
     let decoded: Vec<TrainingTrigger> = wire
@@ -77,9 +99,18 @@ async fn drift_on_real_bars_emits_triggers_with_evidence() -> Result<()> {
     let ids: BTreeSet<&str> = decoded.iter().map(|t| t.trigger_id.as_str()).collect();
     assert_eq!(
         ids.len() as u64,
-        triggers,
-        "both processors published the same {triggers} triggers"
+        triggers + scheduled,
+        "both processors published the same {triggers} + {scheduled} triggers"
     );
+    let (on_schedule, decoded): (Vec<TrainingTrigger>, Vec<TrainingTrigger>) = decoded
+        .into_iter()
+        .partition(|t| t.reason == TriggerReason::Schedule);
+    let fired: BTreeSet<i64> = on_schedule.iter().map(|t| t.created_at).collect();
+    assert_eq!(fired, sundays.iter().copied().collect::<BTreeSet<_>>());
+    assert!(on_schedule
+        .iter()
+        .all(|t| t.tenant.as_deref() == Some("desk-a")
+            && t.trigger_id.starts_with("schedule:hmm/bitfinex:BTCUSD:")));
     let mut times: Vec<i64> = decoded
         .iter()
         .map(|t| t.created_at)

@@ -19,7 +19,8 @@
 //! Each instrument's window ends at its own newest bucket (its *round*),
 //! so a lagging feed is not mistaken for late data; a row whose bucket has
 //! left its instrument's window changes nothing. Differential's time is
-//! the arrival sequence. The statistics after each round equal a
+//! an epoch of arrivals (one upsert per bar and epoch, the last action
+//! winning). The statistics after each round equal a
 //! from-scratch recomputation ([`reference`]) bit for bit
 //! (`tests/window.rs`). [`run`] computes a whole feed (offline,
 //! benchmark); [`LiveWindow`] keeps a dataflow running on its own thread
@@ -191,33 +192,47 @@ fn build(
     (input, probe)
 }
 
-/// Per instrument: its round and the bars in its window.
+/// Per instrument: its round (newest bucket) and, for the instruments
+/// this worker owns, the bars in its window; the upserts of the current
+/// epoch, one per bar (the last action wins).
 #[derive(Debug, Default)]
 struct Clocks {
-    clocks: FxHashMap<u32, (i64, BTreeSet<i64>)>,
+    rounds: FxHashMap<u32, i64>,
+    live: FxHashMap<u32, BTreeSet<i64>>,
+    pending: BTreeMap<Key, Option<Vals>>,
 }
 
 impl Clocks {
-    /// The upserts for arrival `seq`: bars leaving the window at `2·seq`,
-    /// the row at `2·seq + 1` (unless it is outside its window). Returns
-    /// the instrument's round.
-    fn arrive(&mut self, spec: WindowSpec, seq: u64, u: &RowUpdate, out: &mut Vec<Upsert>) -> i64 {
+    /// Whether `u` moves its instrument's round on (before it is applied).
+    fn advances(&self, spec: WindowSpec, u: &RowUpdate) -> bool {
+        self.rounds
+            .get(&u.instrument)
+            .is_some_and(|r| spec.bucket(u.ts) > *r)
+    }
+
+    /// Applies an arrival: moves its instrument's round (the bars that
+    /// left the window are upserted away) and, if `owned`, upserts the
+    /// row unless it is outside its window.
+    fn arrive(&mut self, spec: WindowSpec, u: &RowUpdate, owned: bool) {
         let bucket = spec.bucket(u.ts);
-        let (round, live) = self
-            .clocks
-            .entry(u.instrument)
-            .or_insert((bucket, BTreeSet::new()));
-        if bucket > *round {
-            *round = bucket;
+        let round = self.rounds.entry(u.instrument).or_insert(bucket);
+        let advanced = bucket > *round;
+        *round = (*round).max(bucket);
+        let round = *round;
+        if !owned {
+            return;
+        }
+        let live = self.live.entry(u.instrument).or_default();
+        if advanced {
             // Bars of buckets <= round - buckets leave the window.
-            let first_kept = (bucket - spec.buckets + 1).saturating_mul(spec.bucket_ms);
+            let first_kept = (round - spec.buckets + 1).saturating_mul(spec.bucket_ms);
             let kept = live.split_off(&first_kept);
             for ts in std::mem::replace(live, kept) {
-                out.push(((u.instrument, ts), None, 2 * seq));
+                self.pending.insert((u.instrument, ts), None);
             }
         }
-        if bucket + spec.buckets > *round {
-            let values = u.values.as_ref().map(|v| {
+        if bucket + spec.buckets > round {
+            let values: Option<Vals> = u.values.as_ref().map(|v| {
                 v.iter()
                     .map(|x| x.filter(|x| x.is_finite()).map(f64::to_bits))
                     .collect()
@@ -227,9 +242,15 @@ impl Clocks {
             } else {
                 live.remove(&u.ts);
             }
-            out.push(((u.instrument, u.ts), values, 2 * seq + 1));
+            self.pending.insert((u.instrument, u.ts), values);
         }
-        *round
+    }
+
+    /// The epoch's upserts, at `time`.
+    fn flush(&mut self, time: u64) -> impl Iterator<Item = Upsert> {
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(move |(k, v)| (k, v, time))
     }
 }
 
@@ -258,12 +279,16 @@ impl Accumulated {
     }
 }
 
-/// Arrivals between two advances of the input (and probe waits).
-const BATCH: u64 = 1_024;
+/// Epochs between two waits for the dataflow to catch up.
+const EPOCHS_IN_FLIGHT: u64 = 64;
 
 /// Runs `updates` (in arrival order) through the window dataflow on
 /// `workers` timely workers (instruments spread over them) and returns
 /// every change, ordered by (instrument, round, feature).
+///
+/// Differential's time is the *epoch*: it moves on whenever an arrival
+/// moves its instrument's round on, so the statistics at the end of each
+/// round are those at the end of an epoch.
 pub fn run(
     updates: &[RowUpdate],
     spec: WindowSpec,
@@ -276,21 +301,24 @@ pub fn run(
         let (mut input, probe) = build(worker, spec, out.clone());
         let (me, peers) = (worker.index() as u32, worker.peers() as u32);
         let mut clocks = Clocks::default();
-        let mut batch = Vec::new();
-        for (seq, u) in feed.iter().enumerate() {
-            let seq = seq as u64;
-            if u.instrument % peers == me {
-                clocks.arrive(spec, seq, u, &mut batch);
-                for upsert in batch.drain(..) {
-                    input.send(upsert);
+        let mut epoch = 0u64;
+        for u in feed.iter() {
+            if clocks.advances(spec, u) {
+                for x in clocks.flush(epoch) {
+                    input.send(x);
+                }
+                epoch += 1;
+                input.advance_to(epoch);
+                if epoch % EPOCHS_IN_FLIGHT == 0 {
+                    while probe.less_than(input.time()) {
+                        worker.step();
+                    }
                 }
             }
-            if seq % BATCH == BATCH - 1 {
-                input.advance_to(2 * seq + 2);
-                while probe.less_than(input.time()) {
-                    worker.step();
-                }
-            }
+            clocks.arrive(spec, u, u.instrument % peers == me);
+        }
+        for x in clocks.flush(epoch) {
+            input.send(x);
         }
         input.close();
         while !probe.done() {
@@ -299,8 +327,9 @@ pub fn run(
     })?;
     let mut raw = std::mem::take(&mut *changes.lock().map_err(|e| e.to_string())?);
     raw.sort_unstable_by_key(|(k, _, t, _)| (*t, *k));
-    // Replay the arrivals' rounds beside the updates: an instrument's
-    // statistics are reported when its round moves on, and at the end.
+    // Replay the epochs beside the updates: an instrument's statistics are
+    // reported at the end of the epoch before its round moves on, and at
+    // the end.
     let mut acc = Accumulated::default();
     let mut rounds: BTreeMap<u32, i64> = BTreeMap::new();
     let mut touched: BTreeMap<u32, BTreeSet<u16>> = BTreeMap::new();
@@ -330,23 +359,30 @@ pub fn run(
         Ok(())
     };
     let mut next = raw.iter().peekable();
-    for (seq, u) in updates.iter().enumerate() {
+    let mut apply =
+        |through: u64, acc: &mut Accumulated, touched: &mut BTreeMap<u32, BTreeSet<u16>>| {
+            while let Some((key, m, _, diff)) = next.next_if(|(_, _, t, _)| *t <= through) {
+                acc.apply(*key, *m, *diff);
+                touched.entry(key.0).or_default().insert(key.1);
+            }
+        };
+    let mut epoch = 0u64;
+    for u in updates {
         let bucket = spec.bucket(u.ts);
         match rounds.get(&u.instrument).copied() {
             Some(r) if bucket > r => {
+                apply(epoch, &mut acc, &mut touched);
                 report(u.instrument, r, &acc, &mut touched)?;
                 rounds.insert(u.instrument, bucket);
+                epoch += 1;
             }
             Some(_) => {}
             None => {
                 rounds.insert(u.instrument, bucket);
             }
         }
-        while let Some((key, m, _, diff)) = next.next_if(|(_, _, t, _)| t / 2 == seq as u64) {
-            acc.apply(*key, *m, *diff);
-            touched.entry(key.0).or_default().insert(key.1);
-        }
     }
+    apply(u64::MAX, &mut acc, &mut touched);
     for (instrument, round) in rounds {
         report(instrument, round, &acc, &mut touched)?;
     }
@@ -494,21 +530,19 @@ impl LiveWindow {
                     let sink: Output = Arc::default();
                     let (mut input, probe) = build(worker, spec, sink.clone());
                     let mut clocks = Clocks::default();
-                    let mut upserts = Vec::new();
-                    let mut seq = 0u64;
+                    let mut epoch = 0u64;
                     while let Ok(first) = rx.recv() {
+                        // One differential time per batch taken in.
                         let mut taken = 0u64;
-                        let mut rounds = Vec::new();
                         for u in std::iter::once(first).chain(rx.try_iter().take(100_000)) {
-                            let round = clocks.arrive(spec, seq, &u, &mut upserts);
-                            rounds.push((u.instrument, round));
-                            for x in upserts.drain(..) {
-                                input.send(x);
-                            }
-                            seq += 1;
+                            clocks.arrive(spec, &u, true);
                             taken += 1;
                         }
-                        input.advance_to(2 * seq);
+                        for x in clocks.flush(epoch) {
+                            input.send(x);
+                        }
+                        epoch += 1;
+                        input.advance_to(epoch);
                         while probe.less_than(input.time()) {
                             worker.step();
                         }
@@ -519,9 +553,7 @@ impl LiveWindow {
                         for (key, m, _, diff) in updates {
                             s.acc.apply(key, m, diff);
                         }
-                        for (instrument, round) in rounds {
-                            s.rounds.insert(instrument, round);
-                        }
+                        s.rounds.extend(clocks.rounds.iter().map(|(i, r)| (*i, *r)));
                         s.done += taken;
                         grown.notify_all();
                     }
