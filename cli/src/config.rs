@@ -217,6 +217,11 @@ mod tests {
             assert_eq!(c.drift.cooldown_ms, 60_000);
             assert_eq!(c.drift.watch[0].feature, "lr");
             assert_eq!(c.scheduler.schedule[0].timezone, "UTC");
+            assert_eq!(c.scheduler.clock, Clock::Wall);
+            assert!(c.scheduler.event_schedules().is_empty(), "wall clock");
+            jail.set_env("AUTOTRAIN__SCHEDULER__CLOCK", "event");
+            let c = Config::load(Some(&path)).map_err(|e| figment::Error::from(e.to_string()))?;
+            assert_eq!(c.scheduler.event_schedules()[0].model_key, "hmm/btc");
             assert_eq!(
                 c.validator.calendars.get("oanda:EURUSD"),
                 Some(&autotrain_validator::Calendar::Fx)

@@ -639,6 +639,21 @@ fn generated_files_are_deterministic_and_validate_cleanly() -> Result<()> {
 /// The offline feature table of two real files agrees with pandas
 /// (`tests/interop/features_pandas.py`, the contract's definitions written
 /// with `ewm`/`rolling`), cell for cell.
+/// Runs a pandas check from `tests/interop/`; fails with what it printed.
+fn pandas_agrees(script: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
+    let path = autotrain_integration_tests::repo_root()
+        .join("tests/interop")
+        .join(script);
+    let check = Command::new("python3").arg(path).args(args).output()?;
+    ensure!(
+        check.status.success(),
+        "{script} {args:?}: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    Ok(())
+}
+
 #[test]
 fn features_and_their_windows_agree_with_pandas_on_real_files() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -652,19 +667,7 @@ fn features_and_their_windows_agree_with_pandas_on_real_files() -> Result<()> {
             "--output",
             out.to_str().unwrap_or_default(),
         ])?;
-        let script =
-            autotrain_integration_tests::repo_root().join("tests/interop/features_pandas.py");
-        let check = Command::new("python3")
-            .arg(script)
-            .arg(&input)
-            .arg(&out)
-            .output()?;
-        assert!(
-            check.status.success(),
-            "{file}: {}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
+        pandas_agrees("features_pandas.py", &[input.as_os_str(), out.as_os_str()])?;
     }
     // Training-window statistics (differential dataflow) against pandas.
     let out = dir.path().join("btc.csv");
@@ -679,19 +682,11 @@ fn features_and_their_windows_agree_with_pandas_on_real_files() -> Result<()> {
         "--window-days",
         "30",
     ])?;
-    let script = autotrain_integration_tests::repo_root().join("tests/interop/window_pandas.py");
-    let check = Command::new("python3")
-        .arg(script)
-        .arg(&out)
-        .arg(dir.path().join("btc.csv.window.csv"))
-        .arg("30")
-        .output()?;
-    assert!(
-        check.status.success(),
-        "window: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let window = dir.path().join("btc.csv.window.csv");
+    pandas_agrees(
+        "window_pandas.py",
+        &[out.as_os_str(), window.as_os_str(), "30".as_ref()],
+    )?;
     let checked = ok(&["features", "--check"])?;
     assert!(checked.contains("contract version 1 ok"), "{checked}");
     Ok(())
