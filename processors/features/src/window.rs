@@ -309,7 +309,7 @@ pub fn run(
                 }
                 epoch += 1;
                 input.advance_to(epoch);
-                if epoch % EPOCHS_IN_FLIGHT == 0 {
+                if epoch.is_multiple_of(EPOCHS_IN_FLIGHT) {
                     while probe.less_than(input.time()) {
                         worker.step();
                     }
