@@ -95,6 +95,6 @@ async fn embedded_poison_records_go_to_the_dead_letter_topic() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tansu_poison_records_go_to_the_dead_letter_topic() -> Result<()> {
-    poison(TestBroker::tansu()).await
+async fn kafka_poison_records_go_to_the_dead_letter_topic() -> Result<()> {
+    poison(TestBroker::kafka()).await
 }

@@ -34,7 +34,7 @@ fn python(args: &[&str]) -> Result<Vec<serde_json::Value>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_fastavro_client_reads_and_writes_autotrain_records() -> Result<()> {
-    let tb = TestBroker::embedded();
+    let tb = TestBroker::kafka();
     let settings = tb.fresh_topics("interop").await?;
     let bootstrap = tb.broker().bootstrap().to_string();
     let schemas = repo_root().join("schemas");
@@ -46,8 +46,7 @@ async fn python_fastavro_client_reads_and_writes_autotrain_records() -> Result<(
     assert_eq!(written.len(), 3);
 
     // autotrain decodes them (through the runner) and forwards them.
-    let mut config = RunnerConfig::new(unique("interop"), &["market.bars.raw"]);
-    config.strict_log_start = true;
+    let config = RunnerConfig::new(unique("interop"), &["market.bars.raw"]);
     let counters = Arc::new(Counters::default());
     let stop = stop_when(counters.clone(), Duration::from_secs(60), |s| {
         s.received >= 3

@@ -3,8 +3,8 @@
 //! consumer. The forwarding processor crashes midway (no final commit) and
 //! 500 bars are re-sent by the producer; every bar must arrive exactly once
 //! after dedupe by event id, field for field. Also: the embedded broker's
-//! truncation is detected, and Tansu keeps every acknowledged bar through a
-//! SIGKILL and restart.
+//! truncation is detected, and Apache Kafka keeps every acknowledged bar
+//! through a SIGKILL and restart of its process.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -180,18 +180,27 @@ async fn embedded_broker_truncation_is_detected_not_skipped() -> Result<()> {
     Ok(())
 }
 
-/// Tansu killed with SIGKILL mid-stream and restarted on the same storage:
-/// every acknowledged bar is still there, in order, and producing resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tansu_killed_and_restarted_midway_keeps_every_acknowledged_bar() -> Result<()> {
-    let mut tansu = Tansu::start()?;
-    let broker = autotrain_kafka::Broker::connect_or_embed(Some(&tansu.bootstrap()))?;
-    let settings = tune(broker.settings(&format!("{}.", unique("kill"))), true);
-    autotrain_kafka::create_topics(&broker, &settings, &catalogue_for(true), 1).await?;
+async fn kafka_forward_10k_bars_with_crash_and_resend() -> Result<()> {
+    let tb = TestBroker::kafka();
+    let settings = tb.fresh_topics("fwd").await?;
+    forward_with_crash(settings, false).await
+}
+
+/// Apache Kafka killed with SIGKILL mid-stream and restarted on the same
+/// data directory: every acknowledged bar is still there, in order, and
+/// producing resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_killed_and_restarted_midway_keeps_every_acknowledged_bar() -> Result<()> {
+    let mut kafka = Kafka::start()?;
+    let broker = autotrain_kafka::Broker::connect_or_embed(Some(&kafka.bootstrap()))?;
+    let settings = broker.settings(&format!("{}.", unique("kill")));
+    autotrain_kafka::create_topics(&broker, &settings, &autotrain_topics::catalogue().topics, 1)
+        .await?;
     let input = bars("bitfinex_BTCUSD_30m.csv", N);
     produce_bars(&settings, &input[..N / 2]).await?;
-    tansu.kill();
-    tansu.restart()?;
+    kafka.kill()?;
+    kafka.restart()?;
     produce_bars(&settings, &input[N / 2..]).await?;
     let wire = read_topic(&settings, "market.bars.raw", N, Duration::from_secs(120))?;
     assert_eq!(wire.len(), N, "every acknowledged bar survived the kill");

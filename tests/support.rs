@@ -1,6 +1,7 @@
-//! Shared helpers for the integration tests: brokers (embedded and a real
-//! Tansu process), unique topic prefixes and group ids, bar files, a
-//! forwarding processor and a reader that collects a topic.
+//! Shared helpers for the integration tests: brokers (embedded, and Apache
+//! Kafka nodes run by `scripts/kafka`), unique topic prefixes and group ids,
+//! bar files, a forwarding processor, the `autotrain` binary as a process,
+//! and a reader that collects a topic.
 
 #[path = "support/exchange.rs"]
 pub mod exchange;
@@ -12,7 +13,7 @@ pub mod services;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,30 +81,9 @@ pub fn bars(file: &str, n: usize) -> Vec<Bar> {
         .collect()
 }
 
-/// A Tansu broker in its own process with SQLite storage.
-#[derive(Debug)]
-pub struct Tansu {
-    child: Option<Child>,
-    pub port: u16,
-    db: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-pub fn tansu_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU_BIN") {
-        return PathBuf::from(p);
-    }
-    let cached = std::env::var("AUTOTRAIN_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/autotrain/tools")
-        })
-        .join("bin/tansu");
-    if cached.exists() {
-        return cached;
-    }
-    panic!("Tansu is not installed: run .ci/install-tansu (or set TANSU_BIN)");
+/// The local Apache Kafka tool (`scripts/kafka`).
+pub fn kafka_script() -> PathBuf {
+    repo_root().join("scripts/kafka")
 }
 
 fn free_port() -> u16 {
@@ -113,85 +93,112 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-impl Tansu {
+/// An Apache Kafka node (KRaft, broker + controller) of the test's own, in
+/// its own JVM process with its own data directory: for tests that stop,
+/// kill or reconfigure the broker. Other tests share [`shared_kafka`].
+#[derive(Debug)]
+pub struct Kafka {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    props: Vec<String>,
+}
+
+impl Kafka {
     pub fn start() -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let mut t = Tansu {
-            child: None,
+        Self::start_with(&[])
+    }
+
+    /// With extra `server.properties` lines (`log.cleaner.backoff.ms=500`).
+    pub fn start_with(props: &[&str]) -> Result<Self> {
+        let k = Kafka {
             port: free_port(),
-            db: dir.path().join("tansu.db"),
-            log: dir.path().join("tansu.log"),
-            _dir: dir,
+            dir: tempfile::tempdir()?,
+            props: props.iter().map(|p| p.to_string()).collect(),
         };
-        t.spawn()?;
-        Ok(t)
+        k.script("start")?;
+        Ok(k)
     }
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn spawn(&mut self) -> Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(self.db.parent().expect("db has a folder"))
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("spawn tansu")?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("kafka.log")
+    }
+
+    fn script(&self, cmd: &str) -> Result<()> {
+        let mut c = Command::new(kafka_script());
+        c.arg(cmd)
+            .args(["--port", &self.port.to_string()])
+            .arg("--dir")
+            .arg(self.dir.path());
+        for p in &self.props {
+            c.args(["--prop", p]);
         }
-        bail!(
-            "tansu did not listen on {} within 30 s; log: {}",
-            self.port,
-            std::fs::read_to_string(&self.log)?
-        )
+        let out = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("scripts/kafka {cmd}"))?;
+        if !out.status.success() {
+            bail!(
+                "scripts/kafka {cmd} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// SIGKILL: no clean shutdown, as in a crash.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    pub fn kill(&mut self) -> Result<()> {
+        self.script("kill")
     }
 
-    /// Starts again on the same port and database.
+    /// A clean shutdown (SIGTERM, controlled).
+    pub fn stop(&mut self) -> Result<()> {
+        self.script("stop")
+    }
+
+    /// Starts again on the same port and data directory.
     pub fn restart(&mut self) -> Result<()> {
-        self.kill();
-        self.spawn()
+        self.script("start")
     }
 }
 
-impl Drop for Tansu {
+impl Drop for Kafka {
     fn drop(&mut self) {
-        self.kill();
+        let _ = self.script("kill");
     }
+}
+
+/// The Kafka most tests share: `$AUTOTRAIN_TEST_KAFKA` (set by
+/// `scripts/test`, which starts a fresh node for the run), else a node on
+/// 127.0.0.1:19092 started on first use and left running for the next run.
+pub fn shared_kafka() -> String {
+    static SHARED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            if let Ok(addr) = std::env::var("AUTOTRAIN_TEST_KAFKA") {
+                return addr;
+            }
+            let out = Command::new(kafka_script())
+                .args(["start", "--port", "19092"])
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run scripts/kafka start");
+            assert!(out.status.success(), "scripts/kafka start failed");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .clone()
 }
 
 /// Which broker a test runs against.
 #[derive(Debug)]
 pub enum TestBroker {
     Embedded(Broker),
-    Tansu(Tansu, Broker),
+    Kafka(Broker),
 }
 
 impl TestBroker {
@@ -199,58 +206,28 @@ impl TestBroker {
         TestBroker::Embedded(Broker::embedded().expect("embedded broker"))
     }
 
-    pub fn tansu() -> Self {
-        let t = Tansu::start().expect("tansu");
-        let b = Broker::connect_or_embed(Some(&t.bootstrap())).expect("external");
-        TestBroker::Tansu(t, b)
+    /// The shared Apache Kafka.
+    pub fn kafka() -> Self {
+        TestBroker::Kafka(Broker::connect_or_embed(Some(&shared_kafka())).expect("external"))
     }
 
     pub fn broker(&self) -> &Broker {
         match self {
-            TestBroker::Embedded(b) | TestBroker::Tansu(_, b) => b,
+            TestBroker::Embedded(b) | TestBroker::Kafka(b) => b,
         }
+    }
+
+    pub fn is_kafka(&self) -> bool {
+        matches!(self, TestBroker::Kafka(_))
     }
 
     /// Settings with a fresh topic prefix, and the catalogue's topics
     /// created under it.
     pub async fn fresh_topics(&self, test: &str) -> Result<ClientSettings> {
-        let settings = tune(
-            self.broker().settings(&format!("{}.", unique(test))),
-            matches!(self, TestBroker::Tansu(..)),
-        );
+        let settings = self.broker().settings(&format!("{}.", unique(test)));
         create_topics(self.broker(), &settings, &catalogue().topics, 1).await?;
         Ok(settings)
     }
-}
-
-/// Tansu (SQLite) answers a 1 MiB fetch in seconds, and meanwhile a group
-/// member's heartbeats wait, so the group rebalances. Smaller fetches keep
-/// it responsive.
-pub fn tune(mut settings: ClientSettings, tansu: bool) -> ClientSettings {
-    if tansu {
-        settings
-            .properties
-            .insert("max.partition.fetch.bytes".into(), "65536".into());
-    }
-    settings
-}
-
-/// Tansu 0.6.0 deletes the records of a topic created with
-/// `retention.ms = -1` (Kafka's "keep forever"): seen as a log start offset
-/// jumping to the high watermark after a restart. On Tansu, "forever" is
-/// spelled as ten years.
-pub fn catalogue_for(tansu: bool) -> Vec<autotrain_topics::TopicSpec> {
-    catalogue()
-        .topics
-        .iter()
-        .cloned()
-        .map(|mut t| {
-            if tansu && t.retention_ms < 0 {
-                t.retention_ms = 10 * 365 * 24 * 3_600_000;
-            }
-            t
-        })
-        .collect()
 }
 
 /// Produces bars as an outside producer would (content-derived event ids).

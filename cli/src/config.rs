@@ -106,6 +106,35 @@ pub struct RunnerSettings {
     pub dedupe_window: usize,
     /// Attempts of a retriable failure before the processor stops.
     pub retry_attempts: usize,
+    /// Largest output record (key + value bytes) a processor sends; an input
+    /// whose output would be larger is dead-lettered with the reason (keep
+    /// below the broker's `message.max.bytes`).
+    pub max_record_bytes: usize,
+    /// `exactly_once` (Kafka transactions), `at_least_once` (event-id
+    /// dedupe), or `auto`: exactly-once on an external cluster,
+    /// at-least-once on the embedded broker (it has no transactions).
+    pub delivery: Delivery,
+    /// This instance's name within its group: part of its transactional id
+    /// (`{topic_prefix}{group}.{instance}`). Instances of one group must
+    /// differ; a restarted instance keeps its name.
+    pub instance: String,
+    /// Inputs per transaction at most (exactly-once).
+    pub transaction_max_inputs: usize,
+    /// Milliseconds a transaction stays open at most (exactly-once).
+    pub transaction_max_ms: u64,
+    /// The broker aborts a transaction of a vanished instance after this.
+    pub transaction_timeout_ms: u64,
+    /// Seconds a processor keeps retrying to reach a broker at start
+    /// before it gives up with an error.
+    pub connect_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    Auto,
+    ExactlyOnce,
+    AtLeastOnce,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,6 +178,13 @@ impl Default for RunnerSettings {
             max_in_flight: 50_000,
             dedupe_window: 100_000,
             retry_attempts: 5,
+            max_record_bytes: 1_000_000,
+            delivery: Delivery::Auto,
+            instance: "0".into(),
+            transaction_max_inputs: 10_000,
+            transaction_max_ms: 100,
+            transaction_timeout_ms: 10_000,
+            connect_timeout_s: 120,
         }
     }
 }
@@ -214,6 +250,7 @@ mod tests {
             assert_eq!(c.runner.dedupe_window, 7);
             assert_eq!(c.runner.retry_attempts, 9);
             assert_eq!(c.runner.max_in_flight, 50_000);
+            assert_eq!(c.runner.delivery, Delivery::Auto);
             assert_eq!(c.drift.cooldown_ms, 60_000);
             assert_eq!(c.drift.watch[0].feature, "lr");
             assert_eq!(c.scheduler.schedule[0].timezone, "UTC");

@@ -34,6 +34,12 @@ impl Context {
         let mut settings = broker.settings(&config.topic_prefix);
         settings.properties.extend(config.kafka.clone());
         let ctx = Context { broker, settings };
+        if !ctx.broker.is_embedded() {
+            ctx.await_broker(std::time::Duration::from_secs(
+                config.runner.connect_timeout_s,
+            ))
+            .await?;
+        }
         if ctx.broker.is_embedded() {
             eprintln!(
                 "embedded broker (in memory, bounded to ~100,000 records / 5 MiB per partition) at {}",
@@ -42,6 +48,39 @@ impl Context {
             ctx.create_topics(config).await?;
         }
         Ok(ctx)
+    }
+
+    /// Waits until the cluster answers a metadata request, saying so on
+    /// stderr while it does not; gives up after `limit`.
+    pub async fn await_broker(&self, limit: std::time::Duration) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match autotrain_kafka::list_topics(&self.settings, false).await {
+                Ok(_) => {
+                    if attempt > 1 {
+                        eprintln!("reached Kafka at {}", self.settings.bootstrap);
+                    }
+                    return Ok(());
+                }
+                Err(e) if started.elapsed() < limit => {
+                    eprintln!(
+                        "cannot reach Kafka at {} (attempt {attempt}, giving up after {} s): {e}; retrying",
+                        self.settings.bootstrap,
+                        limit.as_secs()
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                Err(e) => {
+                    anyhow::bail!(
+                        "cannot reach Kafka at {} after {} s ({attempt} attempts): {e}",
+                        self.settings.bootstrap,
+                        limit.as_secs()
+                    )
+                }
+            }
+        }
     }
 
     pub async fn create_topics(&self, config: &Config) -> Result<Vec<(String, bool)>> {
@@ -64,10 +103,31 @@ impl Context {
     ) -> autotrain_kafka::RunnerConfig {
         let mut rc = autotrain_kafka::RunnerConfig::new(group, topics);
         rc.max_in_flight = config.runner.max_in_flight;
+        rc.max_record_bytes = config.runner.max_record_bytes;
         rc.dedupe_window = config.runner.dedupe_window;
         rc.retry_attempts = config.runner.retry_attempts;
         rc.strict_log_start = self.broker.is_embedded();
+        if self.exactly_once(config) {
+            let mut eo = autotrain_kafka::ExactlyOnce::new(format!(
+                "{}{group}.{}",
+                config.topic_prefix, config.runner.instance
+            ));
+            eo.max_inputs = config.runner.transaction_max_inputs.max(1);
+            eo.max_interval = std::time::Duration::from_millis(config.runner.transaction_max_ms);
+            eo.transaction_timeout =
+                std::time::Duration::from_millis(config.runner.transaction_timeout_ms);
+            rc.exactly_once = Some(eo);
+        }
         rc
+    }
+
+    /// Whether processors commit in Kafka transactions (`[runner] delivery`).
+    pub fn exactly_once(&self, config: &Config) -> bool {
+        match config.runner.delivery {
+            crate::config::Delivery::ExactlyOnce => true,
+            crate::config::Delivery::AtLeastOnce => false,
+            crate::config::Delivery::Auto => !self.broker.is_embedded(),
+        }
     }
 }
 

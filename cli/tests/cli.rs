@@ -1,6 +1,7 @@
 //! The `autotrain` binary as a user runs it: help everywhere, the demo on
 //! real files (with an unreadable row), and the ops tools against a real
-//! Tansu broker: topics create/list/check, produce, tail; the review queue
+//! Apache Kafka: topics create/list/check (including a cluster whose configs
+//! would lose an event log), produce, tail; the review queue
 //! (`run validator`, `flags`) against `autotrain up`; `serve` with a token
 //! made by `token`.
 
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use anyhow::{ensure, Context as _, Result};
-use autotrain_integration_tests::{data_file, unique, Tansu};
+use autotrain_integration_tests::{data_file, shared_kafka, unique};
 
 fn autotrain(args: &[&str]) -> Result<Output> {
     Ok(Command::new(env!("CARGO_BIN_EXE_autotrain"))
@@ -231,9 +232,8 @@ fn demo_accounts_for_every_bar_and_row() -> Result<()> {
 }
 
 #[test]
-fn ops_tools_against_tansu() -> Result<()> {
-    let tansu = Tansu::start()?;
-    let b = tansu.bootstrap();
+fn ops_tools_against_kafka() -> Result<()> {
+    let b = shared_kafka();
     let prefix = format!("{}.", unique("cli"));
     let env_prefix = ("AUTOTRAIN__TOPIC_PREFIX", prefix.as_str());
     let run = |args: &[&str]| -> Result<Output> {
@@ -317,7 +317,46 @@ fn ops_tools_against_tansu() -> Result<()> {
         letter["value"]["source_offset"], 52,
         "line of the broken row"
     );
-    drop(tansu);
+
+    // A cluster where the registry's log is compacted would lose versions:
+    // `topics check` says so and fails.
+    let lossy = format!("{}.", unique("lossy"));
+    let registry = format!("{lossy}model.updates");
+    let out = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+        .args(["--brokers", &b, "topics", "create"])
+        .env("AUTOTRAIN__TOPIC_PREFIX", &lossy)
+        .output()?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    alter_topic_config(&b, &registry, "cleanup.policy", "compact")?;
+    let check = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+        .args(["--brokers", &b, "topics", "check"])
+        .env("AUTOTRAIN__TOPIC_PREFIX", &lossy)
+        .output()?;
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(!check.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{registry}: cleanup.policy = compact WOULD LOSE DATA")),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// Sets one config of a topic through Kafka's admin API (kafka-configs).
+fn alter_topic_config(bootstrap: &str, topic: &str, key: &str, value: &str) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = rt.block_on(admin.alter_configs(
+        &[AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value)],
+        &AdminOptions::new(),
+    ))?;
+    for r in results {
+        r.map_err(|(_, e)| anyhow::anyhow!("alter {topic}: {e}"))?;
+    }
     Ok(())
 }
 

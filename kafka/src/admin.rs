@@ -44,6 +44,14 @@ pub enum Drift {
     ConfigUnknown {
         topic: String,
     },
+    /// An event log (readers fold every record) whose config would let the
+    /// broker delete or compact records away.
+    LosesData {
+        topic: String,
+        key: String,
+        want: String,
+        have: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Drift {
@@ -61,6 +69,16 @@ impl std::fmt::Display for Drift {
             } => write!(
                 f,
                 "{topic}: {key} = {}, catalogue says {want}",
+                have.as_deref().unwrap_or("(unset)")
+            ),
+            Drift::LosesData {
+                topic,
+                key,
+                want,
+                have,
+            } => write!(
+                f,
+                "{topic}: {key} = {} WOULD LOSE DATA: readers rebuild their state from every record of this topic; set {key}={want}",
                 have.as_deref().unwrap_or("(unset)")
             ),
             Drift::ConfigUnknown { topic } => {
@@ -250,11 +268,21 @@ pub fn compare(
                 for (key, want) in wanted_configs(spec) {
                     let current = configs.get(key).cloned();
                     if current.as_deref() != Some(want.as_str()) {
-                        drift.push(Drift::Config {
-                            topic: name.clone(),
-                            key: key.to_string(),
-                            want,
-                            have: current,
+                        let (topic, key) = (name.clone(), key.to_string());
+                        drift.push(if spec.event_log {
+                            Drift::LosesData {
+                                topic,
+                                key,
+                                want,
+                                have: current,
+                            }
+                        } else {
+                            Drift::Config {
+                                topic,
+                                key,
+                                want,
+                                have: current,
+                            }
                         });
                     }
                 }
@@ -305,7 +333,9 @@ mod tests {
             .map(|c| c.insert("cleanup.policy".into(), "compact".into()));
         let drift = compare(&settings, specs, &cluster);
         assert_eq!(drift.len(), 3, "{drift:?}");
-        assert!(matches!(&drift[0], Drift::Config { key, .. } if key == "cleanup.policy"));
+        // market.bars.raw is an event log: compaction would lose records.
+        assert!(matches!(&drift[0], Drift::LosesData { key, .. } if key == "cleanup.policy"));
+        assert!(drift[0].to_string().contains("WOULD LOSE DATA"));
         assert!(matches!(
             drift[1],
             Drift::Partitions {
@@ -315,5 +345,19 @@ mod tests {
             }
         ));
         assert!(!drift[2].is_error());
+
+        // A snapshot topic (last writer wins per key) only drifts.
+        let snapshot = catalogue().get("source.watermarks").expect("catalogue");
+        let cluster = vec![TopicState {
+            name: settings.physical(&snapshot.name),
+            partitions: snapshot.partitions,
+            configs: Some(
+                [("cleanup.policy", "delete"), ("retention.ms", "-1")]
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .into(),
+            ),
+        }];
+        let drift = compare(&settings, std::slice::from_ref(snapshot), &cluster);
+        assert!(matches!(&drift[..], [Drift::Config { key, .. }] if key == "cleanup.policy"));
     }
 }

@@ -35,6 +35,24 @@ pub enum KafkaError {
     Embedded(String),
     #[error("admin: {0}")]
     Admin(String),
+    /// A state rebuild met a record it cannot fold: the state would be
+    /// wrong, so the processor does not start.
+    #[error("cannot restore from {topic}[{partition}]@{offset}: {reason}")]
+    Restore {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    /// A transaction was aborted (its outputs and input offsets discarded);
+    /// the processor restarts from the committed offsets with its state
+    /// rebuilt.
+    #[error("transaction aborted: {0}")]
+    TransactionAborted(String),
+    /// Another instance with the same transactional id took over, or the
+    /// producer hit a fatal error: this instance must stop.
+    #[error("producer fenced or fatal: {0}")]
+    Fenced(String),
 }
 
 impl KafkaError {
@@ -58,7 +76,7 @@ impl KafkaError {
                         | C::NotCoordinator
                 )
             ),
-            KafkaError::Delivery { .. } => true,
+            KafkaError::Delivery { .. } | KafkaError::TransactionAborted(_) => true,
             _ => false,
         }
     }

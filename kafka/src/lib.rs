@@ -18,6 +18,8 @@
 //! - [`runner`] — [`run`]: the consumer loop. It decodes, drops duplicates,
 //!   calls a pure [`Processor`], sends outputs, and stores an input offset
 //!   only once everything that input caused is acknowledged.
+//! - [`transaction`] — [`transaction::Transactions`]: exactly-once delivery,
+//!   outputs and input offsets committed in one Kafka transaction.
 //! - [`sink`] — [`run_sink`]: the loop of processors that write to an
 //!   external store in batches; offsets stored after each flush.
 //! - [`error`] — [`KafkaError`] and [`ProcessError`], each knowing whether it
@@ -35,6 +37,7 @@ pub mod record;
 pub mod runner;
 pub mod settings;
 pub mod sink;
+pub mod transaction;
 
 pub use admin::{check_topics, create_topics, list_topics, Drift, TopicState};
 pub use broker::Broker;
@@ -43,8 +46,8 @@ pub use error::{KafkaError, ProcessError};
 pub use event_id::EventId;
 pub use follower::{follow, Followed};
 pub use producer::{Delivered, Producer};
-pub use reader::{read_topic, Record};
+pub use reader::{read_topic, values, Record};
 pub use record::{dead_letter, Incoming, OutRecord, Outputs, Source, EVENT_ID_HEADER};
-pub use runner::{run, Inbound, Processor, RunStats, RunnerConfig};
+pub use runner::{run, ExactlyOnce, Inbound, Processor, RunStats, RunnerConfig};
 pub use settings::ClientSettings;
 pub use sink::{run_sink, Sink, SinkConfig};

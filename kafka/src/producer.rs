@@ -70,6 +70,38 @@ impl Producer {
         })
     }
 
+    /// A transactional producer with `transactional.id` = `id`, its
+    /// transactions initialised (which fences an older instance with the
+    /// same id and aborts what it left open). Blocking.
+    pub fn transactional(
+        settings: &ClientSettings,
+        id: &str,
+        transaction_timeout: Duration,
+    ) -> Result<Self, KafkaError> {
+        let mut config = settings.producer_config();
+        config
+            .set("transactional.id", id)
+            .set("enable.idempotence", "true")
+            .set(
+                "transaction.timeout.ms",
+                transaction_timeout.as_millis().to_string(),
+            );
+        let inner: FutureProducer = config.create()?;
+        inner
+            .init_transactions(transaction_timeout.max(Duration::from_secs(30)))
+            .map_err(|e| KafkaError::Fenced(format!("init transactions of {id}: {e}")))?;
+        Ok(Producer {
+            inner,
+            settings: settings.clone(),
+        })
+    }
+
+    /// The client (cheap to clone; transaction calls block, so callers
+    /// move a clone to a blocking thread).
+    pub fn client(&self) -> &FutureProducer {
+        &self.inner
+    }
+
     pub fn settings(&self) -> &ClientSettings {
         &self.settings
     }

@@ -89,6 +89,24 @@ pub struct Record<T> {
     pub value: Result<T, WireError>,
 }
 
+impl<T> Record<T> {
+    /// The value, or [`KafkaError::Restore`] naming where the record is.
+    pub fn into_value(self, topic: &str) -> Result<T, KafkaError> {
+        self.value.map_err(|e| KafkaError::Restore {
+            topic: topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Every value of records read back for a state rebuild; the first that
+/// does not decode stops the rebuild with its position.
+pub fn values<T>(topic: &str, records: Vec<Record<T>>) -> Result<Vec<T>, KafkaError> {
+    records.into_iter().map(|r| r.into_value(topic)).collect()
+}
+
 /// The partition ids of a (physical) topic; empty if it does not exist.
 pub fn partitions_of<C: ConsumerContext>(
     client: &impl Consumer<C>,

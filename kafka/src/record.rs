@@ -152,6 +152,9 @@ pub struct Source<'a> {
 /// The dead letter for an input `processor` could not use: the bytes, the
 /// reason and the source position, on the catalogue's dead-letter topic for
 /// that input, under an id derived from the input's.
+/// Bytes of an oversized source key or payload a dead letter keeps.
+pub const DEAD_LETTER_KEEP: usize = 64 * 1024;
+
 pub fn dead_letter(
     processor: &str,
     source: &Source<'_>,
@@ -161,15 +164,27 @@ pub fn dead_letter(
     let dlq: &'static str = autotrain_topics::catalogue()
         .dead_letter_for(source.topic)
         .unwrap_or("market.bars.dlq");
+    // A dead letter must fit where the record that caused it did not: an
+    // oversized source keeps its first bytes, and the reason says so.
+    let cut = |b: &[u8]| b[..b.len().min(DEAD_LETTER_KEEP)].to_vec();
+    let mut error = reason;
+    for (what, bytes) in [("key", source.key), ("payload", source.payload)] {
+        if let Some(b) = bytes.filter(|b| b.len() > DEAD_LETTER_KEEP) {
+            error.push_str(&format!(
+                " [source {what} of {} bytes cut to its first {DEAD_LETTER_KEEP}]",
+                b.len()
+            ));
+        }
+    }
     let letter = autotrain_schemas::DeadLetter {
         processor: processor.to_string(),
         source_topic: source.topic.to_string(),
         source_partition: source.partition,
         source_offset: source.offset,
-        key: source.key.map(<[u8]>::to_vec),
-        payload: source.payload.map(<[u8]>::to_vec),
+        key: source.key.map(cut),
+        payload: source.payload.map(cut),
         error_kind: kind,
-        error: reason,
+        error,
         source_timestamp: source.timestamp,
     };
     let id = EventId::derive(&[
@@ -179,7 +194,7 @@ pub fn dead_letter(
     ]);
     OutRecord::new(
         Topic::<autotrain_schemas::DeadLetter>::new(dlq),
-        source.topic,
+        &String::from_utf8_lossy(&source.topic.as_bytes()[..source.topic.len().min(256)]),
         &letter,
         id,
     )

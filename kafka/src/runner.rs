@@ -9,6 +9,14 @@
 //! offsets are committed in the background and once more on shutdown. A
 //! crash at any point therefore re-delivers inputs (never skips them), and
 //! the deterministic output ids let consumers drop the repeats.
+//!
+//! With [`ExactlyOnce`] (brokers with transactions), outputs and input
+//! offsets are instead committed together in Kafka transactions of up to
+//! `max_inputs` inputs or `max_interval` (see [`crate::transaction`]):
+//! `read_committed` readers see each output once. An aborted transaction
+//! stops the run with [`KafkaError::TransactionAborted`] (retriable): the
+//! core's state includes the aborted inputs, so the caller rebuilds the core
+//! and runs again from the committed offsets.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,6 +42,7 @@ use crate::producer::{Pending, Producer};
 use crate::reader::event_id_of;
 use crate::record::{dead_letter, Incoming, OutRecord, Outputs, Source};
 use crate::settings::ClientSettings;
+use crate::transaction::Transactions;
 
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Acknowledged inputs between two offset stores (also stored whenever
@@ -91,6 +100,40 @@ pub struct RunnerConfig {
     /// embedded broker): a consumer with no committed offset must then see
     /// offset 0, and a later first offset means records were dropped.
     pub strict_log_start: bool,
+    /// An output larger than this (key + value, bytes) would be refused by
+    /// the broker (`message.max.bytes`): the input that caused it is
+    /// dead-lettered instead, and the stream goes on.
+    pub max_record_bytes: usize,
+    /// `Some`: exactly-once delivery in Kafka transactions; `None`:
+    /// at-least-once with event-id dedupe (brokers without transactions).
+    pub exactly_once: Option<ExactlyOnce>,
+}
+
+/// Settings of exactly-once delivery.
+#[derive(Debug, Clone)]
+pub struct ExactlyOnce {
+    /// Unique per runner instance and stable across its restarts (a
+    /// restart then aborts what the crashed instance left open at once).
+    pub transactional_id: String,
+    /// Inputs per transaction at most …
+    pub max_inputs: usize,
+    /// … and how long a transaction stays open at most.
+    pub max_interval: Duration,
+    /// The broker aborts a transaction open longer than this (and so
+    /// bounds how long a vanished instance holds back `read_committed`
+    /// readers).
+    pub transaction_timeout: Duration,
+}
+
+impl ExactlyOnce {
+    pub fn new(transactional_id: impl Into<String>) -> Self {
+        ExactlyOnce {
+            transactional_id: transactional_id.into(),
+            max_inputs: 10_000,
+            max_interval: Duration::from_millis(100),
+            transaction_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl RunnerConfig {
@@ -104,6 +147,8 @@ impl RunnerConfig {
             retry_min_delay: Duration::from_millis(50),
             retry_max_delay: Duration::from_secs(5),
             strict_log_start: false,
+            max_record_bytes: 1_000_000,
+            exactly_once: None,
         }
     }
 }
@@ -124,6 +169,10 @@ pub struct Counters {
     /// Partition assignments the consumer received (0 until the group
     /// has been joined).
     pub assignments: AtomicU64,
+    /// Partition revocations (the runner re-checks its positions after one).
+    pub revocations: AtomicU64,
+    /// Transactions committed (exactly-once).
+    pub transactions: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -143,6 +192,8 @@ pub struct RunStats {
     pub offsets_rejected: u64,
     /// Earlier inputs replayed through the core to rebuild its state.
     pub replayed: u64,
+    /// Transactions committed (exactly-once; 0 at-least-once).
+    pub transactions: u64,
 }
 
 impl Counters {
@@ -159,6 +210,7 @@ impl Counters {
             offsets_stored: g(&self.offsets_stored),
             offsets_rejected: g(&self.offsets_rejected),
             replayed: g(&self.replayed),
+            transactions: g(&self.transactions),
         }
     }
 }
@@ -167,16 +219,43 @@ fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Logs partition assignments and revocations of the runner's consumer.
+/// Logs partition assignments and revocations of the runner's consumer;
+/// exactly-once, commits the open transaction before partitions go.
 #[derive(Debug)]
 pub struct RebalanceLog {
     group: String,
     counters: Arc<Counters>,
+    txn: Option<Arc<Transactions>>,
 }
 
 impl rdkafka::ClientContext for RebalanceLog {}
 
 impl rdkafka::consumer::ConsumerContext for RebalanceLog {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        let (rdkafka::consumer::Rebalance::Revoke(_), Some(txn)) = (rebalance, &self.txn) else {
+            return;
+        };
+        bump(&self.counters.revocations);
+        let Some(cgm) = c.group_metadata() else {
+            txn.fail(KafkaError::TransactionAborted(
+                "no group metadata at revocation".into(),
+            ));
+            return;
+        };
+        match txn.commit(&cgm) {
+            Ok(done) => {
+                if done.inputs > 0 {
+                    bump(&self.counters.transactions);
+                    self.counters
+                        .acknowledged
+                        .fetch_add(done.inputs as u64, Ordering::Relaxed);
+                }
+                tracing::info!(group = %self.group, inputs = done.inputs, "transaction committed before revocation");
+            }
+            Err(e) => txn.fail(e),
+        }
+    }
+
     fn post_rebalance(
         &self,
         _c: &BaseConsumer<Self>,
@@ -195,6 +274,9 @@ impl rdkafka::consumer::ConsumerContext for RebalanceLog {
                 tracing::info!(group = %self.group, partitions = ?parts(tpl), "assigned")
             }
             Rebalance::Revoke(tpl) => {
+                if self.txn.is_none() {
+                    bump(&self.counters.revocations);
+                }
                 tracing::info!(group = %self.group, partitions = ?parts(tpl), "revoked")
             }
             Rebalance::Error(e) => {
@@ -229,24 +311,47 @@ pub async fn run<P: Processor>(
     counters: Arc<Counters>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(P, RunStats), KafkaError> {
+    let txn = match &config.exactly_once {
+        Some(eo) => {
+            let (s, eo) = (settings.clone(), eo.clone());
+            Some(Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    Transactions::new(&s, &eo.transactional_id, eo.transaction_timeout)
+                })
+                .await
+                .map_err(|e| KafkaError::Admin(format!("init transactions task: {e}")))??,
+            ))
+        }
+        None => None,
+    };
     let mut state = Loop {
         settings,
         config,
         processor,
         counters,
-        producer: Producer::new(settings)?,
+        producer: match txn {
+            Some(_) => None,
+            None => Some(Producer::new(settings)?),
+        },
+        txn: txn.clone(),
         dedupe: Dedupe::new(config.dedupe_window),
         positions: HashMap::new(),
         acked: HashMap::new(),
         acked_since_store: 0,
         seen_up_to: HashMap::new(),
+        revocations_seen: 0,
     };
-    let consumer: Consumer_ = settings
-        .consumer_config(&config.group_id)
-        .create_with_context(RebalanceLog {
-            group: config.group_id.clone(),
-            counters: state.counters.clone(),
-        })?;
+    let mut consumer_config = settings.consumer_config(&config.group_id);
+    if txn.is_some() {
+        consumer_config
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+    }
+    let consumer: Consumer_ = consumer_config.create_with_context(RebalanceLog {
+        group: config.group_id.clone(),
+        counters: state.counters.clone(),
+        txn,
+    })?;
     let physical: Vec<String> = config.topics.iter().map(|t| settings.physical(t)).collect();
     consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
     tracing::info!(processor = state.processor.name(), group = %config.group_id, topics = ?physical, "runner started");
@@ -255,7 +360,11 @@ pub async fn run<P: Processor>(
     }
 
     let mut inflight: FuturesOrdered<Ack> = FuturesOrdered::new();
-    let result = state.consume(&consumer, &mut inflight, shutdown).await;
+    let mut result = state.consume(&consumer, &mut inflight, shutdown).await;
+    if result.is_ok() {
+        // Exactly-once: what was processed is committed on the way out.
+        result = state.commit(&consumer).await;
+    }
 
     // Whatever happened, finish what was sent and store what was acknowledged.
     let drained = async {
@@ -267,8 +376,10 @@ pub async fn run<P: Processor>(
         Ok::<(), KafkaError>(())
     }
     .await;
-    state.store_acked(&consumer);
-    final_commit(&consumer);
+    if state.txn.is_none() {
+        state.store_acked(&consumer);
+        final_commit(&consumer);
+    }
     result?;
     drained?;
     let stats = state.counters.snapshot();
@@ -293,7 +404,10 @@ struct Loop<'a, P> {
     config: &'a RunnerConfig,
     processor: P,
     counters: Arc<Counters>,
-    producer: Producer,
+    /// At-least-once: the producer outputs are acknowledged by.
+    producer: Option<Producer>,
+    /// Exactly-once: the transactional producer and open transaction.
+    txn: Option<Arc<Transactions>>,
     dedupe: Dedupe,
     /// Next offset expected per (physical topic, partition).
     positions: HashMap<(String, i32), i64>,
@@ -303,6 +417,8 @@ struct Loop<'a, P> {
     /// For cores that rebuild from inputs: next offset the core has seen per
     /// (physical topic, partition).
     seen_up_to: HashMap<(String, i32), i64>,
+    /// [`Counters::revocations`] when positions were last trusted.
+    revocations_seen: u64,
 }
 
 impl<P: Processor> Loop<'_, P> {
@@ -314,6 +430,16 @@ impl<P: Processor> Loop<'_, P> {
     ) -> Result<(), KafkaError> {
         tokio::pin!(shutdown);
         loop {
+            let txn_deadline = self.txn.as_ref().and_then(|t| match t.pending() {
+                (n, Some(age)) if n > 0 => Some(
+                    self.config
+                        .exactly_once
+                        .as_ref()
+                        .map_or(Duration::ZERO, |eo| eo.max_interval)
+                        .saturating_sub(age),
+                ),
+                _ => None,
+            });
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
@@ -327,7 +453,13 @@ impl<P: Processor> Loop<'_, P> {
                         self.acked_since_store += 1;
                     }
                 }
+                _ = tokio::time::sleep(txn_deadline.unwrap_or_default()), if txn_deadline.is_some() => {
+                    self.commit(consumer).await?;
+                }
                 msg = consumer.recv(), if inflight.len() < self.config.max_in_flight => {
+                    if let Some(e) = self.txn.as_ref().and_then(|t| t.take_failure()) {
+                        return Err(e);
+                    }
                     let raw = match msg {
                         Ok(m) => self.copy(&m),
                         Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code)) => {
@@ -339,11 +471,52 @@ impl<P: Processor> Loop<'_, P> {
                             continue;
                         }
                     };
+                    let (physical, partition, offset) = (raw.physical.clone(), raw.partition, raw.offset);
                     let ack = self.handle(consumer, raw).await?;
-                    inflight.push_back(ack);
+                    match &self.txn {
+                        None => inflight.push_back(ack),
+                        Some(txn) => {
+                            txn.consumed(&physical, partition, offset);
+                            let full = self
+                                .config
+                                .exactly_once
+                                .as_ref()
+                                .is_some_and(|eo| txn.pending().0 >= eo.max_inputs);
+                            if full {
+                                self.commit(consumer).await?;
+                            }
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Exactly-once: commits the open transaction (on a blocking thread).
+    async fn commit(&mut self, consumer: &Consumer_) -> Result<(), KafkaError> {
+        let Some(txn) = self.txn.clone() else {
+            return Ok(());
+        };
+        if let Some(e) = txn.take_failure() {
+            return Err(e);
+        }
+        if txn.pending().1.is_none() {
+            return Ok(());
+        }
+        let cgm = consumer.group_metadata().ok_or_else(|| {
+            KafkaError::TransactionAborted("consumer has no group metadata".into())
+        })?;
+        let done = tokio::task::spawn_blocking(move || txn.commit(&cgm))
+            .await
+            .map_err(|e| KafkaError::Admin(format!("commit task: {e}")))??;
+        bump(&self.counters.transactions);
+        self.counters
+            .acknowledged
+            .fetch_add(done.inputs as u64, Ordering::Relaxed);
+        self.counters
+            .offsets_stored
+            .fetch_add(done.partitions as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn copy(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Raw {
@@ -387,6 +560,9 @@ impl<P: Processor> Loop<'_, P> {
 
     async fn handle(&mut self, consumer: &Consumer_, raw: Raw) -> Result<Ack, KafkaError> {
         bump(&self.counters.received);
+        if let Some(txn) = &self.txn {
+            txn.begin()?;
+        }
         self.check_position(consumer, &raw).await?;
         let id = raw
             .event_id
@@ -396,11 +572,27 @@ impl<P: Processor> Loop<'_, P> {
             bump(&self.counters.duplicates);
             return Ok(Box::pin(async move { Ok(done) }));
         }
+        let limit = self.config.max_record_bytes;
+        let too_large = |records: &[OutRecord]| {
+            records
+                .iter()
+                .find(|r| r.key.len() + r.payload.len() > limit)
+                .map(|r| (r.topic.clone(), r.key.len() + r.payload.len()))
+        };
         let outputs = match self.outputs_for(&raw, id).await? {
-            Ok(records) => {
-                bump(&self.counters.processed);
-                records
-            }
+            Ok(records) => match too_large(&records) {
+                None => {
+                    bump(&self.counters.processed);
+                    records
+                }
+                Some((topic, bytes)) => {
+                    bump(&self.counters.dead_lettered);
+                    let reason = format!(
+                        "its output to {topic} would be {bytes} bytes, over the {limit}-byte record limit (the broker would refuse it)"
+                    );
+                    vec![self.dead_letter(&raw, id, ErrorKind::Invalid, reason)?]
+                }
+            },
             Err((kind, reason)) => {
                 bump(&self.counters.dead_lettered);
                 vec![self.dead_letter(&raw, id, kind, reason)?]
@@ -411,9 +603,18 @@ impl<P: Processor> Loop<'_, P> {
             self.seen_up_to
                 .insert((raw.physical.clone(), raw.partition), raw.offset + 1);
         }
+        let producer = match (&self.txn, &self.producer) {
+            (Some(txn), _) => txn.producer(),
+            (None, Some(p)) => p,
+            (None, None) => unreachable!("a runner has a producer or a transaction"),
+        };
         let mut pending: Vec<Pending> = Vec::with_capacity(outputs.len());
         for record in &outputs {
-            pending.push(self.producer.enqueue(record).await?);
+            let sent = producer.enqueue(record).await?;
+            // Exactly-once: the commit reports delivery failures.
+            if self.txn.is_none() {
+                pending.push(sent);
+            }
             bump(&self.counters.outputs);
         }
         Ok(Box::pin(async move {
@@ -509,14 +710,48 @@ impl<P: Processor> Loop<'_, P> {
     /// change of position (start, rebalance) re-reads the dedupe window
     /// before it so repeats of records processed earlier are recognised.
     async fn check_position(&mut self, consumer: &Consumer_, raw: &Raw) -> Result<(), KafkaError> {
+        // After a revocation a partition may come back having been consumed
+        // by another member meanwhile: no position is trusted.
+        let revocations = self.counters.revocations.load(Ordering::Relaxed);
+        if revocations != self.revocations_seen {
+            self.revocations_seen = revocations;
+            self.positions.clear();
+        }
         let key = (raw.physical.clone(), raw.partition);
-        let expected = self.positions.insert(key, raw.offset + 1);
+        let expected = self.positions.insert(key.clone(), raw.offset + 1);
         if expected == Some(raw.offset) {
             return Ok(());
         }
         let compacted = catalogue()
             .get(&raw.logical)
             .is_some_and(|s| s.cleanup_policy == CleanupPolicy::Compact);
+        if let Some(e) = expected.filter(|e| raw.offset > *e) {
+            // A step forward in one fetch sequence: transaction markers and
+            // aborted records (read_committed skips them), compaction, or
+            // retention deleting records before we read them. One offset is
+            // a single control record; more are checked against the log start.
+            if !compacted && !self.config.strict_log_start && raw.offset - e > 1 {
+                let (low, _) =
+                    consumer.fetch_watermarks(&raw.physical, raw.partition, BROKER_TIMEOUT)?;
+                if low > e {
+                    return Err(KafkaError::DataLoss {
+                        topic: raw.physical.clone(),
+                        partition: raw.partition,
+                        needed: e,
+                        log_start: low,
+                        hint: " (retention deleted them before they were consumed)",
+                    });
+                }
+            }
+            if !self.config.strict_log_start {
+                if self.processor.rebuilds_from_inputs()
+                    && self.seen_up_to.get(&key) == Some(&e)
+                {
+                    self.seen_up_to.insert(key, raw.offset);
+                }
+                return Ok(());
+            }
+        }
         tracing::debug!(topic = %raw.physical, partition = raw.partition, offset = raw.offset, ?expected, "position changed");
         if !compacted {
             let baseline = match expected {

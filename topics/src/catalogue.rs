@@ -17,6 +17,8 @@ pub enum CatalogueError {
     BadDeadLetter { topic: String, dlq: String },
     #[error("topic {0:?} needs at least one partition")]
     NoPartitions(String),
+    #[error("topic {0:?} is an event log (readers fold every record) but would lose records: it must be cleanup_policy = \"delete\" with retention_ms = -1")]
+    LossyEventLog(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -49,6 +51,10 @@ pub struct TopicSpec {
     pub cleanup_policy: CleanupPolicy,
     /// Milliseconds; -1 keeps records forever.
     pub retention_ms: i64,
+    /// Readers rebuild state by folding every record (never compacted,
+    /// kept forever).
+    #[serde(default)]
+    pub event_log: bool,
     /// Where processors reading this topic send records they cannot use.
     pub dead_letter: Option<String>,
     pub description: String,
@@ -82,6 +88,9 @@ impl Catalogue {
             }
             if t.partitions < 1 {
                 return Err(CatalogueError::NoPartitions(t.name.clone()));
+            }
+            if t.event_log && (t.cleanup_policy != CleanupPolicy::Delete || t.retention_ms != -1) {
+                return Err(CatalogueError::LossyEventLog(t.name.clone()));
             }
         }
         for t in &catalogue.topics {

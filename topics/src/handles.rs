@@ -65,12 +65,20 @@ mod tests {
     }
 
     #[test]
-    fn registry_topics_are_compacted() {
-        for name in ["model.updates", "param.updates"] {
-            assert_eq!(
-                catalogue().get(name).map(|t| t.cleanup_policy),
-                Some(CleanupPolicy::Compact)
-            );
+    fn restored_topics_are_kept_whole() {
+        for name in [
+            "market.bars.raw",
+            "market.flags",
+            "features",
+            "model.updates",
+            "param.updates",
+            "training.status",
+            "training.claims",
+        ] {
+            let t = catalogue().get(name).expect(name);
+            assert!(t.event_log, "{name}");
+            assert_eq!(t.cleanup_policy, CleanupPolicy::Delete, "{name}");
+            assert_eq!(t.retention_ms, -1, "{name}");
         }
         assert_eq!(
             catalogue().dead_letter_for("market.bars.raw"),
@@ -101,6 +109,18 @@ mod tests {
         assert!(matches!(
             Catalogue::parse(&entry("a", "Bar", "colour = \"red\"")),
             Err(CatalogueError::Parse(_))
+        ));
+        let compacted_log = entry("a", "Bar", "event_log = true")
+            .replace("\"delete\"", "\"compact\"");
+        assert!(matches!(
+            Catalogue::parse(&compacted_log),
+            Err(CatalogueError::LossyEventLog(_))
+        ));
+        let expiring_log =
+            entry("a", "Bar", "event_log = true").replace("retention_ms = -1", "retention_ms = 1000");
+        assert!(matches!(
+            Catalogue::parse(&expiring_log),
+            Err(CatalogueError::LossyEventLog(_))
         ));
     }
 }

@@ -782,6 +782,7 @@ async fn through_broker(
         partitions,
         cleanup_policy: autotrain_topics::CleanupPolicy::Delete,
         retention_ms: 86_400_000,
+        event_log: false,
         dead_letter: None,
         description: "benchmark".into(),
     };

@@ -156,7 +156,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 config,
                 &args.group,
                 &[MARKET_BARS_RAW.name(), MARKET_FLAGS.name()],
-                ValidatorProcessor::new(calendars),
+                || std::future::ready(Ok(ValidatorProcessor::new(calendars.clone()))),
             )
             .await?;
             eprintln!(
@@ -171,7 +171,11 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 config,
                 &args.group,
                 &[MARKET_BARS.name()],
-                autotrain_features::FeaturesProcessor::new(contract),
+                || {
+                    std::future::ready(Ok(autotrain_features::FeaturesProcessor::new(
+                        contract.clone(),
+                    )))
+                },
             )
             .await?;
             eprintln!(
@@ -185,8 +189,13 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 config,
                 &args.group,
                 &[FEATURES.name(), MODEL_UPDATES.name()],
-                autotrain_drift::DriftProcessor::new(config.drift.clone())
-                    .with_event_schedules(config.scheduler.event_schedules())?,
+                || {
+                    std::future::ready(
+                        autotrain_drift::DriftProcessor::new(config.drift.clone())
+                            .with_event_schedules(config.scheduler.event_schedules())
+                            .map_err(anyhow::Error::from),
+                    )
+                },
             )
             .await?;
             eprintln!(
@@ -195,41 +204,48 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             );
         }
         RunCommand::Regime(args) => {
-            let settings = ctx.settings.clone();
-            let (models, regimes) = tokio::task::spawn_blocking(move || {
-                let t = std::time::Duration::from_secs(60);
-                Ok::<_, autotrain_kafka::KafkaError>((
-                    read_topic::<ModelVersion>(&settings, MODEL_UPDATES.name(), t)?,
-                    read_topic::<RegimePosterior>(&settings, REGIMES.name(), t)?,
-                ))
-            })
-            .await??;
-            let mut latest = std::collections::BTreeMap::new();
-            for p in regimes.into_iter().filter_map(|r| r.value.ok()) {
-                latest.insert((p.instrument.clone(), p.timeframe.clone()), p);
-            }
-            let mut core = autotrain_regime::RegimeProcessor::new(&args.model_key);
-            core.restore(
-                models.into_iter().filter_map(|r| r.value.ok()),
-                latest.into_values(),
-            )
-            .map_err(|e| anyhow::anyhow!("restoring: {e}"))?;
+            let restore = || async {
+                let settings = ctx.settings.clone();
+                let (models, regimes) = tokio::task::spawn_blocking(move || {
+                    let t = std::time::Duration::from_secs(60);
+                    Ok::<_, autotrain_kafka::KafkaError>((
+                        read_topic::<ModelVersion>(&settings, MODEL_UPDATES.name(), t)?,
+                        read_topic::<RegimePosterior>(&settings, REGIMES.name(), t)?,
+                    ))
+                })
+                .await??;
+                let mut latest = std::collections::BTreeMap::new();
+                for p in autotrain_kafka::values(REGIMES.name(), regimes)? {
+                    latest.insert((p.instrument.clone(), p.timeframe.clone()), p);
+                }
+                let mut core = autotrain_regime::RegimeProcessor::new(&args.model_key);
+                core.restore(
+                    autotrain_kafka::values(MODEL_UPDATES.name(), models)?,
+                    latest.into_values(),
+                )
+                .map_err(|e| anyhow::anyhow!("restoring: {e}"))?;
+                Ok(core)
+            };
             let (core, stats) = serve(
                 &ctx,
                 config,
                 &args.group,
                 &[FEATURES.name(), MODEL_UPDATES.name()],
-                core,
+                restore,
             )
             .await?;
             eprintln!("regime stopped: {stats:?} {:?}", core.stats);
         }
         RunCommand::Trainer(args) => {
-            let rc = ctx.runner_config(
+            let mut rc = ctx.runner_config(
                 config,
                 &args.group,
                 &[TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()],
             );
+            // The trainer's effects are published by its executor, outside
+            // the intake's loop, and it restores from what it published
+            // (training ids make repeats idempotent): at-least-once intake.
+            rc.exactly_once = None;
             let counters = Arc::new(autotrain_trainer::service::ServiceCounters::default());
             let report = autotrain_trainer::service::run(
                 &ctx.settings,
@@ -245,25 +261,28 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
         RunCommand::Params(args) => {
             let schemas =
                 autotrain_params::StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
-            let mut core = autotrain_params::ParamsProcessor::new(
-                autotrain_params::Controller::new(config.params.clone(), schemas),
-            );
-            let (settings, group) = (ctx.settings.clone(), args.group.clone());
-            let state = tokio::task::spawn_blocking(move || {
-                autotrain_params::processor::load_state(
-                    &settings,
-                    &group,
-                    std::time::Duration::from_secs(60),
-                )
-            })
-            .await??;
-            core.restore(state);
+            let restore = || async {
+                let mut core = autotrain_params::ParamsProcessor::new(
+                    autotrain_params::Controller::new(config.params.clone(), schemas.clone()),
+                );
+                let (settings, group) = (ctx.settings.clone(), args.group.clone());
+                let state = tokio::task::spawn_blocking(move || {
+                    autotrain_params::processor::load_state(
+                        &settings,
+                        &group,
+                        std::time::Duration::from_secs(60),
+                    )
+                })
+                .await??;
+                core.restore(state);
+                Ok(core)
+            };
             let (core, stats) = serve(
                 &ctx,
                 config,
                 &args.group,
                 autotrain_params::processor::INPUTS,
-                core,
+                restore,
             )
             .await?;
             eprintln!("params stopped: {stats:?} {:?}", core.controller.stats);
@@ -271,15 +290,16 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
         RunCommand::Engine(args) => {
             let schemas =
                 autotrain_params::StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
-            let core = autotrain_params::EngineProcessor {
-                engine: autotrain_params::Engine::new(schemas, args.cost_bps),
-            };
             let (core, stats) = serve(
                 &ctx,
                 config,
                 &args.group,
                 &[FEATURES.name(), PARAM_UPDATES.name()],
-                core,
+                || {
+                    std::future::ready(Ok(autotrain_params::EngineProcessor {
+                        engine: autotrain_params::Engine::new(schemas.clone(), args.cost_bps),
+                    }))
+                },
             )
             .await?;
             eprintln!("engine stopped: {stats:?} {:?}", core.engine.stats);
@@ -311,21 +331,58 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
     Ok(())
 }
 
-/// Runs `core` in group `group` over `topics` until Ctrl-C / SIGTERM.
-async fn serve<P: Processor>(
+/// Runs the core `make` builds in group `group` over `topics` until Ctrl-C
+/// / SIGTERM. Exactly-once, an aborted transaction discards the outputs and
+/// offsets of inputs the core has already folded into its state: the core
+/// is then built afresh (restoring from the topics) and runs again from the
+/// committed offsets.
+async fn serve<P, F, Fut>(
     ctx: &Context,
     config: &Config,
     group: &str,
     topics: &[&str],
-    core: P,
-) -> Result<(P, RunStats)> {
+    mut make: F,
+) -> Result<(P, RunStats)>
+where
+    P: Processor,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<P>>,
+{
     let rc = ctx.runner_config(config, group, topics);
-    Ok(autotrain_kafka::run(
-        &ctx.settings,
-        &rc,
-        core,
-        Arc::new(Counters::default()),
-        shutdown_signal(),
-    )
-    .await?)
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut restarts = 0u32;
+    loop {
+        let core = make().await?;
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let started = std::time::Instant::now();
+        match autotrain_kafka::run(
+            &ctx.settings,
+            &rc,
+            core,
+            Arc::new(Counters::default()),
+            stopped,
+        )
+        .await
+        {
+            Err(e @ autotrain_kafka::KafkaError::TransactionAborted(_))
+                if restarts < config.runner.retry_attempts as u32 =>
+            {
+                if started.elapsed() > std::time::Duration::from_secs(60) {
+                    restarts = 0;
+                }
+                restarts += 1;
+                tracing::warn!(group, restarts, error = %e, "transaction aborted: rebuilding the core and resuming from the committed offsets");
+                eprintln!("{group}: {e}; rebuilding and resuming from the committed offsets");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * restarts as u64)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use autotrain_kafka::reader::committed;
 use autotrain_kafka::{
-    read_topic, ClientSettings, Inbound, Incoming, KafkaError, Outputs, ProcessError, Processor,
+    read_topic, values, ClientSettings, Inbound, Incoming, KafkaError, Outputs, ProcessError, Processor,
 };
 use autotrain_schemas::{
     decode, FeatureVector, ParamUpdate, PresetRegistration, RegimePosterior, TradeOutcome,
@@ -129,14 +129,18 @@ pub fn load_state(
     group: &str,
     timeout: Duration,
 ) -> Result<ParamsState, KafkaError> {
-    let presets = read_topic::<PresetRegistration>(settings, PARAM_PRESETS.name(), timeout)?
-        .into_iter()
-        .filter_map(|r| r.value.ok())
-        .collect();
-    let updates = read_topic::<ParamUpdate>(settings, PARAM_UPDATES.name(), timeout)?
-        .into_iter()
-        .filter_map(|r| r.value.ok())
-        .collect();
+    // Presets and updates are written by autotrain alone: one that does
+    // not decode stops the restore with its position.
+    let presets = values(
+        PARAM_PRESETS.name(),
+        read_topic::<PresetRegistration>(settings, PARAM_PRESETS.name(), timeout)?,
+    )?;
+    let updates = values(
+        PARAM_UPDATES.name(),
+        read_topic::<ParamUpdate>(settings, PARAM_UPDATES.name(), timeout)?,
+    )?;
+    // Outcomes come from engines; one that does not decode was dead-lettered
+    // by the controller's runner when it arrived.
     let done = committed(settings, group, TRADE_OUTCOMES.name(), timeout)?;
     let outcomes = read_topic::<TradeOutcome>(settings, TRADE_OUTCOMES.name(), timeout)?
         .into_iter()

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::claims::{claim_id, Claims};
 use crate::queue::{training_id, TrainingQueue};
 use crate::registry::promotion::{decide, Decision, Evidence, Guardrails};
-use crate::registry::{Registry, PROD};
+use crate::registry::{Registry, RegistryError, PROD};
 use crate::spec::{Mode, TrainSpec};
 
 /// `[trainer]` in the config file.
@@ -184,7 +184,10 @@ impl Trainer {
     /// training known to `training.status` from its trigger and last
     /// state (unfinished runs are queued again). Returns the events that
     /// settle what the interrupted run left: claims held by unfinished
-    /// runs are released (they will claim again).
+    /// runs are released (they will claim again). A registry event that
+    /// does not fold is an error with its index in `models` (the trainer
+    /// publishes only events its registry accepted, so the log is corrupt
+    /// or was compacted).
     pub fn restore(
         &mut self,
         triggers: impl IntoIterator<Item = TrainingTrigger>,
@@ -192,10 +195,9 @@ impl Trainer {
         models: impl IntoIterator<Item = ModelVersion>,
         claims: impl IntoIterator<Item = DataClaim>,
         now: i64,
-    ) -> Vec<Event> {
-        for m in models {
-            // A refused event was refused when first published too.
-            let _ = self.registry.apply(&m);
+    ) -> Result<Vec<Event>, (usize, RegistryError)> {
+        for (i, m) in models.into_iter().enumerate() {
+            self.registry.apply(&m).map_err(|e| (i, e))?;
         }
         for c in claims {
             self.claims.apply(&c);
@@ -230,7 +232,7 @@ impl Trainer {
         for c in held {
             out.push(self.settle_claim(&c, ClaimState::Released, "trainer restarted", now));
         }
-        out
+        Ok(out)
     }
 
     fn settle_claim(&mut self, c: &DataClaim, state: ClaimState, reason: &str, now: i64) -> Event {
@@ -936,7 +938,8 @@ mod tests {
             [],
             claims,
             5,
-        );
+        )
+        .expect("restore");
         assert_eq!(states(&ev), ["claim:released"]);
         let plan = again.next_runs(5).remove(0);
         assert_eq!(plan.training_id, "tr-s");

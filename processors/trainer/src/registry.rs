@@ -385,6 +385,32 @@ mod tests {
     }
 
     #[test]
+    fn a_compacted_log_does_not_restore() {
+        let mut r = Registry::new();
+        let v1 = r.register("k", "t1", vec![], "h1".into(), vec![], manifest(), 0);
+        r.apply(&v1).expect("v1");
+        let v2 = r.register("k", "t2", vec![], "h2".into(), vec![], manifest(), 1);
+        r.apply(&v2).expect("v2");
+        let p2 = r.promote("k", 2, PROD, 2).expect("promote");
+        r.apply(&p2).expect("p2");
+        // What a log cleaner keeps of key "k": its newest event only.
+        let mut restored = Registry::new();
+        assert!(matches!(
+            restored.apply(&p2),
+            Err(RegistryError::NoSuchVersion { .. })
+        ));
+        let mut restored = Registry::new();
+        assert!(matches!(
+            restored.apply(&v2),
+            Err(RegistryError::OutOfOrder {
+                expected: 1,
+                got: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn invalid_events_are_refused() {
         let mut r = Registry::new();
         let mut v = r.register("k", "t", vec![], "h".into(), vec![], manifest(), 0);

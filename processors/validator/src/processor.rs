@@ -68,6 +68,69 @@ pub struct ValidatorProcessor {
     pub summary: Summary,
 }
 
+/// Longest text of a bar's names (exchange, symbol, timeframe) …
+pub const MAX_NAME_BYTES: usize = 128;
+/// … and of its `source`.
+pub const MAX_SOURCE_BYTES: usize = 4_096;
+/// How far a bar's start may lie after the moment it was published (the
+/// record's Kafka timestamp): a bar is published once it has closed.
+pub const MAX_LEAD_MS: i64 = 86_400_000;
+
+/// Why a raw bar is not a market observation at all (dead-lettered, not
+/// flagged): prices that are not positive finite numbers, a negative or
+/// non-finite volume, a start before 1970 or a day or more after it was
+/// published, names or source beyond their limits. A bar that is a market
+/// observation but inconsistent (low above high) is flagged instead.
+pub fn unusable(bar: &Bar, published_at: Option<i64>) -> Option<String> {
+    for (name, v) in [
+        ("open", bar.open),
+        ("high", bar.high),
+        ("low", bar.low),
+        ("close", bar.close),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return Some(format!("{name} = {v}: prices must be positive finite numbers"));
+        }
+    }
+    if !(bar.volume.is_finite() && bar.volume >= 0.0) {
+        return Some(format!(
+            "volume = {}: must be a finite number >= 0",
+            bar.volume
+        ));
+    }
+    if bar.ts < 0 {
+        return Some(format!("ts = {} is before 1970", bar.ts));
+    }
+    if let Some(at) = published_at.filter(|at| *at > 0) {
+        if bar.ts > at.saturating_add(MAX_LEAD_MS) {
+            return Some(format!(
+                "ts = {} starts {} h after the record was published ({at}): a clock or unit error",
+                bar.ts,
+                (bar.ts - at) / 3_600_000
+            ));
+        }
+    }
+    for (name, text) in [
+        ("exchange", &bar.exchange),
+        ("symbol", &bar.symbol),
+        ("timeframe", &bar.timeframe),
+    ] {
+        if text.len() > MAX_NAME_BYTES {
+            return Some(format!(
+                "{name} is {} bytes (at most {MAX_NAME_BYTES})",
+                text.len()
+            ));
+        }
+    }
+    if bar.source.len() > MAX_SOURCE_BYTES {
+        return Some(format!(
+            "source is {} bytes (at most {MAX_SOURCE_BYTES})",
+            bar.source.len()
+        ));
+    }
+    None
+}
+
 impl ValidatorProcessor {
     pub fn new(calendars: HashMap<String, Calendar>) -> Self {
         ValidatorProcessor {
@@ -173,12 +236,68 @@ impl Processor for ValidatorProcessor {
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
         match &input.value {
-            ValidatorInput::Bar(bar) => self.on_bar(bar, out),
+            ValidatorInput::Bar(bar) => {
+                if let Some(reason) = unusable(bar, input.timestamp) {
+                    return Err(ProcessError::invalid(reason));
+                }
+                self.on_bar(bar, out)
+            }
             ValidatorInput::Flag(flag) => self.on_flag(flag, out),
         }
     }
 
     fn rebuilds_from_inputs(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bar() -> Bar {
+        Bar {
+            exchange: "x".into(),
+            symbol: "Y".into(),
+            timeframe: "1m".into(),
+            ts: 1_600_000_000_000,
+            open: 10.0,
+            high: 11.0,
+            low: 9.0,
+            close: 10.5,
+            volume: 3.0,
+            source: "test".into(),
+            checksum: None,
+            revision: 0,
+        }
+    }
+
+    #[test]
+    fn records_that_are_no_market_observation_are_named() {
+        let published = Some(1_600_000_100_000);
+        assert_eq!(unusable(&bar(), published), None);
+        let cases: Vec<(Box<dyn Fn(&mut Bar)>, &str)> = vec![
+            (Box::new(|b| b.close = f64::NAN), "close = NaN"),
+            (Box::new(|b| b.low = -1.0), "low = -1"),
+            (Box::new(|b| b.open = 0.0), "open = 0"),
+            (Box::new(|b| b.volume = f64::INFINITY), "volume = inf"),
+            (Box::new(|b| b.ts = -5), "before 1970"),
+            (
+                Box::new(|b| b.ts = 1_600_000_000_000 + 365 * 86_400_000),
+                "clock or unit error",
+            ),
+            (Box::new(|b| b.source = "s".repeat(1_000_000)), "source is 1000000 bytes"),
+            (Box::new(|b| b.symbol = "s".repeat(90_000)), "symbol is 90000 bytes"),
+        ];
+        for (change, want) in cases {
+            let mut b = bar();
+            change(&mut b);
+            let reason = unusable(&b, published).expect(want);
+            assert!(reason.contains(want), "{reason} / {want}");
+        }
+        // Without a publication time only the bar itself is judged.
+        let mut future = bar();
+        future.ts += 365 * 86_400_000;
+        assert_eq!(unusable(&future, None), None);
     }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{
-    read_topic, ClientSettings, KafkaError, OutRecord, Producer, RunStats, RunnerConfig,
+    read_topic, values, ClientSettings, KafkaError, OutRecord, Producer, RunStats, RunnerConfig,
 };
 use autotrain_schemas::{DataClaim, ModelVersion, TrainingState, TrainingStatus, TrainingTrigger};
 use autotrain_topics::{
@@ -136,22 +136,42 @@ pub async fn run(
     .map_err(|e| KafkaError::Admin(format!("restore task: {e}")))??;
     // Statuses and claims are keyed by training id / model key over
     // several partitions: order them by time (ties keep partition order).
-    let mut statuses: Vec<TrainingStatus> =
-        statuses.into_iter().filter_map(|r| r.value.ok()).collect();
+    // A record of these topics that does not decode or fold stops the
+    // restore with its position: a registry missing an event is wrong.
+    let mut statuses = values(TRAINING_STATUS.name(), statuses)?;
     statuses.sort_by_key(|s| s.at);
-    let mut claims: Vec<DataClaim> = claims.into_iter().filter_map(|r| r.value.ok()).collect();
+    let mut claims = values(TRAINING_CLAIMS.name(), claims)?;
     claims.sort_by_key(|c| c.at);
-    let mut models: Vec<ModelVersion> = models.into_iter().filter_map(|r| r.value.ok()).collect();
-    models.sort_by_key(|m| m.at);
+    let mut models: Vec<(i32, i64, ModelVersion)> = models
+        .into_iter()
+        .map(|r| Ok((r.partition, r.offset, r.into_value(MODEL_UPDATES.name())?)))
+        .collect::<Result<_, KafkaError>>()?;
+    models.sort_by_key(|(_, _, m)| m.at);
     let known: std::collections::BTreeSet<String> =
         statuses.iter().map(|s| s.training_id.clone()).collect();
+    // Triggers that do not decode were dead-lettered by the intake when
+    // they arrived; they never became trainings.
     let triggers: Vec<TrainingTrigger> = triggers
         .into_iter()
         .filter_map(|r| r.value.ok())
         .filter(|t| known.contains(&crate::queue::training_id(t)))
         .collect();
     let restored_trainings = triggers.len();
-    let settled = core.restore(triggers, statuses, models, claims, clock());
+    let positions: Vec<(i32, i64)> = models.iter().map(|(p, o, _)| (*p, *o)).collect();
+    let settled = core
+        .restore(
+            triggers,
+            statuses,
+            models.into_iter().map(|(_, _, m)| m),
+            claims,
+            clock(),
+        )
+        .map_err(|(i, e)| KafkaError::Restore {
+            topic: settings.physical(MODEL_UPDATES.name()),
+            partition: positions[i].0,
+            offset: positions[i].1,
+            reason: e.to_string(),
+        })?;
 
     let producer = Producer::new(settings)?;
     publish(&producer, &settled, &counters).await?;
