@@ -209,3 +209,67 @@ async fn kafka_killed_and_restarted_midway_keeps_every_acknowledged_bar() -> Res
     }
     Ok(())
 }
+
+/// A replay over a stretch of a partition that holds only an aborted
+/// transaction (and nothing after it) ends at once with no records: the
+/// state rebuild of a processor whose upstream crashed mid-transaction
+/// must not wait for records that never become visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_replay_over_an_aborted_transaction_ends() -> Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+    let tb = TestBroker::kafka();
+    let settings = tb.fresh_topics("aborted").await?;
+    let topic = settings.physical("market.bars");
+    let producer: FutureProducer = settings
+        .producer_config()
+        .set("transactional.id", unique("aborted-txn"))
+        .set("message.timeout.ms", "60000")
+        .create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    let send = |n: usize| {
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            for i in 0..n {
+                let payload = format!("{i}");
+                producer
+                    .send(
+                        FutureRecord::to(&topic)
+                            .partition(0)
+                            .key("k")
+                            .payload(&payload),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)?;
+            }
+            Ok::<(), rdkafka::error::KafkaError>(())
+        }
+    };
+    producer.begin_transaction()?;
+    send(10).await?;
+    producer.commit_transaction(Duration::from_secs(30))?;
+    producer.begin_transaction()?;
+    send(10).await?;
+    producer.abort_transaction(Duration::from_secs(30))?;
+    // 0..10 committed, 10 its marker, 11..21 aborted, 21 the abort marker.
+    let config = settings.reader_config();
+    let started = std::time::Instant::now();
+    let (t, c) = (topic.clone(), config.clone());
+    let committed = tokio::task::spawn_blocking(move || {
+        autotrain_kafka::reader::read_range(&c, &t, 0, 0, 22, Duration::from_secs(30))
+    })
+    .await??;
+    assert_eq!(committed.len(), 10);
+    let aborted = tokio::task::spawn_blocking(move || {
+        autotrain_kafka::reader::read_range(&config, &topic, 0, 11, 22, Duration::from_secs(30))
+    })
+    .await??;
+    assert!(aborted.is_empty(), "{} aborted records read", aborted.len());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}

@@ -7,6 +7,8 @@
 pub mod exchange;
 #[path = "support/questdb.rs"]
 pub mod questdb;
+#[path = "support/reference.rs"]
+pub mod reference;
 #[path = "support/services.rs"]
 pub mod services;
 
@@ -192,6 +194,27 @@ pub fn shared_kafka() -> String {
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         })
         .clone()
+}
+
+/// Replaces a topic's configs through Kafka's admin API (AlterConfigs:
+/// configs not given return to the broker's defaults).
+pub async fn set_topic_configs(
+    bootstrap: &str,
+    topic: &str,
+    configs: &[(&str, &str)],
+) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let change = configs.iter().fold(
+        AlterConfig::new(ResourceSpecifier::Topic(topic)),
+        |c, (k, v)| c.set(k, v),
+    );
+    for r in admin.alter_configs(&[change], &AdminOptions::new()).await? {
+        r.map_err(|(_, e)| anyhow::anyhow!("alter configs of {topic}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Which broker a test runs against.

@@ -601,3 +601,230 @@ async fn an_open_gap_blocks_until_overridden_and_blocked_runs_can_be_cancelled()
     trainer.stop().await?;
     Ok(())
 }
+
+/// Topic configs that make Kafka's log cleaner run at once: a segment per
+/// 100 ms, cleanable at 1 % dirty.
+const AGGRESSIVE: [(&str, &str); 3] = [
+    ("segment.ms", "100"),
+    ("min.cleanable.dirty.ratio", "0.01"),
+    ("min.compaction.lag.ms", "0"),
+];
+
+fn with_aggressive<'a>(base: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    base.iter().copied().chain(AGGRESSIVE).collect()
+}
+
+/// Records of `logical` now on the broker (read from the log start).
+fn count(settings: &ClientSettings, logical: &str) -> Result<usize> {
+    Ok(read_topic(settings, logical, 0, Duration::from_secs(20))?.len())
+}
+
+/// Publishes `n` watermarks of one stream 150 ms apart (each in its own
+/// segment under [`AGGRESSIVE`]) and waits until the log cleaner has
+/// compacted them: proof that it ran over the topics of `settings`.
+async fn await_cleaner(settings: &ClientSettings, n: usize) -> Result<()> {
+    for i in 0..n {
+        let w = autotrain_schemas::SourceWatermark {
+            stream: "x:Y:1m".into(),
+            next_ts: i as i64,
+            bars: i as i64,
+            chunks: 1,
+            last_chunk_sha256: None,
+            source: "cleaner witness".into(),
+        };
+        publish(
+            settings,
+            autotrain_topics::SOURCE_WATERMARKS,
+            "x:Y:1m",
+            &[w],
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let s = settings.clone();
+        let left = tokio::task::spawn_blocking(move || count(&s, "source.watermarks")).await??;
+        if left < n / 2 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the log cleaner did not compact source.watermarks ({left} of {n} left)");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// On Apache Kafka with the log cleaner running hard, the registry keeps
+/// every event: a restarted trainer restores all versions, alias moves and
+/// manifests, numbers the next version on, and rolls back to v1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_registry_survives_the_log_cleaner_and_rolls_back_to_v1() -> Result<()> {
+    let kafka = Kafka::start_with(&["log.cleaner.backoff.ms=200"])?;
+    let broker = autotrain_kafka::Broker::connect_or_embed(Some(&kafka.bootstrap()))?;
+    let settings = broker.settings(&format!("{}.", unique("registry")));
+    autotrain_kafka::create_topics(&broker, &settings, &autotrain_topics::catalogue().topics, 1)
+        .await?;
+    let registry_topic = settings.physical(MODEL_UPDATES.name());
+    set_topic_configs(
+        &kafka.bootstrap(),
+        &registry_topic,
+        &with_aggressive(&[("cleanup.policy", "delete"), ("retention.ms", "-1")]),
+    )
+    .await?;
+    set_topic_configs(
+        &kafka.bootstrap(),
+        &settings.physical("source.watermarks"),
+        &with_aggressive(&[("cleanup.policy", "compact"), ("retention.ms", "-1")]),
+    )
+    .await?;
+    let store = tempfile::tempdir()?;
+    let vectors = vectors(5_000)?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors).await?;
+
+    // v1 (auto-promoted), v2 (staged, then promoted by ops), v3 (staged).
+    let trainer = start_trainer(&settings, trainer_config(store.path()));
+    for (name, auto) in [("a", true), ("b", false)] {
+        let t = trigger(&unique(name), &[], auto);
+        publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&t)).await?;
+        let v = ended(&settings, &format!("tr-{}", t.trigger_id)).await?;
+        assert_eq!(v.state, TrainingState::Completed, "{v:#?}");
+    }
+    publish(
+        &settings,
+        TRAINING_COMMANDS,
+        KEY,
+        &[command(CommandAction::Promote, None, Some(2))],
+    )
+    .await?;
+    wait_prod(&settings, 2).await?;
+    let c = trigger(&unique("c"), &[], false);
+    publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&c)).await?;
+    ended(&settings, &format!("tr-{}", c.trigger_id)).await?;
+    trainer.stop().await?;
+    let before = registry(&settings).await?;
+    let events_before = before.model(KEY).map(|m| m.events.len()).unwrap_or(0);
+    assert_eq!(events_before, 5, "3 registrations, 2 prod moves");
+
+    // The cleaner runs over the cluster's topics, then the trainer restarts.
+    await_cleaner(&settings, 20).await?;
+    assert_eq!(
+        count(&settings, MODEL_UPDATES.name())?,
+        events_before,
+        "the registry's log keeps every event"
+    );
+    let trainer = start_trainer(&settings, trainer_config(store.path()));
+    publish(
+        &settings,
+        TRAINING_COMMANDS,
+        KEY,
+        &[command(CommandAction::Rollback, None, Some(1))],
+    )
+    .await?;
+    let r = wait_prod(&settings, 1).await?;
+    let d = trigger(&unique("d"), &[], false);
+    publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&d)).await?;
+    let vd = ended(&settings, &format!("tr-{}", d.trigger_id)).await?;
+    assert_eq!(
+        vd.model_version,
+        Some(4),
+        "numbering continues after the restore"
+    );
+    trainer.stop().await?;
+
+    let model = r.model(KEY).expect("model");
+    let was = before.model(KEY).expect("model");
+    for v in 1..=3 {
+        assert_eq!(
+            model.versions.get(&v).and_then(|m| m.manifest.clone()),
+            was.versions.get(&v).and_then(|m| m.manifest.clone()),
+            "manifest of v{v}"
+        );
+    }
+    let back = model.events.last().expect("rollback");
+    assert_eq!(
+        (back.event, back.version, back.previous_version),
+        (autotrain_schemas::RegistryEvent::Rollback, 1, Some(2))
+    );
+    Ok(())
+}
+
+/// Were the registry's topic compacted, a restore could not fold what the
+/// cleaner left: the trainer refuses to start, naming the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_compacted_registry_fails_the_restore_loudly() -> Result<()> {
+    let kafka = Kafka::start_with(&["log.cleaner.backoff.ms=200"])?;
+    let broker = autotrain_kafka::Broker::connect_or_embed(Some(&kafka.bootstrap()))?;
+    let settings = broker.settings(&format!("{}.", unique("compacted")));
+    autotrain_kafka::create_topics(&broker, &settings, &autotrain_topics::catalogue().topics, 1)
+        .await?;
+    let registry_topic = settings.physical(MODEL_UPDATES.name());
+    set_topic_configs(
+        &kafka.bootstrap(),
+        &registry_topic,
+        &with_aggressive(&[("cleanup.policy", "compact"), ("retention.ms", "-1")]),
+    )
+    .await?;
+    // v1, prod → v1, v2, prod → v2, each in its own segment.
+    let mut r = Registry::new();
+    let manifest = autotrain_schemas::Manifest {
+        trigger_id: "t".into(),
+        code_version: "test".into(),
+        feature_contract_version: "1".into(),
+        inputs: Vec::new(),
+        split_version: "v1".into(),
+        reference_hash: "r".into(),
+        hyperparams: Vec::new(),
+        seed: 1,
+    };
+    let mut events = Vec::new();
+    for v in 1..=2 {
+        let e = r.register(
+            KEY,
+            &format!("tr-{v}"),
+            vec![],
+            format!("h{v}"),
+            vec![],
+            manifest.clone(),
+            v.into(),
+        );
+        r.apply(&e)?;
+        events.push(e);
+        let p = r.promote(KEY, v, PROD, i64::from(v) + 10)?;
+        r.apply(&p)?;
+        events.push(p);
+    }
+    for e in &events {
+        publish(&settings, MODEL_UPDATES, KEY, std::slice::from_ref(e)).await?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while count(&settings, MODEL_UPDATES.name())? == events.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the cleaner never compacted the registry"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let store = tempfile::tempdir()?;
+    let err = autotrain_trainer::service::run(
+        &settings,
+        trainer_config(store.path()),
+        autotrain_trainer::service::intake_config(&unique("trainer")),
+        now_ms,
+        Arc::new(autotrain_trainer::service::ServiceCounters::default()),
+        std::future::ready(()),
+    )
+    .await
+    .expect_err("a compacted registry cannot be restored");
+    let text = err.to_string();
+    assert!(
+        matches!(err, autotrain_kafka::KafkaError::Restore { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("cannot restore from {registry_topic}[")),
+        "{text}"
+    );
+    Ok(())
+}

@@ -57,7 +57,15 @@ impl Context {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match autotrain_kafka::list_topics(&self.settings, false).await {
+            let wait = limit.saturating_sub(started.elapsed()).clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(2),
+            );
+            let settings = self.settings.clone();
+            let probe =
+                tokio::task::spawn_blocking(move || autotrain_kafka::probe(&settings, wait))
+                    .await?;
+            match probe {
                 Ok(_) => {
                     if attempt > 1 {
                         eprintln!("reached Kafka at {}", self.settings.bootstrap);
@@ -70,7 +78,7 @@ impl Context {
                         self.settings.bootstrap,
                         limit.as_secs()
                     );
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
                 Err(e) => {
                     anyhow::bail!(

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use anyhow::{ensure, Context as _, Result};
-use autotrain_integration_tests::{data_file, shared_kafka, unique};
+use autotrain_integration_tests::{data_file, set_topic_configs, shared_kafka, unique};
 
 fn autotrain(args: &[&str]) -> Result<Output> {
     Ok(Command::new(env!("CARGO_BIN_EXE_autotrain"))
@@ -326,8 +326,19 @@ fn ops_tools_against_kafka() -> Result<()> {
         .args(["--brokers", &b, "topics", "create"])
         .env("AUTOTRAIN__TOPIC_PREFIX", &lossy)
         .output()?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    alter_topic_config(&b, &registry, "cleanup.policy", "compact")?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(set_topic_configs(
+            &b,
+            &registry,
+            &[("cleanup.policy", "compact"), ("retention.ms", "-1")],
+        ))?;
     let check = Command::new(env!("CARGO_BIN_EXE_autotrain"))
         .args(["--brokers", &b, "topics", "check"])
         .env("AUTOTRAIN__TOPIC_PREFIX", &lossy)
@@ -335,28 +346,11 @@ fn ops_tools_against_kafka() -> Result<()> {
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(!check.status.success(), "{text}");
     assert!(
-        text.contains(&format!("{registry}: cleanup.policy = compact WOULD LOSE DATA")),
+        text.contains(&format!(
+            "{registry}: cleanup.policy = compact WOULD LOSE DATA"
+        )),
         "{text}"
     );
-    Ok(())
-}
-
-/// Sets one config of a topic through Kafka's admin API (kafka-configs).
-fn alter_topic_config(bootstrap: &str, topic: &str, key: &str, value: &str) -> Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let results = rt.block_on(admin.alter_configs(
-        &[AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value)],
-        &AdminOptions::new(),
-    ))?;
-    for r in results {
-        r.map_err(|(_, e)| anyhow::anyhow!("alter {topic}: {e}"))?;
-    }
     Ok(())
 }
 

@@ -184,6 +184,14 @@ async fn wait_until_visible(settings: &ClientSettings, names: &[String]) -> Resu
     }
 }
 
+/// Asks the cluster for its metadata, waiting at most `timeout`: the number
+/// of brokers it reports. Blocking.
+pub fn probe(settings: &ClientSettings, timeout: Duration) -> Result<usize, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = settings.producer_config().create()?;
+    let metadata = admin.inner().fetch_metadata(None, timeout)?;
+    Ok(metadata.brokers().len())
+}
+
 /// Topics on the cluster (internal `__` topics left out), optionally with
 /// their configs.
 pub async fn list_topics(

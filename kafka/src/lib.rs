@@ -39,7 +39,7 @@ pub mod settings;
 pub mod sink;
 pub mod transaction;
 
-pub use admin::{check_topics, create_topics, list_topics, Drift, TopicState};
+pub use admin::{check_topics, create_topics, list_topics, probe, Drift, TopicState};
 pub use broker::Broker;
 pub use dedupe::Dedupe;
 pub use error::{KafkaError, ProcessError};

@@ -85,6 +85,11 @@ impl Producer {
             .set(
                 "transaction.timeout.ms",
                 transaction_timeout.as_millis().to_string(),
+            )
+            // A send cannot outlive its transaction.
+            .set(
+                "message.timeout.ms",
+                transaction_timeout.as_millis().to_string(),
             );
         let inner: FutureProducer = config.create()?;
         inner

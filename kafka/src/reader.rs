@@ -53,8 +53,10 @@ pub fn read_range(
     while Instant::now() < deadline {
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
+                // Past the range (markers and aborted records before `end`
+                // are skipped without a message).
                 if m.offset() >= end {
-                    break;
+                    return Ok(out);
                 }
                 out.push(Replayed {
                     offset: m.offset(),
@@ -69,13 +71,36 @@ pub fn read_range(
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(out),
             Some(Err(e)) => return Err(e.into()),
-            None => {}
+            None => {
+                // Aborted records and transaction markers are skipped
+                // without a message: the position says the range is done.
+                if position(&reader, physical, partition).is_some_and(|p| p >= end) {
+                    return Ok(out);
+                }
+            }
         }
     }
+    let (low, high) = reader
+        .fetch_watermarks(physical, partition, Duration::from_secs(5))
+        .unwrap_or((-1, -1));
     Err(KafkaError::Admin(format!(
-        "reading {physical}[{partition}] {start}..{end} timed out after {timeout:?} at {} record(s)",
-        out.len()
+        "reading {physical}[{partition}] {start}..{end} timed out after {timeout:?} at {} record(s) (position {:?}, log {low}..{high})",
+        out.len(),
+        position(&reader, physical, partition)
     )))
+}
+
+/// The consumer's position in one assigned partition, if it has one.
+fn position<C: ConsumerContext>(
+    reader: &BaseConsumer<C>,
+    physical: &str,
+    partition: i32,
+) -> Option<i64> {
+    let tpl = reader.position().ok()?;
+    match tpl.find_partition(physical, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
 }
 
 /// One record of a topic read to its end, decoded.

@@ -744,9 +744,7 @@ impl<P: Processor> Loop<'_, P> {
                 }
             }
             if !self.config.strict_log_start {
-                if self.processor.rebuilds_from_inputs()
-                    && self.seen_up_to.get(&key) == Some(&e)
-                {
+                if self.processor.rebuilds_from_inputs() && self.seen_up_to.get(&key) == Some(&e) {
                     self.seen_up_to.insert(key, raw.offset);
                 }
                 return Ok(());

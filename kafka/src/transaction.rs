@@ -169,10 +169,9 @@ impl Transactions {
                 Err(e) => e,
             };
             let (fatal, retriable) = match &e {
-                rdkafka::error::KafkaError::Transaction(t) => (
-                    t.is_fatal(),
-                    t.is_retriable() && !t.txn_requires_abort(),
-                ),
+                rdkafka::error::KafkaError::Transaction(t) => {
+                    (t.is_fatal(), t.is_retriable() && !t.txn_requires_abort())
+                }
                 _ => (false, false),
             };
             if fatal {
@@ -195,14 +194,10 @@ impl Transactions {
             s.inputs = 0;
             s.offsets.clear();
             return Err(match aborted {
-                Ok(()) => KafkaError::TransactionAborted(format!(
-                    "{inputs} input(s) of {}: {e}",
-                    self.id
-                )),
-                Err(a) => KafkaError::Fenced(format!(
-                    "abort of {} failed after {e}: {a}",
-                    self.id
-                )),
+                Ok(()) => {
+                    KafkaError::TransactionAborted(format!("{inputs} input(s) of {}: {e}", self.id))
+                }
+                Err(a) => KafkaError::Fenced(format!("abort of {} failed after {e}: {a}", self.id)),
             });
         }
     }

@@ -110,14 +110,14 @@ mod tests {
             Catalogue::parse(&entry("a", "Bar", "colour = \"red\"")),
             Err(CatalogueError::Parse(_))
         ));
-        let compacted_log = entry("a", "Bar", "event_log = true")
-            .replace("\"delete\"", "\"compact\"");
+        let compacted_log =
+            entry("a", "Bar", "event_log = true").replace("\"delete\"", "\"compact\"");
         assert!(matches!(
             Catalogue::parse(&compacted_log),
             Err(CatalogueError::LossyEventLog(_))
         ));
-        let expiring_log =
-            entry("a", "Bar", "event_log = true").replace("retention_ms = -1", "retention_ms = 1000");
+        let expiring_log = entry("a", "Bar", "event_log = true")
+            .replace("retention_ms = -1", "retention_ms = 1000");
         assert!(matches!(
             Catalogue::parse(&expiring_log),
             Err(CatalogueError::LossyEventLog(_))

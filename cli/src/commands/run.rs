@@ -166,17 +166,11 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
         }
         RunCommand::Features(args) => {
             let contract = autotrain_features::Contract::bundled()?;
-            let (core, stats) = serve(
-                &ctx,
-                config,
-                &args.group,
-                &[MARKET_BARS.name()],
-                || {
-                    std::future::ready(Ok(autotrain_features::FeaturesProcessor::new(
-                        contract.clone(),
-                    )))
-                },
-            )
+            let (core, stats) = serve(&ctx, config, &args.group, &[MARKET_BARS.name()], || {
+                std::future::ready(Ok(autotrain_features::FeaturesProcessor::new(
+                    contract.clone(),
+                )))
+            })
             .await?;
             eprintln!(
                 "features stopped: {}",

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use autotrain_kafka::reader::committed;
 use autotrain_kafka::{
-    read_topic, values, ClientSettings, Inbound, Incoming, KafkaError, Outputs, ProcessError, Processor,
+    read_topic, values, ClientSettings, Inbound, Incoming, KafkaError, Outputs, ProcessError,
+    Processor,
 };
 use autotrain_schemas::{
     decode, FeatureVector, ParamUpdate, PresetRegistration, RegimePosterior, TradeOutcome,

@@ -932,14 +932,15 @@ mod tests {
             }
         }
         let mut again = Trainer::new(TrainerConfig::default());
-        let ev = again.restore(
-            [trigger("s", &[("mode", "strict")], false)],
-            statuses,
-            [],
-            claims,
-            5,
-        )
-        .expect("restore");
+        let ev = again
+            .restore(
+                [trigger("s", &[("mode", "strict")], false)],
+                statuses,
+                [],
+                claims,
+                5,
+            )
+            .expect("restore");
         assert_eq!(states(&ev), ["claim:released"]);
         let plan = again.next_runs(5).remove(0);
         assert_eq!(plan.training_id, "tr-s");

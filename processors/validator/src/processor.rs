@@ -89,7 +89,9 @@ pub fn unusable(bar: &Bar, published_at: Option<i64>) -> Option<String> {
         ("close", bar.close),
     ] {
         if !(v.is_finite() && v > 0.0) {
-            return Some(format!("{name} = {v}: prices must be positive finite numbers"));
+            return Some(format!(
+                "{name} = {v}: prices must be positive finite numbers"
+            ));
         }
     }
     if !(bar.volume.is_finite() && bar.volume >= 0.0) {
@@ -286,8 +288,14 @@ mod tests {
                 Box::new(|b| b.ts = 1_600_000_000_000 + 365 * 86_400_000),
                 "clock or unit error",
             ),
-            (Box::new(|b| b.source = "s".repeat(1_000_000)), "source is 1000000 bytes"),
-            (Box::new(|b| b.symbol = "s".repeat(90_000)), "symbol is 90000 bytes"),
+            (
+                Box::new(|b| b.source = "s".repeat(1_000_000)),
+                "source is 1000000 bytes",
+            ),
+            (
+                Box::new(|b| b.symbol = "s".repeat(90_000)),
+                "symbol is 90000 bytes",
+            ),
         ];
         for (change, want) in cases {
             let mut b = bar();

@@ -1,0 +1,402 @@
+//! The processors as users deploy them on Apache Kafka: `autotrain run
+//! validator` and `autotrain run features` as separate processes, each in
+//! its consumer group, exactly-once. Every scenario feeds 100,000 real bars
+//! and compares what a `read_committed` reader of `market.bars`,
+//! `market.flags` and `features` sees with an offline run of the same cores
+//! (`reference`): every record once, by event id and by content.
+//!
+//! - kill -9 of each processor at three random moments, restarted each time;
+//! - two instances of each in one group (scale-out), one of each killed for
+//!   good mid-stream: the survivors take over its partitions;
+//! - the Kafka process stopped mid-stream and started again on its data;
+//! - a processor that cannot reach any broker says so and gives up after
+//!   its configured time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use autotrain_integration_tests::reference::{same_records, validator_then_features, ByTopic};
+use autotrain_integration_tests::{
+    bars, produce_bars, read_topic, shared_kafka, unique, Kafka, TestBroker,
+};
+use autotrain_kafka::{Broker, ClientSettings};
+use autotrain_schemas::Bar;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// 100,000 real bars: BTC/USD and ETH/USD whole, LTC/USD in part.
+fn input() -> Vec<Bar> {
+    let mut all = bars("bitfinex_BTCUSD_30m.csv", 35_000);
+    all.extend(bars("bitfinex_ETHUSD_30m.csv", 35_000));
+    all.extend(bars("bitfinex_LTCUSD_30m.csv", 30_000));
+    all
+}
+
+/// One `autotrain run PROCESSOR` process.
+struct Service {
+    child: Child,
+    what: String,
+    log: PathBuf,
+}
+
+impl Service {
+    fn spawn(
+        bootstrap: &str,
+        prefix: &str,
+        processor: &str,
+        instance: &str,
+        logs: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let what = format!("{processor}.{instance}");
+        let log = logs.join(format!("{what}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+            .args(["--brokers", bootstrap, "run", processor])
+            .args(["--group", &format!("{prefix}{processor}")])
+            .env_remove("AUTOTRAIN_BROKERS")
+            .env("AUTOTRAIN__TOPIC_PREFIX", prefix)
+            .env("AUTOTRAIN__RUNNER__DELIVERY", "exactly_once")
+            .env("AUTOTRAIN__RUNNER__INSTANCE", instance)
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
+            .env("AUTOTRAIN__LOG__LEVEL", "info,librdkafka=warn,rdkafka=warn")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .with_context(|| format!("spawn {what}"))?;
+        Ok(Service { child, what, log })
+    }
+
+    /// SIGKILL: no shutdown, no final commit, a transaction maybe open.
+    fn kill9(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn alive(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Records on a topic so far (sum of high watermarks: transaction markers
+/// and aborted records included; a progress gauge, not a count).
+fn end_offsets(settings: &ClientSettings, logical: &str) -> Result<i64> {
+    let topic = settings.physical(logical);
+    let c: BaseConsumer = settings.reader_config().create()?;
+    let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut sum = 0;
+    for p in parts {
+        sum += c.fetch_watermarks(&topic, p, Duration::from_secs(10))?.1;
+    }
+    Ok(sum)
+}
+
+/// Waits until a `read_committed` reader sees at least `want` records on
+/// each topic, or fails after `limit` with the services' logs.
+fn await_outputs(
+    settings: &ClientSettings,
+    expected: &ByTopic,
+    services: &mut [Service],
+    limit: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    for (topic, want) in expected {
+        loop {
+            let n = read_topic(settings, topic, 0, Duration::from_secs(60))?.len();
+            if n >= want.len() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = services
+                    .iter()
+                    .map(|s| format!("--- {} ---\n{}", s.what, s.log_tail()))
+                    .collect();
+                bail!(
+                    "{topic}: {n} of {} records after {limit:?}\n{}",
+                    want.len(),
+                    logs.join("\n")
+                );
+            }
+            for s in services.iter_mut() {
+                if !s.alive()? {
+                    bail!("{} exited:\n{}", s.what, s.log_tail());
+                }
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    Ok(())
+}
+
+/// Reads every expected topic (read_committed) and compares it with the
+/// offline run: every record exactly once.
+fn verify(settings: &ClientSettings, expected: &ByTopic) -> Result<()> {
+    // Let anything a zombie might still write arrive before the final read.
+    std::thread::sleep(Duration::from_secs(3));
+    for (topic, want) in expected {
+        let got = read_topic(settings, topic, want.len(), Duration::from_secs(120))?;
+        same_records(topic, &got, want)?;
+        eprintln!("{topic}: {} records, each exactly once", got.len());
+    }
+    let dlq = read_topic(settings, "market.bars.dlq", 0, Duration::from_secs(30))?;
+    assert!(
+        dlq.is_empty(),
+        "no dead letters from real bars: {}",
+        dlq.len()
+    );
+    Ok(())
+}
+
+/// A deterministic xorshift for kill moments (seed in the test).
+fn fractions(seed: u64, n: usize) -> Vec<f64> {
+    let mut x = seed;
+    let mut out: Vec<f64> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            0.1 + 0.8 * ((x >> 11) as f64 / (1u64 << 53) as f64)
+        })
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+async fn fresh(broker: &TestBroker, name: &str) -> Result<ClientSettings> {
+    broker.fresh_topics(name).await
+}
+
+#[test]
+fn exactly_once_through_kill_9_of_each_processor_three_times() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let bootstrap = shared_kafka();
+    let settings = rt.block_on(fresh(&TestBroker::kafka(), "eos"))?;
+    let prefix = settings.topic_prefix.clone();
+    let logs = tempfile::tempdir()?;
+    let input = input();
+    let expected = validator_then_features(&input)?;
+    let expected_bars = expected.get("market.bars").map_or(0, |m| m.len()) as f64;
+    let expected_features = expected.get("features").map_or(0, |m| m.len()) as f64;
+    rt.block_on(produce_bars(&settings, &input))?;
+
+    let mut validator = Service::spawn(&bootstrap, &prefix, "validator", "a", logs.path(), &[])?;
+    let mut features = Service::spawn(&bootstrap, &prefix, "features", "a", logs.path(), &[])?;
+    // Kill moments: fractions of each stage's output, seeded.
+    let mut kills: Vec<(f64, &str)> = fractions(0x5eed_0001, 3)
+        .into_iter()
+        .map(|f| (f * expected_bars, "validator"))
+        .chain(
+            fractions(0x5eed_0002, 3)
+                .into_iter()
+                .map(|f| (f * expected_features, "features")),
+        )
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let logs_of = |v: &Service, f: &Service| {
+        format!(
+            "--- {} ---\n{}\n--- {} ---\n{}",
+            v.what,
+            v.log_tail(),
+            f.what,
+            f.log_tail()
+        )
+    };
+    let mut last_kill: std::collections::HashMap<&str, f64> = Default::default();
+    while !kills.is_empty() {
+        if Instant::now() > deadline {
+            bail!(
+                "kills not done: {kills:?}\n{}",
+                logs_of(&validator, &features)
+            );
+        }
+        for s in [&mut validator, &mut features] {
+            if !s.alive()? {
+                bail!("{} exited:\n{}", s.what, s.log_tail());
+            }
+        }
+        let bars_now = end_offsets(&settings, "market.bars")? as f64;
+        let features_now = end_offsets(&settings, "features")? as f64;
+        // Each kill lands on output the stage made since its last restart.
+        let mut killed = Vec::new();
+        let mut left = Vec::new();
+        for (at, which) in kills {
+            let now = if which == "validator" {
+                bars_now
+            } else {
+                features_now
+            };
+            let fresh = last_kill.get(which).is_none_or(|last| now > *last);
+            if now < at || killed.contains(&which) || !fresh {
+                left.push((at, which));
+                continue;
+            }
+            last_kill.insert(which, now);
+            let s = if which == "validator" {
+                &mut validator
+            } else {
+                &mut features
+            };
+            eprintln!("kill -9 {} at {now} outputs", s.what);
+            s.kill9()?;
+            *s = Service::spawn(&bootstrap, &prefix, which, "a", logs.path(), &[])?;
+            killed.push(which);
+        }
+        kills = left;
+        std::thread::sleep(Duration::from_millis(if killed.is_empty() {
+            100
+        } else {
+            3_000
+        }));
+    }
+    let mut services = [validator, features];
+    await_outputs(
+        &settings,
+        &expected,
+        &mut services,
+        Duration::from_secs(600),
+    )?;
+    verify(&settings, &expected)
+}
+
+#[test]
+fn scale_out_two_instances_per_group_one_killed_for_good() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let bootstrap = shared_kafka();
+    let settings = rt.block_on(fresh(&TestBroker::kafka(), "scale"))?;
+    let prefix = settings.topic_prefix.clone();
+    let logs = tempfile::tempdir()?;
+    let input = input();
+    let expected = validator_then_features(&input)?;
+    let half = expected.get("features").map_or(0, |m| m.len()) as i64 / 2;
+    let mut services = vec![
+        Service::spawn(&bootstrap, &prefix, "validator", "a", logs.path(), &[])?,
+        Service::spawn(&bootstrap, &prefix, "validator", "b", logs.path(), &[])?,
+        Service::spawn(&bootstrap, &prefix, "features", "a", logs.path(), &[])?,
+        Service::spawn(&bootstrap, &prefix, "features", "b", logs.path(), &[])?,
+    ];
+    // Both members of each group join before the bars arrive.
+    std::thread::sleep(Duration::from_secs(5));
+    rt.block_on(produce_bars(&settings, &input))?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while end_offsets(&settings, "features")? < half {
+        assert!(Instant::now() < deadline, "features never reached half way");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Validator a and features b die; nobody restarts them.
+    services[0].kill9()?;
+    services[3].kill9()?;
+    let mut survivors: Vec<Service> = services.drain(1..3).collect();
+    await_outputs(
+        &settings,
+        &expected,
+        &mut survivors,
+        Duration::from_secs(600),
+    )?;
+    verify(&settings, &expected)
+}
+
+#[test]
+fn broker_stopped_and_restarted_mid_stream() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut kafka = Kafka::start()?;
+    let bootstrap = kafka.bootstrap();
+    let broker = Broker::connect_or_embed(Some(&bootstrap))?;
+    let settings = broker.settings(&format!("{}.", unique("restart")));
+    rt.block_on(autotrain_kafka::create_topics(
+        &broker,
+        &settings,
+        &autotrain_topics::catalogue().topics,
+        1,
+    ))?;
+    let prefix = settings.topic_prefix.clone();
+    let logs = tempfile::tempdir()?;
+    let input = input();
+    let expected = validator_then_features(&input)?;
+    let (first, second) = input.split_at(input.len() / 2);
+    rt.block_on(produce_bars(&settings, first))?;
+    let mut services = vec![
+        Service::spawn(&bootstrap, &prefix, "validator", "a", logs.path(), &[])?,
+        Service::spawn(&bootstrap, &prefix, "features", "a", logs.path(), &[])?,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while end_offsets(&settings, "features")? < 10_000 {
+        assert!(Instant::now() < deadline, "features never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kafka.stop()?;
+    eprintln!("kafka stopped");
+    std::thread::sleep(Duration::from_secs(3));
+    kafka.restart()?;
+    eprintln!("kafka started again");
+    rt.block_on(produce_bars(&settings, second))?;
+    await_outputs(
+        &settings,
+        &expected,
+        &mut services,
+        Duration::from_secs(600),
+    )?;
+    verify(&settings, &expected)?;
+    let said: String = services.iter().map(Service::log_tail).collect();
+    drop(services);
+    eprintln!("{said}");
+    Ok(())
+}
+
+#[test]
+fn a_processor_without_a_broker_says_so_and_gives_up_in_time() -> Result<()> {
+    let logs = tempfile::tempdir()?;
+    let nobody = format!("127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    });
+    let started = Instant::now();
+    let mut s = Service::spawn(
+        &nobody,
+        "nobody.",
+        "validator",
+        "a",
+        logs.path(),
+        &[("AUTOTRAIN__RUNNER__CONNECT_TIMEOUT_S", "5")],
+    )?;
+    let status = loop {
+        if let Some(status) = s.child.try_wait()? {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "still running: {}",
+            s.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = std::fs::read_to_string(&s.log)?;
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!("cannot reach Kafka at {nobody}")),
+        "{log}"
+    );
+    assert!(log.contains("retrying"), "{log}");
+    assert!(log.contains("after 5 s"), "{log}");
+    Ok(())
+}
