@@ -149,14 +149,20 @@ impl Transactions {
         };
         let client: &FutureProducer = self.producer.client();
         let mut attempt = 0;
+        // A commit that timed out is still in progress: only the commit is
+        // retried (librdkafka refuses a second send_offsets or an abort).
+        let mut offsets_sent = partitions == 0;
         loop {
             attempt += 1;
-            let result = if partitions > 0 {
-                client.send_offsets_to_transaction(&tpl, cgm, self.timeout)
-            } else {
+            let result = if offsets_sent {
                 Ok(())
+            } else {
+                client.send_offsets_to_transaction(&tpl, cgm, self.timeout)
             }
-            .and_then(|()| client.commit_transaction(self.timeout));
+            .and_then(|()| {
+                offsets_sent = true;
+                client.commit_transaction(self.timeout)
+            });
             let e = match result {
                 Ok(()) => {
                     let mut s = self.state();
