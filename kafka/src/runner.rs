@@ -506,9 +506,16 @@ impl<P: Processor> Loop<'_, P> {
         let cgm = consumer.group_metadata().ok_or_else(|| {
             KafkaError::TransactionAborted("consumer has no group metadata".into())
         })?;
+        let started = Instant::now();
         let done = tokio::task::spawn_blocking(move || txn.commit(&cgm))
             .await
             .map_err(|e| KafkaError::Admin(format!("commit task: {e}")))??;
+        tracing::debug!(
+            inputs = done.inputs,
+            partitions = done.partitions,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "transaction committed"
+        );
         bump(&self.counters.transactions);
         self.counters
             .acknowledged

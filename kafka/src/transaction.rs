@@ -148,6 +148,13 @@ impl Transactions {
             (tpl, s.inputs, s.offsets.len())
         };
         let client: &FutureProducer = self.producer.client();
+        // rust-rdkafka's commit flushes by polling in 100 ms steps, which
+        // made every commit take 100 ms; the producer's own thread serves
+        // the delivery reports, so wait for them in 1 ms steps first.
+        let flushed_by = Instant::now() + self.timeout;
+        while client.in_flight_count() > 0 && Instant::now() < flushed_by {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut attempt = 0;
         // A commit that timed out is still in progress: only the commit is
         // retried (librdkafka refuses a second send_offsets or an abort).

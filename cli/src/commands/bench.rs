@@ -520,10 +520,15 @@ pub struct ValidateArgs {
     /// Bars to validate (the bundled BTC/USD file, repeated forward in time).
     #[arg(long, default_value_t = 1_000_000)]
     pub bars: usize,
-    /// Bars for the run through the embedded broker (synthetic, seeded,
-    /// over 8 instruments); 0 skips it.
+    /// Bars for the runs through a broker (synthetic, seeded, over 64
+    /// instruments): the embedded one, and with `--brokers` an external
+    /// cluster, at-least-once and exactly-once; 0 skips them.
     #[arg(long, default_value_t = 200_000)]
     pub broker_bars: usize,
+    /// Partitions of `market.bars.raw` and `market.bars` on the external
+    /// cluster.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: i32,
 }
 
 fn bench_validate(args: &ValidateArgs) -> Result<()> {
@@ -641,6 +646,160 @@ async fn bench_validate_broker(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The validator through an external cluster: `n` synthetic bars published
+/// to `market.bars.raw` beforehand, then validated from the backlog until
+/// all of them are committed (bars/s); then 20,000 more at 5,000 bars/s,
+/// each timed from its send to its arrival at a `read_committed` reader of
+/// `market.bars` (latency).
+async fn bench_validate_external(
+    bootstrap: &str,
+    n: usize,
+    exactly_once: bool,
+    partitions: i32,
+) -> Result<()> {
+    use autotrain_connector_synthetic::{Generator, SyntheticConfig};
+    use autotrain_topics::{MARKET_BARS, MARKET_BARS_RAW};
+    use autotrain_validator::ValidatorProcessor;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let mode = if exactly_once { "exactly-once" } else { "at-least-once" };
+    let broker = Broker::connect_or_embed(Some(bootstrap))?;
+    let tag = format!("bench-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
+    let settings = broker.settings(&format!("{tag}.{mode}."));
+    let specs: Vec<TopicSpec> = autotrain_topics::catalogue()
+        .topics
+        .iter()
+        .cloned()
+        .map(|mut t| {
+            if t.name == MARKET_BARS_RAW.name() || t.name == MARKET_BARS.name() {
+                t.partitions = partitions;
+            }
+            t
+        })
+        .collect();
+    create_topics(&broker, &settings, &specs, 1).await?;
+    let paced = 20_000usize;
+    let mut bars = Generator::new(SyntheticConfig::new(7, 64, "1m", 60_000)).map(|g| g.bar);
+    let producer = Producer::new(&settings)?;
+    let mut pending = Vec::with_capacity(n);
+    for bar in bars.by_ref().take(n) {
+        pending.push(
+            producer
+                .enqueue(&OutRecord::from_content(MARKET_BARS_RAW, &bar.instrument(), &bar)?)
+                .await?,
+        );
+    }
+    for p in pending {
+        p.confirm().await?;
+    }
+
+    let counters = Arc::new(Counters::default());
+    let mut rc = RunnerConfig::new(format!("{tag}-{mode}-validator"), &[MARKET_BARS_RAW.name()]);
+    if exactly_once {
+        rc.exactly_once = Some(autotrain_kafka::ExactlyOnce::new(format!("{tag}-{mode}")));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let validating = tokio::spawn({
+        let (settings, counters) = (settings.clone(), counters.clone());
+        async move {
+            autotrain_kafka::run(&settings, &rc, ValidatorProcessor::default(), counters, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        }
+    });
+    let started = Instant::now();
+    while counters.snapshot().acknowledged < n as u64 {
+        if validating.is_finished() {
+            anyhow::bail!("validator stopped early: {:?}", validating.await?);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let backlog = counters.snapshot();
+
+    // Latency: paced sends, timed at a read_committed reader of market.bars.
+    let reader: StreamConsumer = settings
+        .consumer_config(&format!("{tag}-{mode}-reader"))
+        .set("auto.offset.reset", "latest")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    reader.subscribe(&[settings.physical(MARKET_BARS.name()).as_str()])?;
+    while reader.assignment()?.count() == 0 {
+        let _ = tokio::time::timeout(Duration::from_millis(100), reader.recv()).await;
+    }
+    let sent_at: Arc<std::sync::Mutex<std::collections::HashMap<(String, i64), Instant>>> =
+        Arc::default();
+    let sending = {
+        let (settings, sent_at) = (settings.clone(), sent_at.clone());
+        let paced_bars: Vec<Bar> = bars.take(paced).collect();
+        tokio::spawn(async move {
+            let producer = Producer::new(&settings)?;
+            let every = Duration::from_micros(200);
+            let t0 = Instant::now();
+            for (i, bar) in paced_bars.iter().enumerate() {
+                let due = t0 + every * i as u32;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
+                let record = OutRecord::from_content(MARKET_BARS_RAW, &bar.instrument(), bar)?;
+                sent_at
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .insert((bar.instrument(), bar.ts), Instant::now());
+                drop(producer.enqueue(&record).await?);
+            }
+            producer.flush(Duration::from_secs(30))?;
+            Ok::<(), anyhow::Error>(())
+        })
+    };
+    let mut latency = Histogram::<u64>::new(3)?;
+    // Bars held as anomalies never reach market.bars: stop once the sender
+    // is done and nothing arrived for 3 s.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = Instant::now();
+    while latency.len() < paced as u64 && Instant::now() < deadline {
+        if sending.is_finished() && last.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), reader.recv()).await
+        else {
+            continue;
+        };
+        last = Instant::now();
+        let bar: Bar = decode(m.payload().unwrap_or_default())?;
+        let sent = sent_at
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .get(&(bar.instrument(), bar.ts))
+            .copied();
+        if let Some(sent) = sent {
+            latency.record(sent.elapsed().as_micros() as u64)?;
+        }
+    }
+    sending.await??;
+    let _ = stop_tx.send(());
+    let (_, stats) = validating.await??;
+    let per_txn = if backlog.transactions > 0 {
+        format!(
+            "{:.0} inputs per transaction ({} transactions, at most 10,000 inputs / 100 ms each)",
+            backlog.acknowledged as f64 / backlog.transactions as f64,
+            backlog.transactions
+        )
+    } else {
+        "no transactions".into()
+    };
+    println!(
+        "validator through Kafka at {bootstrap}, {mode}, {partitions} partitions: {n} bars in {secs:.2} s = {:.0} bars/s from the backlog ({per_txn}); paced 5,000 bars/s: {} bars seen by a read_committed reader, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; runner {stats:?}",
+        n as f64 / secs,
+        latency.len(),
+        latency.value_at_quantile(0.5) as f64 / 1_000.0,
+        latency.value_at_quantile(0.99) as f64 / 1_000.0,
+        latency.max() as f64 / 1_000.0,
+    );
+    Ok(())
+}
+
 #[derive(Debug, clap::Args)]
 pub struct WireArgs {
     /// Bars for the in-process codec and the embedded-broker run.
@@ -652,7 +811,8 @@ pub struct WireArgs {
     /// Partitions of the benchmark topic.
     #[arg(long, default_value_t = 32)]
     pub partitions: i32,
-    /// Also run through this external broker (e.g. Tansu at 127.0.0.1:9092).
+    /// Also run through this external broker (e.g. `scripts/kafka start`'s
+    /// 127.0.0.1:9092).
     #[arg(long)]
     pub external: Option<String>,
     /// Bars for the external-broker run.
@@ -859,6 +1019,12 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> Result<()> {
             bench_validate(&args)?;
             if args.broker_bars > 0 {
                 bench_validate_broker(args.broker_bars).await?;
+                if let Some(b) = config.brokers.as_deref() {
+                    for exactly_once in [false, true] {
+                        bench_validate_external(b, args.broker_bars, exactly_once, args.partitions)
+                            .await?;
+                    }
+                }
             }
         }
         BenchCommand::Drift(args) => bench_drift(&args)?,
