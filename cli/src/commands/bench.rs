@@ -662,9 +662,17 @@ async fn bench_validate_external(
     use autotrain_validator::ValidatorProcessor;
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::Message;
-    let mode = if exactly_once { "exactly-once" } else { "at-least-once" };
+    let mode = if exactly_once {
+        "exactly-once"
+    } else {
+        "at-least-once"
+    };
     let broker = Broker::connect_or_embed(Some(bootstrap))?;
-    let tag = format!("bench-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
+    let tag = format!(
+        "bench-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
     let settings = broker.settings(&format!("{tag}.{mode}."));
     let specs: Vec<TopicSpec> = autotrain_topics::catalogue()
         .topics
@@ -685,7 +693,11 @@ async fn bench_validate_external(
     for bar in bars.by_ref().take(n) {
         pending.push(
             producer
-                .enqueue(&OutRecord::from_content(MARKET_BARS_RAW, &bar.instrument(), &bar)?)
+                .enqueue(&OutRecord::from_content(
+                    MARKET_BARS_RAW,
+                    &bar.instrument(),
+                    &bar,
+                )?)
                 .await?,
         );
     }
@@ -702,9 +714,15 @@ async fn bench_validate_external(
     let validating = tokio::spawn({
         let (settings, counters) = (settings.clone(), counters.clone());
         async move {
-            autotrain_kafka::run(&settings, &rc, ValidatorProcessor::default(), counters, async {
-                let _ = stop_rx.await;
-            })
+            autotrain_kafka::run(
+                &settings,
+                &rc,
+                ValidatorProcessor::default(),
+                counters,
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
             .await
         }
     });

@@ -278,7 +278,8 @@ mod tests {
     fn records_that_are_no_market_observation_are_named() {
         let published = Some(1_600_000_100_000);
         assert_eq!(unusable(&bar(), published), None);
-        let cases: Vec<(Box<dyn Fn(&mut Bar)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Bar)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|b| b.close = f64::NAN), "close = NaN"),
             (Box::new(|b| b.low = -1.0), "low = -1"),
             (Box::new(|b| b.open = 0.0), "open = 0"),
