@@ -529,6 +529,9 @@ pub struct ValidateArgs {
     /// cluster.
     #[arg(long, default_value_t = 8)]
     pub partitions: i32,
+    /// Inputs per transaction of the exactly-once runs (one run each).
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    pub transaction_inputs: Vec<usize>,
 }
 
 fn bench_validate(args: &ValidateArgs) -> Result<()> {
@@ -654,7 +657,7 @@ async fn bench_validate_broker(n: usize) -> Result<()> {
 async fn bench_validate_external(
     bootstrap: &str,
     n: usize,
-    exactly_once: bool,
+    transaction_inputs: Option<usize>,
     partitions: i32,
 ) -> Result<()> {
     use autotrain_connector_synthetic::{Generator, SyntheticConfig};
@@ -662,10 +665,9 @@ async fn bench_validate_external(
     use autotrain_validator::ValidatorProcessor;
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::Message;
-    let mode = if exactly_once {
-        "exactly-once"
-    } else {
-        "at-least-once"
+    let mode = match transaction_inputs {
+        Some(n) => format!("exactly-once-{n}"),
+        None => "at-least-once".into(),
     };
     let broker = Broker::connect_or_embed(Some(bootstrap))?;
     let tag = format!(
@@ -707,8 +709,10 @@ async fn bench_validate_external(
 
     let counters = Arc::new(Counters::default());
     let mut rc = RunnerConfig::new(format!("{tag}-{mode}-validator"), &[MARKET_BARS_RAW.name()]);
-    if exactly_once {
-        rc.exactly_once = Some(autotrain_kafka::ExactlyOnce::new(format!("{tag}-{mode}")));
+    if let Some(inputs) = transaction_inputs {
+        let mut eo = autotrain_kafka::ExactlyOnce::new(format!("{tag}-{mode}"));
+        eo.max_inputs = inputs.max(1);
+        rc.exactly_once = Some(eo);
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let validating = tokio::spawn({
@@ -800,9 +804,10 @@ async fn bench_validate_external(
     let (_, stats) = validating.await??;
     let per_txn = if backlog.transactions > 0 {
         format!(
-            "{:.0} inputs per transaction ({} transactions, at most 10,000 inputs / 100 ms each)",
+            "{:.0} inputs per transaction ({} transactions, at most {} inputs / 100 ms each)",
             backlog.acknowledged as f64 / backlog.transactions as f64,
-            backlog.transactions
+            backlog.transactions,
+            transaction_inputs.unwrap_or_default()
         )
     } else {
         "no transactions".into()
@@ -1038,8 +1043,9 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> Result<()> {
             if args.broker_bars > 0 {
                 bench_validate_broker(args.broker_bars).await?;
                 if let Some(b) = config.brokers.as_deref() {
-                    for exactly_once in [false, true] {
-                        bench_validate_external(b, args.broker_bars, exactly_once, args.partitions)
+                    bench_validate_external(b, args.broker_bars, None, args.partitions).await?;
+                    for &inputs in &args.transaction_inputs {
+                        bench_validate_external(b, args.broker_bars, Some(inputs), args.partitions)
                             .await?;
                     }
                 }
