@@ -339,10 +339,18 @@ fn ops_tools_against_kafka() -> Result<()> {
             &registry,
             &[("cleanup.policy", "compact"), ("retention.ms", "-1")],
         ))?;
-    let check = Command::new(env!("CARGO_BIN_EXE_autotrain"))
-        .args(["--brokers", &b, "topics", "check"])
-        .env("AUTOTRAIN__TOPIC_PREFIX", &lossy)
-        .output()?;
+    // The broker applies a config change asynchronously (KRaft metadata).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let check = loop {
+        let check = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+            .args(["--brokers", &b, "topics", "check"])
+            .env("AUTOTRAIN__TOPIC_PREFIX", &lossy)
+            .output()?;
+        if !check.status.success() || std::time::Instant::now() > deadline {
+            break check;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(!check.status.success(), "{text}");
     assert!(
