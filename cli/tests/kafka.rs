@@ -101,6 +101,23 @@ impl Drop for Service {
 /// Records on a topic so far (sum of high watermarks: transaction markers
 /// and aborted records included; a progress gauge, not a count).
 fn end_offsets(settings: &ClientSettings, logical: &str) -> Result<i64> {
+    // A gauge read while brokers and processes compete for two cores: a
+    // slow answer is asked again rather than failing the scenario.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_end_offsets(settings, logical) {
+            Ok(n) => return Ok(n),
+            Err(e) if attempt < 6 => {
+                eprintln!("end offsets of {logical}: {e}; asking again");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn try_end_offsets(settings: &ClientSettings, logical: &str) -> Result<i64> {
     let topic = settings.physical(logical);
     let c: BaseConsumer = settings.reader_config().create()?;
     let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;

@@ -617,7 +617,19 @@ impl<P: Processor> Loop<'_, P> {
         };
         let mut pending: Vec<Pending> = Vec::with_capacity(outputs.len());
         for record in &outputs {
-            let sent = producer.enqueue(record).await?;
+            let sent = match producer.enqueue(record).await {
+                Err(KafkaError::Client(e))
+                    if self.txn.is_some()
+                        && e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) =>
+                {
+                    // The broker fenced this producer's epoch (a transaction
+                    // it timed out, e.g. across a broker restart).
+                    return Err(KafkaError::Fenced(format!(
+                        "transactional producer failed fatally: {e}"
+                    )));
+                }
+                other => other?,
+            };
             // Exactly-once: the commit reports delivery failures.
             if self.txn.is_none() {
                 pending.push(sent);

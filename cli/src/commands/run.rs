@@ -348,7 +348,7 @@ where
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let mut restarts = 0u32;
+    let (mut restarts, mut fenced) = (0u32, 0u32);
     loop {
         let core = make().await?;
         let mut stop = stop_rx.clone();
@@ -375,6 +375,20 @@ where
                 tracing::warn!(group, restarts, error = %e, "transaction aborted: rebuilding the core and resuming from the committed offsets");
                 eprintln!("{group}: {e}; rebuilding and resuming from the committed offsets");
                 tokio::time::sleep(std::time::Duration::from_millis(200 * restarts as u64)).await;
+            }
+            // A producer fenced by the broker (it timed the transaction out,
+            // e.g. while it restarted) comes back with a new epoch; one
+            // fenced by another live instance with the same id would fence
+            // it back, so this happens a bounded number of times per process.
+            Err(e @ autotrain_kafka::KafkaError::Fenced(_))
+                if fenced < config.runner.retry_attempts as u32 =>
+            {
+                fenced += 1;
+                eprintln!(
+                    "{group}: {e}; starting a new transactional producer ({fenced} of at most {} per process; does another instance use `[runner] instance = {:?}`?)",
+                    config.runner.retry_attempts, config.runner.instance
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             other => return Ok(other?),
         }
