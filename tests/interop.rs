@@ -33,59 +33,6 @@ fn python(args: &[&str]) -> Result<Vec<serde_json::Value>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_fastavro_client_reads_and_writes_autotrain_records() -> Result<()> {
-    let tb = TestBroker::kafka();
-    let settings = tb.fresh_topics("interop").await?;
-    let bootstrap = tb.broker().bootstrap().to_string();
-    let schemas = repo_root().join("schemas");
-    let schemas = schemas.to_str().context("utf-8 path")?;
-
-    // Python writes three bars to market.bars.raw.
-    let raw = settings.physical("market.bars.raw");
-    let written = python(&["produce", &bootstrap, &raw, schemas])?;
-    assert_eq!(written.len(), 3);
-
-    // autotrain decodes them (through the runner) and forwards them.
-    let config = RunnerConfig::new(unique("interop"), &["market.bars.raw"]);
-    let counters = Arc::new(Counters::default());
-    let stop = stop_when(counters.clone(), Duration::from_secs(60), |s| {
-        s.received >= 3
-    });
-    let (fwd, stats) = run(&settings, &config, Forward::default(), counters, stop).await?;
-    assert_eq!(stats.dead_lettered, 0, "{stats:?}");
-    assert_eq!(fwd.seen.len(), 3);
-    for (bar, json) in fwd.seen.iter().zip(&written) {
-        let want: Bar = serde_json::from_value(json.clone())?;
-        assert_same_bar(bar, &want);
-    }
-
-    // Python reads what autotrain wrote to market.bars.
-    let read = python(&[
-        "consume",
-        &bootstrap,
-        &settings.physical("market.bars"),
-        schemas,
-        "3",
-    ])?;
-    assert_eq!(read.len(), 3);
-    for (json, want) in read.iter().zip(&fwd.seen) {
-        let mut json = json.clone();
-        let event_id = json
-            .as_object_mut()
-            .and_then(|o| o.remove("_event_id"))
-            .context("event id")?;
-        assert_eq!(
-            event_id.as_str().map(str::len),
-            Some(32),
-            "event id header readable by other clients"
-        );
-        let got: Bar = serde_json::from_value(json)?;
-        assert_same_bar(&got, want);
-    }
-    Ok(())
-}
-
 /// Runs the Java client (`tests/interop/AvroInterop.java`, kafka-clients +
 /// Apache Avro from Maven Central) as a single-file program.
 fn java(args: &[&str]) -> Result<Vec<serde_json::Value>> {
@@ -114,26 +61,28 @@ fn java(args: &[&str]) -> Result<Vec<serde_json::Value>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn java_kafka_clients_and_avro_read_and_write_autotrain_records() -> Result<()> {
+/// An outside client writes three bars to `market.bars.raw`; autotrain
+/// decodes and forwards them (exactly-once or not); the client reads back
+/// what autotrain wrote to `market.bars`, event id header included.
+async fn round_trip(
+    name: &str,
+    client: fn(&[&str]) -> Result<Vec<serde_json::Value>>,
+    exactly_once: bool,
+) -> Result<()> {
     let tb = TestBroker::kafka();
-    let settings = tb.fresh_topics("java").await?;
+    let settings = tb.fresh_topics(name).await?;
     let bootstrap = tb.broker().bootstrap().to_string();
     let schemas = repo_root().join("schemas");
     let schemas = schemas.to_str().context("utf-8 path")?;
 
-    // Java writes three bars to market.bars.raw with BinaryMessageEncoder.
-    let written = java(&[
-        "produce",
-        &bootstrap,
-        &settings.physical("market.bars.raw"),
-        schemas,
-    ])?;
+    let raw = settings.physical("market.bars.raw");
+    let written = client(&["produce", &bootstrap, &raw, schemas])?;
     assert_eq!(written.len(), 3);
 
-    // autotrain decodes them and forwards them to market.bars, exactly once.
-    let mut config = RunnerConfig::new(unique("java"), &["market.bars.raw"]);
-    config.exactly_once = Some(autotrain_kafka::ExactlyOnce::new(unique("java-txn")));
+    let mut config = RunnerConfig::new(unique(name), &["market.bars.raw"]);
+    if exactly_once {
+        config.exactly_once = Some(autotrain_kafka::ExactlyOnce::new(unique(name)));
+    }
     let counters = Arc::new(Counters::default());
     let stop = stop_when(counters.clone(), Duration::from_secs(60), |s| {
         s.acknowledged >= 3
@@ -146,14 +95,8 @@ async fn java_kafka_clients_and_avro_read_and_write_autotrain_records() -> Resul
         assert_same_bar(bar, &want);
     }
 
-    // Java reads (read_committed) what autotrain wrote, with BinaryMessageDecoder.
-    let read = java(&[
-        "consume",
-        &bootstrap,
-        &settings.physical("market.bars"),
-        schemas,
-        "3",
-    ])?;
+    let bars = settings.physical("market.bars");
+    let read = client(&["consume", &bootstrap, &bars, schemas, "3"])?;
     assert_eq!(read.len(), 3);
     for (json, want) in read.iter().zip(&fwd.seen) {
         let mut json = json.clone();
@@ -161,9 +104,23 @@ async fn java_kafka_clients_and_avro_read_and_write_autotrain_records() -> Resul
             .as_object_mut()
             .and_then(|o| o.remove("_event_id"))
             .context("event id")?;
-        assert_eq!(event_id.as_str().map(str::len), Some(32));
+        assert_eq!(
+            event_id.as_str().map(str::len),
+            Some(32),
+            "event id header readable by other clients"
+        );
         let got: Bar = serde_json::from_value(json)?;
         assert_same_bar(&got, want);
     }
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_fastavro_client_reads_and_writes_autotrain_records() -> Result<()> {
+    round_trip("interop", python, false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_kafka_clients_and_avro_read_and_write_autotrain_records() -> Result<()> {
+    round_trip("java", java, true).await
 }

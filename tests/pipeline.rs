@@ -193,10 +193,7 @@ async fn kafka_forward_10k_bars_with_crash_and_resend() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_killed_and_restarted_midway_keeps_every_acknowledged_bar() -> Result<()> {
     let mut kafka = Kafka::start()?;
-    let broker = autotrain_kafka::Broker::connect_or_embed(Some(&kafka.bootstrap()))?;
-    let settings = broker.settings(&format!("{}.", unique("kill")));
-    autotrain_kafka::create_topics(&broker, &settings, &autotrain_topics::catalogue().topics, 1)
-        .await?;
+    let settings = kafka.fresh_topics("kill").await?;
     let input = bars("bitfinex_BTCUSD_30m.csv", N);
     produce_bars(&settings, &input[..N / 2]).await?;
     kafka.kill()?;

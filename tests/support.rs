@@ -167,6 +167,15 @@ impl Kafka {
     pub fn restart(&mut self) -> Result<()> {
         self.script("start")
     }
+
+    /// Settings for this node under a fresh topic prefix, the catalogue's
+    /// topics created under it.
+    pub async fn fresh_topics(&self, test: &str) -> Result<ClientSettings> {
+        let broker = Broker::connect_or_embed(Some(&self.bootstrap()))?;
+        let settings = broker.settings(&format!("{}.", unique(test)));
+        create_topics(&broker, &settings, &catalogue().topics, 1).await?;
+        Ok(settings)
+    }
 }
 
 impl Drop for Kafka {
@@ -214,7 +223,30 @@ pub async fn set_topic_configs(
     for r in admin.alter_configs(&[change], &AdminOptions::new()).await? {
         r.map_err(|(_, e)| anyhow::anyhow!("alter configs of {topic}: {e}"))?;
     }
-    Ok(())
+    // The broker applies the change asynchronously (KRaft metadata): wait
+    // until it describes the topic with the new values.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let described = admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+            .await?;
+        let applied = described.into_iter().all(|r| {
+            r.is_ok_and(|res| {
+                configs.iter().all(|(k, v)| {
+                    res.entries
+                        .iter()
+                        .any(|e| e.name == *k && e.value.as_deref() == Some(*v))
+                })
+            })
+        });
+        if applied {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{topic}: configs {configs:?} not applied after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Which broker a test runs against.

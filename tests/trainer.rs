@@ -614,6 +614,22 @@ fn with_aggressive<'a>(base: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     base.iter().copied().chain(AGGRESSIVE).collect()
 }
 
+/// A Kafka node of the test's own whose log cleaner checks every 200 ms,
+/// the catalogue's topics, and `model.updates` under `cleanup_policy` with
+/// [`AGGRESSIVE`] settings; returns the registry's topic name too.
+async fn cleaner_node(test: &str, cleanup_policy: &str) -> Result<(Kafka, ClientSettings, String)> {
+    let kafka = Kafka::start_with(&["log.cleaner.backoff.ms=200"])?;
+    let settings = kafka.fresh_topics(test).await?;
+    let registry_topic = settings.physical(MODEL_UPDATES.name());
+    set_topic_configs(
+        &kafka.bootstrap(),
+        &registry_topic,
+        &with_aggressive(&[("cleanup.policy", cleanup_policy), ("retention.ms", "-1")]),
+    )
+    .await?;
+    Ok((kafka, settings, registry_topic))
+}
+
 /// Records of `logical` now on the broker (read from the log start).
 fn count(settings: &ClientSettings, logical: &str) -> Result<usize> {
     Ok(read_topic(settings, logical, 0, Duration::from_secs(20))?.len())
@@ -660,18 +676,7 @@ async fn await_cleaner(settings: &ClientSettings, n: usize) -> Result<()> {
 /// manifests, numbers the next version on, and rolls back to v1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_registry_survives_the_log_cleaner_and_rolls_back_to_v1() -> Result<()> {
-    let kafka = Kafka::start_with(&["log.cleaner.backoff.ms=200"])?;
-    let broker = autotrain_kafka::Broker::connect_or_embed(Some(&kafka.bootstrap()))?;
-    let settings = broker.settings(&format!("{}.", unique("registry")));
-    autotrain_kafka::create_topics(&broker, &settings, &autotrain_topics::catalogue().topics, 1)
-        .await?;
-    let registry_topic = settings.physical(MODEL_UPDATES.name());
-    set_topic_configs(
-        &kafka.bootstrap(),
-        &registry_topic,
-        &with_aggressive(&[("cleanup.policy", "delete"), ("retention.ms", "-1")]),
-    )
-    .await?;
+    let (kafka, settings, registry_topic) = cleaner_node("registry", "delete").await?;
     set_topic_configs(
         &kafka.bootstrap(),
         &settings.physical("source.watermarks"),
@@ -753,18 +758,7 @@ async fn kafka_registry_survives_the_log_cleaner_and_rolls_back_to_v1() -> Resul
 /// cleaner left: the trainer refuses to start, naming the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_compacted_registry_fails_the_restore_loudly() -> Result<()> {
-    let kafka = Kafka::start_with(&["log.cleaner.backoff.ms=200"])?;
-    let broker = autotrain_kafka::Broker::connect_or_embed(Some(&kafka.bootstrap()))?;
-    let settings = broker.settings(&format!("{}.", unique("compacted")));
-    autotrain_kafka::create_topics(&broker, &settings, &autotrain_topics::catalogue().topics, 1)
-        .await?;
-    let registry_topic = settings.physical(MODEL_UPDATES.name());
-    set_topic_configs(
-        &kafka.bootstrap(),
-        &registry_topic,
-        &with_aggressive(&[("cleanup.policy", "compact"), ("retention.ms", "-1")]),
-    )
-    .await?;
+    let (kafka, settings, registry_topic) = cleaner_node("compacted", "compact").await?;
     // v1, prod → v1, v2, prod → v2, each in its own segment.
     let mut r = Registry::new();
     let manifest = autotrain_schemas::Manifest {

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use autotrain_integration_tests::reference::{same_records, validator_then_features, ByTopic};
 use autotrain_integration_tests::{
-    bars, produce_bars, read_topic, shared_kafka, unique, Kafka, TestBroker,
+    bars, produce_bars, read_topic, shared_kafka, Kafka, TestBroker,
 };
-use autotrain_kafka::{Broker, ClientSettings};
+use autotrain_kafka::ClientSettings;
 use autotrain_schemas::Bar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -200,15 +200,17 @@ fn fractions(seed: u64, n: usize) -> Vec<f64> {
     out
 }
 
-async fn fresh(broker: &TestBroker, name: &str) -> Result<ClientSettings> {
-    broker.fresh_topics(name).await
+/// Waits for every expected output, then checks each arrived exactly once.
+fn finish(settings: &ClientSettings, expected: &ByTopic, services: &mut [Service]) -> Result<()> {
+    await_outputs(settings, expected, services, Duration::from_secs(600))?;
+    verify(settings, expected)
 }
 
 #[test]
 fn exactly_once_through_kill_9_of_each_processor_three_times() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let bootstrap = shared_kafka();
-    let settings = rt.block_on(fresh(&TestBroker::kafka(), "eos"))?;
+    let settings = rt.block_on(TestBroker::kafka().fresh_topics("eos"))?;
     let prefix = settings.topic_prefix.clone();
     let logs = tempfile::tempdir()?;
     let input = input();
@@ -287,20 +289,14 @@ fn exactly_once_through_kill_9_of_each_processor_three_times() -> Result<()> {
         }));
     }
     let mut services = [validator, features];
-    await_outputs(
-        &settings,
-        &expected,
-        &mut services,
-        Duration::from_secs(600),
-    )?;
-    verify(&settings, &expected)
+    finish(&settings, &expected, &mut services)
 }
 
 #[test]
 fn scale_out_two_instances_per_group_one_killed_for_good() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let bootstrap = shared_kafka();
-    let settings = rt.block_on(fresh(&TestBroker::kafka(), "scale"))?;
+    let settings = rt.block_on(TestBroker::kafka().fresh_topics("scale"))?;
     let prefix = settings.topic_prefix.clone();
     let logs = tempfile::tempdir()?;
     let input = input();
@@ -324,13 +320,7 @@ fn scale_out_two_instances_per_group_one_killed_for_good() -> Result<()> {
     services[0].kill9()?;
     services[3].kill9()?;
     let mut survivors: Vec<Service> = services.drain(1..3).collect();
-    await_outputs(
-        &settings,
-        &expected,
-        &mut survivors,
-        Duration::from_secs(600),
-    )?;
-    verify(&settings, &expected)
+    finish(&settings, &expected, &mut survivors)
 }
 
 #[test]
@@ -338,14 +328,7 @@ fn broker_stopped_and_restarted_mid_stream() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let mut kafka = Kafka::start()?;
     let bootstrap = kafka.bootstrap();
-    let broker = Broker::connect_or_embed(Some(&bootstrap))?;
-    let settings = broker.settings(&format!("{}.", unique("restart")));
-    rt.block_on(autotrain_kafka::create_topics(
-        &broker,
-        &settings,
-        &autotrain_topics::catalogue().topics,
-        1,
-    ))?;
+    let settings = rt.block_on(kafka.fresh_topics("restart"))?;
     let prefix = settings.topic_prefix.clone();
     let logs = tempfile::tempdir()?;
     let input = input();
@@ -367,13 +350,7 @@ fn broker_stopped_and_restarted_mid_stream() -> Result<()> {
     kafka.restart()?;
     eprintln!("kafka started again");
     rt.block_on(produce_bars(&settings, second))?;
-    await_outputs(
-        &settings,
-        &expected,
-        &mut services,
-        Duration::from_secs(600),
-    )?;
-    verify(&settings, &expected)?;
+    finish(&settings, &expected, &mut services)?;
     let said: String = services.iter().map(Service::log_tail).collect();
     drop(services);
     eprintln!("{said}");
