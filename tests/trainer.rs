@@ -676,7 +676,7 @@ async fn await_cleaner(settings: &ClientSettings, n: usize) -> Result<()> {
 /// manifests, numbers the next version on, and rolls back to v1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_registry_survives_the_log_cleaner_and_rolls_back_to_v1() -> Result<()> {
-    let (kafka, settings, registry_topic) = cleaner_node("registry", "delete").await?;
+    let (kafka, settings, _) = cleaner_node("registry", "delete").await?;
     set_topic_configs(
         &kafka.bootstrap(),
         &settings.physical("source.watermarks"),
@@ -758,7 +758,7 @@ async fn kafka_registry_survives_the_log_cleaner_and_rolls_back_to_v1() -> Resul
 /// cleaner left: the trainer refuses to start, naming the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_compacted_registry_fails_the_restore_loudly() -> Result<()> {
-    let (kafka, settings, registry_topic) = cleaner_node("compacted", "compact").await?;
+    let (_kafka, settings, registry_topic) = cleaner_node("compacted", "compact").await?;
     // v1, prod → v1, v2, prod → v2, each in its own segment.
     let mut r = Registry::new();
     let manifest = autotrain_schemas::Manifest {
