@@ -270,3 +270,92 @@ async fn kafka_replay_over_an_aborted_transaction_ends() -> Result<()> {
     );
     Ok(())
 }
+
+/// On Apache Kafka, a new consumer group on an event log whose oldest
+/// records retention already deleted (a misconfigured cluster) fails loudly,
+/// naming the gap, instead of starting quietly at the log start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_group_starting_after_retention_deleted_records_fails_loudly() -> Result<()> {
+    let kafka = Kafka::start_with(&["log.retention.check.interval.ms=300"])?;
+    let settings = kafka.fresh_topics("retention").await?;
+    let topic = settings.physical("market.bars.raw");
+    set_topic_configs(
+        &kafka.bootstrap(),
+        &topic,
+        &[
+            ("cleanup.policy", "delete"),
+            ("retention.ms", "1000"),
+            ("segment.ms", "100"),
+        ],
+    )
+    .await?;
+    let input = bars("bitfinex_BTCUSD_30m.csv", 200);
+    produce_bars(&settings, &input[..100]).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    produce_bars(&settings, &input[100..]).await?;
+    // Wait until retention deleted the first segment of the bars' partition.
+    let reader: rdkafka::consumer::BaseConsumer = settings.reader_config().create()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut low = 0;
+        for p in 0..8 {
+            low = low.max(
+                rdkafka::consumer::Consumer::fetch_watermarks(
+                    &reader,
+                    &topic,
+                    p,
+                    Duration::from_secs(5),
+                )?
+                .0,
+            );
+        }
+        if low > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never deleted a segment"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // New bars keep arriving after the deletion.
+    let more = bars("bitfinex_ETHUSD_30m.csv", 10)
+        .into_iter()
+        .map(|mut b| {
+            b.symbol = input[0].symbol.clone();
+            b.exchange = input[0].exchange.clone();
+            b.ts += 1;
+            b
+        })
+        .collect::<Vec<_>>();
+    produce_bars(&settings, &more).await?;
+    let config = RunnerConfig::new(unique("late"), &["market.bars.raw"]);
+    let counters = Arc::new(Counters::default());
+    let stop = stop_when(counters.clone(), Duration::from_secs(30), |s| {
+        s.received > 0
+    });
+    let result = run(
+        &settings,
+        &config,
+        Forward::default(),
+        counters.clone(),
+        async {
+            stop.await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        },
+    )
+    .await;
+    let err = result.expect_err("a group starting after deleted records must fail");
+    let text = err.to_string();
+    assert!(
+        matches!(err, autotrain_kafka::KafkaError::DataLoss { needed: 0, .. }),
+        "{text}"
+    );
+    assert!(text.contains("retention deleted them"), "{text}");
+    assert_eq!(
+        counters.snapshot().processed,
+        0,
+        "nothing processed past the hole"
+    );
+    Ok(())
+}

@@ -774,9 +774,14 @@ impl<P: Processor> Loop<'_, P> {
             let baseline = match expected {
                 Some(e) if raw.offset > e => Some(e),
                 Some(_) => None,
+                // No committed offset: a consumer must start at offset 0 on
+                // a broker that never deletes (embedded) and on an event log
+                // (kept forever): a later log start means records are gone.
                 None => self
                     .committed(consumer, raw)?
-                    .or(self.config.strict_log_start.then_some(0)),
+                    .or((self.config.strict_log_start
+                        || catalogue().get(&raw.logical).is_some_and(|s| s.event_log))
+                    .then_some(0)),
             };
             if let Some(needed) = baseline.filter(|b| raw.offset > *b) {
                 let (low, _) =
