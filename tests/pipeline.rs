@@ -150,13 +150,23 @@ async fn embedded_broker_truncation_is_detected_not_skipped() -> Result<()> {
     produce_bars(&settings, &many).await?;
     let mut config = RunnerConfig::new(unique("late"), &["market.bars.raw"]);
     config.strict_log_start = true;
+    expect_loss_from_the_start(&settings, &config, "embedded broker keeps only").await
+}
+
+/// A new group over `market.bars.raw` must stop with `DataLoss` at offset 0
+/// (the hint in its message) before processing anything.
+async fn expect_loss_from_the_start(
+    settings: &autotrain_kafka::ClientSettings,
+    config: &RunnerConfig,
+    hint: &str,
+) -> Result<()> {
     let counters = Arc::new(Counters::default());
     let stop = stop_when(counters.clone(), Duration::from_secs(30), |s| {
         s.received > 0
     });
     let result = run(
-        &settings,
-        &config,
+        settings,
+        config,
         Forward::default(),
         counters.clone(),
         async {
@@ -165,13 +175,13 @@ async fn embedded_broker_truncation_is_detected_not_skipped() -> Result<()> {
         },
     )
     .await;
-    let err = result.expect_err("a consumer starting after truncation must fail");
+    let err = result.expect_err("a group starting after lost records must fail");
     let text = err.to_string();
     assert!(
         matches!(err, autotrain_kafka::KafkaError::DataLoss { needed: 0, .. }),
         "{text}"
     );
-    assert!(text.contains("embedded broker keeps only"), "{text}");
+    assert!(text.contains(hint), "{text}");
     assert_eq!(
         counters.snapshot().processed,
         0,
@@ -330,32 +340,5 @@ async fn kafka_group_starting_after_retention_deleted_records_fails_loudly() -> 
         .collect::<Vec<_>>();
     produce_bars(&settings, &more).await?;
     let config = RunnerConfig::new(unique("late"), &["market.bars.raw"]);
-    let counters = Arc::new(Counters::default());
-    let stop = stop_when(counters.clone(), Duration::from_secs(30), |s| {
-        s.received > 0
-    });
-    let result = run(
-        &settings,
-        &config,
-        Forward::default(),
-        counters.clone(),
-        async {
-            stop.await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        },
-    )
-    .await;
-    let err = result.expect_err("a group starting after deleted records must fail");
-    let text = err.to_string();
-    assert!(
-        matches!(err, autotrain_kafka::KafkaError::DataLoss { needed: 0, .. }),
-        "{text}"
-    );
-    assert!(text.contains("retention deleted them"), "{text}");
-    assert_eq!(
-        counters.snapshot().processed,
-        0,
-        "nothing processed past the hole"
-    );
-    Ok(())
+    expect_loss_from_the_start(&settings, &config, "retention deleted them").await
 }
