@@ -191,7 +191,10 @@ pub fn shared_kafka() -> String {
     static SHARED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SHARED
         .get_or_init(|| {
-            if let Ok(addr) = std::env::var("AUTOTRAIN_TEST_KAFKA") {
+            if let Some(addr) = std::env::var("AUTOTRAIN_TEST_KAFKA")
+                .ok()
+                .filter(|a| !a.trim().is_empty())
+            {
                 return addr;
             }
             let out = Command::new(kafka_script())

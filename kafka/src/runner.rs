@@ -750,17 +750,7 @@ impl<P: Processor> Loop<'_, P> {
             // retention deleting records before we read them. One offset is
             // a single control record; more are checked against the log start.
             if !compacted && !self.config.strict_log_start && raw.offset - e > 1 {
-                let (low, _) =
-                    consumer.fetch_watermarks(&raw.physical, raw.partition, BROKER_TIMEOUT)?;
-                if low > e {
-                    return Err(KafkaError::DataLoss {
-                        topic: raw.physical.clone(),
-                        partition: raw.partition,
-                        needed: e,
-                        log_start: low,
-                        hint: " (retention deleted them before they were consumed)",
-                    });
-                }
+                self.log_still_holds(consumer, raw, e)?;
             }
             if !self.config.strict_log_start {
                 if self.processor.rebuilds_from_inputs() && self.seen_up_to.get(&key) == Some(&e) {
@@ -784,21 +774,7 @@ impl<P: Processor> Loop<'_, P> {
                     .then_some(0)),
             };
             if let Some(needed) = baseline.filter(|b| raw.offset > *b) {
-                let (low, _) =
-                    consumer.fetch_watermarks(&raw.physical, raw.partition, BROKER_TIMEOUT)?;
-                if low > needed {
-                    return Err(KafkaError::DataLoss {
-                        topic: raw.physical.clone(),
-                        partition: raw.partition,
-                        needed,
-                        log_start: low,
-                        hint: if self.config.strict_log_start {
-                            " (the embedded broker keeps only the newest ~100,000 records / 5 MiB per partition: use more partitions, consume while producing, or an external broker)"
-                        } else {
-                            " (retention deleted them before they were consumed)"
-                        },
-                    });
-                }
+                self.log_still_holds(consumer, raw, needed)?;
             }
         }
         if self.processor.rebuilds_from_inputs() {
@@ -817,6 +793,31 @@ impl<P: Processor> Loop<'_, P> {
             self.warm_dedupe(raw).await?;
         }
         Ok(())
+    }
+
+    /// Fails with [`KafkaError::DataLoss`] if the broker's log of `raw`'s
+    /// partition now starts after `needed`.
+    fn log_still_holds(
+        &self,
+        consumer: &Consumer_,
+        raw: &Raw,
+        needed: i64,
+    ) -> Result<(), KafkaError> {
+        let (low, _) = consumer.fetch_watermarks(&raw.physical, raw.partition, BROKER_TIMEOUT)?;
+        if low <= needed {
+            return Ok(());
+        }
+        Err(KafkaError::DataLoss {
+            topic: raw.physical.clone(),
+            partition: raw.partition,
+            needed,
+            log_start: low,
+            hint: if self.config.strict_log_start {
+                " (the embedded broker keeps only the newest ~100,000 records / 5 MiB per partition: use more partitions, consume while producing, or an external broker)"
+            } else {
+                " (retention deleted them before they were consumed)"
+            },
+        })
     }
 
     /// Replays `[log start, committed)` of every partition of the inputs.
