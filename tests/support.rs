@@ -348,6 +348,7 @@ pub async fn produce_raw(
         key: key.as_bytes().to_vec(),
         event_id: EventId::for_content(topic, key.as_bytes(), &payload),
         payload,
+        progress: None,
     };
     producer.send(&record).await?;
     Ok(())
@@ -421,7 +422,8 @@ pub async fn stop_when(
 pub type WireRecord = (Option<EventId>, String, Vec<u8>);
 
 /// Every record of a topic as (event id header, key, payload bytes), read
-/// from the beginning of every partition by a plain consumer.
+/// from the beginning of every partition by a plain consumer (progress
+/// records left out).
 pub fn read_topic(
     settings: &ClientSettings,
     logical: &str,
@@ -453,6 +455,10 @@ pub fn read_topic(
         match reader.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 eof.insert(m.partition(), false);
+                // Progress records (event-time alignment) are not data.
+                if autotrain_kafka::reader::progress_of(&m).is_some() {
+                    continue;
+                }
                 let id = m.headers().and_then(|h| {
                     h.iter()
                         .find(|h| h.key == EVENT_ID_HEADER)

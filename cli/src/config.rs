@@ -127,6 +127,12 @@ pub struct RunnerSettings {
     /// Seconds a processor keeps retrying to reach a broker at start
     /// before it gives up with an error.
     pub connect_timeout_s: u64,
+    /// Event-time alignment of the processors that read `model.updates`
+    /// next to `features` (drift, regime): a bar waits until the trainer
+    /// has vouched for `model.updates` through its time, so their outputs
+    /// are a function of the logs, not of arrival order (see
+    /// `docs/determinism.md`). Off: a bar sees whatever arrived before it.
+    pub align_event_time: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +191,7 @@ impl Default for RunnerSettings {
             transaction_max_ms: 100,
             transaction_timeout_ms: 10_000,
             connect_timeout_s: 120,
+            align_event_time: true,
         }
     }
 }

@@ -59,6 +59,9 @@ enum Command {
     Generate(commands::generate::Args),
     /// Decode any topic to JSON lines.
     Tail(commands::tail::Args),
+    /// Fingerprint what topics hold by content (wall-clock fields and
+    /// offsets left out), to compare two runs over the same bars.
+    Digest(commands::digest::Args),
     /// Run one processor as a service in its consumer group.
     #[command(subcommand)]
     Run(commands::run::RunCommand),
@@ -119,6 +122,7 @@ async fn main() -> Result<()> {
         Command::Fetch(args) => commands::fetch::run(&config, args).await,
         Command::Generate(args) => commands::generate::run(&config, args).await,
         Command::Tail(args) => commands::tail::run(&config, args).await,
+        Command::Digest(args) => commands::digest::run(&config, args).await,
         Command::Run(cmd) => commands::run::run(&config, cmd).await,
         Command::Flags(cmd) => commands::flags::run(&config, cmd).await,
         Command::Demo(args) => commands::demo::run(&config, args).await,

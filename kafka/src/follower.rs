@@ -88,6 +88,8 @@ pub fn follow(
             }
         }
         match consumer.poll(Duration::from_millis(100)) {
+            // Progress records are not data.
+            Some(Ok(m)) if crate::reader::progress_of(&m).is_some() => {}
             Some(Ok(m)) => {
                 let logical = settings.logical(m.topic()).unwrap_or(m.topic());
                 on(Followed::Record {

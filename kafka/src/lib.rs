@@ -47,7 +47,9 @@ pub use event_id::EventId;
 pub use follower::{follow, Followed};
 pub use producer::{Delivered, Producer};
 pub use reader::{read_topic, values, Record};
-pub use record::{dead_letter, Incoming, OutRecord, Outputs, Source, EVENT_ID_HEADER};
-pub use runner::{run, ExactlyOnce, Inbound, Processor, RunStats, RunnerConfig};
+pub use record::{
+    dead_letter, Incoming, OutRecord, Outputs, Source, EVENT_ID_HEADER, PROGRESS_HEADER,
+};
+pub use runner::{run, ExactlyOnce, Inbound, Processor, RunStats, RunnerConfig, Wait};
 pub use settings::ClientSettings;
 pub use sink::{run_sink, Sink, SinkConfig};

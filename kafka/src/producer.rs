@@ -10,7 +10,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 
 use crate::error::KafkaError;
-use crate::record::{OutRecord, EVENT_ID_HEADER};
+use crate::record::{OutRecord, EVENT_ID_HEADER, PROGRESS_HEADER};
 use crate::settings::ClientSettings;
 
 /// Where a record landed.
@@ -121,11 +121,18 @@ impl Producer {
     pub async fn enqueue(&self, record: &OutRecord) -> Result<Pending, KafkaError> {
         let topic = self.settings.physical(&record.topic);
         let id = record.event_id.to_hex();
+        let progress = record.progress.map(|t| t.to_string());
         loop {
-            let headers = OwnedHeaders::new().insert(Header {
+            let mut headers = OwnedHeaders::new().insert(Header {
                 key: EVENT_ID_HEADER,
                 value: Some(id.as_bytes()),
             });
+            if let Some(t) = &progress {
+                headers = headers.insert(Header {
+                    key: PROGRESS_HEADER,
+                    value: Some(t.as_bytes()),
+                });
+            }
             let fr = FutureRecord::to(&topic)
                 .key(&record.key[..])
                 .payload(&record.payload[..])

@@ -19,7 +19,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::error::KafkaError;
 use crate::event_id::EventId;
-use crate::record::EVENT_ID_HEADER;
+use crate::record::{EVENT_ID_HEADER, PROGRESS_HEADER};
 
 /// One record read back: its offset, key, value, timestamp and event id.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct Replayed {
     pub payload: Option<Vec<u8>>,
     pub timestamp: Option<i64>,
     pub event_id: Option<EventId>,
+    /// `Some(t)`: a progress record, not data.
+    pub progress: Option<i64>,
 }
 
 /// Reads `[start, end)` of one partition (stops early at the end of the
@@ -64,6 +66,7 @@ pub fn read_range(
                     payload: m.payload().map(<[u8]>::to_vec),
                     timestamp: m.timestamp().to_millis(),
                     event_id: event_id_of(&m),
+                    progress: progress_of(&m),
                 });
                 if m.offset() + 1 >= end {
                     return Ok(out);
@@ -150,7 +153,8 @@ pub fn partitions_of<C: ConsumerContext>(
 
 /// Reads every partition of a catalogue topic from its start to its end as
 /// of the call, decoding values as `T`; records come partition by
-/// partition, in offset order within each. Blocking.
+/// partition, in offset order within each; progress records are left out
+/// (see [`read_progress`]). Blocking.
 pub fn read_topic<T: Payload>(
     settings: &crate::ClientSettings,
     logical: &str,
@@ -175,19 +179,24 @@ pub fn read_topic<T: Payload>(
             high,
             timeout,
         )?;
-        out.extend(records.into_iter().map(|r| Record {
-            partition,
-            offset: r.offset,
-            key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
-            timestamp: r.timestamp,
-            event_id: r.event_id,
-            value: match r.payload {
-                Some(bytes) => decode::<T>(&bytes),
-                None => Err(WireError::Truncated(
-                    "record has no value (tombstone)".into(),
-                )),
-            },
-        }));
+        out.extend(
+            records
+                .into_iter()
+                .filter(|r| r.progress.is_none())
+                .map(|r| Record {
+                    partition,
+                    offset: r.offset,
+                    key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                    timestamp: r.timestamp,
+                    event_id: r.event_id,
+                    value: match r.payload {
+                        Some(bytes) => decode::<T>(&bytes),
+                        None => Err(WireError::Truncated(
+                            "record has no value (tombstone)".into(),
+                        )),
+                    },
+                }),
+        );
     }
     Ok(out)
 }
@@ -232,6 +241,16 @@ pub fn log_starts(
         .into_iter()
         .map(|(p, low, _)| (p, low))
         .collect())
+}
+
+/// The event time a progress record (see [`PROGRESS_HEADER`]) vouches for;
+/// `None` for an ordinary record.
+pub fn progress_of(m: &impl Message) -> Option<i64> {
+    m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == PROGRESS_HEADER)
+            .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+    })
 }
 
 pub(crate) fn event_id_of(m: &impl Message) -> Option<EventId> {
@@ -299,4 +318,41 @@ pub fn group_caught_up(
     });
     drop(committed);
     Ok(done)
+}
+
+/// The newest progress (see [`PROGRESS_HEADER`]) per record key on a
+/// catalogue topic, reading each partition from its start to its end, or
+/// with `until` up to `until[partition]` (exclusive; nothing of a
+/// partition it leaves out), e.g. a group's committed offsets. Blocking.
+pub fn read_progress(
+    settings: &crate::ClientSettings,
+    logical: &str,
+    until: Option<&std::collections::BTreeMap<i32, i64>>,
+    timeout: Duration,
+) -> Result<std::collections::HashMap<String, i64>, KafkaError> {
+    let physical = settings.physical(logical);
+    let probe: BaseConsumer = settings.reader_config().create()?;
+    let mut out = std::collections::HashMap::new();
+    for partition in partitions_of(&probe, &physical, timeout)? {
+        let (low, high) = probe.fetch_watermarks(&physical, partition, timeout)?;
+        let end = match until {
+            None => high,
+            Some(u) => u.get(&partition).copied().unwrap_or(0).min(high),
+        };
+        for r in read_range(
+            &settings.reader_config(),
+            &physical,
+            partition,
+            low,
+            end,
+            timeout,
+        )? {
+            if let (Some(t), Some(key)) = (r.progress, r.key) {
+                let key = String::from_utf8_lossy(&key).into_owned();
+                let e = out.entry(key).or_insert(t);
+                *e = (*e).max(t);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -11,6 +11,13 @@ use crate::event_id::EventId;
 /// Kafka header that carries a record's [`EventId`] (32 hex digits).
 pub const EVENT_ID_HEADER: &str = "event_id";
 
+/// Kafka header of a progress record: the event time (epoch millis, decimal)
+/// through which its writer's records for the record's key are complete on
+/// this topic ("nothing at or before t will follow"). A progress record has
+/// an empty value; readers skip it, event-time aligned processors wait on it
+/// (see [`crate::runner::Wait`]).
+pub const PROGRESS_HEADER: &str = "autotrain_progress";
+
 /// A decoded input record.
 #[derive(Debug, Clone)]
 pub struct Incoming<T> {
@@ -33,9 +40,25 @@ pub struct OutRecord {
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
     pub event_id: EventId,
+    /// `Some(t)`: a progress record (empty payload, [`PROGRESS_HEADER`]).
+    pub progress: Option<i64>,
 }
 
 impl OutRecord {
+    /// A progress record: on `topic`, the writer's records for `key` are
+    /// complete through event time `through`.
+    pub fn progress(topic: &str, key: &str, through: i64) -> Self {
+        let mut content = key.as_bytes().to_vec();
+        content.extend_from_slice(&through.to_be_bytes());
+        OutRecord {
+            topic: topic.to_string(),
+            key: key.as_bytes().to_vec(),
+            payload: Vec::new(),
+            event_id: EventId::for_content(topic, PROGRESS_HEADER.as_bytes(), &content),
+            progress: Some(through),
+        }
+    }
+
     /// A record whose id is given by the caller.
     pub fn new<T: Payload>(
         topic: Topic<T>,
@@ -48,6 +71,7 @@ impl OutRecord {
             key: key.as_bytes().to_vec(),
             payload: encode(value)?,
             event_id,
+            progress: None,
         })
     }
 
@@ -66,6 +90,7 @@ impl OutRecord {
             key: key.as_bytes().to_vec(),
             payload,
             event_id,
+            progress: None,
         })
     }
 }
@@ -120,6 +145,13 @@ impl Outputs {
         })?;
         self.records.push(record);
         Ok(())
+    }
+
+    /// Publishes progress: this processor's records on `topic` for `key`
+    /// are complete through event time `through`.
+    pub fn progress<T: Payload>(&mut self, topic: Topic<T>, key: &str, through: i64) {
+        self.records
+            .push(OutRecord::progress(topic.name(), key, through));
     }
 
     pub fn records(&self) -> &[OutRecord] {

@@ -18,7 +18,7 @@
 //! core's state includes the aborted inputs, so the caller rebuilds the core
 //! and runs again from the committed offsets.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +81,44 @@ pub trait Processor: Send {
     fn rebuilds_from_inputs(&self) -> bool {
         false
     }
+    /// Input topics whose progress records [`Processor::wait`] may name;
+    /// the runner restores their progress up to the committed offsets at
+    /// start, and replays them first when it rebuilds.
+    fn control_topics(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Event-time alignment: `Some(w)` holds `input`, and what follows it
+    /// in its partition, until every `(topic, key)` of `w.on` has progress
+    /// at or after `w.until` (records with an event time at or before it
+    /// can no longer arrive there). Asked again whenever progress arrives.
+    fn wait(&self, _input: &Self::Input) -> Option<Wait> {
+        None
+    }
+    /// A progress record arrived on an input (after the runner noted it
+    /// for [`Processor::wait`]); its outputs are published like any other.
+    fn progress(
+        &mut self,
+        _topic: &str,
+        _key: &str,
+        _through: i64,
+        _out: &mut Outputs,
+    ) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+/// What an input waits for (see [`Processor::wait`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    /// The input's event time.
+    pub until: i64,
+    /// `(catalogue topic, record key)` whose progress must reach `until`.
+    pub on: Vec<(&'static str, String)>,
+    /// Progress records this core can vouch for while it waits (its outputs
+    /// before `until` are complete), published when the input is held: a
+    /// writer it waits on may itself wait on them (a cycle such as drift ⇄
+    /// trainer), so each hold moves the cycle on by a lap.
+    pub announce: Vec<OutRecord>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +211,11 @@ pub struct Counters {
     pub revocations: AtomicU64,
     /// Transactions committed (exactly-once).
     pub transactions: AtomicU64,
+    /// Inputs held back until their event time was complete on every
+    /// input they depend on.
+    pub held: AtomicU64,
+    /// Progress records received.
+    pub progress: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -194,6 +237,10 @@ pub struct RunStats {
     pub replayed: u64,
     /// Transactions committed (exactly-once; 0 at-least-once).
     pub transactions: u64,
+    /// Inputs held back for event-time alignment.
+    pub held: u64,
+    /// Progress records received.
+    pub progress: u64,
 }
 
 impl Counters {
@@ -211,8 +258,42 @@ impl Counters {
             offsets_rejected: g(&self.offsets_rejected),
             replayed: g(&self.replayed),
             transactions: g(&self.transactions),
+            held: g(&self.held),
+            progress: g(&self.progress),
         }
     }
+}
+
+/// Publishes the progress a waiting core vouches for (in the open
+/// transaction, exactly-once).
+async fn announce(
+    txn: Option<&Arc<Transactions>>,
+    producer: Option<&Producer>,
+    wait: &Wait,
+) -> Result<(), KafkaError> {
+    for record in &wait.announce {
+        match (txn, producer) {
+            (Some(txn), _) => {
+                txn.begin()?;
+                txn.producer().enqueue(record).await?;
+            }
+            (None, Some(p)) => {
+                p.send(record).await?;
+            }
+            (None, None) => unreachable!("a runner has a producer or a transaction"),
+        }
+    }
+    Ok(())
+}
+
+/// True once every `(topic, key)` a wait names has progress at or after
+/// its event time.
+fn is_over(frontier: &HashMap<(String, String), i64>, wait: &Wait) -> bool {
+    wait.on.iter().all(|(topic, key)| {
+        frontier
+            .get(&(topic.to_string(), key.clone()))
+            .is_some_and(|t| *t >= wait.until)
+    })
 }
 
 fn bump(a: &AtomicU64) {
@@ -300,6 +381,7 @@ struct Raw {
     payload: Option<Vec<u8>>,
     timestamp: Option<i64>,
     event_id: Option<EventId>,
+    progress: Option<i64>,
 }
 
 /// Runs `processor` until `shutdown` resolves; returns the core (with its
@@ -340,6 +422,9 @@ pub async fn run<P: Processor>(
         acked_since_store: 0,
         seen_up_to: HashMap::new(),
         revocations_seen: 0,
+        frontier: HashMap::new(),
+        held: BTreeMap::new(),
+        held_revocations: 0,
     };
     let mut consumer_config = settings.consumer_config(&config.group_id);
     if txn.is_some() {
@@ -358,6 +443,7 @@ pub async fn run<P: Processor>(
     if state.processor.rebuilds_from_inputs() {
         state.rebuild(&consumer, &physical).await?;
     }
+    state.restore_frontier(&consumer).await?;
 
     let mut inflight: FuturesOrdered<Ack> = FuturesOrdered::new();
     let mut result = state.consume(&consumer, &mut inflight, shutdown).await;
@@ -419,6 +505,19 @@ struct Loop<'a, P> {
     seen_up_to: HashMap<(String, i32), i64>,
     /// [`Counters::revocations`] when positions were last trusted.
     revocations_seen: u64,
+    /// Newest progress per (catalogue topic, key) read so far.
+    frontier: HashMap<(String, String), i64>,
+    /// Per (physical topic, partition): an input waiting for progress
+    /// (with what it waits for) and the records behind it; the partition
+    /// is paused meanwhile.
+    held: BTreeMap<(String, i32), Held>,
+    /// [`Counters::revocations`] when the held records were last valid.
+    held_revocations: u64,
+}
+
+struct Held {
+    wait: Wait,
+    records: std::collections::VecDeque<Raw>,
 }
 
 impl<P: Processor> Loop<'_, P> {
@@ -471,25 +570,174 @@ impl<P: Processor> Loop<'_, P> {
                             continue;
                         }
                     };
-                    let (physical, partition, offset) = (raw.physical.clone(), raw.partition, raw.offset);
-                    let ack = self.handle(consumer, raw).await?;
-                    match &self.txn {
-                        None => inflight.push_back(ack),
-                        Some(txn) => {
-                            txn.consumed(&physical, partition, offset);
-                            let full = self
-                                .config
-                                .exactly_once
-                                .as_ref()
-                                .is_some_and(|eo| txn.pending().0 >= eo.max_inputs);
-                            if full {
-                                self.commit(consumer).await?;
+                    let revocations = self.counters.revocations.load(Ordering::Relaxed);
+                    if revocations != self.held_revocations {
+                        // Held records were not processed: the partitions'
+                        // new owners (maybe this runner) read them again
+                        // from the committed offsets.
+                        self.held_revocations = revocations;
+                        self.held.clear();
+                    }
+                    if let Some(h) = self.held.get_mut(&(raw.physical.clone(), raw.partition)) {
+                        h.records.push_back(raw);
+                        continue;
+                    }
+                    match self.must_wait(&raw) {
+                        Some(wait) => self.hold(consumer, raw, wait).await?,
+                        None => {
+                            let progress = raw.progress.is_some();
+                            self.dispatch(consumer, raw, inflight).await?;
+                            if progress {
+                                self.release(consumer, inflight).await?;
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Processes one record and tracks its acknowledgement (at-least-once)
+    /// or its place in the open transaction (exactly-once).
+    async fn dispatch(
+        &mut self,
+        consumer: &Consumer_,
+        raw: Raw,
+        inflight: &mut FuturesOrdered<Ack>,
+    ) -> Result<(), KafkaError> {
+        let (physical, partition, offset) = (raw.physical.clone(), raw.partition, raw.offset);
+        let ack = self.handle(consumer, raw).await?;
+        match &self.txn {
+            None => inflight.push_back(ack),
+            Some(txn) => {
+                txn.consumed(&physical, partition, offset);
+                let full = self
+                    .config
+                    .exactly_once
+                    .as_ref()
+                    .is_some_and(|eo| txn.pending().0 >= eo.max_inputs);
+                if full {
+                    self.commit(consumer).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What `raw` waits for, if its event time is not yet complete on
+    /// every input it depends on.
+    fn must_wait(&self, raw: &Raw) -> Option<Wait> {
+        if raw.progress.is_some() || self.processor.control_topics().is_empty() {
+            return None;
+        }
+        let value = P::Input::decode(&raw.logical, raw.payload.as_deref()?).ok()?;
+        let wait = self.processor.wait(&value)?;
+        (!is_over(&self.frontier, &wait)).then_some(wait)
+    }
+
+    /// Holds `raw` (and pauses its partition) until its wait is over.
+    async fn hold(&mut self, consumer: &Consumer_, raw: Raw, wait: Wait) -> Result<(), KafkaError> {
+        bump(&self.counters.held);
+        tracing::debug!(topic = %raw.logical, partition = raw.partition, offset = raw.offset, until = wait.until, on = ?wait.on, "held for event-time alignment");
+        announce(self.txn.as_ref(), self.producer.as_ref(), &wait).await?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&raw.physical, raw.partition);
+        consumer.pause(&tpl)?;
+        self.held.insert(
+            (raw.physical.clone(), raw.partition),
+            Held {
+                wait,
+                records: std::collections::VecDeque::from([raw]),
+            },
+        );
+        Ok(())
+    }
+
+    /// Processes held records whose wait is over, in partition order, and
+    /// resumes the partitions that have nothing held any more.
+    async fn release(
+        &mut self,
+        consumer: &Consumer_,
+        inflight: &mut FuturesOrdered<Ack>,
+    ) -> Result<(), KafkaError> {
+        loop {
+            let mut progressed = false;
+            let keys: Vec<(String, i32)> = self.held.keys().cloned().collect();
+            for key in keys {
+                while let Some(h) = self.held.get_mut(&key) {
+                    if !is_over(&self.frontier, &h.wait) {
+                        break;
+                    }
+                    let Some(head) = h.records.pop_front() else {
+                        break;
+                    };
+                    progressed |= head.progress.is_some();
+                    self.dispatch(consumer, head, inflight).await?;
+                    // What follows it, until a record that must wait.
+                    loop {
+                        let Some(raw) = self.held.get_mut(&key).and_then(|h| h.records.pop_front())
+                        else {
+                            self.held.remove(&key);
+                            let mut tpl = TopicPartitionList::new();
+                            tpl.add_partition(&key.0, key.1);
+                            consumer.resume(&tpl)?;
+                            break;
+                        };
+                        if let Some(wait) = self.must_wait(&raw) {
+                            bump(&self.counters.held);
+                            announce(self.txn.as_ref(), self.producer.as_ref(), &wait).await?;
+                            if let Some(h) = self.held.get_mut(&key) {
+                                h.wait = wait;
+                                h.records.push_front(raw);
+                            }
+                            break;
+                        }
+                        progressed |= raw.progress.is_some();
+                        self.dispatch(consumer, raw, inflight).await?;
+                    }
+                }
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads the progress records of the control topics up to the group's
+    /// committed offsets (what the group has already consumed).
+    async fn restore_frontier(&mut self, consumer: &Consumer_) -> Result<(), KafkaError> {
+        for logical in self.processor.control_topics() {
+            let physical = self.settings.physical(logical);
+            let mut tpl = TopicPartitionList::new();
+            for p in crate::reader::partitions_of(consumer, &physical, BROKER_TIMEOUT)? {
+                tpl.add_partition(&physical, p);
+            }
+            let committed = consumer.committed_offsets(tpl, BROKER_TIMEOUT)?;
+            let until: BTreeMap<i32, i64> = committed
+                .elements()
+                .iter()
+                .map(|e| {
+                    (
+                        e.partition(),
+                        match e.offset() {
+                            Offset::Offset(o) => o,
+                            _ => 0,
+                        },
+                    )
+                })
+                .collect();
+            drop(committed);
+            let (settings, topic) = (self.settings.clone(), logical.to_string());
+            let progress = tokio::task::spawn_blocking(move || {
+                crate::reader::read_progress(&settings, &topic, Some(&until), WARM_UP_TIMEOUT)
+            })
+            .await
+            .map_err(|e| KafkaError::Admin(format!("progress restore task: {e}")))??;
+            for (key, t) in progress {
+                self.frontier.insert((logical.to_string(), key), t);
+            }
+        }
+        Ok(())
     }
 
     /// Exactly-once: commits the open transaction (on a blocking thread).
@@ -542,6 +790,7 @@ impl<P: Processor> Loop<'_, P> {
             payload: m.payload().map(<[u8]>::to_vec),
             timestamp: m.timestamp().to_millis(),
             event_id,
+            progress: crate::reader::progress_of(m),
         }
     }
 
@@ -652,6 +901,28 @@ impl<P: Processor> Loop<'_, P> {
         raw: &Raw,
         id: EventId,
     ) -> Result<Result<Vec<OutRecord>, (ErrorKind, String)>, KafkaError> {
+        if let Some(through) = raw.progress {
+            bump(&self.counters.progress);
+            let key = String::from_utf8_lossy(raw.key.as_deref().unwrap_or_default()).into_owned();
+            let slot = self
+                .frontier
+                .entry((raw.logical.clone(), key.clone()))
+                .or_insert(through);
+            *slot = (*slot).max(through);
+            let mut out = Outputs::new(self.processor.name(), id);
+            return Ok(
+                match self
+                    .processor
+                    .progress(&raw.logical, &key, through, &mut out)
+                {
+                    Ok(()) => Ok(out.into_records()),
+                    Err(e) => Err(match e {
+                        ProcessError::Poison { kind, reason } => (kind, reason),
+                        ProcessError::Retriable(reason) => (ErrorKind::Processing, reason),
+                    }),
+                },
+            );
+        }
         let Some(bytes) = raw.payload.as_deref() else {
             return Ok(Err((
                 ErrorKind::Malformed,
@@ -827,8 +1098,19 @@ impl<P: Processor> Loop<'_, P> {
         physical: &[String],
     ) -> Result<(), KafkaError> {
         let started = Instant::now();
+        // Control topics first: a core applies their records by event time
+        // as its data passes it, so the data replayed after them meets
+        // them where it met them live.
+        let controls: Vec<String> = self
+            .processor
+            .control_topics()
+            .iter()
+            .map(|t| self.settings.physical(t))
+            .collect();
+        let mut physical = physical.to_vec();
+        physical.sort_by_key(|t| !controls.contains(t));
         let mut tpl = TopicPartitionList::new();
-        for topic in physical {
+        for topic in &physical {
             for p in crate::reader::partitions_of(consumer, topic, BROKER_TIMEOUT)? {
                 tpl.add_partition(topic, p);
             }
@@ -884,7 +1166,7 @@ impl<P: Processor> Loop<'_, P> {
             let Some(last) = records.last().map(|r| r.offset) else {
                 break;
             };
-            for r in records {
+            for r in records.into_iter().filter(|r| r.progress.is_none()) {
                 let id = r
                     .event_id
                     .unwrap_or_else(|| EventId::for_position(&logical, partition, r.offset));

@@ -83,6 +83,10 @@ impl ClientSettings {
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
+            // An idle partition's fetch returns after this at most: a
+            // processor waiting for another's progress record (event-time
+            // alignment) sees it within a few milliseconds.
+            .set("fetch.wait.max.ms", "10")
             // Also bounds how long a rebalance waits for members that vanished.
             .set("max.poll.interval.ms", "60000");
         self.with_overrides(c)

@@ -121,6 +121,7 @@ pub async fn run_sink<S: Sink>(
                     let (partition, offset) = (m.partition(), m.offset());
                     let id = event_id_of(&m).unwrap_or_else(|| EventId::for_position(&logical, partition, offset));
                     let decoded = match m.payload() {
+                        _ if crate::reader::progress_of(&m).is_some() => Err((ErrorKind::Malformed, "a progress record on a sink's input".to_string())),
                         Some(bytes) => S::Input::decode(&logical, bytes).map_err(|e| (e.kind().into(), e.to_string())),
                         None => Err((ErrorKind::Malformed, "record has no value (tombstone)".to_string())),
                     };

@@ -139,6 +139,10 @@ pub struct Summary {
     /// Summed over trainings: reading data, and fitting + evaluating.
     pub training_load_seconds: f64,
     pub training_fit_seconds: f64,
+    /// Content digests of the output topics (see `autotrain digest`):
+    /// equal across runs over the same bars for
+    /// [`super::digest::DETERMINISTIC`] topics.
+    pub digests: BTreeMap<String, super::digest::TopicDigest>,
     pub seconds: f64,
     pub bars_per_second: f64,
 }
@@ -257,6 +261,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         &ctx.settings,
         &rcs[2],
         DriftProcessor::new(config.drift.clone())
+            .aligned(config.runner.align_event_time)
             .with_event_schedules(demo_schedules(config, &files))?,
         stages[2].clone(),
         stop(stop_rx.clone()),
@@ -265,7 +270,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     let regiming = autotrain_kafka::run(
         &ctx.settings,
         &regime_rc,
-        RegimeProcessor::new(&config.drift.model_key),
+        RegimeProcessor::new(&config.drift.model_key).aligned(config.runner.align_event_time),
         stages[3].clone(),
         stop(stop_rx.clone()),
     );
@@ -428,6 +433,18 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let digests = {
+        let s = ctx.settings.clone();
+        tokio::task::spawn_blocking(move || {
+            let topics: Vec<&str> = super::digest::DETERMINISTIC
+                .iter()
+                .chain(super::digest::ARRIVAL_ORDER)
+                .copied()
+                .collect();
+            super::digest::digests(&s, &topics)
+        })
+        .await??
+    };
     let v = &validator.summary;
     let checksum_duplicates = v.flags.get("duplicate").copied().unwrap_or(0);
     Ok((
@@ -474,6 +491,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
                 .values()
                 .filter_map(|v| v.metric("train_seconds"))
                 .sum(),
+            digests,
             seconds,
             bars_per_second: bars_in as f64 / seconds,
         },
@@ -555,6 +573,9 @@ async fn wait_caught_up(
 /// behind the one before it: the embedded broker keeps only the newest
 /// ~5 MiB per partition, so an unbounded head start would lose data (and
 /// the runner would stop with a data-loss error).
+/// An instrument and one row of its file.
+type Row = (String, Result<Bar, autotrain_connector_file::RowError>);
+
 async fn publish_with_backpressure(
     ctx: &Context,
     files: &[PathBuf],
@@ -572,7 +593,7 @@ async fn publish_with_backpressure(
     // have had live.
     const DECISION_LAG: u64 = 100;
     let producer = Producer::new(&ctx.settings)?;
-    let mut rows: Vec<(String, Result<Bar, autotrain_connector_file::RowError>)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for path in files {
         let id = infer_instrument(path).with_context(|| {
             format!(
@@ -582,6 +603,23 @@ async fn publish_with_backpressure(
         })?;
         rows.extend(BarReader::open(path, id.clone())?.map(|r| (id.key(), r)));
     }
+    // As a live feed would: the instruments interleaved in time, each
+    // file's rows in their own order (merged on the running maximum of
+    // their times; ties by instrument).
+    let mut newest: HashMap<String, i64> = HashMap::new();
+    let mut keyed: Vec<(i64, usize, Row)> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let t = newest.entry(row.0.clone()).or_insert(i64::MIN);
+            if let Ok(b) = &row.1 {
+                *t = (*t).max(b.ts);
+            }
+            (*t, i, row)
+        })
+        .collect();
+    keyed.sort_by(|a, b| (a.0, &(a.2).0, a.1).cmp(&(b.0, &(b.2).0, b.1)));
+    let rows: Vec<_> = keyed.into_iter().map(|(_, _, row)| row).collect();
     let bar = if progress {
         ProgressBar::new(rows.len() as u64)
     } else {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod digest;
 pub mod features;
 pub mod fetch;
 pub mod fit;

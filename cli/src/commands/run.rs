@@ -186,6 +186,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 || {
                     std::future::ready(
                         autotrain_drift::DriftProcessor::new(config.drift.clone())
+                            .aligned(config.runner.align_event_time)
                             .with_event_schedules(config.scheduler.event_schedules())
                             .map_err(anyhow::Error::from),
                     )
@@ -212,7 +213,8 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 for p in autotrain_kafka::values(REGIMES.name(), regimes)? {
                     latest.insert((p.instrument.clone(), p.timeframe.clone()), p);
                 }
-                let mut core = autotrain_regime::RegimeProcessor::new(&args.model_key);
+                let mut core = autotrain_regime::RegimeProcessor::new(&args.model_key)
+                    .aligned(config.runner.align_event_time);
                 core.restore(
                     autotrain_kafka::values(MODEL_UPDATES.name(), models)?,
                     latest.into_values(),

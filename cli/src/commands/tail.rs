@@ -92,7 +92,9 @@ fn tail(settings: &autotrain_kafka::ClientSettings, topic: &str, args: &Args) ->
                         .find(|h| h.key == EVENT_ID_HEADER)
                         .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
                 });
+                let progress = autotrain_kafka::reader::progress_of(&m);
                 let (schema, value) = match m.payload().map(autotrain_schemas::decode_any_json) {
+                    _ if progress.is_some() => (json!("progress"), json!({ "through": progress })),
                     Some(Ok((name, v))) => (json!(name), v),
                     Some(Err(e)) => (json!(null), json!({ "undecodable": e.to_string() })),
                     None => (json!(null), json!(null)),

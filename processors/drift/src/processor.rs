@@ -21,19 +21,23 @@
 //! partition, so these two detectors may resume from a slightly different
 //! state than an uninterrupted run (the feature detectors do not).
 
-use autotrain_kafka::{EventId, Inbound, Incoming, Outputs, ProcessError, Processor};
+use autotrain_kafka::{
+    EventId, Inbound, Incoming, OutRecord, Outputs, ProcessError, Processor, Wait,
+};
 use autotrain_schemas::{
     decode, DriftEvidence, FeatureVector, ModelVersion, Priority, TrainingTrigger, TriggerReason,
     WireError,
 };
 use autotrain_topics::{MODEL_UPDATES, TRAINING_TRIGGERS};
-use autotrain_trainer::{OnlineFilter, Registry, TrainedModel, PROD};
+use autotrain_trainer::{OnlineFilter, TimedRegistry, TrainedModel, PROD};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::detectors::{Adwin, Detection, Detector, LikelihoodDecay, PageHinkley, Psi, Reference};
 use crate::event_clock::EventSchedules;
 use crate::scheduler::{Schedule, ScheduleError};
+
+const MODEL_UPDATES_NAME: &str = MODEL_UPDATES.name();
 
 /// What the drift processor reads: feature rows, and the registry's
 /// events (for the prod model's detectors).
@@ -128,6 +132,12 @@ pub struct DriftConfig {
     pub priority: Priority,
     pub auto_promote: bool,
     pub model_detectors: ModelDetectors,
+    /// Event time between two progress records on `training.triggers` per
+    /// model key (the trainer turns them into `model.updates` progress,
+    /// which this processor and the regime processor wait for). Shorter
+    /// than the trainer's `activation_delay_ms` keeps them from waiting
+    /// while no run is pending.
+    pub progress_every_ms: i64,
 }
 
 impl Default for DriftConfig {
@@ -162,6 +172,7 @@ impl Default for DriftConfig {
             priority: Priority::High,
             auto_promote: true,
             model_detectors: ModelDetectors::default(),
+            progress_every_ms: 3 * 3_600_000,
         }
     }
 }
@@ -191,8 +202,13 @@ pub struct DriftProcessor {
     config: DriftConfig,
     series: FxHashMap<(String, String), Series>,
     last_trigger: FxHashMap<String, i64>,
-    registry: Registry,
+    registry: TimedRegistry,
     tracked: FxHashMap<String, Tracked>,
+    /// Bars wait until `model.updates` is complete through their time
+    /// (see [`DriftProcessor::aligned`]).
+    aligned: bool,
+    /// Per model key: the last progress published on `training.triggers`.
+    progress: FxHashMap<String, i64>,
     /// Cron schedules on event time, if the scheduler runs here.
     schedules: Option<EventSchedules>,
     /// Drift triggers emitted, and detections inside a cooldown.
@@ -206,8 +222,10 @@ impl DriftProcessor {
             config,
             series: FxHashMap::default(),
             last_trigger: FxHashMap::default(),
-            registry: Registry::new(),
+            registry: TimedRegistry::new(),
             tracked: FxHashMap::default(),
+            aligned: false,
+            progress: FxHashMap::default(),
             schedules: None,
             triggers: 0,
             suppressed: 0,
@@ -221,6 +239,17 @@ impl DriftProcessor {
         let s = EventSchedules::new(schedules)?;
         self.schedules = (!s.is_empty()).then_some(s);
         Ok(self)
+    }
+
+    /// Event-time alignment: each bar waits until `model.updates` is
+    /// complete through its time (the trainer's progress records), and
+    /// this processor publishes progress on `training.triggers` as it
+    /// passes bars; registry events take effect at their `effective_from`
+    /// either way. Off, bars see whatever registry events arrived before
+    /// them.
+    pub fn aligned(mut self, on: bool) -> Self {
+        self.aligned = on;
+        self
     }
 
     /// Scheduled triggers emitted on event time.
@@ -237,10 +266,16 @@ impl DriftProcessor {
         self.registry.apply(e).map_err(|err| err.to_string())
     }
 
+    /// Registry events of the instrument's key in effect at `ts`.
+    fn advance(&mut self, instrument: &str, ts: i64) {
+        let key = self.model_key(instrument);
+        self.registry.advance(&key, ts);
+    }
+
     /// The prod model of an instrument's key, if any and loadable.
     fn prod_of(&self, instrument: &str) -> Option<(i32, TrainedModel)> {
         let key = self.model_key(instrument);
-        let prod = self.registry.model(&key)?.alias(PROD)?;
+        let prod = self.registry.current().model(&key)?.alias(PROD)?;
         let model = TrainedModel::from_bytes(prod.parameters.as_deref()?).ok()?;
         Some((prod.version, model))
     }
@@ -292,6 +327,7 @@ impl DriftProcessor {
 
     /// Feeds one feature vector; returns the triggers to publish.
     pub fn apply(&mut self, v: &FeatureVector) -> Vec<TrainingTrigger> {
+        self.advance(&v.instrument, v.ts);
         let mut hits: Vec<(String, &'static str, Detection)> = Vec::new();
         let md = self.config.model_detectors.clone();
         let prod = if md.enabled {
@@ -453,6 +489,14 @@ impl Processor for DriftProcessor {
                 for t in self.apply(v) {
                     out.send(TRAINING_TRIGGERS, &t.model_key.clone(), &t)?;
                 }
+                if self.aligned {
+                    let key = self.model_key(&v.instrument);
+                    let every = self.config.progress_every_ms.max(1);
+                    if self.progress.get(&key).is_none_or(|p| v.ts >= p + every) {
+                        self.progress.insert(key.clone(), v.ts);
+                        out.progress(TRAINING_TRIGGERS, &key, v.ts);
+                    }
+                }
                 Ok(())
             }
         }
@@ -461,12 +505,43 @@ impl Processor for DriftProcessor {
     fn rebuilds_from_inputs(&self) -> bool {
         true
     }
+
+    fn control_topics(&self) -> &'static [&'static str] {
+        if self.aligned {
+            &[MODEL_UPDATES_NAME]
+        } else {
+            &[]
+        }
+    }
+
+    /// A bar waits for `model.updates` of its key through its time; while
+    /// it waits, the triggers of its key are complete through the instant
+    /// before it (every earlier bar was processed).
+    fn wait(&self, input: &DriftInput) -> Option<Wait> {
+        let DriftInput::Features(v) = input else {
+            return None;
+        };
+        if !self.aligned {
+            return None;
+        }
+        let key = self.model_key(&v.instrument);
+        Some(Wait {
+            until: v.ts,
+            on: vec![(MODEL_UPDATES_NAME, key.clone())],
+            announce: vec![OutRecord::progress(
+                TRAINING_TRIGGERS.name(),
+                &key,
+                v.ts.saturating_sub(1),
+            )],
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use autotrain_schemas::FeatureValue;
+    use autotrain_trainer::Registry;
 
     fn vector(ts: i64, lr: f64) -> FeatureVector {
         FeatureVector {

@@ -4,10 +4,12 @@
 //! each model switch fell between bars, which the published posteriors
 //! record and a replay of two topics could not reproduce.
 
-use autotrain_kafka::{Inbound, Incoming, Outputs, ProcessError, Processor};
+use autotrain_kafka::{Inbound, Incoming, Outputs, ProcessError, Processor, Wait};
 use autotrain_schemas::{decode, FeatureVector, ModelVersion, RegimePosterior, WireError};
 use autotrain_topics::{MODEL_UPDATES, REGIMES};
-use autotrain_trainer::{OnlineFilter, Registry, TrainedModel, PROD};
+use autotrain_trainer::{OnlineFilter, TimedRegistry, TrainedModel, PROD};
+
+const MODEL_UPDATES_NAME: &str = MODEL_UPDATES.name();
 use rustc_hash::FxHashMap;
 
 #[derive(Debug, Clone)]
@@ -49,7 +51,9 @@ struct Tracking {
 pub struct RegimeProcessor {
     /// Model key per instrument; `{instrument}` is replaced.
     model_key: String,
-    registry: Registry,
+    registry: TimedRegistry,
+    /// Bars wait until `model.updates` is complete through their time.
+    aligned: bool,
     tracking: FxHashMap<(String, String), Tracking>,
     pub stats: RegimeStats,
 }
@@ -58,10 +62,21 @@ impl RegimeProcessor {
     pub fn new(model_key: &str) -> Self {
         RegimeProcessor {
             model_key: model_key.to_string(),
-            registry: Registry::new(),
+            registry: TimedRegistry::new(),
+            aligned: false,
             tracking: FxHashMap::default(),
             stats: RegimeStats::default(),
         }
+    }
+
+    /// Event-time alignment: each bar waits until `model.updates` is
+    /// complete through its time (the trainer's progress records), so its
+    /// posterior is taken under the model in `prod` at that bar whatever
+    /// the timing. Registry events take effect at their `effective_from`
+    /// either way.
+    pub fn aligned(mut self, on: bool) -> Self {
+        self.aligned = on;
+        self
     }
 
     /// Restores the state a previous run left: the registry from
@@ -79,8 +94,10 @@ impl RegimeProcessor {
                 .map_err(|err| ProcessError::invalid(format!("registry event refused: {err}")))?;
         }
         for p in latest {
+            self.registry.advance(&p.model_key, p.ts);
             let Some(v) = self
                 .registry
+                .current()
                 .model(&p.model_key)
                 .and_then(|m| m.versions.get(&p.model_version))
             else {
@@ -107,7 +124,13 @@ impl RegimeProcessor {
 
     fn on_features(&mut self, v: &FeatureVector) -> Result<Option<RegimePosterior>, ProcessError> {
         let key = self.model_key.replace("{instrument}", &v.instrument);
-        let Some(prod) = self.registry.model(&key).and_then(|m| m.alias(PROD)) else {
+        self.registry.advance(&key, v.ts);
+        let Some(prod) = self
+            .registry
+            .current()
+            .model(&key)
+            .and_then(|m| m.alias(PROD))
+        else {
             self.stats.no_model += 1;
             return Ok(None);
         };
@@ -196,5 +219,27 @@ impl Processor for RegimeProcessor {
                 Ok(())
             }
         }
+    }
+
+    fn control_topics(&self) -> &'static [&'static str] {
+        if self.aligned {
+            &[MODEL_UPDATES_NAME]
+        } else {
+            &[]
+        }
+    }
+
+    fn wait(&self, input: &RegimeInput) -> Option<Wait> {
+        let RegimeInput::Features(v) = input else {
+            return None;
+        };
+        self.aligned.then(|| Wait {
+            until: v.ts,
+            on: vec![(
+                MODEL_UPDATES_NAME,
+                self.model_key.replace("{instrument}", &v.instrument),
+            )],
+            announce: Vec::new(),
+        })
     }
 }

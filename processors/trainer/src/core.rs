@@ -55,6 +55,11 @@ pub struct TrainerConfig {
     /// Hyper-parameters a trigger does not set.
     pub defaults: TrainSpec,
     pub guardrails: Guardrails,
+    /// Event time between a run's `as_of` and the bars its model applies
+    /// to (its registration and promotion take effect from `as_of` plus
+    /// this), whatever the wall-clock fit time; readers of `model.updates`
+    /// may run this far ahead of the trainer before they wait for it.
+    pub activation_delay_ms: i64,
 }
 
 impl Default for TrainerConfig {
@@ -74,6 +79,7 @@ impl Default for TrainerConfig {
             cache_features: true,
             defaults: TrainSpec::default(),
             guardrails: Guardrails::default(),
+            activation_delay_ms: 6 * 3_600_000,
         }
     }
 }
@@ -84,6 +90,12 @@ pub enum Event {
     Status(TrainingStatus),
     Model(Box<ModelVersion>),
     Claim(DataClaim),
+    /// Progress on `model.updates`: every event of `model_key` taking
+    /// effect at or before `through` has been published.
+    Progress {
+        model_key: String,
+        through: i64,
+    },
 }
 
 /// A run the service should execute now.
@@ -140,6 +152,12 @@ pub struct Trainer {
     stuck_alerted: BTreeSet<String>,
     outcomes: BTreeMap<String, VecDeque<bool>>,
     rate_alerted: BTreeSet<String>,
+    /// Per model key: event time through which `training.triggers` is
+    /// complete (its writers' progress records).
+    trigger_progress: BTreeMap<String, i64>,
+    /// Per model key: progress already published on `model.updates`
+    /// (nothing may take effect at or before it any more).
+    promised: BTreeMap<String, i64>,
 }
 
 fn metric(name: &str, value: f64) -> Metric {
@@ -176,6 +194,8 @@ impl Trainer {
             stuck_alerted: BTreeSet::new(),
             outcomes: BTreeMap::new(),
             rate_alerted: BTreeSet::new(),
+            trigger_progress: BTreeMap::new(),
+            promised: BTreeMap::new(),
         }
     }
 
@@ -251,6 +271,92 @@ impl Trainer {
         held.iter()
             .map(|c| self.settle_claim(c, ClaimState::Released, reason, now))
             .collect()
+    }
+
+    /// Progress of `training.triggers` for a model key: no trigger of the
+    /// key with an event time at or before `through` will follow. What it
+    /// allows on `model.updates` comes from [`Trainer::progress_events`].
+    pub fn trigger_progress(&mut self, model_key: &str, through: i64) {
+        let t = self
+            .trigger_progress
+            .entry(model_key.to_string())
+            .or_insert(through);
+        *t = (*t).max(through);
+    }
+
+    /// `model.updates` progress of every key that moved. Published by the
+    /// same task, after the events it vouches for.
+    pub fn progress_events(&mut self) -> Vec<Event> {
+        let keys: Vec<String> = self.trigger_progress.keys().cloned().collect();
+        keys.iter().flat_map(|k| self.updates_progress(k)).collect()
+    }
+
+    /// Progress published on `model.updates` before a restart.
+    pub fn restore_promised(&mut self, model_key: &str, through: i64) {
+        let p = self
+            .promised
+            .entry(model_key.to_string())
+            .or_insert(through);
+        *p = (*p).max(through);
+    }
+
+    /// The event time of a trigger: the bars it trains on end there.
+    fn as_of(t: &TrainingTrigger) -> i64 {
+        t.created_at
+    }
+
+    /// When a run's events take effect: its `as_of` plus the activation
+    /// delay, and never at or before what was already promised (a trigger
+    /// arriving late, e.g. from ops).
+    fn effective_for(&self, model_key: &str, as_of: i64) -> i64 {
+        let at = as_of.saturating_add(self.config.activation_delay_ms.max(1));
+        self.effective_after(model_key)
+            .map_or(at, |after| at.max(after))
+    }
+
+    /// The earliest event time a new event of `model_key` may take effect
+    /// at: after what was promised, and not before the key's last event
+    /// (readers apply a key's events in the order they were published).
+    fn effective_after(&self, model_key: &str) -> Option<i64> {
+        let promised = self.promised.get(model_key).map(|p| p.saturating_add(1));
+        let last = self
+            .registry
+            .model(model_key)
+            .and_then(|m| m.events.iter().filter_map(|e| e.effective_from).max());
+        promised.max(last)
+    }
+
+    /// `model.updates` progress of `model_key` if it moved: complete
+    /// through the triggers' progress plus the activation delay, and short
+    /// of the first unresolved run's effect.
+    fn updates_progress(&mut self, model_key: &str) -> Vec<Event> {
+        let Some(&triggers) = self.trigger_progress.get(model_key) else {
+            return Vec::new();
+        };
+        let delay = self.config.activation_delay_ms.max(1);
+        let mut through = triggers.saturating_add(delay);
+        // A run blocked by flags waits for people, not for data: it does
+        // not hold the key's readers back, and its model takes effect
+        // where the trainer's progress stands when it completes.
+        if let Some(first) = self
+            .queue
+            .unresolved(model_key)
+            .filter(|j| j.state != TrainingState::Blocked)
+            .map(|j| Self::as_of(&j.trigger))
+            .min()
+        {
+            through = through.min(first.saturating_add(delay).saturating_sub(1));
+        }
+        match self.promised.get(model_key) {
+            Some(p) if *p >= through => Vec::new(),
+            _ => {
+                self.promised.insert(model_key.to_string(), through);
+                vec![Event::Progress {
+                    model_key: model_key.to_string(),
+                    through,
+                }]
+            }
+        }
     }
 
     /// A trigger from `training.triggers`. Known triggers change nothing;
@@ -337,6 +443,7 @@ impl Trainer {
                     .promote(&key, version, PROD, now)
                     .map_err(|e| e.to_string())?;
                 e.tags = by;
+                e.effective_from = self.effective_after(&key);
                 self.registry.apply(&e).map_err(|e| e.to_string())?;
                 Ok(vec![Event::Model(Box::new(e))])
             }
@@ -355,6 +462,7 @@ impl Trainer {
                     .ok_or("no such version")?;
                 e.metrics = rescore(&target)?;
                 e.tags = by;
+                e.effective_from = self.effective_after(&key);
                 self.registry.apply(&e).map_err(|e| e.to_string())?;
                 Ok(vec![Event::Model(Box::new(e))])
             }
@@ -491,6 +599,12 @@ impl Trainer {
 
     /// A run ended. A job cancelled meanwhile ignores its result.
     pub fn finish(&mut self, plan: &Plan, outcome: Outcome, now: i64) -> Vec<Event> {
+        let mut out = self.finish_run(plan, outcome, now);
+        out.extend(self.updates_progress(&plan.trigger.model_key));
+        out
+    }
+
+    fn finish_run(&mut self, plan: &Plan, outcome: Outcome, now: i64) -> Vec<Event> {
         let id = plan.training_id.as_str();
         let key = plan.trigger.model_key.clone();
         self.running_since.remove(id);
@@ -572,9 +686,11 @@ impl Trainer {
             ));
         }
         registered.tags = tags;
+        let effective = self.effective_for(&key, Self::as_of(&plan.trigger));
+        registered.effective_from = Some(effective);
         let version = registered.version;
         if self.registry.apply(&registered).is_err() {
-            return self.finish(
+            return self.finish_run(
                 plan,
                 Outcome::Failed("registry refused the version".into()),
                 now,
@@ -605,6 +721,7 @@ impl Trainer {
         if promoted {
             if let Ok(mut e) = self.registry.promote(&key, version, PROD, now) {
                 e.tags = vec!["by:trainer".into(), "guardrails:passed".into()];
+                e.effective_from = Some(effective);
                 if self.registry.apply(&e).is_ok() {
                     out.push(Event::Model(Box::new(e)));
                     message = format!("version {version} promoted to prod");
@@ -777,6 +894,7 @@ mod tests {
                 Event::Status(s) => format!("status:{:?}", s.state).to_lowercase(),
                 Event::Model(m) => format!("model:{:?}:{}", m.event, m.version).to_lowercase(),
                 Event::Claim(c) => format!("claim:{:?}", c.state).to_lowercase(),
+                Event::Progress { through, .. } => format!("progress:{through}"),
             })
             .collect()
     }

@@ -36,8 +36,10 @@ pub mod registry;
 pub mod service;
 pub mod simulate;
 pub mod spec;
+pub mod timed;
 pub mod view;
 
 pub use artifact::{Baseline, Distribution, TrainedModel};
 pub use hmm::{Covariance, FitOptions, FitReport, GaussianHmm, HmmError, OnlineFilter};
 pub use registry::{Model, Registry, RegistryError, PROD, STAGING};
+pub use timed::TimedRegistry;

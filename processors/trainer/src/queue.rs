@@ -125,6 +125,18 @@ impl TrainingQueue {
         }
     }
 
+    /// Triggers of `model_key` not yet resolved (queued, parked, running
+    /// or awaiting a retry).
+    pub fn unresolved<'a>(&'a self, model_key: &'a str) -> impl Iterator<Item = &'a Job> {
+        self.jobs.values().filter(move |j| {
+            j.trigger.model_key == model_key
+                && !matches!(
+                    j.state,
+                    TrainingState::Completed | TrainingState::Failed | TrainingState::Cancelled
+                )
+        })
+    }
+
     pub fn job(&self, id: &str) -> Option<&Job> {
         self.jobs.get(id)
     }
@@ -189,12 +201,27 @@ impl TrainingQueue {
                 .iter()
                 .map(|id| self.jobs[id].trigger.model_key.as_str())
                 .collect();
+            // Runs of a key start in the event-time order of their
+            // triggers (then training id), whatever order they arrived or
+            // parked in: which champion a run faces and which version
+            // number it gets follow the data, not the wall clock.
+            let first_of_key = |key: &str| {
+                self.waiting
+                    .iter()
+                    .map(|(_, _, id)| &self.jobs[id])
+                    .filter(|j| j.trigger.model_key == key)
+                    .map(|j| (j.trigger.created_at, j.training_id.as_str()))
+                    .min()
+            };
             let Some(entry) = self
                 .waiting
                 .iter()
                 .find(|(_, _, id)| {
                     let job = &self.jobs[id];
-                    job.not_before <= now && !busy.contains(job.trigger.model_key.as_str())
+                    job.not_before <= now
+                        && !busy.contains(job.trigger.model_key.as_str())
+                        && first_of_key(&job.trigger.model_key)
+                            == Some((job.trigger.created_at, job.training_id.as_str()))
                 })
                 .cloned()
             else {

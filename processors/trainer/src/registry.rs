@@ -153,6 +153,7 @@ impl Registry {
             alias: Some(STAGING.into()),
             previous_version: None,
             at,
+            effective_from: None,
         }
     }
 
@@ -176,6 +177,7 @@ impl Registry {
             alias: Some(alias.to_string()),
             previous_version: model.and_then(|m| m.aliases.get(alias).copied()),
             at,
+            effective_from: None,
             parameters: None,
             manifest: None,
             metrics: Vec::new(),

@@ -19,7 +19,11 @@ pub struct ModelVersion {
     pub manifest: Option<Manifest>,
     pub alias: Option<String>,
     pub previous_version: Option<i32>,
+    /// Wall-clock time the event was written.
     pub at: i64,
+    /// Event time from which the event takes effect (see the schema).
+    #[serde(default)]
+    pub effective_from: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,4 +56,9 @@ pub struct OffsetRange {
     pub end: i64,
 }
 
-payload!(ModelVersion, "ModelVersion", "model_version.avsc");
+payload!(
+    ModelVersion,
+    "ModelVersion",
+    "model_version.avsc",
+    "model_version.v1.avsc"
+);

@@ -212,6 +212,7 @@ pub fn all() -> Vec<Samples> {
             alias: Some("prod".into()),
             previous_version: Some(2),
             at: 1_700_000_000_000,
+            effective_from: Some(1_699_999_000_000),
         }]),
         entry(vec![ParamUpdate {
             strategy: "momentum_breakout".into(),

@@ -11,7 +11,9 @@ use autotrain_kafka::{Inbound, Incoming, Outputs, ProcessError, Processor};
 use autotrain_schemas::{
     decode, Metric, ModelVersion, TrainingCommand, TrainingTrigger, WireError,
 };
-use autotrain_topics::{MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS, TRAINING_STATUS};
+use autotrain_topics::{
+    MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS, TRAINING_STATUS, TRAINING_TRIGGERS,
+};
 use tokio::sync::Notify;
 
 use super::store::ReferenceStore;
@@ -51,6 +53,9 @@ pub fn emit(events: &[Event], out: &mut Outputs) -> Result<(), ProcessError> {
             Event::Status(s) => out.send(TRAINING_STATUS, &s.training_id, s)?,
             Event::Model(m) => out.send(MODEL_UPDATES, &m.model_key, m.as_ref())?,
             Event::Claim(c) => out.send(TRAINING_CLAIMS, &c.model_key, c)?,
+            Event::Progress { model_key, through } => {
+                out.progress(MODEL_UPDATES, model_key, *through)
+            }
         }
     }
     Ok(())
@@ -126,6 +131,29 @@ impl Processor for Intake {
             }
         };
         emit(&events, out)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Drift (and the event-time scheduler) vouch for `training.triggers`
+    /// as they pass bars: `model.updates` may then advance.
+    fn progress(
+        &mut self,
+        topic: &str,
+        key: &str,
+        through: i64,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError> {
+        if topic != TRAINING_TRIGGERS.name() {
+            return Ok(());
+        }
+        let _ = out;
+        self.core
+            .lock()
+            .map_err(|_| ProcessError::Retriable("trainer state poisoned".into()))?
+            .trigger_progress(key, through);
+        // The executor publishes what it allows on `model.updates`, after
+        // the events of the runs it has finished (one ordered writer).
         self.wake.notify_one();
         Ok(())
     }

@@ -77,6 +77,9 @@ fn record(e: &Event) -> Result<OutRecord, KafkaError> {
         Event::Status(s) => OutRecord::from_content(TRAINING_STATUS, &s.training_id, s)?,
         Event::Model(m) => OutRecord::from_content(MODEL_UPDATES, &m.model_key, m.as_ref())?,
         Event::Claim(c) => OutRecord::from_content(TRAINING_CLAIMS, &c.model_key, c)?,
+        Event::Progress { model_key, through } => {
+            OutRecord::progress(MODEL_UPDATES.name(), model_key, *through)
+        }
     })
 }
 
@@ -124,16 +127,37 @@ pub async fn run(
     let mut core = Trainer::new(config);
 
     let s = settings.clone();
-    let (triggers, statuses, models, claims) = tokio::task::spawn_blocking(move || {
-        Ok::<_, KafkaError>((
-            read_topic::<TrainingTrigger>(&s, TRAINING_TRIGGERS.name(), READ_TIMEOUT)?,
-            read_topic::<TrainingStatus>(&s, TRAINING_STATUS.name(), READ_TIMEOUT)?,
-            read_topic::<ModelVersion>(&s, MODEL_UPDATES.name(), READ_TIMEOUT)?,
-            read_topic::<DataClaim>(&s, TRAINING_CLAIMS.name(), READ_TIMEOUT)?,
-        ))
-    })
-    .await
-    .map_err(|e| KafkaError::Admin(format!("restore task: {e}")))??;
+    let group = runner.group_id.clone();
+    let (triggers, statuses, models, claims, promised, trigger_progress) =
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, KafkaError>((
+                read_topic::<TrainingTrigger>(&s, TRAINING_TRIGGERS.name(), READ_TIMEOUT)?,
+                read_topic::<TrainingStatus>(&s, TRAINING_STATUS.name(), READ_TIMEOUT)?,
+                read_topic::<ModelVersion>(&s, MODEL_UPDATES.name(), READ_TIMEOUT)?,
+                read_topic::<DataClaim>(&s, TRAINING_CLAIMS.name(), READ_TIMEOUT)?,
+                autotrain_kafka::reader::read_progress(
+                    &s,
+                    MODEL_UPDATES.name(),
+                    None,
+                    READ_TIMEOUT,
+                )?,
+                // What the intake already consumed (later progress records are
+                // read again with the triggers they follow).
+                autotrain_kafka::reader::read_progress(
+                    &s,
+                    TRAINING_TRIGGERS.name(),
+                    Some(&autotrain_kafka::reader::committed(
+                        &s,
+                        &group,
+                        TRAINING_TRIGGERS.name(),
+                        READ_TIMEOUT,
+                    )?),
+                    READ_TIMEOUT,
+                )?,
+            ))
+        })
+        .await
+        .map_err(|e| KafkaError::Admin(format!("restore task: {e}")))??;
     // Statuses and claims are keyed by training id / model key over
     // several partitions: order them by time (ties keep partition order).
     // A record of these topics that does not decode or fold stops the
@@ -173,6 +197,12 @@ pub async fn run(
             reason: e.to_string(),
         })?;
 
+    for (key, through) in promised {
+        core.restore_promised(&key, through);
+    }
+    for (key, through) in trigger_progress {
+        core.trigger_progress(&key, through);
+    }
     let producer = Producer::new(settings)?;
     publish(&producer, &settled, &counters).await?;
 
@@ -230,7 +260,9 @@ pub async fn run(
                 counters
                     .pending
                     .store((q.queued + q.active) as u64, Ordering::Relaxed);
-                (runs, c.tick(clock()))
+                let mut alerts = c.tick(clock());
+                alerts.extend(c.progress_events());
+                (runs, alerts)
             };
             publish(&producer, &alerts, &counters).await?;
             for plan in plans {

@@ -1,0 +1,181 @@
+//! `autotrain digest`: a fingerprint of what topics hold, by content, to
+//! compare two runs or two deployments over the same bars.
+//!
+//! Each record is decoded to JSON, wall-clock fields are left out (the
+//! time an event was written; a run's manifest input ranges and read
+//! counts, which end at the log end the run saw; its load and fit
+//! seconds), and the `key \0 json` lines are sorted and
+//! hashed: offsets, partition interleaving and progress records do not
+//! count, content and event times do.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use autotrain_kafka::reader::{partitions_of, read_range};
+use autotrain_kafka::ClientSettings;
+use autotrain_topics::{
+    FEATURES, MARKET_BARS, MARKET_FLAGS, MODEL_UPDATES, PARAM_UPDATES, REGIMES, TRADE_OUTCOMES,
+    TRAINING_TRIGGERS,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::context::Context;
+
+/// Topics whose content is a function of the input bars (event-time
+/// aligned end to end).
+pub const DETERMINISTIC: &[&str] = &[
+    MARKET_BARS.name(),
+    MARKET_FLAGS.name(),
+    FEATURES.name(),
+    TRAINING_TRIGGERS.name(),
+    MODEL_UPDATES.name(),
+    REGIMES.name(),
+];
+
+/// Outputs of the parameter controller and the simulated engine: digested
+/// too, but still decided in arrival order (see `docs/determinism.md`).
+pub const ARRIVAL_ORDER: &[&str] = &[PARAM_UPDATES.name(), TRADE_OUTCOMES.name()];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TopicDigest {
+    pub records: u64,
+    /// SHA-256 of the sorted canonical lines, hex.
+    pub sha256: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Topics to digest (default: every topic the pipeline writes).
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
+    /// One JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Metrics of a training that describe what it read up to the log end it
+/// saw and how long it took, not what it decided (its parameters and
+/// evaluation are a function of the data as of its event time).
+const READ_DIAGNOSTICS: &[&str] = &[
+    "load_seconds",
+    "train_seconds",
+    "records_read",
+    "records_superseded",
+    "records_other_instruments",
+    "records_outside_window",
+    "records_undecodable",
+    "records_other_contract",
+];
+
+/// Wall-clock fields of a decoded record, left out of its digest.
+fn strip(schema: &str, value: &mut serde_json::Value) {
+    let Some(obj) = value.as_object_mut() else {
+        return;
+    };
+    match schema {
+        "ModelVersion" => {
+            obj.remove("at");
+            if let Some(m) = obj.get_mut("manifest").and_then(|m| m.as_object_mut()) {
+                m.remove("inputs");
+            }
+            if let Some(metrics) = obj.get_mut("metrics").and_then(|m| m.as_array_mut()) {
+                metrics.retain(|m| {
+                    m.get("name")
+                        .and_then(|n| n.as_str())
+                        .is_none_or(|n| !READ_DIAGNOSTICS.contains(&n))
+                });
+            }
+        }
+        "TrainingStatus" | "DataClaim" | "TrainingCommand" => {
+            obj.remove("at");
+        }
+        _ => {}
+    }
+}
+
+/// The digest of one catalogue topic as it is now. Blocking.
+pub fn topic_digest(settings: &ClientSettings, logical: &str) -> Result<TopicDigest> {
+    let timeout = Duration::from_secs(60);
+    let physical = settings.physical(logical);
+    let probe: BaseConsumer = settings.reader_config().create()?;
+    let mut lines = Vec::new();
+    for partition in partitions_of(&probe, &physical, timeout)? {
+        let (low, high) = probe.fetch_watermarks(&physical, partition, timeout)?;
+        for r in read_range(
+            &settings.reader_config(),
+            &physical,
+            partition,
+            low,
+            high,
+            timeout,
+        )? {
+            if r.progress.is_some() {
+                continue;
+            }
+            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+            let value = match r.payload.as_deref().map(autotrain_schemas::decode_any_json) {
+                Some(Ok((schema, mut v))) => {
+                    strip(schema, &mut v);
+                    v.to_string()
+                }
+                Some(Err(e)) => format!("undecodable: {e}"),
+                None => "tombstone".to_string(),
+            };
+            lines.push(format!("{key}\u{0}{value}"));
+        }
+    }
+    lines.sort_unstable();
+    let mut h = Sha256::new();
+    for l in &lines {
+        h.update(l.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(TopicDigest {
+        records: lines.len() as u64,
+        sha256: hex::encode(h.finalize()),
+    })
+}
+
+/// Digests of several topics (blocking).
+pub fn digests(
+    settings: &ClientSettings,
+    topics: &[&str],
+) -> Result<BTreeMap<String, TopicDigest>> {
+    topics
+        .iter()
+        .map(|t| Ok((t.to_string(), topic_digest(settings, t)?)))
+        .collect()
+}
+
+pub async fn run(config: &Config, args: Args) -> Result<()> {
+    let ctx = Context::connect(config).await?;
+    let topics: Vec<String> = if args.topics.is_empty() {
+        DETERMINISTIC
+            .iter()
+            .chain(ARRIVAL_ORDER)
+            .map(|t| t.to_string())
+            .collect()
+    } else {
+        args.topics
+    };
+    let settings = ctx.settings.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        digests(
+            &settings,
+            &topics.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    })
+    .await??;
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        for (topic, d) in out {
+            println!("{topic:<20} {:>9} records  {}", d.records, d.sha256);
+        }
+    }
+    Ok(())
+}
