@@ -164,20 +164,39 @@ pub async fn create_topics(
     Ok(out)
 }
 
+/// Waits until every topic is in the cluster's metadata with a leader for
+/// each partition (a client reading a topic right after its creation
+/// otherwise meets `NotLeaderForPartition`).
 async fn wait_until_visible(settings: &ClientSettings, names: &[String]) -> Result<(), KafkaError> {
     let deadline = Instant::now() + ADMIN_TIMEOUT;
     loop {
-        let topics = list_topics(settings, false).await?;
-        let missing: Vec<&String> = names
-            .iter()
-            .filter(|n| !topics.iter().any(|t| &t.name == *n && t.partitions > 0))
-            .collect();
+        let (s, wanted) = (settings.clone(), names.to_vec());
+        let missing = tokio::task::spawn_blocking(move || -> Result<Vec<String>, KafkaError> {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let client: BaseConsumer = s.reader_config().create()?;
+            let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
+            Ok(wanted
+                .into_iter()
+                .filter(|n| {
+                    !metadata.topics().iter().any(|t| {
+                        t.name() == n
+                            && t.error().is_none()
+                            && !t.partitions().is_empty()
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.leader() >= 0 && p.error().is_none())
+                    })
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| KafkaError::Admin(format!("metadata task: {e}")))??;
         if missing.is_empty() {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(KafkaError::Admin(format!(
-                "topics not visible after creation: {missing:?}"
+                "topics without a leader for every partition after creation: {missing:?}"
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

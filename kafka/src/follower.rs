@@ -58,7 +58,7 @@ pub fn follow(
             )));
         }
         for p in partitions {
-            let (low, high) = consumer.fetch_watermarks(&physical, p, timeout)?;
+            let (low, high) = crate::reader::query_watermarks(&consumer, &physical, p, timeout)?;
             if high > low {
                 pending.insert((physical.clone(), p), high);
             }

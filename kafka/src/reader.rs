@@ -135,13 +135,55 @@ pub fn values<T>(topic: &str, records: Vec<Record<T>>) -> Result<Vec<T>, KafkaEr
     records.into_iter().map(|r| r.into_value(topic)).collect()
 }
 
+/// `(low, high)` offsets of a partition; asks again for a moment while the
+/// broker answers that it does not lead it yet (right after the topic was
+/// created, or while leadership moves). Blocking.
+pub fn query_watermarks<C: ConsumerContext>(
+    client: &impl Consumer<C>,
+    physical: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match client.fetch_watermarks(physical, partition, timeout) {
+            Err(rdkafka::error::KafkaError::MetadataFetch(
+                code @ (Code::NotLeaderForPartition
+                | Code::LeaderNotAvailable
+                | Code::UnknownTopicOrPartition),
+            )) if Instant::now() < deadline => {
+                tracing::debug!(
+                    topic = physical,
+                    partition,
+                    ?code,
+                    "no leader yet; asking again"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// The partition ids of a (physical) topic; empty if it does not exist.
 pub fn partitions_of<C: ConsumerContext>(
     client: &impl Consumer<C>,
     physical: &str,
     timeout: Duration,
 ) -> Result<Vec<i32>, KafkaError> {
-    let metadata = client.fetch_metadata(Some(physical), timeout)?;
+    // Right after a topic is created, a broker may answer for a moment
+    // that it leads none of its partitions: that passes.
+    let deadline = Instant::now() + timeout;
+    let metadata = loop {
+        match client.fetch_metadata(Some(physical), timeout) {
+            Err(rdkafka::error::KafkaError::MetadataFetch(code)) if Instant::now() < deadline => {
+                tracing::debug!(topic = physical, ?code, "metadata not ready; asking again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => break other?,
+        }
+    };
     let partitions = metadata
         .topics()
         .iter()
@@ -170,7 +212,7 @@ pub fn read_topic<T: Payload>(
     }
     let mut out = Vec::new();
     for partition in partitions {
-        let (low, high) = probe.fetch_watermarks(&physical, partition, timeout)?;
+        let (low, high) = query_watermarks(&probe, &physical, partition, timeout)?;
         let records = read_range(
             &settings.reader_config(),
             &physical,
@@ -225,7 +267,7 @@ pub fn watermarks_with<C: ConsumerContext>(
     partitions
         .into_iter()
         .map(|p| {
-            let (low, high) = probe.fetch_watermarks(&physical, p, timeout)?;
+            let (low, high) = query_watermarks(probe, &physical, p, timeout)?;
             Ok((p, low, high))
         })
         .collect()
@@ -300,7 +342,7 @@ pub fn group_caught_up(
     for logical in topics {
         let topic = settings.physical(logical);
         for p in partitions_of(&probe, &topic, timeout)? {
-            let (_, high) = probe.fetch_watermarks(&topic, p, timeout)?;
+            let (_, high) = query_watermarks(&probe, &topic, p, timeout)?;
             ends.insert((topic.clone(), p), high);
             tpl.add_partition(&topic, p);
         }
@@ -334,7 +376,7 @@ pub fn read_progress(
     let probe: BaseConsumer = settings.reader_config().create()?;
     let mut out = std::collections::HashMap::new();
     for partition in partitions_of(&probe, &physical, timeout)? {
-        let (low, high) = probe.fetch_watermarks(&physical, partition, timeout)?;
+        let (low, high) = query_watermarks(&probe, &physical, partition, timeout)?;
         let end = match until {
             None => high,
             Some(u) => u.get(&partition).copied().unwrap_or(0).min(high),

@@ -529,8 +529,10 @@ impl<P: Processor> Loop<'_, P> {
     ) -> Result<(), KafkaError> {
         tokio::pin!(shutdown);
         loop {
+            // An open transaction is committed within `max_interval`, also
+            // one holding only progress announced while an input waits.
             let txn_deadline = self.txn.as_ref().and_then(|t| match t.pending() {
-                (n, Some(age)) if n > 0 => Some(
+                (_, Some(age)) => Some(
                     self.config
                         .exactly_once
                         .as_ref()
@@ -755,9 +757,23 @@ impl<P: Processor> Loop<'_, P> {
             KafkaError::TransactionAborted("consumer has no group metadata".into())
         })?;
         let started = Instant::now();
-        let done = tokio::task::spawn_blocking(move || txn.commit(&cgm))
-            .await
-            .map_err(|e| KafkaError::Admin(format!("commit task: {e}")))??;
+        // librdkafka's send_offsets_to_transaction can wait forever for its
+        // coordinator after a broker restart: past a bound, this producer
+        // is given up (the caller starts a new one, which fences it).
+        let bound = self
+            .config
+            .exactly_once
+            .as_ref()
+            .map_or(BROKER_TIMEOUT, |eo| eo.transaction_timeout)
+            * 6;
+        let done = match tokio::time::timeout(bound, tokio::task::spawn_blocking(move || txn.commit(&cgm))).await {
+            Ok(joined) => joined.map_err(|e| KafkaError::Admin(format!("commit task: {e}")))??,
+            Err(_) => {
+                return Err(KafkaError::Fenced(format!(
+                    "the transaction commit did not return within {bound:?}; giving this transactional producer up"
+                )))
+            }
+        };
         tracing::debug!(
             inputs = done.inputs,
             partitions = done.partitions,

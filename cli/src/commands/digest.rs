@@ -104,7 +104,8 @@ pub fn topic_digest(settings: &ClientSettings, logical: &str) -> Result<TopicDig
     let probe: BaseConsumer = settings.reader_config().create()?;
     let mut lines = Vec::new();
     for partition in partitions_of(&probe, &physical, timeout)? {
-        let (low, high) = probe.fetch_watermarks(&physical, partition, timeout)?;
+        let (low, high) =
+            autotrain_kafka::reader::query_watermarks(&probe, &physical, partition, timeout)?;
         for r in read_range(
             &settings.reader_config(),
             &physical,

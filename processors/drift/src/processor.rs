@@ -172,7 +172,7 @@ impl Default for DriftConfig {
             priority: Priority::High,
             auto_promote: true,
             model_detectors: ModelDetectors::default(),
-            progress_every_ms: 3 * 3_600_000,
+            progress_every_ms: 4 * 3_600_000,
         }
     }
 }

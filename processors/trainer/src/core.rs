@@ -79,7 +79,7 @@ impl Default for TrainerConfig {
             cache_features: true,
             defaults: TrainSpec::default(),
             guardrails: Guardrails::default(),
-            activation_delay_ms: 6 * 3_600_000,
+            activation_delay_ms: 86_400_000,
         }
     }
 }
@@ -305,6 +305,14 @@ impl Trainer {
         t.created_at
     }
 
+    /// Triggers fired by the data (drift, schedules on the bars' time):
+    /// their `created_at` is an event time. Ops' triggers (manual, rerun,
+    /// backfill, retry) come at a wall-clock moment: their runs take effect
+    /// where the trainer's progress stands when they complete.
+    fn from_data(t: &TrainingTrigger) -> bool {
+        matches!(t.reason, TriggerReason::Drift | TriggerReason::Schedule)
+    }
+
     /// When a run's events take effect: its `as_of` plus the activation
     /// delay, and never at or before what was already promised (a trigger
     /// arriving late, e.g. from ops).
@@ -341,7 +349,7 @@ impl Trainer {
         if let Some(first) = self
             .queue
             .unresolved(model_key)
-            .filter(|j| j.state != TrainingState::Blocked)
+            .filter(|j| j.state != TrainingState::Blocked && Self::from_data(&j.trigger))
             .map(|j| Self::as_of(&j.trigger))
             .min()
         {
@@ -686,8 +694,12 @@ impl Trainer {
             ));
         }
         registered.tags = tags;
-        let effective = self.effective_for(&key, Self::as_of(&plan.trigger));
-        registered.effective_from = Some(effective);
+        let effective = if Self::from_data(&plan.trigger) {
+            Some(self.effective_for(&key, Self::as_of(&plan.trigger)))
+        } else {
+            self.effective_after(&key)
+        };
+        registered.effective_from = effective;
         let version = registered.version;
         if self.registry.apply(&registered).is_err() {
             return self.finish_run(
@@ -721,7 +733,7 @@ impl Trainer {
         if promoted {
             if let Ok(mut e) = self.registry.promote(&key, version, PROD, now) {
                 e.tags = vec!["by:trainer".into(), "guardrails:passed".into()];
-                e.effective_from = Some(effective);
+                e.effective_from = effective;
                 if self.registry.apply(&e).is_ok() {
                     out.push(Event::Model(Box::new(e)));
                     message = format!("version {version} promoted to prod");

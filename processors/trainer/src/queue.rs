@@ -204,12 +204,13 @@ impl TrainingQueue {
             // Runs of a key start in the event-time order of their
             // triggers (then training id), whatever order they arrived or
             // parked in: which champion a run faces and which version
-            // number it gets follow the data, not the wall clock.
+            // number it gets follow the data, not the wall clock. A run
+            // blocked by flags waits for people and holds no one back.
             let first_of_key = |key: &str| {
                 self.waiting
                     .iter()
                     .map(|(_, _, id)| &self.jobs[id])
-                    .filter(|j| j.trigger.model_key == key)
+                    .filter(|j| j.trigger.model_key == key && j.state != TrainingState::Blocked)
                     .map(|j| (j.trigger.created_at, j.training_id.as_str()))
                     .min()
             };
@@ -220,8 +221,9 @@ impl TrainingQueue {
                     let job = &self.jobs[id];
                     job.not_before <= now
                         && !busy.contains(job.trigger.model_key.as_str())
-                        && first_of_key(&job.trigger.model_key)
-                            == Some((job.trigger.created_at, job.training_id.as_str()))
+                        && (job.state == TrainingState::Blocked
+                            || first_of_key(&job.trigger.model_key)
+                                == Some((job.trigger.created_at, job.training_id.as_str())))
                 })
                 .cloned()
             else {

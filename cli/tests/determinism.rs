@@ -1,0 +1,194 @@
+//! Same bars, same decisions: `autotrain demo` on Apache Kafka over one
+//! instrument's real bars, twice, with the trainer running one fit at a time
+//! in one run and two in the other (so fits, progress records and bars
+//! interleave differently). Everything the event-time aligned processors
+//! decided is identical: the summary's counts, the versions and `prod` of
+//! every key, and the content digests of `market.bars`, `market.flags`,
+//! `features`, `training.triggers`, `model.updates` and `regimes`. Within a
+//! run: a regime posterior for every bar from the first `prod` on, and each
+//! key's versions registered in the event-time order of their triggers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use autotrain_integration_tests::{data_file, shared_kafka, unique};
+use autotrain_kafka::{read_topic, ClientSettings};
+use autotrain_schemas::{
+    FeatureVector, ModelVersion, RegimePosterior, RegistryEvent, TrainingTrigger,
+};
+
+const ROWS: usize = 8_000;
+
+fn sample(dir: &Path) -> Result<()> {
+    let file = "bitfinex_BTCUSD_30m.csv";
+    let text = std::fs::read_to_string(data_file(file))?;
+    let lines: Vec<&str> = text.lines().take(ROWS + 1).collect();
+    std::fs::write(dir.join(file), lines.join("\n") + "\n")?;
+    Ok(())
+}
+
+/// One demo run on its own topics; returns the summary and its settings.
+fn demo(
+    bootstrap: &str,
+    data: &Path,
+    capacity: usize,
+) -> Result<(serde_json::Value, ClientSettings)> {
+    let prefix = format!("{}.", unique(&format!("det-c{capacity}")));
+    let out = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+        .args([
+            "--brokers",
+            bootstrap,
+            "demo",
+            "--json",
+            "--api-bind",
+            "127.0.0.1:0",
+        ])
+        .args(["--data", data.to_str().unwrap_or_default()])
+        .env_remove("AUTOTRAIN_BROKERS")
+        .env("AUTOTRAIN__TOPIC_PREFIX", &prefix)
+        .env("AUTOTRAIN__REPLICATION_FACTOR", "1")
+        .env("AUTOTRAIN__TRAINER__CAPACITY", capacity.to_string())
+        .env(
+            "AUTOTRAIN__LOG__LEVEL",
+            "warn,librdkafka=error,rdkafka=error",
+        )
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok((summary, ClientSettings::new(bootstrap).with_prefix(prefix)))
+}
+
+/// The summary without what depends on the wall clock or on arrival
+/// order (the parameter controller and the engine are not aligned yet).
+fn decisions(summary: &serde_json::Value) -> serde_json::Value {
+    let mut s = summary.clone();
+    if let Some(o) = s.as_object_mut() {
+        for k in [
+            "bootstrap",
+            "api",
+            "seconds",
+            "bars_per_second",
+            "training_load_seconds",
+            "training_fit_seconds",
+            "param_decisions",
+            "param_changes",
+            "kill_switches",
+            "trades",
+            "param_outcomes",
+            "reward_by_strategy",
+            "reward_by_preset",
+            "reward_policy",
+            "reward_safe_preset",
+        ] {
+            o.remove(k);
+        }
+        if let Some(d) = o.get_mut("digests").and_then(|d| d.as_object_mut()) {
+            d.remove("param.updates");
+            d.remove("trade.outcomes");
+        }
+    }
+    s
+}
+
+fn values<T>(records: Vec<autotrain_kafka::Record<T>>) -> Vec<T> {
+    records.into_iter().filter_map(|r| r.value.ok()).collect()
+}
+
+fn within_run(settings: &ClientSettings) -> Result<()> {
+    let t = Duration::from_secs(60);
+    let models: Vec<ModelVersion> =
+        values(read_topic::<ModelVersion>(settings, "model.updates", t)?);
+    let triggers: Vec<TrainingTrigger> = values(read_topic::<TrainingTrigger>(
+        settings,
+        "training.triggers",
+        t,
+    )?);
+    let features: Vec<FeatureVector> =
+        values(read_topic::<FeatureVector>(settings, "features", t)?);
+    let regimes: Vec<RegimePosterior> =
+        values(read_topic::<RegimePosterior>(settings, "regimes", t)?);
+    ensure!(
+        !models.is_empty() && !regimes.is_empty(),
+        "{} events, {} posteriors",
+        models.len(),
+        regimes.len()
+    );
+
+    // Versions in the event-time order of their triggers.
+    let as_of: BTreeMap<&str, i64> = triggers
+        .iter()
+        .map(|t| (t.trigger_id.as_str(), t.created_at))
+        .collect();
+    let mut last = i64::MIN;
+    for m in models
+        .iter()
+        .filter(|m| m.event == RegistryEvent::Registered)
+    {
+        let trigger = m
+            .manifest
+            .as_ref()
+            .map(|x| x.trigger_id.as_str())
+            .unwrap_or_default();
+        let t = as_of[trigger];
+        ensure!(
+            t >= last,
+            "v{} trained as of {t}, after a version as of {last}",
+            m.version
+        );
+        ensure!(
+            m.effective_from.is_some_and(|e| e > t),
+            "v{}: effect {:?} not after as_of {t}",
+            m.version,
+            m.effective_from
+        );
+        last = t;
+    }
+
+    // A posterior for every bar from the first prod's event time on.
+    let first_prod = models
+        .iter()
+        .filter(|m| m.event == RegistryEvent::AliasMoved && m.alias.as_deref() == Some("prod"))
+        .filter_map(|m| m.effective_from)
+        .min()
+        .ok_or_else(|| anyhow::anyhow!("no promotion"))?;
+    let want: Vec<i64> = features
+        .iter()
+        .map(|f| f.ts)
+        .filter(|t| *t >= first_prod)
+        .collect();
+    let mut got: Vec<i64> = regimes.iter().map(|r| r.ts).collect();
+    got.sort_unstable();
+    ensure!(
+        got == want,
+        "{} posteriors for {} bars from {first_prod}",
+        got.len(),
+        want.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn two_runs_over_the_same_bars_decide_the_same() -> Result<()> {
+    let bootstrap = shared_kafka();
+    let dir = tempfile::tempdir()?;
+    sample(dir.path())?;
+    let (one, s1) = demo(&bootstrap, dir.path(), 1)?;
+    let (two, s2) = demo(&bootstrap, dir.path(), 2)?;
+    eprintln!("run 1: {}", decisions(&one));
+    assert_eq!(decisions(&one), decisions(&two));
+    assert!(one["promotions"].as_u64().unwrap_or(0) >= 1, "{one}");
+    assert!(
+        one["trades"].as_u64().unwrap_or(0) > 0,
+        "the engine trades on the posteriors: {one}"
+    );
+    within_run(&s1)?;
+    within_run(&s2)?;
+    Ok(())
+}
