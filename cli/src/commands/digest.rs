@@ -18,7 +18,7 @@ use autotrain_topics::{
     FEATURES, MARKET_BARS, MARKET_FLAGS, MODEL_UPDATES, PARAM_UPDATES, REGIMES, TRADE_OUTCOMES,
     TRAINING_TRIGGERS,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
