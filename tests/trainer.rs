@@ -70,6 +70,7 @@ fn trigger(id: &str, params: &[(&str, &str)], auto_promote: bool) -> TrainingTri
         evidence: None,
         rerun_of: None,
         created_at: now_ms(),
+        revealed_at: None,
     }
 }
 

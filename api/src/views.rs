@@ -219,6 +219,7 @@ mod tests {
             evidence: None,
             rerun_of: None,
             created_at: 1,
+            revealed_at: None,
         }
     }
 

@@ -235,6 +235,7 @@ pub async fn submit(
         evidence: None,
         rerun_of: None,
         created_at: now,
+        revealed_at: None,
     };
     s.publish(TRAINING_TRIGGERS, &t.model_key, &t).await?;
     let id = training_id(&t);

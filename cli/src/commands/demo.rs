@@ -54,6 +54,10 @@ pub struct Args {
     /// it runs in dev mode: no authentication, loopback only.
     #[arg(long)]
     pub api_bind: Option<String>,
+    /// Write the digested topics' canonical lines to `DIR/<topic>.lines`
+    /// (see `autotrain digest --lines`).
+    #[arg(long, value_name = "DIR")]
+    pub digest_lines: Option<PathBuf>,
 }
 
 /// The API as the demo serves it, stopped by [`DemoApi::stop`].
@@ -435,13 +439,14 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     let seconds = started.elapsed().as_secs_f64();
     let digests = {
         let s = ctx.settings.clone();
+        let lines = args.digest_lines.clone();
         tokio::task::spawn_blocking(move || {
             let topics: Vec<&str> = super::digest::DETERMINISTIC
                 .iter()
                 .chain(super::digest::ARRIVAL_ORDER)
                 .copied()
                 .collect();
-            super::digest::digests(&s, &topics)
+            super::digest::digests(&s, &topics, lines.as_deref())
         })
         .await??
     };

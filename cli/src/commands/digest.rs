@@ -9,6 +9,8 @@
 //! count, content and event times do.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -55,6 +57,10 @@ pub struct Args {
     /// One JSON object instead of lines.
     #[arg(long)]
     pub json: bool,
+    /// Also write each topic's sorted canonical lines to `DIR/<topic>.lines`,
+    /// so two deployments whose digests differ can be diffed record by record.
+    #[arg(long, value_name = "DIR")]
+    pub lines: Option<PathBuf>,
 }
 
 /// Metrics of a training that describe what it read up to the log end it
@@ -97,8 +103,13 @@ fn strip(schema: &str, value: &mut serde_json::Value) {
     }
 }
 
-/// The digest of one catalogue topic as it is now. Blocking.
-pub fn topic_digest(settings: &ClientSettings, logical: &str) -> Result<TopicDigest> {
+/// The digest of one catalogue topic as it is now; with `lines`, its
+/// canonical lines are written to `lines/<topic>.lines`. Blocking.
+pub fn topic_digest(
+    settings: &ClientSettings,
+    logical: &str,
+    lines_dir: Option<&Path>,
+) -> Result<TopicDigest> {
     let timeout = Duration::from_secs(60);
     let physical = settings.physical(logical);
     let probe: BaseConsumer = settings.reader_config().create()?;
@@ -130,6 +141,15 @@ pub fn topic_digest(settings: &ClientSettings, logical: &str) -> Result<TopicDig
         }
     }
     lines.sort_unstable();
+    if let Some(dir) = lines_dir {
+        std::fs::create_dir_all(dir)?;
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{logical}.lines")))?);
+        for l in &lines {
+            writeln!(f, "{}", l.replace('\u{0}', "\t"))?;
+        }
+        f.flush()?;
+    }
     let mut h = Sha256::new();
     for l in &lines {
         h.update(l.as_bytes());
@@ -145,10 +165,11 @@ pub fn topic_digest(settings: &ClientSettings, logical: &str) -> Result<TopicDig
 pub fn digests(
     settings: &ClientSettings,
     topics: &[&str],
+    lines_dir: Option<&Path>,
 ) -> Result<BTreeMap<String, TopicDigest>> {
     topics
         .iter()
-        .map(|t| Ok((t.to_string(), topic_digest(settings, t)?)))
+        .map(|t| Ok((t.to_string(), topic_digest(settings, t, lines_dir)?)))
         .collect()
 }
 
@@ -168,6 +189,7 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         digests(
             &settings,
             &topics.iter().map(String::as_str).collect::<Vec<_>>(),
+            args.lines.as_deref(),
         )
     })
     .await??;

@@ -269,6 +269,7 @@ pub async fn train(config: &Config, a: TrainArgs) -> Result<()> {
         evidence: None,
         rerun_of: None,
         created_at: now,
+        revealed_at: None,
     };
     publish_trigger(&ctx, &t).await?;
     let id = training_id(&t);

@@ -13,7 +13,11 @@
 //! caught up once, as [`Schedules`] does for wall time. The state is a
 //! function of the bars seen, so the drift processor that owns it rebuilds
 //! it by replay; trigger ids are `schedule:{model_key}:{instant}` as the
-//! wall-clock scheduler makes them.
+//! wall-clock scheduler makes them. A trigger trains as of its instant and
+//! is `revealed_at` the bar that made it due: the drift processor's
+//! progress on `training.triggers` counts in revealed time (a bar at `t`
+//! fires instants before `t`), and the trainer's activation delay counts
+//! from there.
 
 use autotrain_schemas::TrainingTrigger;
 use rustc_hash::FxHashMap;
@@ -96,7 +100,8 @@ impl EventSchedules {
             // Due once a bar strictly after the instant exists.
             for due in schedules.due(clock - 1) {
                 let Due { missed, .. } = due;
-                if let Some(t) = schedules.trigger(&due) {
+                if let Some(mut t) = schedules.trigger(&due) {
+                    t.revealed_at = Some(ts);
                     self.fired += 1;
                     self.missed += missed as u64;
                     out.push(t);
@@ -162,6 +167,8 @@ mod tests {
         assert_eq!(s.fired, 2);
         let t = s.observe("x:A", ms(2019, 6, 23, 3)).remove(0);
         assert_eq!(t.reason, TriggerReason::Schedule);
+        assert_eq!(t.created_at, ms(2019, 6, 23, 2));
+        assert_eq!(t.revealed_at, Some(ms(2019, 6, 23, 3)));
         assert_eq!(t.trigger_id, "schedule:hmm/a:2019-06-23T02:00Z");
         assert!(t.auto_promote);
     }

@@ -322,6 +322,7 @@ impl DriftProcessor {
             }),
             rerun_of: None,
             created_at: v.ts,
+            revealed_at: Some(v.ts),
         })
     }
 

@@ -188,6 +188,7 @@ impl Schedules {
             evidence: None,
             rerun_of: None,
             created_at: due.at_ms,
+            revealed_at: None,
         })
     }
 }

@@ -55,9 +55,10 @@ pub struct TrainerConfig {
     /// Hyper-parameters a trigger does not set.
     pub defaults: TrainSpec,
     pub guardrails: Guardrails,
-    /// Event time between a run's `as_of` and the bars its model applies
-    /// to (its registration and promotion take effect from `as_of` plus
-    /// this), whatever the wall-clock fit time; readers of `model.updates`
+    /// Event time between the bar that fired a run's trigger
+    /// (`revealed_at`) and the bars its model applies to (its registration
+    /// and promotion take effect from there plus this), whatever the
+    /// wall-clock fit time; readers of `model.updates`
     /// may run this far ahead of the trainer before they wait for it.
     pub activation_delay_ms: i64,
 }
@@ -300,9 +301,11 @@ impl Trainer {
         *p = (*p).max(through);
     }
 
-    /// The event time of a trigger: the bars it trains on end there.
-    fn as_of(t: &TrainingTrigger) -> i64 {
-        t.created_at
+    /// The bar time at which the data fired a trigger: what the triggers'
+    /// progress counts in (a scheduled instant is revealed by the first
+    /// bar after it, so the writer can only vouch for it then).
+    fn revealed(t: &TrainingTrigger) -> i64 {
+        t.revealed_at.unwrap_or(t.created_at)
     }
 
     /// Triggers fired by the data (drift, schedules on the bars' time):
@@ -313,11 +316,11 @@ impl Trainer {
         matches!(t.reason, TriggerReason::Drift | TriggerReason::Schedule)
     }
 
-    /// When a run's events take effect: its `as_of` plus the activation
-    /// delay, and never at or before what was already promised (a trigger
-    /// arriving late, e.g. from ops).
-    fn effective_for(&self, model_key: &str, as_of: i64) -> i64 {
-        let at = as_of.saturating_add(self.config.activation_delay_ms.max(1));
+    /// When a run's events take effect: the bar time that fired it plus
+    /// the activation delay, and never at or before what was already
+    /// promised (a trigger arriving late, e.g. from ops).
+    fn effective_for(&self, model_key: &str, revealed: i64) -> i64 {
+        let at = revealed.saturating_add(self.config.activation_delay_ms.max(1));
         self.effective_after(model_key)
             .map_or(at, |after| at.max(after))
     }
@@ -350,7 +353,7 @@ impl Trainer {
             .queue
             .unresolved(model_key)
             .filter(|j| j.state != TrainingState::Blocked && Self::from_data(&j.trigger))
-            .map(|j| Self::as_of(&j.trigger))
+            .map(|j| Self::revealed(&j.trigger))
             .min()
         {
             through = through.min(first.saturating_add(delay).saturating_sub(1));
@@ -695,7 +698,7 @@ impl Trainer {
         }
         registered.tags = tags;
         let effective = if Self::from_data(&plan.trigger) {
-            Some(self.effective_for(&key, Self::as_of(&plan.trigger)))
+            Some(self.effective_for(&key, Self::revealed(&plan.trigger)))
         } else {
             self.effective_after(&key)
         };
@@ -865,6 +868,7 @@ mod tests {
             evidence: None,
             rerun_of: None,
             created_at: 0,
+            revealed_at: None,
         }
     }
 
@@ -958,6 +962,44 @@ mod tests {
             .to_params()
             .iter()
             .any(|p| p.name == "as_of" && p.value == "1234"));
+    }
+
+    /// Drift announces `R − 1` when it holds the bar at `R` that reveals a
+    /// scheduled instant `T < R`; whether the trainer reads that progress
+    /// before or after the trigger depends on timing, the effect must not.
+    #[test]
+    fn a_scheduled_run_takes_effect_from_its_revealing_bar_in_either_order() {
+        const T: i64 = 1_514_764_800_000;
+        const R: i64 = T + 1_800_000;
+        let effect = |progress_first: bool| {
+            let mut t = Trainer::new(TrainerConfig::default());
+            let mut tr = trigger("schedule:hmm/x:2018-01-01T00:00Z", &[], true);
+            tr.reason = TriggerReason::Schedule;
+            tr.created_at = T;
+            tr.revealed_at = Some(R);
+            if progress_first {
+                t.trigger_progress("hmm/x", R - 1);
+                t.progress_events();
+            }
+            t.submit(tr, 0);
+            if !progress_first {
+                t.trigger_progress("hmm/x", R - 1);
+                t.progress_events();
+            }
+            let p = t.next_runs(0).remove(0);
+            assert_eq!(p.spec.as_of, Some(T), "trains as of the instant");
+            t.begin(&p.training_id, 0);
+            let ev = t.finish(&p, done(&p, -1.0, vec![]), 1);
+            ev.iter()
+                .filter_map(|e| match e {
+                    Event::Model(m) => Some((m.version, m.effective_from)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let delay = TrainerConfig::default().activation_delay_ms;
+        assert_eq!(effect(true), [(1, Some(R + delay)), (1, Some(R + delay))]);
+        assert_eq!(effect(true), effect(false));
     }
 
     #[test]

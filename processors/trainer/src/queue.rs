@@ -89,6 +89,7 @@ pub fn rerun_trigger(
         evidence: None,
         rerun_of: Some(of.to_string()),
         created_at: at,
+        revealed_at: None,
     }
 }
 
@@ -501,6 +502,7 @@ mod tests {
             evidence: None,
             rerun_of: None,
             created_at: 0,
+            revealed_at: None,
         }
     }
 

@@ -18,7 +18,11 @@ pub struct TrainingTrigger {
     pub auto_promote: bool,
     pub evidence: Option<DriftEvidence>,
     pub rerun_of: Option<String>,
+    /// Event time the run trains as of.
     pub created_at: i64,
+    /// Bar time at which the data fired the trigger; its run takes effect
+    /// from here plus the activation delay (`None` for ops' triggers).
+    pub revealed_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,4 +64,9 @@ pub struct DriftEvidence {
     pub window: i32,
 }
 
-payload!(TrainingTrigger, "TrainingTrigger", "training_trigger.avsc");
+payload!(
+    TrainingTrigger,
+    "TrainingTrigger",
+    "training_trigger.avsc",
+    "training_trigger.v1.avsc"
+);

@@ -144,6 +144,7 @@ pub fn all() -> Vec<Samples> {
                 }),
                 rerun_of: Some("tr-0".into()),
                 created_at: 1_700_000_000_000,
+                revealed_at: Some(1_700_000_001_000),
             },
             TrainingTrigger {
                 trigger_id: "t-2".into(),
@@ -160,6 +161,7 @@ pub fn all() -> Vec<Samples> {
                 evidence: None,
                 rerun_of: None,
                 created_at: 0,
+                revealed_at: None,
             },
         ]),
         entry(vec![TrainingStatus {
