@@ -1,7 +1,7 @@
 //! Same bars, same decisions: `autotrain demo` over one instrument's real
-//! bars, twice, with the trainer running one fit at a time in one run and
-//! two in the other (so fits, progress records and bars interleave
-//! differently). Everything the event-time aligned processors decided is
+//! bars three times: on the embedded broker with the trainer running one
+//! fit at a time, then two, then on a real Kafka exactly-once with two (so
+//! fits, progress records, transactions and bars interleave differently). Everything the event-time aligned processors decided is
 //! identical: the summary's counts, the versions and `prod` of every key,
 //! and the content digests of `market.bars`, `market.flags`, `features`,
 //! `training.triggers`, `model.updates` and `regimes` (8,000 bars stay
@@ -9,8 +9,7 @@
 //! record). Every bar from the first promotion on has its posterior.
 //!
 //! `within_run` checks a run's topics on a broker that outlives it (a real
-//! Kafka); on Kafka exactly-once the aligned demo stalled in this session
-//! (see the issue note), so the test runs on the embedded broker.
+//! Kafka, where the demo runs exactly-once).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -178,14 +177,17 @@ fn within_run(settings: &ClientSettings) -> Result<()> {
     Ok(())
 }
 
+/// Embedded broker with one fit at a time, embedded with two, real Kafka
+/// (exactly-once: every topic ends with commit markers) with two: the same
+/// decisions, and the Kafka run's topics pass [`within_run`].
 #[test]
-fn two_runs_over_the_same_bars_decide_the_same() -> Result<()> {
+fn same_bars_same_decisions_on_either_broker_at_any_capacity() -> Result<()> {
     let dir = tempfile::tempdir()?;
     sample(dir.path())?;
-    let (one, s1) = demo(None, dir.path(), 1)?;
-    let (two, s2) = demo(None, dir.path(), 2)?;
+    let (one, _) = demo(None, dir.path(), 1)?;
+    let (two, _) = demo(None, dir.path(), 2)?;
     eprintln!("run 1: {}", decisions(&one));
-    assert_eq!(decisions(&one), decisions(&two));
+    assert_eq!(decisions(&one), decisions(&two), "capacity 1 and 2");
     assert!(one["promotions"].as_u64().unwrap_or(0) >= 1, "{one}");
     assert_eq!(
         one["digests"]["features"]["records"].as_u64(),
@@ -196,27 +198,11 @@ fn two_runs_over_the_same_bars_decide_the_same() -> Result<()> {
         one["regimes_published"].as_u64().unwrap_or(0) > 4_000,
         "{one}"
     );
-    for s in [s1, s2].into_iter().flatten() {
-        within_run(&s)?;
-    }
-    Ok(())
-}
-
-/// The same on a Kafka that outlives the runs, with the checks on its
-/// topics. Stalled in this session on exactly-once (a queued run never
-/// started): kept for the next session, run it with
-/// `cargo test -p autotrain --test determinism -- --ignored`.
-#[test]
-#[ignore = "stalls on Kafka exactly-once; see docs/determinism.md"]
-fn two_runs_on_kafka_decide_the_same() -> Result<()> {
-    let bootstrap = shared_kafka();
-    let dir = tempfile::tempdir()?;
-    sample(dir.path())?;
-    let (one, s1) = demo(Some(&bootstrap), dir.path(), 1)?;
-    let (two, s2) = demo(Some(&bootstrap), dir.path(), 2)?;
-    assert_eq!(decisions(&one), decisions(&two));
-    for s in [s1, s2].into_iter().flatten() {
-        within_run(&s)?;
-    }
-    Ok(())
+    let (kafka, settings) = demo(Some(&shared_kafka()), dir.path(), 2)?;
+    assert_eq!(
+        decisions(&one),
+        decisions(&kafka),
+        "the embedded broker and Kafka"
+    );
+    within_run(&settings.ok_or_else(|| anyhow::anyhow!("no settings"))?)
 }

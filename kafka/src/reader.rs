@@ -93,8 +93,11 @@ pub fn read_range(
     )))
 }
 
-/// The consumer's position in one assigned partition, if it has one.
-fn position<C: ConsumerContext>(
+/// The consumer's position in one assigned partition, if it has one. On a
+/// transactional topic it moves past commit markers and aborted records,
+/// which never come out as messages: a reader that wants "everything up to
+/// the high watermark" must ask it rather than count the messages it got.
+pub fn position<C: ConsumerContext>(
     reader: &BaseConsumer<C>,
     physical: &str,
     partition: i32,
@@ -348,18 +351,66 @@ pub fn group_caught_up(
         }
     }
     let committed = probe.committed_offsets(tpl, timeout)?;
-    let done = committed.elements().iter().all(|e| {
-        let end = ends
-            .get(&(e.topic().to_string(), e.partition()))
-            .copied()
-            .unwrap_or(0);
+    let mut short = Vec::new();
+    for e in committed.elements() {
+        let key = (e.topic().to_string(), e.partition());
+        let end = ends.get(&key).copied().unwrap_or(0);
         match e.offset() {
-            Offset::Offset(o) => o >= end,
-            _ => end == 0,
+            Offset::Offset(o) if o >= end => {}
+            Offset::Offset(o) => short.push((key.0, key.1, o, end)),
+            _ if end == 0 => {}
+            _ => return Ok(false),
         }
-    });
+    }
     drop(committed);
-    Ok(done)
+    if short.is_empty() {
+        return Ok(true);
+    }
+    // Under exactly-once a partition ends with a commit marker the group
+    // never consumes as a record: caught up if nothing readable is left.
+    nothing_readable_between(settings, &short, timeout)
+}
+
+/// Whether `[from, to)` of each `(physical topic, partition, from, to)`
+/// holds no record a `read_committed` reader gets (only transaction
+/// markers and aborted records). Blocking.
+pub fn nothing_readable_between(
+    settings: &crate::ClientSettings,
+    ranges: &[(String, i32, i64, i64)],
+    timeout: Duration,
+) -> Result<bool, KafkaError> {
+    let reader: BaseConsumer = settings.reader_config().create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (topic, p, from, _) in ranges {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*from))?;
+    }
+    reader.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                let to = ranges
+                    .iter()
+                    .find(|(t, p, _, _)| t == m.topic() && *p == m.partition())
+                    .map_or(0, |r| r.3);
+                if m.offset() < to {
+                    return Ok(false);
+                }
+            }
+            Some(Err(e)) if !matches!(e, rdkafka::error::KafkaError::PartitionEOF(_)) => {
+                return Err(e.into())
+            }
+            _ => {
+                if ranges
+                    .iter()
+                    .all(|(t, p, _, to)| position(&reader, t, *p).is_some_and(|o| o >= *to))
+                {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// The newest progress (see [`PROGRESS_HEADER`]) per record key on a

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use autotrain_kafka::reader::{partitions_of, watermarks};
+use autotrain_kafka::reader::{partitions_of, position, watermarks};
 use autotrain_kafka::{ClientSettings, KafkaError};
 use autotrain_schemas::{decode, FeatureVector, OffsetRange, ValidationFlag};
 use autotrain_topics::{FEATURES, MARKET_FLAGS};
@@ -66,6 +66,33 @@ impl FeatureCache {
             }
         }
         self.grown.notify_all();
+    }
+
+    /// The tail's consumer stands at `next` in `partition`: offsets before
+    /// it that came out as no message (transaction markers, aborted
+    /// records) are covered too.
+    fn advance(&self, partition: i32, next: i64) {
+        if let Ok(mut parts) = self.parts.lock() {
+            if let Some(part) = parts.get_mut(&partition) {
+                if next > part.next {
+                    part.next = next;
+                    drop(parts);
+                    self.grown.notify_all();
+                }
+            }
+        }
+    }
+
+    /// As [`FeatureCache::advance`], for a `market.flags` partition.
+    fn advance_flags(&self, partition: i32, next: i64) {
+        if let Ok(mut f) = self.flags.lock() {
+            let n = f.next.entry(partition).or_insert(next);
+            if next > *n {
+                *n = next;
+                drop(f);
+                self.grown.notify_all();
+            }
+        }
     }
 
     fn push_flag(&self, partition: i32, offset: i64, flag: Option<ValidationFlag>) {
@@ -175,8 +202,21 @@ pub fn tail(
         tpl.add_partition_offset(&flags_topic, p, Offset::Offset(low))?;
     }
     consumer.assign(&tpl)?;
+    let feature_parts: Vec<i32> = tpl
+        .elements_for_topic(&physical)
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    let flag_parts: Vec<i32> = tpl
+        .elements_for_topic(&flags_topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    let mut positions_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        match consumer.poll(Duration::from_millis(100)) {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let idle = polled.is_none();
+        match polled {
             Some(Ok(m)) if m.topic() == flags_topic => {
                 let flag = m.payload().and_then(|b| decode::<ValidationFlag>(b).ok());
                 cache.push_flag(m.partition(), m.offset(), flag);
@@ -190,6 +230,23 @@ pub fn tail(
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => tracing::warn!(error = %e, "features tail"),
+        }
+        // Under exactly-once the high watermark ends past a commit marker
+        // that never comes out as a message: the consumer's position says
+        // the tail got there (checked when idle, and at least every 100 ms;
+        // after the record just polled is cached, which it counts).
+        if idle || positions_at.elapsed() >= Duration::from_millis(100) {
+            positions_at = Instant::now();
+            for &p in &feature_parts {
+                if let Some(next) = position(&consumer, &physical, p) {
+                    cache.advance(p, next);
+                }
+            }
+            for &p in &flag_parts {
+                if let Some(next) = position(&consumer, &flags_topic, p) {
+                    cache.advance_flags(p, next);
+                }
+            }
         }
     }
     Ok(())
