@@ -557,6 +557,23 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
             json!({"model_key": "k", "hyperparams": {"states": {"n": 1}}}),
             "states",
         ),
+        // Bounded: no request can ask for a fit that jams a trainer slot.
+        (
+            json!({"model_key": "k", "hyperparams": {"states": 9_223_372_036_854_775_808u64}}),
+            "between 1 and 16",
+        ),
+        (
+            json!({"model_key": "k", "hyperparams": {"states": 1_000_000}}),
+            "between 1 and 16",
+        ),
+        (
+            json!({"model_key": "k", "hyperparams": {"max_iter": "1000000000"}}),
+            "max_iter",
+        ),
+        (
+            json!({"model_key": "k", "hyperparams": {"tol": "NaN"}}),
+            "tol",
+        ),
     ] {
         let body = api
             .expect(422, "POST", "/api/trainings", Some(TRAIN_A), Some(&bad))

@@ -102,6 +102,57 @@ async fn kafka_poison_records_go_to_the_dead_letter_topic() -> Result<()> {
     poison(TestBroker::kafka()).await
 }
 
+/// An outside producer that reuses one event id for 20 different bars: the
+/// first is processed, each of the other 19 is dead-lettered as an id
+/// conflict (none vanishes as a "duplicate"), and a true re-send of the
+/// first (same id, same bytes) is still dropped as the repeat it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_reused_event_id_is_a_conflict_not_a_duplicate() -> Result<()> {
+    use autotrain_kafka::{EventId, OutRecord, Producer};
+    let tb = TestBroker::kafka();
+    let settings = tb.fresh_topics("reused-id").await?;
+    let good = bars("bitfinex_ETHUSD_30m.csv", 20);
+    let key = good[0].instrument();
+    let shared = EventId(0x5eed);
+    let producer = Producer::new(&settings)?;
+    let mut sent = good.clone();
+    sent.push(good[0].clone());
+    for bar in &sent {
+        producer
+            .send(&OutRecord {
+                topic: "market.bars.raw".into(),
+                key: key.as_bytes().to_vec(),
+                payload: encode(bar)?,
+                event_id: shared,
+                progress: None,
+            })
+            .await?;
+    }
+    let config = RunnerConfig::new(unique("reused-id"), &["market.bars.raw"]);
+    let counters = Arc::new(Counters::default());
+    let stop = stop_when(counters.clone(), Duration::from_secs(60), |s| {
+        s.received >= 21
+    });
+    let (fwd, stats) = run(&settings, &config, Forward::default(), counters, stop).await?;
+    assert_eq!(
+        (stats.processed, stats.dead_lettered, stats.duplicates),
+        (1, 19, 1),
+        "{stats:?}"
+    );
+    assert_eq!(fwd.seen, good[..1]);
+    let letters = read_topic(&settings, "market.bars.dlq", 19, Duration::from_secs(20))?;
+    let letters: Vec<DeadLetter> = letters
+        .iter()
+        .map(|(_, _, b)| decode(b))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(letters.len(), 19);
+    for (letter, bar) in letters.iter().zip(&good[1..]) {
+        assert!(letter.error.contains("already used"), "{}", letter.error);
+        assert_eq!(letter.payload.as_deref(), Some(&encode(bar)?[..]));
+    }
+    Ok(())
+}
+
 /// On Apache Kafka, through the validator, exactly-once: garbage bytes,
 /// truncated Avro, an unknown fingerprint, a NaN and a negative price, a bar
 /// starting a year after it was published and a 1 MB string each land in

@@ -56,7 +56,8 @@ impl EventId {
 
     pub fn parse(text: &[u8]) -> Option<Self> {
         let s = std::str::from_utf8(text).ok()?;
-        if s.len() != 32 {
+        // Exactly 32 hex digits (`from_str_radix` alone takes a sign).
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         u128::from_str_radix(s, 16).ok().map(EventId)
@@ -86,6 +87,13 @@ mod tests {
         assert_ne!(a, EventId::derive(&[b"a", b"bc"]));
         assert_eq!(EventId::parse(a.to_hex().as_bytes()), Some(a));
         assert_eq!(EventId::parse(b"nothex"), None);
+        let signed = format!("+{}", &a.to_hex()[1..]);
+        assert_eq!(
+            EventId::parse(signed.as_bytes()),
+            None,
+            "a sign is no digit"
+        );
+        assert_eq!(EventId::parse(&[b'0'; 31]), None);
         let src = EventId::for_position("t", 0, 1);
         assert_ne!(
             EventId::for_output("p", src, 0),

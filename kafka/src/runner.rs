@@ -35,7 +35,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::dedupe::Dedupe;
+use crate::dedupe::{fingerprint, Dedupe, Seen};
 use crate::error::{KafkaError, ProcessError};
 use crate::event_id::EventId;
 use crate::producer::{Pending, Producer};
@@ -840,7 +840,9 @@ impl<P: Processor> Loop<'_, P> {
             .event_id
             .unwrap_or_else(|| EventId::for_position(&raw.logical, raw.partition, raw.offset));
         let done: (String, i32, i64) = (raw.physical.clone(), raw.partition, raw.offset);
-        if self.dedupe.contains(&raw.physical, raw.partition, id) {
+        let content = fingerprint(raw.key.as_deref(), raw.payload.as_deref());
+        let seen = self.dedupe.check(&raw.physical, raw.partition, id, content);
+        if seen == Seen::Repeat {
             bump(&self.counters.duplicates);
             return Ok(Box::pin(async move { Ok(done) }));
         }
@@ -851,26 +853,44 @@ impl<P: Processor> Loop<'_, P> {
                 .find(|r| r.key.len() + r.payload.len() > limit)
                 .map(|r| (r.topic.clone(), r.key.len() + r.payload.len()))
         };
-        let outputs = match self.outputs_for(&raw, id).await? {
-            Ok(records) => match too_large(&records) {
-                None => {
-                    bump(&self.counters.processed);
-                    records
-                }
-                Some((topic, bytes)) => {
-                    bump(&self.counters.dead_lettered);
-                    let reason = format!(
+        let outputs = if seen == Seen::Conflict {
+            // Another record came with this id: neither is dropped as the
+            // other's repeat (ids from outside producers are not trusted).
+            bump(&self.counters.dead_lettered);
+            let reason = format!(
+                "event id {id} was already used by a different record in this partition (an id must name one record)"
+            );
+            let own = EventId::for_content(
+                &raw.logical,
+                raw.key.as_deref().unwrap_or_default(),
+                raw.payload.as_deref().unwrap_or_default(),
+            );
+            vec![self.dead_letter(&raw, own, ErrorKind::Invalid, reason)?]
+        } else {
+            match self.outputs_for(&raw, id).await? {
+                Ok(records) => match too_large(&records) {
+                    None => {
+                        bump(&self.counters.processed);
+                        records
+                    }
+                    Some((topic, bytes)) => {
+                        bump(&self.counters.dead_lettered);
+                        let reason = format!(
                         "its output to {topic} would be {bytes} bytes, over the {limit}-byte record limit (the broker would refuse it)"
                     );
-                    vec![self.dead_letter(&raw, id, ErrorKind::Invalid, reason)?]
+                        vec![self.dead_letter(&raw, id, ErrorKind::Invalid, reason)?]
+                    }
+                },
+                Err((kind, reason)) => {
+                    bump(&self.counters.dead_lettered);
+                    vec![self.dead_letter(&raw, id, kind, reason)?]
                 }
-            },
-            Err((kind, reason)) => {
-                bump(&self.counters.dead_lettered);
-                vec![self.dead_letter(&raw, id, kind, reason)?]
             }
         };
-        self.dedupe.insert(&raw.physical, raw.partition, id);
+        if seen == Seen::New {
+            self.dedupe
+                .insert(&raw.physical, raw.partition, id, content);
+        }
         if self.processor.rebuilds_from_inputs() {
             self.seen_up_to
                 .insert((raw.physical.clone(), raw.partition), raw.offset + 1);
@@ -1186,7 +1206,8 @@ impl<P: Processor> Loop<'_, P> {
                 let id = r
                     .event_id
                     .unwrap_or_else(|| EventId::for_position(&logical, partition, r.offset));
-                if !self.dedupe.insert(physical, partition, id) {
+                let content = fingerprint(r.key.as_deref(), r.payload.as_deref());
+                if self.dedupe.insert(physical, partition, id, content) != Seen::New {
                     continue;
                 }
                 let Some(value) = r
@@ -1240,40 +1261,41 @@ impl<P: Processor> Loop<'_, P> {
         let (physical, logical, partition) =
             (raw.physical.clone(), raw.logical.clone(), raw.partition);
         let started = Instant::now();
-        let ids = tokio::task::spawn_blocking(move || -> Result<Vec<EventId>, KafkaError> {
-            let reader: BaseConsumer = config.create()?;
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&physical, partition, Offset::Offset(start))?;
-            reader.assign(&tpl)?;
-            drop(tpl);
-            let mut ids = Vec::new();
-            let deadline = Instant::now() + WARM_UP_TIMEOUT;
-            while Instant::now() < deadline {
-                match reader.poll(Duration::from_millis(200)) {
-                    Some(Ok(m)) => {
-                        if m.offset() >= end {
-                            break;
+        let ids =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(EventId, u64)>, KafkaError> {
+                let reader: BaseConsumer = config.create()?;
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&physical, partition, Offset::Offset(start))?;
+                reader.assign(&tpl)?;
+                drop(tpl);
+                let mut ids = Vec::new();
+                let deadline = Instant::now() + WARM_UP_TIMEOUT;
+                while Instant::now() < deadline {
+                    match reader.poll(Duration::from_millis(200)) {
+                        Some(Ok(m)) => {
+                            if m.offset() >= end {
+                                break;
+                            }
+                            let id = event_id_of(&m).unwrap_or_else(|| {
+                                EventId::for_position(&logical, partition, m.offset())
+                            });
+                            ids.push((id, fingerprint(m.key(), m.payload())));
+                            if m.offset() + 1 >= end {
+                                break;
+                            }
                         }
-                        let id = event_id_of(&m).unwrap_or_else(|| {
-                            EventId::for_position(&logical, partition, m.offset())
-                        });
-                        ids.push(id);
-                        if m.offset() + 1 >= end {
-                            break;
-                        }
+                        Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                        Some(Err(e)) => return Err(e.into()),
+                        None => {}
                     }
-                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-                    Some(Err(e)) => return Err(e.into()),
-                    None => {}
                 }
-            }
-            Ok(ids)
-        })
-        .await
-        .map_err(|e| KafkaError::Admin(format!("dedupe warm-up task: {e}")))??;
+                Ok(ids)
+            })
+            .await
+            .map_err(|e| KafkaError::Admin(format!("dedupe warm-up task: {e}")))??;
         tracing::debug!(topic = %raw.physical, partition, from = start, to = end, ids = ids.len(), ms = started.elapsed().as_millis() as u64, "dedupe window re-read");
-        for id in ids {
-            self.dedupe.insert(&raw.physical, partition, id);
+        for (id, content) in ids {
+            self.dedupe.insert(&raw.physical, partition, id, content);
         }
         Ok(())
     }

@@ -35,6 +35,9 @@ pub struct TrainerConfig {
     pub recheck_ms: i64,
     /// A run longer than this raises a `stuck` alert.
     pub stuck_after_ms: i64,
+    /// A fit still running this long after its run started gives up: the
+    /// attempt fails with the reason and its slot is free again.
+    pub run_timeout_ms: i64,
     /// Finished attempts per model key the failure rate is taken over.
     pub failure_window: usize,
     /// Failure rate (0..1) over that window that raises an alert.
@@ -71,6 +74,7 @@ impl Default for TrainerConfig {
             retry_base_ms: 5_000,
             recheck_ms: 10_000,
             stuck_after_ms: 30 * 60_000,
+            run_timeout_ms: 2 * 3_600_000,
             failure_window: 10,
             failure_rate_alert: 0.5,
             degrade_window: 3,

@@ -20,6 +20,27 @@ pub enum SpecError {
     },
 }
 
+/// The largest values a run may ask for (a fit's work grows with
+/// `train_window × states² × max_iter × restarts`).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub states: usize,
+    pub max_iter: usize,
+    pub restarts: usize,
+    pub train_window: usize,
+    pub columns: usize,
+    pub name_bytes: usize,
+}
+
+pub const BOUNDS: Bounds = Bounds {
+    states: 16,
+    max_iter: 10_000,
+    restarts: 32,
+    train_window: 2_000_000,
+    columns: 32,
+    name_bytes: 128,
+};
+
 const KNOWN: &str = "mode, train_window, min_rows, columns, split_version, reference_fraction, \
                      states, covariance, max_iter, tol, restarts, min_covar, cost_bps, as_of";
 
@@ -158,10 +179,45 @@ impl TrainSpec {
         Ok(s)
     }
 
+    /// Every value within its declared bounds ([`BOUNDS`]): a request can
+    /// ask for no fit that outgrows a trainer slot's time or memory.
     pub fn check(&self) -> Result<(), SpecError> {
         let bad = |n: &str, v: String, why: &str| Err(invalid(n, &v, why));
-        if self.columns.is_empty() {
-            return bad("columns", String::new(), "at least one column");
+        let within = |n: &str, v: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                bad(n, v.to_string(), &format!("between {lo} and {hi}"))
+            }
+        };
+        within("states", self.states, 1, BOUNDS.states)?;
+        within("max_iter", self.max_iter, 1, BOUNDS.max_iter)?;
+        within("restarts", self.restarts, 1, BOUNDS.restarts)?;
+        within("train_window", self.train_window, 2, BOUNDS.train_window)?;
+        within("min_rows", self.min_rows, 0, BOUNDS.train_window)?;
+        within("columns", self.columns.len(), 1, BOUNDS.columns)?;
+        for (n, v, hi) in [
+            ("tol", self.tol, 1e6),
+            ("min_covar", self.min_covar, 1e6),
+            ("cost_bps", self.cost_bps, 10_000.0),
+        ] {
+            if !(v.is_finite() && v >= 0.0 && v <= hi) {
+                return bad(n, v.to_string(), &format!("a number between 0 and {hi}"));
+            }
+        }
+        for (n, v) in self
+            .columns
+            .iter()
+            .map(|c| ("columns", c))
+            .chain([("split_version", &self.split_version)])
+        {
+            if v.len() > BOUNDS.name_bytes {
+                return bad(
+                    n,
+                    format!("{}…", v.chars().take(32).collect::<String>()),
+                    &format!("at most {} bytes", BOUNDS.name_bytes),
+                );
+            }
         }
         if !(self.reference_fraction > 0.0 && self.reference_fraction < 1.0) {
             return bad(
@@ -170,14 +226,8 @@ impl TrainSpec {
                 "between 0 and 1",
             );
         }
-        if self.states < 1 {
-            return bad("states", self.states.to_string(), "at least 1");
-        }
         if self.split_version.is_empty() {
             return bad("split_version", String::new(), "not empty");
-        }
-        if self.train_window < 2 {
-            return bad("train_window", self.train_window.to_string(), "at least 2");
         }
         Ok(())
     }
@@ -283,6 +333,18 @@ mod tests {
             ("reference_fraction", "1.5"),
             ("mode", "greedy"),
             ("columns", " , "),
+            ("states", "9223372036854775808"),
+            ("states", "1000000"),
+            ("states", "0"),
+            ("max_iter", "1000000000"),
+            ("restarts", "0"),
+            ("train_window", "1000000000"),
+            ("tol", "NaN"),
+            ("tol", "-1"),
+            ("min_covar", "inf"),
+            ("cost_bps", "1e300"),
+            ("split_version", "v".repeat(200).as_str()),
+            ("columns", vec!["lr"; 33].join(",").as_str()),
         ] {
             assert!(
                 matches!(

@@ -169,3 +169,28 @@ fn the_online_filter_matches_the_batch_forward_pass() {
     let back = TrainedModel::from_bytes(&artifact.to_bytes()).expect("decodes");
     assert_eq!(back.hmm.param_hash(), m.param_hash());
 }
+
+/// A fit past its deadline gives up with the iterations it did (whatever
+/// restart it is in); one that ends in time is the fit without a deadline.
+#[test]
+fn a_deadline_bounds_the_fit_and_changes_nothing_in_time() {
+    use std::time::{Duration, Instant};
+    let (x, _) = sample(&Truth::three_regimes(), 5_000, 3);
+    let o = options(Covariance::Diag, 5);
+    let late =
+        autotrain_trainer::hmm::fit_reporting(&x, 2, &o, Some(Instant::now()), &mut |_, _| {});
+    assert!(
+        matches!(late, Err(HmmError::DeadlinePassed { iterations: 0 })),
+        "{late:?}"
+    );
+    let (free, _) = GaussianHmm::fit(&x, 2, &o).expect("fits");
+    let (bounded, _) = autotrain_trainer::hmm::fit_reporting(
+        &x,
+        2,
+        &o,
+        Some(Instant::now() + Duration::from_secs(600)),
+        &mut |_, _| {},
+    )
+    .expect("fits in time");
+    assert_eq!(free, bounded);
+}

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::time::Instant;
+
 use super::{check, emission, forward_backward, Covariance, GaussianHmm, HmmError};
 use crate::kmeans::best_of;
 
@@ -207,6 +209,7 @@ fn fit_once(
     d: usize,
     o: &FitOptions,
     seed: u64,
+    deadline: Option<Instant>,
 ) -> Result<(GaussianHmm, Vec<f64>, bool), HmmError> {
     let n = x.len() / d;
     let mut model = initial(x, d, o, seed);
@@ -214,6 +217,11 @@ fn fit_once(
     let mut converged = false;
     let mut ws = forward_backward::Workspace::default();
     for _ in 0..o.max_iter {
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            return Err(HmmError::DeadlinePassed {
+                iterations: history.len(),
+            });
+        }
         emission::log_densities_into(&model, x, &mut ws.b)?;
         let (loglik, xi) = forward_backward::e_step(&model, n, &mut ws)?;
         let gained = history.last().map(|prev| loglik - prev);
@@ -228,14 +236,18 @@ fn fit_once(
 }
 
 pub fn fit(x: &[f64], d: usize, o: &FitOptions) -> Result<(GaussianHmm, FitReport), HmmError> {
-    fit_reporting(x, d, o, &mut |_, _| {})
+    fit_reporting(x, d, o, None, &mut |_, _| {})
 }
 
-/// [`fit`], calling `done(restarts finished, restarts)` after each restart.
+/// [`fit`], calling `done(restarts finished, restarts)` after each restart,
+/// and giving up with [`HmmError::DeadlinePassed`] at the first iteration
+/// that starts after `deadline` (a bound on a run's time, not part of the
+/// result: a fit that ends in time is the same with or without it).
 pub fn fit_reporting(
     x: &[f64],
     d: usize,
     o: &FitOptions,
+    deadline: Option<Instant>,
     done: &mut dyn FnMut(usize, usize),
 ) -> Result<(GaussianHmm, FitReport), HmmError> {
     if o.states == 0
@@ -253,10 +265,11 @@ pub fn fit_reporting(
     let mut tried = Vec::new();
     for r in 0..o.restarts {
         let seed = o.seed.wrapping_add(r as u64);
-        let once = fit_once(x, d, o, seed);
+        let once = fit_once(x, d, o, seed, deadline);
         done(r + 1, o.restarts);
         let (model, history, converged) = match once {
             Ok(v) => v,
+            Err(e @ HmmError::DeadlinePassed { .. }) => return Err(e),
             // A restart that degenerates does not sink the fit.
             Err(e) if r + 1 < o.restarts || best.is_some() => {
                 tried.push((seed, f64::NAN, 0));

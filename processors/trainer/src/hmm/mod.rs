@@ -51,6 +51,8 @@ pub enum HmmError {
     ZeroProbability { row: usize },
     #[error("bad options: {0}")]
     Options(String),
+    #[error("the fit ran past its deadline after {iterations} iteration(s)")]
+    DeadlinePassed { iterations: usize },
 }
 
 /// Parameters of a K-state Gaussian HMM over D columns.

@@ -68,12 +68,22 @@ fn send(tx: &UnboundedSender<Msg>, events: Vec<Event>) {
     }
 }
 
-/// Runs `plan` to its outcome (never panics on bad data: every problem is
-/// an outcome with the reason).
+/// Runs `plan` to its outcome: every problem is an outcome with the
+/// reason, a panic in the run included (a failed attempt that frees its
+/// slot, never a run stuck `running`).
 pub fn execute(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Outcome {
-    match run(ctx, plan, tx) {
-        Ok(outcome) => outcome,
-        Err(e) => Outcome::Failed(e),
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(ctx, plan, tx))) {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => Outcome::Failed(e),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            tracing::error!(training = %plan.training_id, panic = %why, "training run panicked");
+            Outcome::Failed(format!("the run panicked: {why}"))
+        }
     }
 }
 
@@ -259,6 +269,8 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
 
     // 5. Train.
     let load_seconds = started.elapsed().as_secs_f64();
+    let timeout = lock(ctx)?.config.run_timeout_ms.max(0) as u64;
+    let deadline = started.checked_add(Duration::from_millis(timeout));
     let mut begun = false;
     let trained = train(
         &plan.spec,
@@ -266,6 +278,7 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         &table,
         reference,
         champion.as_ref(),
+        deadline,
         &mut |stage, p| {
             if !begun && stage == "fit" {
                 begun = true;
