@@ -86,19 +86,24 @@ struct State {
 
 /// Checksums by bar ts. Bars sit on a grid (`base + k·step`), so they are
 /// kept in a dense array indexed by `k` (16 bytes a bar, in time order,
-/// cache-friendly); off-grid or far-away timestamps go to a map.
+/// cache-friendly) while the array stays at least half full; off-grid
+/// timestamps and bars that would stretch it past that go to a map. Memory
+/// is thus bounded by the bars seen, however far apart hostile input
+/// spaces them.
 #[derive(Debug, Default)]
 struct Seen {
     base: Option<i64>,
     step: i64,
     /// (checksum prefix, revision); revision -1 = empty slot.
     slots: Vec<(u64, i32)>,
+    /// Slots holding a bar.
+    filled: usize,
     other: FxHashMap<i64, (u64, i32)>,
 }
 
 impl Seen {
-    /// Slots allowed past the end before a ts counts as far away.
-    const MAX_JUMP: usize = 1 << 20;
+    /// Empty slots the array may hold beyond as many as it has bars.
+    const SLACK: usize = 4_096;
 
     fn slot(&self, ts: i64) -> Option<usize> {
         let base = self.base?;
@@ -122,10 +127,16 @@ impl Seen {
             self.step = step;
         }
         match self.slot(ts) {
-            Some(k) if k < self.slots.len() => self.slots[k] = value,
-            Some(k) if k - self.slots.len() <= Self::MAX_JUMP => {
+            Some(k) if k < self.slots.len() => {
+                if self.slots[k].1 < 0 {
+                    self.filled += 1;
+                }
+                self.slots[k] = value;
+            }
+            Some(k) if k < 2 * (self.filled + 1) + Self::SLACK => {
                 self.slots.resize(k, (0, -1));
                 self.slots.push(value);
+                self.filled += 1;
             }
             _ => {
                 self.other.insert(ts, value);
@@ -424,7 +435,7 @@ mod tests {
         seen.insert(1_020, 10, (2, 0)); // leaves an empty slot at 1_010
         seen.insert(1_005, 10, (3, 0)); // off the grid
         seen.insert(990, 10, (4, 0)); // before the first
-        seen.insert(1_000 + 10 * (Seen::MAX_JUMP as i64 + 100), 10, (5, 0)); // far away
+        seen.insert(1_000 + 10 * (Seen::SLACK as i64 + 100), 10, (5, 0)); // far away
         seen.insert(1_000, 10, (6, 1)); // overwrite
         assert_eq!(seen.get(1_000), Some((6, 1)));
         assert_eq!(seen.get(1_010), None);
@@ -432,11 +443,38 @@ mod tests {
         assert_eq!(seen.get(1_005), Some((3, 0)));
         assert_eq!(seen.get(990), Some((4, 0)));
         assert_eq!(
-            seen.get(1_000 + 10 * (Seen::MAX_JUMP as i64 + 100)),
+            seen.get(1_000 + 10 * (Seen::SLACK as i64 + 100)),
             Some((5, 0))
         );
         assert_eq!(seen.get(5_000), None);
         assert_eq!(seen.slots.len(), 3);
+    }
+
+    /// Hostile spacing (each bar 2²⁰ − 1 steps after the last) keeps the
+    /// array at most twice the bars plus the slack, and every bar is found.
+    #[test]
+    fn far_apart_bars_do_not_grow_the_array() {
+        let mut seen = Seen::default();
+        let step = 1_800_000;
+        let at = |i: i64| i * ((1 << 20) - 1) * step;
+        for i in 0..60 {
+            seen.insert(at(i), step, (i as u64, 0));
+        }
+        assert!(
+            seen.slots.len() <= 2 * 60 + Seen::SLACK,
+            "{}",
+            seen.slots.len()
+        );
+        for i in 0..60 {
+            assert_eq!(seen.get(at(i)), Some((i as u64, 0)));
+        }
+        // Dense data still goes to the array, whatever came before.
+        let mut dense = Seen::default();
+        for i in 0..100_000 {
+            dense.insert(i * step, step, (1, 0));
+        }
+        assert_eq!(dense.slots.len(), 100_000);
+        assert!(dense.other.is_empty());
     }
 
     #[test]
