@@ -111,14 +111,22 @@ impl Kafka {
     }
 
     /// With extra `server.properties` lines (`log.cleaner.backoff.ms=500`).
+    /// A start that fails (two cores shared with the tests: a JVM may not
+    /// come up) is tried once more on a fresh port and directory.
     pub fn start_with(props: &[&str]) -> Result<Self> {
-        let k = Kafka {
-            port: free_port(),
-            dir: tempfile::tempdir()?,
-            props: props.iter().map(|p| p.to_string()).collect(),
+        let attempt = || -> Result<Self> {
+            let k = Kafka {
+                port: free_port(),
+                dir: tempfile::tempdir()?,
+                props: props.iter().map(|p| p.to_string()).collect(),
+            };
+            k.script("start")?;
+            Ok(k)
         };
-        k.script("start")?;
-        Ok(k)
+        attempt().or_else(|e| {
+            eprintln!("a test Kafka did not start ({e:#}); trying once more");
+            attempt()
+        })
     }
 
     pub fn bootstrap(&self) -> String {

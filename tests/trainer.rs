@@ -394,8 +394,13 @@ async fn strict_mode_trains_each_bar_once_and_failed_runs_release_their_claims()
     let trainer = start_trainer(&settings, trainer_config(store.path()));
     let strict = ("mode", "strict");
 
-    // A run that fails (no EM iteration allowed) gives its offsets back.
-    let bad = trigger(&unique("bad"), &[strict, ("max_iter", "0")], false);
+    // A run that fails (it asks for a feature the data lacks) gives its
+    // offsets back.
+    let bad = trigger(
+        &unique("bad"),
+        &[strict, ("columns", "no_such_feature")],
+        false,
+    );
     publish(
         &settings,
         TRAINING_TRIGGERS,
@@ -406,7 +411,10 @@ async fn strict_mode_trains_each_bar_once_and_failed_runs_release_their_claims()
     let vbad = ended(&settings, &format!("tr-{}", bad.trigger_id)).await?;
     assert_eq!(vbad.state, TrainingState::Failed, "{vbad:#?}");
     assert!(
-        vbad.error.as_deref().unwrap_or("").contains("max_iter"),
+        vbad.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no_such_feature"),
         "{vbad:#?}"
     );
 
