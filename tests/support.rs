@@ -153,7 +153,8 @@ impl Kafka {
             .with_context(|| format!("scripts/kafka {cmd}"))?;
         if !out.status.success() {
             bail!(
-                "scripts/kafka {cmd} failed: {}{}",
+                "scripts/kafka {cmd} failed ({}): {}{}",
+                out.status,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );

@@ -382,15 +382,23 @@ where
             // e.g. while it restarted) comes back with a new epoch; one
             // fenced by another live instance with the same id would fence
             // it back, so this happens a bounded number of times per process.
+            // Right after a broker restart its transaction coordinator may
+            // fence a few producers in a row: the wait doubles (1 s … 16 s),
+            // and a producer that then ran a minute counts as recovered.
             Err(e @ autotrain_kafka::KafkaError::Fenced(_))
-                if fenced < config.runner.retry_attempts as u32 =>
+                if fenced < config.runner.retry_attempts as u32
+                    || started.elapsed() > std::time::Duration::from_secs(60) =>
             {
+                if started.elapsed() > std::time::Duration::from_secs(60) {
+                    fenced = 0;
+                }
                 fenced += 1;
+                let wait = std::time::Duration::from_secs(1 << (fenced - 1).min(4));
                 eprintln!(
-                    "{group}: {e}; starting a new transactional producer ({fenced} of at most {} per process; does another instance use `[runner] instance = {:?}`?)",
+                    "{group}: {e}; starting a new transactional producer in {wait:?} ({fenced} of at most {} in a row; does another instance use `[runner] instance = {:?}`?)",
                     config.runner.retry_attempts, config.runner.instance
                 );
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(wait).await;
             }
             other => return Ok(other?),
         }
