@@ -25,6 +25,18 @@ use autotrain_kafka::ClientSettings;
 use autotrain_schemas::Bar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+/// The three scenarios that push 100,000 bars through processes run one at
+/// a time: on two cores, the broker restart run next to the kill -9 run
+/// timed its transaction coordinator out and stalled the validator after
+/// the restart (see docs/delivery.md, known gaps).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// 100,000 real bars: BTC/USD and ETH/USD whole, LTC/USD in part.
 fn input() -> Vec<Bar> {
     let mut all = bars("bitfinex_BTCUSD_30m.csv", 35_000);
@@ -208,6 +220,7 @@ fn finish(settings: &ClientSettings, expected: &ByTopic, services: &mut [Service
 
 #[test]
 fn exactly_once_through_kill_9_of_each_processor_three_times() -> Result<()> {
+    let _alone = alone();
     let rt = tokio::runtime::Runtime::new()?;
     let bootstrap = shared_kafka();
     let settings = rt.block_on(TestBroker::kafka().fresh_topics("eos"))?;
@@ -294,6 +307,7 @@ fn exactly_once_through_kill_9_of_each_processor_three_times() -> Result<()> {
 
 #[test]
 fn scale_out_two_instances_per_group_one_killed_for_good() -> Result<()> {
+    let _alone = alone();
     let rt = tokio::runtime::Runtime::new()?;
     let bootstrap = shared_kafka();
     let settings = rt.block_on(TestBroker::kafka().fresh_topics("scale"))?;
@@ -325,6 +339,7 @@ fn scale_out_two_instances_per_group_one_killed_for_good() -> Result<()> {
 
 #[test]
 fn broker_stopped_and_restarted_mid_stream() -> Result<()> {
+    let _alone = alone();
     let rt = tokio::runtime::Runtime::new()?;
     let mut kafka = Kafka::start()?;
     let bootstrap = kafka.bootstrap();
