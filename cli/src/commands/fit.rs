@@ -44,6 +44,10 @@ pub struct HmmArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// With `--json`: include the fitted parameters (`start`, `trans`,
+    /// `means`, `covars`, row-major).
+    #[arg(long, requires = "json")]
+    pub params: bool,
 }
 
 /// The selected columns of a CSV, row-major, and the rows skipped.
@@ -103,17 +107,24 @@ pub async fn run(_config: &Config, cmd: FitCommand) -> Result<()> {
         tokio::task::spawn_blocking(move || GaussianHmm::fit(&x, d, &options)).await??;
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
-        println!(
-            "{}",
-            json!({
-                "loglik": report.loglik,
-                "iters": report.iters,
-                "converged": report.converged,
-                "fit_seconds": seconds,
-                "param_hash": model.param_hash(),
-                "rows_skipped": skipped,
-            })
-        );
+        let mut out = json!({
+            "loglik": report.loglik,
+            "iters": report.iters,
+            "converged": report.converged,
+            "fit_seconds": seconds,
+            "param_hash": model.param_hash(),
+            "rows_skipped": skipped,
+            "history": report.history,
+        });
+        if args.params {
+            out["params"] = json!({
+                "start": model.start,
+                "trans": model.trans,
+                "means": model.means,
+                "covars": model.covars,
+            });
+        }
+        println!("{out}");
     } else {
         println!(
             "loglik {:.4}  iters {}  converged {}  {:.3} s  ({} rows skipped)",

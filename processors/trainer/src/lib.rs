@@ -7,6 +7,7 @@
 //! - [`artifact`] — [`TrainedModel`]: the model as `ModelVersion`
 //!   parameters (columns + HMM, JSON).
 //! - [`kmeans`] — seeded k-means++ and Lloyd iterations (initialisation).
+//! - [`par`] — deterministic fan-out of independent fit jobs over threads.
 //! - [`queue`] — [`TrainingQueue`](queue::TrainingQueue): priorities,
 //!   bounded concurrency, retries with backoff, cancel; emits the
 //!   `training.status` lifecycle events.
@@ -30,6 +31,7 @@ pub mod evaluate;
 pub mod flags;
 pub mod hmm;
 pub mod kmeans;
+pub mod par;
 pub mod pipeline;
 pub mod queue;
 pub mod registry;

@@ -40,16 +40,24 @@ pub struct Trained {
     pub excluded_rows: usize,
 }
 
+/// What a run may spend: threads for the fit (0: every core; the model is
+/// the same whatever the count) and a time after which the fit gives up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budget {
+    pub threads: usize,
+    pub deadline: Option<std::time::Instant>,
+}
+
 /// Trains on `table`. `reference` is the split version's stored reference
 /// set, if one was cut already. `progress(stage, fraction)` is told as the
-/// run goes; past `deadline` the fit gives up.
+/// run goes; past `budget.deadline` the fit gives up.
 pub fn train(
     spec: &TrainSpec,
     seed: u64,
     table: &Table,
     reference: Option<Table>,
     champion: Option<&TrainedModel>,
-    deadline: Option<std::time::Instant>,
+    budget: Budget,
     progress: &mut dyn FnMut(&str, f64),
 ) -> Result<Trained, TrainError> {
     progress("split", 0.0);
@@ -102,9 +110,14 @@ pub fn train(
     };
     let x = model.standardise(&raw);
     progress("fit", 0.0);
-    let (hmm, fit) = fit_reporting(&x, d, &spec.fit_options(seed), deadline, &mut |done, of| {
-        progress("fit", done as f64 / of as f64)
-    })?;
+    let (hmm, fit) = fit_reporting(
+        &x,
+        d,
+        &spec.fit_options(seed),
+        budget.threads,
+        budget.deadline,
+        &mut |done, of| progress("fit", done as f64 / of as f64),
+    )?;
     model.hmm = hmm;
     progress("evaluate", 0.0);
     let evaluation = evaluate(&model, &reference, spec.cost_bps)?;
@@ -157,7 +170,7 @@ mod tests {
         };
         let t = table(3_000, 4);
         let mut stages = Vec::new();
-        let a = train(&spec, 9, &t, None, None, None, &mut |s, p| {
+        let a = train(&spec, 9, &t, None, None, Budget::default(), &mut |s, p| {
             stages.push((s.to_string(), p))
         })
         .expect("trains");
@@ -165,7 +178,7 @@ mod tests {
         assert_eq!(a.reference.len(), 600);
         assert_eq!(a.train_rows, 2_400);
         assert!(stages.contains(&("fit".to_string(), 1.0)));
-        let b = train(&spec, 9, &t, None, None, None, &mut |_, _| {}).expect("again");
+        let b = train(&spec, 9, &t, None, None, Budget::default(), &mut |_, _| {}).expect("again");
         assert_eq!(a.model.hmm.param_hash(), b.model.hmm.param_hash());
         assert_eq!(a.reference_hash, b.reference_hash);
 
@@ -178,7 +191,7 @@ mod tests {
             &more,
             Some(a.reference.clone()),
             Some(&a.model),
-            None,
+            Budget::default(),
             &mut |_, _| {},
         )
         .expect("challenger");
@@ -194,7 +207,16 @@ mod tests {
     fn too_little_data_waits() {
         let spec = TrainSpec::default();
         assert_eq!(
-            train(&spec, 1, &table(100, 1), None, None, None, &mut |_, _| {}).map(|t| t.train_rows),
+            train(
+                &spec,
+                1,
+                &table(100, 1),
+                None,
+                None,
+                Budget::default(),
+                &mut |_, _| {}
+            )
+            .map(|t| t.train_rows),
             Err(TrainError::NotEnoughData { rows: 80, min: 500 })
         );
     }

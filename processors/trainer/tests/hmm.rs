@@ -178,7 +178,7 @@ fn a_deadline_bounds_the_fit_and_changes_nothing_in_time() {
     let (x, _) = sample(&Truth::three_regimes(), 5_000, 3);
     let o = options(Covariance::Diag, 5);
     let late =
-        autotrain_trainer::hmm::fit_reporting(&x, 2, &o, Some(Instant::now()), &mut |_, _| {});
+        autotrain_trainer::hmm::fit_reporting(&x, 2, &o, 1, Some(Instant::now()), &mut |_, _| {});
     assert!(
         matches!(late, Err(HmmError::DeadlinePassed { iterations: 0 })),
         "{late:?}"
@@ -188,9 +188,32 @@ fn a_deadline_bounds_the_fit_and_changes_nothing_in_time() {
         &x,
         2,
         &o,
+        2,
         Some(Instant::now() + Duration::from_secs(600)),
         &mut |_, _| {},
     )
     .expect("fits in time");
     assert_eq!(free, bounded);
+}
+
+#[test]
+fn the_fit_is_bit_identical_on_1_2_and_4_threads() {
+    let (x, _) = sample(&Truth::three_regimes(), 30_000, 5);
+    for covariance in [Covariance::Diag, Covariance::Full] {
+        let o = FitOptions {
+            restarts: 4,
+            ..options(covariance, 9)
+        };
+        let fits: Vec<_> = [1, 2, 4]
+            .into_iter()
+            .map(|threads| {
+                autotrain_trainer::hmm::fit_reporting(&x, 2, &o, threads, None, &mut |_, _| {})
+                    .expect("fits")
+            })
+            .collect();
+        for (m, report) in &fits[1..] {
+            assert_eq!(m.param_hash(), fits[0].0.param_hash(), "{covariance:?}");
+            assert_eq!(report, &fits[0].1);
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Baum-Welch: k-means initialisation, EM until the log-likelihood gains
+//! Baum-Welch: k-means initialisation (over every row, as hmmlearn's), EM until the log-likelihood gains
 //! less than `tol`, several seeded restarts keeping the best, a covariance
 //! floor, and a canonical state order (ascending mean of the first column,
 //! e.g. the return) so regime ids mean the same across versions.
@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Instant;
 
-use super::{check, emission, forward_backward, Covariance, GaussianHmm, HmmError};
-use crate::kmeans::best_of;
+use super::{check, kernel, Covariance, GaussianHmm, HmmError, MAX_STATES};
+use crate::kmeans::{best_of, nearest};
+use crate::par;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FitOptions {
@@ -20,7 +21,8 @@ pub struct FitOptions {
     pub seed: u64,
     /// Fits from different seeds (`seed`, `seed + 1`, …); the best wins.
     pub restarts: usize,
-    /// Added to every variance (diagonal of every covariance).
+    /// Floor on every variance (a full covariance's smallest eigenvalue);
+    /// also added to the initial covariances.
     pub min_covar: f64,
 }
 
@@ -50,66 +52,113 @@ pub struct FitReport {
     pub restarts: Vec<(u64, f64, usize)>,
 }
 
-fn initial(x: &[f64], d: usize, o: &FitOptions, seed: u64) -> GaussianHmm {
+/// The starting model from a k-means partition of the rows: means are the
+/// centres; each state's covariance is its cluster's (the covariance of all
+/// rows for a cluster of fewer than 2·D rows), plus `min_covar` on the
+/// diagonal; transitions count the partition's consecutive labels (plus
+/// one per cell, so none starts at zero); start probabilities are uniform.
+/// hmmlearn starts from the same centres but with every state given the
+/// covariance of all rows and uniform transitions; starting from the
+/// partition's own spread and persistence, EM begins nearer the optimum
+/// and needs fewer iterations. `x` is centred (column means zero).
+fn initial(x: &[f64], d: usize, o: &FitOptions, seed: u64, threads: usize) -> GaussianHmm {
     let k = o.states;
     let n = x.len() / d;
-    // k-means on an evenly strided sample of at most 50,000 rows: plenty
-    // for initial means, and independent of the input's length.
-    let stride = n.div_ceil(50_000).max(1);
-    let sample: Vec<f64> = (0..n)
-        .step_by(stride)
-        .flat_map(|t| x[t * d..(t + 1) * d].iter().copied())
-        .collect();
-    let (means, _) = best_of(&sample, d, k, seed, 20, 10);
-    let mut mean = vec![0.0; d];
-    for t in 0..n {
-        for j in 0..d {
-            mean[j] += x[t * d + j] / n as f64;
+    let means = best_of(x, d, k, seed, 10, threads);
+    let width = if o.covariance == Covariance::Full {
+        d * d
+    } else {
+        d
+    };
+    let mut count = vec![0usize; k];
+    let mut sums = vec![0.0; k * d];
+    let mut moments = vec![0.0; k * d * d];
+    let mut all = vec![0.0; d * d];
+    let mut trans = vec![1.0; k * k];
+    let mut last = None;
+    for row in x.chunks_exact(d) {
+        let label = nearest(row, &means, d);
+        count[label] += 1;
+        for i in 0..d {
+            sums[label * d + i] += row[i];
+            for j in 0..d {
+                moments[label * d * d + i * d + j] += row[i] * row[j];
+                all[i * d + j] += row[i] * row[j] / n as f64;
+            }
         }
+        if let Some(prev) = last {
+            trans[prev * k + label] += 1.0;
+        }
+        last = Some(label);
     }
-    let mut cov = vec![0.0; d * d];
-    for t in 0..n {
+    let mut covars = Vec::with_capacity(k * width);
+    for s in 0..k {
+        let own = count[s] >= 2 * d;
+        let c = count[s].max(1) as f64;
         for i in 0..d {
             for j in 0..d {
-                cov[i * d + j] += (x[t * d + i] - mean[i]) * (x[t * d + j] - mean[j]) / n as f64;
+                if width == d && i != j {
+                    continue;
+                }
+                let mut v = if own {
+                    moments[s * d * d + i * d + j] / c
+                        - (sums[s * d + i] / c) * (sums[s * d + j] / c)
+                } else {
+                    all[i * d + j]
+                };
+                if i == j {
+                    v = v.max(0.0) + o.min_covar;
+                }
+                covars.push(v);
             }
         }
     }
-    let covars = match o.covariance {
-        Covariance::Diag => (0..k)
-            .flat_map(|_| {
-                (0..d)
-                    .map(|j| cov[j * d + j] + o.min_covar)
-                    .collect::<Vec<_>>()
-            })
-            .collect(),
-        Covariance::Full => (0..k)
-            .flat_map(|_| {
-                let mut c = cov.clone();
-                for j in 0..d {
-                    c[j * d + j] += o.min_covar;
-                }
-                c
-            })
-            .collect(),
-    };
+    for row in trans.chunks_exact_mut(k) {
+        let total: f64 = row.iter().sum();
+        row.iter_mut().for_each(|v| *v /= total);
+    }
     GaussianHmm {
         k,
         d,
         covariance: o.covariance,
         start: vec![1.0 / k as f64; k],
-        trans: vec![1.0 / k as f64; k * k],
+        trans,
         means,
         covars,
     }
 }
 
-fn m_step(m: &mut GaussianHmm, x: &[f64], gamma: &[f64], xi: &[f64], min_covar: f64) {
+/// Raises the smallest eigenvalue of the symmetric `d × d` matrix `c` to
+/// `floor` by adding to its diagonal (nothing if it is there already).
+fn floor_eigenvalues(c: &mut [f64], d: usize, floor: f64) {
+    let smallest = nalgebra::DMatrix::from_row_slice(d, d, c)
+        .symmetric_eigenvalues()
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    if smallest.is_nan() || smallest < floor {
+        let lift = if smallest.is_finite() {
+            floor - smallest
+        } else {
+            floor
+        };
+        for i in 0..d {
+            c[i * d + i] += lift;
+        }
+    }
+}
+
+/// The M-step from the E-step's sums: start = γ₁, transitions = ξ rows
+/// normalised, means = Σγx / Σγ, covariances = Σγxxᵀ / Σγ − μμᵀ with
+/// `min_covar` as a floor (on each variance; on a full covariance's
+/// smallest eigenvalue). A floor, not an addition: adding it every
+/// iteration biases every variance and makes EM lower the likelihood
+/// near the optimum. A state with no weight keeps its parameters.
+fn m_step(m: &mut GaussianHmm, s: &kernel::Stats, min_covar: f64) {
     let (k, d) = (m.k, m.d);
-    let n = x.len() / d;
-    m.start.copy_from_slice(&gamma[..k]);
+    m.start.copy_from_slice(&s.first);
     for i in 0..k {
-        let row = &xi[i * k..(i + 1) * k];
+        let row = &s.xi[i * k..(i + 1) * k];
         let total: f64 = row.iter().sum();
         if total > 0.0 {
             for j in 0..k {
@@ -117,67 +166,30 @@ fn m_step(m: &mut GaussianHmm, x: &[f64], gamma: &[f64], xi: &[f64], min_covar: 
             }
         }
     }
-    let mut weight = vec![0.0; k];
-    let mut sums = vec![0.0; k * d];
-    for t in 0..n {
-        let row = &x[t * d..(t + 1) * d];
-        for s in 0..k {
-            let g = gamma[t * k + s];
-            weight[s] += g;
-            for j in 0..d {
-                sums[s * d + j] += g * row[j];
-            }
-        }
-    }
-    for s in 0..k {
-        if weight[s] <= f64::MIN_POSITIVE {
+    for st in 0..k {
+        let w = s.weight[st];
+        if w <= f64::MIN_POSITIVE {
             continue;
         }
-        for j in 0..d {
-            m.means[s * d + j] = sums[s * d + j] / weight[s];
-        }
-    }
-    let width = if m.covariance == Covariance::Full {
-        d * d
-    } else {
-        d
-    };
-    let mut acc = vec![0.0; k * width];
-    for t in 0..n {
-        let row = &x[t * d..(t + 1) * d];
-        for s in 0..k {
-            let g = gamma[t * k + s];
-            let mean = &m.means[s * d..(s + 1) * d];
-            match m.covariance {
-                Covariance::Diag => {
+        let mean: Vec<f64> = s.sx[st * d..(st + 1) * d].iter().map(|v| v / w).collect();
+        match m.covariance {
+            Covariance::Diag => {
+                for j in 0..d {
+                    let v = s.sxx[st * d + j] / w - mean[j] * mean[j];
+                    m.covars[st * d + j] = v.max(min_covar);
+                }
+            }
+            Covariance::Full => {
+                let c = &mut m.covars[st * d * d..(st + 1) * d * d];
+                for i in 0..d {
                     for j in 0..d {
-                        let e = row[j] - mean[j];
-                        acc[s * d + j] += g * e * e;
+                        c[i * d + j] = s.sxx[st * d * d + i * d + j] / w - mean[i] * mean[j];
                     }
                 }
-                Covariance::Full => {
-                    for i in 0..d {
-                        let ei = row[i] - mean[i];
-                        for j in 0..d {
-                            acc[s * d * d + i * d + j] += g * ei * (row[j] - mean[j]);
-                        }
-                    }
-                }
+                floor_eigenvalues(c, d, min_covar);
             }
         }
-    }
-    for s in 0..k {
-        if weight[s] <= f64::MIN_POSITIVE {
-            continue;
-        }
-        for c in 0..width {
-            let mut v = acc[s * width + c] / weight[s];
-            let diagonal = m.covariance == Covariance::Diag || c / d == c % d;
-            if diagonal {
-                v += min_covar;
-            }
-            m.covars[s * width + c] = v;
-        }
+        m.means[st * d..(st + 1) * d].copy_from_slice(&mean);
     }
 }
 
@@ -209,93 +221,131 @@ fn fit_once(
     d: usize,
     o: &FitOptions,
     seed: u64,
+    threads: usize,
     deadline: Option<Instant>,
 ) -> Result<(GaussianHmm, Vec<f64>, bool), HmmError> {
-    let n = x.len() / d;
-    let mut model = initial(x, d, o, seed);
+    let mut model = initial(x, d, o, seed, threads);
     let mut history: Vec<f64> = Vec::new();
     let mut converged = false;
-    let mut ws = forward_backward::Workspace::default();
+    let mut buffers = kernel::Buffers::default();
     for _ in 0..o.max_iter {
         if deadline.is_some_and(|at| Instant::now() >= at) {
             return Err(HmmError::DeadlinePassed {
                 iterations: history.len(),
             });
         }
-        emission::log_densities_into(&model, x, &mut ws.b)?;
-        let (loglik, xi) = forward_backward::e_step(&model, n, &mut ws)?;
-        let gained = history.last().map(|prev| loglik - prev);
-        history.push(loglik);
+        let stats = kernel::e_step(&model, x, &mut buffers)?;
+        let gained = history.last().map(|prev| stats.loglik - prev);
+        history.push(stats.loglik);
         if gained.is_some_and(|g| g < o.tol) {
             converged = true;
             break;
         }
-        m_step(&mut model, x, &ws.gamma, &xi, o.min_covar);
+        m_step(&mut model, &stats, o.min_covar);
     }
     Ok((model, history, converged))
 }
 
 pub fn fit(x: &[f64], d: usize, o: &FitOptions) -> Result<(GaussianHmm, FitReport), HmmError> {
-    fit_reporting(x, d, o, None, &mut |_, _| {})
+    fit_reporting(x, d, o, 0, None, &mut |_, _| {})
 }
 
-/// [`fit`], calling `done(restarts finished, restarts)` after each restart,
-/// and giving up with [`HmmError::DeadlinePassed`] at the first iteration
-/// that starts after `deadline` (a bound on a run's time, not part of the
-/// result: a fit that ends in time is the same with or without it).
+/// [`fit`] on up to `threads` threads (0: every core; the result is the
+/// same bit for bit whatever the count), calling `done(restarts
+/// finished, restarts)` as restarts end, and giving up with
+/// [`HmmError::DeadlinePassed`] at the first iteration that starts after
+/// `deadline` (a bound on a run's time, not part of the result: a fit that
+/// ends in time is the same with or without it).
+///
+/// The fit runs on the rows shifted by their column means (translation
+/// changes nothing in the model but the means, and it keeps the second
+/// moments of the M-step well conditioned); the returned model is shifted
+/// back and scored on `x` as given.
 pub fn fit_reporting(
     x: &[f64],
     d: usize,
     o: &FitOptions,
+    threads: usize,
     deadline: Option<Instant>,
     done: &mut dyn FnMut(usize, usize),
 ) -> Result<(GaussianHmm, FitReport), HmmError> {
     if o.states == 0
+        || o.states > MAX_STATES
         || o.restarts == 0
         || o.max_iter == 0
         || o.min_covar.is_nan()
         || o.min_covar < 0.0
     {
         return Err(HmmError::Options(format!(
-            "states, restarts and max_iter must be > 0 and min_covar ≥ 0: {o:?}"
+            "states (1–{MAX_STATES}), restarts and max_iter must be > 0 and min_covar ≥ 0: {o:?}"
         )));
     }
     check(x, d, 2 * o.states)?;
+    let threads = if threads == 0 { par::cores() } else { threads };
+    let n = x.len() / d;
+    let offset: Vec<f64> = (0..d)
+        .map(|j| x.iter().skip(j).step_by(d).sum::<f64>() / n as f64)
+        .collect();
+    let centred: Vec<f64> = x
+        .chunks_exact(d)
+        .flat_map(|row| row.iter().zip(&offset).map(|(v, m)| v - m))
+        .collect();
+    // Restarts share the threads; a restart's own k-means gets what is
+    // left over.
+    let inner = (threads / o.restarts).max(1);
+    let runs = par::map(
+        o.restarts,
+        threads,
+        |r| {
+            let seed = o.seed.wrapping_add(r as u64);
+            let once = fit_once(&centred, d, o, seed, inner, deadline);
+            once.and_then(|(mut model, history, converged)| {
+                for (mean, shift) in model.means.iter_mut().zip(offset.iter().cycle()) {
+                    *mean += shift;
+                }
+                let model = canonical(&model);
+                let loglik = model.score(x)?;
+                Ok((model, history, converged, loglik))
+            })
+        },
+        done,
+    );
     let mut best: Option<(GaussianHmm, FitReport)> = None;
     let mut tried = Vec::new();
-    for r in 0..o.restarts {
+    let mut first_error = None;
+    for (r, once) in runs.into_iter().enumerate() {
         let seed = o.seed.wrapping_add(r as u64);
-        let once = fit_once(x, d, o, seed, deadline);
-        done(r + 1, o.restarts);
-        let (model, history, converged) = match once {
-            Ok(v) => v,
+        match once {
+            Ok((model, history, converged, loglik)) => {
+                tried.push((seed, loglik, history.len()));
+                if best.as_ref().is_none_or(|(_, b)| loglik > b.loglik) {
+                    best = Some((
+                        model,
+                        FitReport {
+                            loglik,
+                            iters: history.len(),
+                            converged,
+                            history,
+                            restarts: Vec::new(),
+                        },
+                    ));
+                }
+            }
             Err(e @ HmmError::DeadlinePassed { .. }) => return Err(e),
             // A restart that degenerates does not sink the fit.
-            Err(e) if r + 1 < o.restarts || best.is_some() => {
+            Err(e) => {
                 tried.push((seed, f64::NAN, 0));
-                let _ = e;
-                continue;
+                first_error.get_or_insert(e);
             }
-            Err(e) => return Err(e),
-        };
-        let model = canonical(&model);
-        let loglik = model.score(x)?;
-        tried.push((seed, loglik, history.len()));
-        if best.as_ref().is_none_or(|(_, b)| loglik > b.loglik) {
-            best = Some((
-                model,
-                FitReport {
-                    loglik,
-                    iters: history.len(),
-                    converged,
-                    history,
-                    restarts: Vec::new(),
-                },
-            ));
         }
     }
-    let (model, mut report) =
-        best.ok_or_else(|| HmmError::Options("every restart failed".into()))?;
-    report.restarts = tried;
-    Ok((model, report))
+    match best {
+        Some((model, mut report)) => {
+            report.restarts = tried;
+            Ok((model, report))
+        }
+        None => {
+            Err(first_error.unwrap_or_else(|| HmmError::Options("every restart failed".into())))
+        }
+    }
 }

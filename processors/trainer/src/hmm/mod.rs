@@ -2,7 +2,9 @@
 //!
 //! - [`emission`] — per-row log densities (diagonal, or full covariance
 //!   through a Cholesky factor from `nalgebra`).
-//! - [`forward_backward`] — the scaled forward-backward pass: likelihood,
+//! - [`kernel`] — the fused E-step the fit runs: densities, scaled
+//!   forward, backward folded into the M-step's sums.
+//! - [`forward_backward`] — the straightforward scaled forward-backward pass: likelihood,
 //!   state posteriors, expected transitions.
 //! - [`fit`] — Baum-Welch with k-means initialisation, seeded restarts,
 //!   covariance floor, convergence tolerance, canonical state order.
@@ -13,9 +15,13 @@ mod emission;
 mod filter;
 mod fit;
 mod forward_backward;
+pub mod kernel;
 mod viterbi;
 
 use serde::{Deserialize, Serialize};
+
+/// The most states the fit supports (the kernel's widest unrolling).
+pub const MAX_STATES: usize = 16;
 use sha2::{Digest, Sha256};
 
 pub use filter::OnlineFilter;
@@ -90,6 +96,9 @@ impl GaussianHmm {
     /// Log-likelihood of `x` (row-major, `d` columns).
     pub fn score(&self, x: &[f64]) -> Result<f64, HmmError> {
         check(x, self.d, 1)?;
+        if (1..=MAX_STATES).contains(&self.k) {
+            return kernel::loglik(self, x, &mut kernel::Buffers::default());
+        }
         let log_b = emission::log_densities(self, x)?;
         Ok(forward_backward::forward(self, &log_b, x.len() / self.d)?.0)
     }

@@ -25,7 +25,7 @@ use crate::artifact::TrainedModel;
 use crate::core::{Done, Event, Outcome, Plan, Trainer};
 use crate::dataset::Table;
 use crate::flags::FlagBook;
-use crate::pipeline::{train, TrainError};
+use crate::pipeline::{train, Budget, TrainError};
 use crate::spec::Mode;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -269,8 +269,19 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
 
     // 5. Train.
     let load_seconds = started.elapsed().as_secs_f64();
-    let timeout = lock(ctx)?.config.run_timeout_ms.max(0) as u64;
-    let deadline = started.checked_add(Duration::from_millis(timeout));
+    let (timeout, capacity) = {
+        let core = lock(ctx)?;
+        (
+            core.config.run_timeout_ms.max(0) as u64,
+            core.config.capacity.max(1),
+        )
+    };
+    // Runs share the cores: each fit gets its share (the model is the same
+    // whatever the share).
+    let budget = Budget {
+        threads: (crate::par::cores() / capacity).max(1),
+        deadline: started.checked_add(Duration::from_millis(timeout)),
+    };
     let mut begun = false;
     let trained = train(
         &plan.spec,
@@ -278,7 +289,7 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         &table,
         reference,
         champion.as_ref(),
-        deadline,
+        budget,
         &mut |stage, p| {
             if !begun && stage == "fit" {
                 begun = true;

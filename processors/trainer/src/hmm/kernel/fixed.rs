@@ -1,0 +1,267 @@
+//! The kernel for the common shapes (1–8 states, 1–4 columns, either
+//! covariance): state count, column count and covariance kind are const
+//! generics, so every per-row loop unrolls, the parameters sit in fixed
+//! arrays and the backward sweep's sums stay in registers. Same algebra
+//! and same order of operations as the general sweeps in the parent.
+
+use super::{backward_step, exp_shifted, forward_step, last_beta, Buffers, Emission, Scale, Stats};
+use crate::hmm::{GaussianHmm, HmmError};
+
+/// A sweep to run at fixed shape.
+pub(super) trait Job {
+    type Out;
+    fn go<const K: usize, const D: usize, const FULL: bool>(self) -> Self::Out;
+}
+
+/// `job` at one shape, compiled for the widest vector instructions this
+/// CPU has ([`pulp`] picks them at run time): the loops over states and
+/// columns vectorise. Each lane does the same IEEE operations in the same
+/// order as scalar code (Rust never fuses a multiply and an add on its
+/// own), so the result is the same bit for bit on every machine.
+struct Wide<J, const K: usize, const D: usize, const FULL: bool>(J);
+
+impl<J: Job, const K: usize, const D: usize, const FULL: bool> pulp::WithSimd
+    for Wide<J, K, D, FULL>
+{
+    type Output = J::Out;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> J::Out {
+        self.0.go::<K, D, FULL>()
+    }
+}
+
+/// Runs `job` at the shape `(k, d, full)`, or `None` if that shape has no
+/// fixed kernel.
+pub(super) fn run<J: Job>(k: usize, d: usize, full: bool, job: J) -> Option<J::Out> {
+    let arch = pulp::Arch::new();
+    macro_rules! by_d {
+        ($k:literal) => {
+            match (d, full) {
+                (1, false) => Some(arch.dispatch(Wide::<J, $k, 1, false>(job))),
+                (2, false) => Some(arch.dispatch(Wide::<J, $k, 2, false>(job))),
+                (3, false) => Some(arch.dispatch(Wide::<J, $k, 3, false>(job))),
+                (4, false) => Some(arch.dispatch(Wide::<J, $k, 4, false>(job))),
+                (1, true) => Some(arch.dispatch(Wide::<J, $k, 1, true>(job))),
+                (2, true) => Some(arch.dispatch(Wide::<J, $k, 2, true>(job))),
+                (3, true) => Some(arch.dispatch(Wide::<J, $k, 3, true>(job))),
+                (4, true) => Some(arch.dispatch(Wide::<J, $k, 4, true>(job))),
+                _ => None,
+            }
+        };
+    }
+    match k {
+        1 => by_d!(1),
+        2 => by_d!(2),
+        3 => by_d!(3),
+        4 => by_d!(4),
+        5 => by_d!(5),
+        6 => by_d!(6),
+        7 => by_d!(7),
+        8 => by_d!(8),
+        _ => None,
+    }
+}
+
+/// The forward sweep alone: the log-likelihood.
+pub(super) struct Forward<'a> {
+    pub m: &'a GaussianHmm,
+    pub e: &'a Emission,
+    pub x: &'a [f64],
+    pub buf: &'a mut Buffers,
+}
+
+impl Job for Forward<'_> {
+    type Out = Result<f64, HmmError>;
+    #[inline(always)]
+    fn go<const K: usize, const D: usize, const FULL: bool>(self) -> Self::Out {
+        let p = Params::<K, D>::new(self.m, self.e);
+        forward::<K, D, FULL>(&p, self.x, self.buf)
+    }
+}
+
+/// Both sweeps: log-likelihood and the M-step's sums into `stats`.
+pub(super) struct Both<'a> {
+    pub m: &'a GaussianHmm,
+    pub e: &'a Emission,
+    pub x: &'a [f64],
+    pub buf: &'a mut Buffers,
+    pub stats: &'a mut Stats,
+}
+
+impl Job for Both<'_> {
+    type Out = Result<(), HmmError>;
+    #[inline(always)]
+    fn go<const K: usize, const D: usize, const FULL: bool>(self) -> Self::Out {
+        let p = Params::<K, D>::new(self.m, self.e);
+        self.stats.loglik = forward::<K, D, FULL>(&p, self.x, self.buf)?;
+        backward::<K, D, FULL>(&p, self.x, self.buf, self.stats);
+        Ok(())
+    }
+}
+
+struct Params<const K: usize, const D: usize> {
+    start: [f64; K],
+    trans: [[f64; K]; K],
+    mean: [[f64; D]; K],
+    /// Diagonal: 1/σ² per column.
+    inv: [[f64; D]; K],
+    /// Full: the lower Cholesky factor.
+    l: [[[f64; D]; D]; K],
+    constant: [f64; K],
+}
+
+impl<const K: usize, const D: usize> Params<K, D> {
+    #[inline(always)]
+    fn new(m: &GaussianHmm, e: &Emission) -> Self {
+        let mut p = Params {
+            start: [0.0; K],
+            trans: [[0.0; K]; K],
+            mean: [[0.0; D]; K],
+            inv: [[0.0; D]; K],
+            l: [[[0.0; D]; D]; K],
+            constant: [0.0; K],
+        };
+        p.start.copy_from_slice(&m.start);
+        for s in 0..K {
+            p.trans[s].copy_from_slice(&m.trans[s * K..(s + 1) * K]);
+            p.mean[s].copy_from_slice(&e.means[s * D..(s + 1) * D]);
+            if e.full {
+                for i in 0..D {
+                    p.l[s][i].copy_from_slice(&e.shape[s * D * D + i * D..s * D * D + (i + 1) * D]);
+                }
+            } else {
+                p.inv[s].copy_from_slice(&e.shape[s * D..(s + 1) * D]);
+            }
+            p.constant[s] = e.constant[s];
+        }
+        p
+    }
+
+    #[inline(always)]
+    fn log_density<const FULL: bool>(&self, s: usize, row: &[f64; D]) -> f64 {
+        let mean = &self.mean[s];
+        let mut q = 0.0;
+        if FULL {
+            let l = &self.l[s];
+            let mut z = [0.0; D];
+            for i in 0..D {
+                let mut v = row[i] - mean[i];
+                for j in 0..i {
+                    v -= l[i][j] * z[j];
+                }
+                z[i] = v / l[i][i];
+                q += z[i] * z[i];
+            }
+        } else {
+            let inv = &self.inv[s];
+            for j in 0..D {
+                let e = row[j] - mean[j];
+                q += e * e * inv[j];
+            }
+        }
+        self.constant[s] - 0.5 * q
+    }
+}
+
+#[inline(always)]
+fn rows<const D: usize>(
+    x: &[f64],
+) -> impl DoubleEndedIterator<Item = &[f64; D]> + ExactSizeIterator {
+    x.chunks_exact(D)
+        .map(|r| r.try_into().expect("chunks of D"))
+}
+
+#[inline(always)]
+fn forward<const K: usize, const D: usize, const FULL: bool>(
+    p: &Params<K, D>,
+    x: &[f64],
+    buf: &mut Buffers,
+) -> Result<f64, HmmError> {
+    let n = x.len() / D;
+    buf.b.resize(n * K, 0.0);
+    buf.alpha.resize(n * K, 0.0);
+    buf.c.resize(n, 0.0);
+    let mut prev = p.start;
+    let mut scale = Scale::default();
+    for (t, ((row, b), (alpha, c))) in rows::<D>(x)
+        .zip(buf.b.chunks_exact_mut(K))
+        .zip(buf.alpha.chunks_exact_mut(K).zip(buf.c.iter_mut()))
+        .enumerate()
+    {
+        let mut ld = [0.0; K];
+        for (s, v) in ld.iter_mut().enumerate() {
+            *v = p.log_density::<FULL>(s, row);
+        }
+        scale.shift += exp_shifted(&mut ld);
+        b.copy_from_slice(&ld);
+        forward_step(t, &mut prev, &ld, &p.trans, c, &mut scale)?;
+        alpha.copy_from_slice(&prev);
+    }
+    Ok(scale.loglik(&prev))
+}
+
+#[inline(always)]
+fn backward<const K: usize, const D: usize, const FULL: bool>(
+    p: &Params<K, D>,
+    x: &[f64],
+    buf: &Buffers,
+    stats: &mut Stats,
+) {
+    let mut xi = [[0.0; K]; K];
+    let mut weight = [0.0; K];
+    let mut sx = [[0.0; D]; K];
+    let mut diag = [[0.0; D]; K];
+    let mut full = [[[0.0; D]; D]; K];
+    let mut beta = last_beta::<K>(buf);
+    let mut first = [0.0; K];
+    for (t, row) in rows::<D>(x).enumerate().rev() {
+        let alpha = &buf.alpha[t * K..(t + 1) * K];
+        for s in 0..K {
+            let g = alpha[s] * beta[s];
+            weight[s] += g;
+            for j in 0..D {
+                sx[s][j] += g * row[j];
+            }
+            if FULL {
+                for i in 0..D {
+                    let gi = g * row[i];
+                    for j in 0..=i {
+                        full[s][i][j] += gi * row[j];
+                    }
+                }
+            } else {
+                for j in 0..D {
+                    diag[s][j] += g * row[j] * row[j];
+                }
+            }
+            first[s] = g;
+        }
+        if t == 0 {
+            break;
+        }
+        backward_step(
+            &mut beta,
+            &buf.b[t * K..(t + 1) * K],
+            buf.c[t],
+            &buf.alpha[(t - 1) * K..t * K],
+            &p.trans,
+            &mut xi,
+        );
+    }
+    stats.first.copy_from_slice(&first);
+    stats.weight.copy_from_slice(&weight);
+    for s in 0..K {
+        stats.xi[s * K..(s + 1) * K].copy_from_slice(&xi[s]);
+        stats.sx[s * D..(s + 1) * D].copy_from_slice(&sx[s]);
+        if FULL {
+            for i in 0..D {
+                for j in 0..D {
+                    let (a, b) = if j <= i { (i, j) } else { (j, i) };
+                    stats.sxx[s * D * D + i * D + j] = full[s][a][b];
+                }
+            }
+        } else {
+            stats.sxx[s * D..(s + 1) * D].copy_from_slice(&diag[s]);
+        }
+    }
+}
