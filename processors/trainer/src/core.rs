@@ -25,7 +25,8 @@ use crate::spec::{Mode, TrainSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainerConfig {
-    /// Runs at once.
+    /// Runs at once (default: the machine's cores; each run's fit gets
+    /// cores / capacity threads).
     pub capacity: usize,
     /// Attempts per training before it stays `failed`.
     pub max_attempts: i32,
@@ -69,7 +70,7 @@ pub struct TrainerConfig {
 impl Default for TrainerConfig {
     fn default() -> Self {
         TrainerConfig {
-            capacity: 2,
+            capacity: crate::par::cores(),
             max_attempts: 3,
             retry_base_ms: 5_000,
             recheck_ms: 10_000,
