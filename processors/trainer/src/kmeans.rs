@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::par;
 
 /// Rows the `n_init` initialisations see at most.
-pub const SAMPLE: usize = 10_000;
+pub const SAMPLE: usize = 2_048;
 const MAX_ITER: usize = 300;
 const TOL: f64 = 1e-4;
 
