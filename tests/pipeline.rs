@@ -340,5 +340,113 @@ async fn kafka_group_starting_after_retention_deleted_records_fails_loudly() -> 
         .collect::<Vec<_>>();
     produce_bars(&settings, &more).await?;
     let config = RunnerConfig::new(unique("late"), &["market.bars.raw"]);
-    expect_loss_from_the_start(&settings, &config, "retention deleted them").await
+    expect_loss_from_the_start(
+        &settings,
+        &config,
+        "deleted them before this group read them",
+    )
+    .await
+}
+
+/// A new group on a topic that is not an event log, whose oldest records
+/// were deleted before anyone in the group read them, stops with
+/// `DataLoss` naming the gap; told to accept it (`accept_log_start`), it
+/// starts at the log start and reads exactly what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_new_group_after_deleted_records_fails_unless_told_to_accept() -> Result<()> {
+    use autotrain_schemas::{DeadLetter, ErrorKind};
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let tb = TestBroker::kafka();
+    let settings = tb.fresh_topics("acceptstart").await?;
+    let letters: Vec<DeadLetter> = (0..20)
+        .map(|i| DeadLetter {
+            processor: "test".into(),
+            source_topic: "market.bars.raw".into(),
+            source_partition: 0,
+            source_offset: i,
+            key: None,
+            payload: None,
+            error_kind: ErrorKind::Invalid,
+            error: format!("letter {i}"),
+            source_timestamp: None,
+        })
+        .collect();
+    publish(
+        &settings,
+        autotrain_topics::MARKET_BARS_DLQ,
+        "one-key",
+        &letters,
+    )
+    .await?;
+    let topic = settings.physical("market.bars.dlq");
+    let reader: BaseConsumer = settings.reader_config().create()?;
+    let metadata = reader.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut deletions = TopicPartitionList::new();
+    for p in 0..partitions {
+        let (_, high) = reader.fetch_watermarks(&topic, p, Duration::from_secs(5))?;
+        if high > 0 {
+            deletions.add_partition_offset(&topic, p, Offset::Offset(high / 2))?;
+        }
+    }
+    let admin: AdminClient<DefaultClientContext> = settings.reader_config().create()?;
+    admin
+        .delete_records(&deletions, &AdminOptions::new())
+        .await?;
+
+    let config = RunnerConfig::new(unique("strict"), &["market.bars.dlq"]);
+    let counters = Arc::new(Counters::default());
+    let stop = stop_when(counters.clone(), Duration::from_secs(30), |s| {
+        s.received > 0
+    });
+    let err = run(
+        &settings,
+        &config,
+        Collect::<DeadLetter>::default(),
+        counters.clone(),
+        async {
+            stop.await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        },
+    )
+    .await
+    .expect_err("a new group after deleted records must fail");
+    assert!(
+        matches!(
+            err,
+            autotrain_kafka::KafkaError::DataLoss {
+                needed: 0,
+                log_start: 10,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("accept_log_start"), "{err}");
+    assert_eq!(counters.snapshot().processed, 0);
+
+    let mut config = RunnerConfig::new(unique("accepting"), &["market.bars.dlq"]);
+    config.accept_log_start = true;
+    let counters = Arc::new(Counters::default());
+    let stop = stop_when(counters.clone(), Duration::from_secs(60), |s| {
+        s.processed >= 10
+    });
+    run(
+        &settings,
+        &config,
+        Collect::<DeadLetter>::default(),
+        counters.clone(),
+        stop,
+    )
+    .await?;
+    assert_eq!(
+        counters.snapshot().processed,
+        10,
+        "exactly the 10 records left"
+    );
+    Ok(())
 }

@@ -110,6 +110,12 @@ pub struct RunnerSettings {
     /// whose output would be larger is dead-lettered with the reason (keep
     /// below the broker's `message.max.bytes`).
     pub max_record_bytes: usize,
+    /// A processor whose group has no committed offset stops with a
+    /// data-loss error if an input's log no longer starts at offset 0
+    /// (records it never read were deleted). `true` lets it start at the
+    /// log start instead (a new consumer of a long-kept topic, on purpose).
+    /// Never applies to event logs or the in-process embedded broker.
+    pub accept_log_start: bool,
     /// `exactly_once` (Kafka transactions), `at_least_once` (event-id
     /// dedupe), or `auto`: exactly-once on an external cluster,
     /// at-least-once on the embedded broker (it has no transactions).
@@ -185,6 +191,7 @@ impl Default for RunnerSettings {
             dedupe_window: 100_000,
             retry_attempts: 5,
             max_record_bytes: 1_000_000,
+            accept_log_start: false,
             delivery: Delivery::Auto,
             instance: "0".into(),
             transaction_max_inputs: 10_000,

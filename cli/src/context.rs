@@ -115,6 +115,7 @@ impl Context {
         rc.dedupe_window = config.runner.dedupe_window;
         rc.retry_attempts = config.runner.retry_attempts;
         rc.strict_log_start = self.broker.is_embedded();
+        rc.accept_log_start = config.runner.accept_log_start;
         if self.exactly_once(config) {
             let mut eo = autotrain_kafka::ExactlyOnce::new(format!(
                 "{}{group}.{}",

@@ -138,6 +138,12 @@ pub struct RunnerConfig {
     /// embedded broker): a consumer with no committed offset must then see
     /// offset 0, and a later first offset means records were dropped.
     pub strict_log_start: bool,
+    /// A group with no committed offset whose input partition no longer
+    /// starts at offset 0 (retention or a bounded broker deleted records
+    /// nobody in the group read) fails with [`KafkaError::DataLoss`] unless
+    /// this is set: then it starts at the log start, accepting the loss
+    /// (a new consumer of a topic kept for days, on purpose).
+    pub accept_log_start: bool,
     /// An output larger than this (key + value, bytes) would be refused by
     /// the broker (`message.max.bytes`): the input that caused it is
     /// dead-lettered instead, and the stream goes on.
@@ -185,6 +191,7 @@ impl RunnerConfig {
             retry_min_delay: Duration::from_millis(50),
             retry_max_delay: Duration::from_secs(5),
             strict_log_start: false,
+            accept_log_start: false,
             max_record_bytes: 1_000_000,
             exactly_once: None,
         }
@@ -1071,12 +1078,15 @@ impl<P: Processor> Loop<'_, P> {
             let baseline = match expected {
                 Some(e) if raw.offset > e => Some(e),
                 Some(_) => None,
-                // No committed offset: a consumer must start at offset 0 on
-                // a broker that never deletes (embedded) and on an event log
-                // (kept forever): a later log start means records are gone.
+                // No committed offset: a consumer starts at offset 0; a
+                // later log start means records the group never read are
+                // gone. Only a group told to accept that may start there,
+                // and never on an event log (kept forever) or the embedded
+                // broker (never deletes by retention).
                 None => self
                     .committed(consumer, raw)?
-                    .or((self.config.strict_log_start
+                    .or((!self.config.accept_log_start
+                        || self.config.strict_log_start
                         || catalogue().get(&raw.logical).is_some_and(|s| s.event_log))
                     .then_some(0)),
             };
@@ -1122,7 +1132,7 @@ impl<P: Processor> Loop<'_, P> {
             hint: if self.config.strict_log_start {
                 " (the embedded broker keeps only the newest ~100,000 records / 5 MiB per partition: use more partitions, consume while producing, or an external broker)"
             } else {
-                " (retention deleted them before they were consumed)"
+                " (retention, or a bounded broker, deleted them before this group read them; a new group that may start at the log start sets [runner] accept_log_start = true)"
             },
         })
     }
