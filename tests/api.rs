@@ -901,3 +901,107 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
     trainer_service.stop().await?;
     Ok(())
 }
+
+/// The HTTP contract at its edges: the bearer scheme in any case, a 414
+/// (not a 5xx) for an oversized target, 405 with the right `Allow` on the
+/// model routes, the OpenAPI document saying what the routes answer, and a
+/// burst of 1,000 concurrent connections all answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_http_contract_holds_at_its_edges() -> Result<()> {
+    init_logging();
+    let broker = TestBroker::embedded();
+    let settings = broker.fresh_topics("api-edges").await?;
+    let store = tempfile::tempdir()?;
+    let trainer = trainer_config(store.path());
+    let (api, server) = start_api(&settings, api_config(), trainer).await?;
+    let http = reqwest::Client::new();
+
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let status = http
+            .get(format!("{}/api/trainings", api.base))
+            .header("authorization", format!("{scheme} {READ_A}"))
+            .send()
+            .await?
+            .status();
+        assert_eq!(status, 200, "scheme {scheme}");
+    }
+
+    let long_key = "k".repeat(20_000);
+    let (status, body) = api
+        .call(
+            "GET",
+            &format!("/api/models/{long_key}"),
+            Some(READ_A),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (414, Some("uri_too_long"))
+    );
+
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/api/models/hmm/m/promote", "POST"),
+        (
+            reqwest::Method::DELETE,
+            "/api/models/hmm/m/rollback",
+            "POST",
+        ),
+        (reqwest::Method::DELETE, "/api/models/hmm/m", "GET"),
+    ] {
+        let response = http
+            .request(method.clone(), format!("{}{path}", api.base))
+            .bearer_auth(PLATFORM)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+    }
+
+    let doc = api.expect(200, "GET", "/openapi.json", None, None).await?;
+    for (method, path) in [
+        ("post", "/api/trainings/{id}/retry"),
+        ("post", "/api/trainings/{id}/rerun"),
+        ("delete", "/api/trainings/{id}"),
+    ] {
+        assert!(
+            doc["paths"][path][method]["responses"]["409"].is_object(),
+            "{method} {path} documents 409"
+        );
+    }
+    assert!(
+        doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"].is_object()
+    );
+    let promote = &doc["paths"]["/api/models/{model_key}/promote"]["post"]["requestBody"]
+        ["content"]["application/json"]["schema"]["properties"]["model_version"];
+    assert_eq!(promote["maximum"], 2_147_483_647);
+
+    let answered = futures::future::join_all((0..1_000).map(|_| {
+        let url = format!("{}/health", api.base);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    }))
+    .await;
+    let failed: Vec<_> = answered.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 1,000 got no answer: {:?}",
+        failed.len(),
+        failed.first()
+    );
+
+    server.stop().await?;
+    Ok(())
+}

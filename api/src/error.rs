@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The broker did not take the event (retriable: try again).
     #[error("{0}")]
     Unavailable(String),
+    /// The request's target (path and query) is longer than the API reads.
+    #[error("{0}")]
+    UriTooLong(String),
 }
 
 impl ApiError {
@@ -42,6 +45,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
         }
     }
 
@@ -54,6 +58,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::UriTooLong(_) => "uri_too_long",
         }
     }
 

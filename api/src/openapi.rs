@@ -31,7 +31,7 @@ fn ops() -> Vec<Op> {
                 "hyperparams": {"type": "object", "additionalProperties": {"type": ["number", "string", "boolean", "array"]}, "example": {"states": 3, "mode": "sliding"}},
                 "schedule": {"enum": ["adhoc", "backfill"], "default": "adhoc"},
                 "auto_promote": {"type": "boolean", "default": false},
-                "run_fetch": {"type": "boolean", "default": false, "description": "only false: bars come from connectors"},
+                "run_fetch": {"enum": [false], "default": false, "description": "only false: bars come from connectors"},
                 "priority": {"enum": ["low", "normal", "high", "urgent"], "default": "normal"},
                 "seed": {"type": "integer", "default": 42}
             }})), ok: 202 },
@@ -44,8 +44,8 @@ fn ops() -> Vec<Op> {
         Op { method: "get", path: "/api/trainings/{id}/logs", scope: Some("ml:read"), summary: "The training's lifecycle as log lines; query tail=N", body: None, ok: 200 },
         Op { method: "get", path: "/api/models", scope: Some("ml:read"), summary: "Model keys with version counts and aliases", body: None, ok: 200 },
         Op { method: "get", path: "/api/models/{model_key}", scope: Some("ml:read"), summary: "Versions (metrics, manifest, tags) and aliases of a model key (the key may hold '/')", body: None, ok: 200 },
-        Op { method: "post", path: "/api/models/{model_key}/promote", scope: Some("ml:write"), summary: "Move prod to a version (a TrainingCommand to the trainer)", body: Some(json!({"type": "object", "required": ["model_version"], "additionalProperties": false, "properties": {"model_version": {"type": "integer"}, "reason": {"type": "string"}}})), ok: 202 },
-        Op { method: "post", path: "/api/models/{model_key}/rollback", scope: Some("ml:write"), summary: "Move prod back to an older version after the trainer re-scores it on the reference set", body: Some(json!({"type": "object", "required": ["model_version"], "additionalProperties": false, "properties": {"model_version": {"type": "integer"}, "reason": {"type": "string"}}})), ok: 202 },
+        Op { method: "post", path: "/api/models/{model_key}/promote", scope: Some("ml:write"), summary: "Move prod to a version (a TrainingCommand to the trainer)", body: Some(json!({"type": "object", "required": ["model_version"], "additionalProperties": false, "properties": {"model_version": {"type": "integer", "minimum": 1, "maximum": 2147483647}, "reason": {"type": "string"}}})), ok: 202 },
+        Op { method: "post", path: "/api/models/{model_key}/rollback", scope: Some("ml:write"), summary: "Move prod back to an older version after the trainer re-scores it on the reference set", body: Some(json!({"type": "object", "required": ["model_version"], "additionalProperties": false, "properties": {"model_version": {"type": "integer", "minimum": 1, "maximum": 2147483647}, "reason": {"type": "string"}}})), ok: 202 },
         Op { method: "get", path: "/api/features/{instrument}/window", scope: Some("ml:read"), summary: "The instrument's training window now: per feature n, mean, std over the last api.feature_window_days days up to its newest bar (differential dataflow over features; corrections replace what they correct)", body: None, ok: 200 },
         Op { method: "get", path: "/api/flags", scope: Some("ml:read"), summary: "Validation flags; query state=pending|open|decided|all, instrument", body: None, ok: 200 },
         Op { method: "get", path: "/api/flags/{id}", scope: Some("ml:read"), summary: "One flag as raised and as it stands", body: None, ok: 200 },
@@ -71,11 +71,30 @@ pub fn document() -> Value {
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
         let mut responses = Map::new();
+        let media = if op.path == "/metrics" {
+            "text/plain"
+        } else {
+            "application/json"
+        };
         responses.insert(
             op.ok.to_string(),
-            json!({"description": "success", "content": {"application/json": {}}}),
+            json!({"description": "success", "content": {media: {}}}),
         );
         responses.insert("400".into(), error_response("malformed request"));
+        responses.insert(
+            "414".into(),
+            error_response("request target longer than 8,192 bytes"),
+        );
+        responses.insert(
+            "503".into(),
+            error_response("views still loading or the broker unreachable: retry"),
+        );
+        if op.method != "get" && op.path.contains('{') {
+            responses.insert(
+                "409".into(),
+                error_response("the resource's state does not allow the action"),
+            );
+        }
         if op.scope.is_some() {
             responses.insert("401".into(), error_response("no or unknown bearer token"));
             responses.insert(

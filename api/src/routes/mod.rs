@@ -38,7 +38,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/trainings/{id}/rerun", post(trainings::rerun))
         .route("/api/trainings/{id}/logs", get(trainings::logs))
         .route("/api/models", get(models::list))
-        .route("/api/models/{*rest}", get(models::show).post(models::act))
+        .route(
+            "/api/models/{*rest}",
+            get(models::show)
+                .post(models::act)
+                .fallback(models::method_not_allowed),
+        )
         .route("/api/features/{instrument}/window", get(features::window))
         .route("/api/flags", get(flags::list))
         .route("/api/flags/{id}", get(flags::show))
@@ -56,7 +61,23 @@ pub fn router(state: ApiState) -> Router {
             ApiError::NotFound(format!("no route {} {}", req.method(), req.uri().path()))
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .layer(axum::middleware::from_fn(bounded_uri))
         .with_state(state)
+}
+
+/// The longest request target (path and query, bytes) the API reads: every
+/// identifier it takes is far shorter, and a longer one is the client's
+/// mistake (414), not the server's.
+pub const MAX_URI_BYTES: usize = 8_192;
+
+async fn bounded_uri(req: Request, next: Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > MAX_URI_BYTES {
+        return axum::response::IntoResponse::into_response(ApiError::UriTooLong(format!(
+            "the request target is {len} bytes; at most {MAX_URI_BYTES}"
+        )));
+    }
+    next.run(req).await
 }
 
 /// Counts every request by method, route and status, and times it.

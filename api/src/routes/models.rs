@@ -80,6 +80,24 @@ pub struct AliasMove {
 
 /// `POST /api/models/{*rest}`: `rest` is `{model_key}/promote` or
 /// `{model_key}/rollback`.
+/// Any other method on `/api/models/…`: 405 with the methods the path
+/// takes (`POST` for `…/promote` and `…/rollback`, `GET` otherwise).
+pub async fn method_not_allowed(uri: axum::http::Uri) -> impl axum::response::IntoResponse {
+    let path = uri.path();
+    let allow = if path.ends_with("/promote") || path.ends_with("/rollback") {
+        "POST"
+    } else {
+        "GET"
+    };
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(axum::http::header::ALLOW, allow)],
+        Json(
+            json!({"error": {"status": 405, "code": "method_not_allowed", "message": format!("{path} takes {allow}")}}),
+        ),
+    )
+}
+
 pub async fn act(
     State(s): State<ApiState>,
     p: Principal,

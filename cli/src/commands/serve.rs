@@ -95,17 +95,32 @@ pub fn state(
 
 /// Binds `addr` (or, if `fallback` and it is taken, any free port on the
 /// same host) and serves the API until `shutdown`.
+/// Connections the kernel queues before the API accepts them (capped by
+/// `net.core.somaxconn`): a burst of clients waits instead of being reset.
+const ACCEPT_BACKLOG: u32 = 4_096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 pub async fn start(
     state: ApiState,
     addr: SocketAddr,
     fallback: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let listener = match listen(addr) {
         Ok(l) => l,
         Err(e) if fallback => {
             tracing::warn!(%addr, error = %e, "API address taken; using a free port");
-            tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?
+            listen(SocketAddr::new(addr.ip(), 0))?
         }
         Err(e) => return Err(e).with_context(|| format!("binding the API to {addr}")),
     };
