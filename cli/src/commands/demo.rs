@@ -247,23 +247,23 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         ctx.runner_config(config, &groups[1], &[MARKET_BARS.name()]),
         ctx.runner_config(config, &groups[2], &[FEATURES.name(), MODEL_UPDATES.name()]),
     ];
-    let validating = autotrain_kafka::run(
-        &ctx.settings,
-        &rcs[0],
+    let validating = spawn_stage(
+        ctx.settings.clone(),
+        rcs[0].clone(),
         ValidatorProcessor::new(HashMap::new()),
         stages[0].clone(),
         stop(stop_rx.clone()),
     );
-    let featuring = autotrain_kafka::run(
-        &ctx.settings,
-        &rcs[1],
+    let featuring = spawn_stage(
+        ctx.settings.clone(),
+        rcs[1].clone(),
         FeaturesProcessor::new(contract),
         stages[1].clone(),
         stop(stop_rx.clone()),
     );
-    let drifting = autotrain_kafka::run(
-        &ctx.settings,
-        &rcs[2],
+    let drifting = spawn_stage(
+        ctx.settings.clone(),
+        rcs[2].clone(),
         DriftProcessor::new(config.drift.clone())
             .aligned(config.runner.align_event_time)
             .with_event_schedules(demo_schedules(config, &files))?,
@@ -271,9 +271,9 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         stop(stop_rx.clone()),
     );
     let regime_rc = ctx.runner_config(config, &groups[3], &[FEATURES.name(), MODEL_UPDATES.name()]);
-    let regiming = autotrain_kafka::run(
-        &ctx.settings,
-        &regime_rc,
+    let regiming = spawn_stage(
+        ctx.settings.clone(),
+        regime_rc.clone(),
         RegimeProcessor::new(&config.drift.model_key).aligned(config.runner.align_event_time),
         stages[3].clone(),
         stop(stop_rx.clone()),
@@ -282,17 +282,17 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     let params_rc = ctx.runner_config(config, &groups[4], autotrain_params::processor::INPUTS);
     let controller = ParamsProcessor::new(Controller::new(config.params.clone(), schemas.clone()));
     let (decided, learned) = (controller.decided.clone(), controller.learned.clone());
-    let controlling = autotrain_kafka::run(
-        &ctx.settings,
-        &params_rc,
+    let controlling = spawn_stage(
+        ctx.settings.clone(),
+        params_rc.clone(),
         controller,
         stages[4].clone(),
         stop(stop_rx.clone()),
     );
     let engine_rc = ctx.runner_config(config, &groups[5], &[FEATURES.name(), PARAM_UPDATES.name()]);
-    let trading = autotrain_kafka::run(
-        &ctx.settings,
-        &engine_rc,
+    let trading = spawn_stage(
+        ctx.settings.clone(),
+        engine_rc.clone(),
         EngineProcessor {
             engine: Engine::new(schemas, 2.0),
         },
@@ -309,18 +309,23 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         .display()
         .to_string();
     let store_dir = trainer_config.store_dir.clone();
-    let training = autotrain_trainer::service::run(
-        &ctx.settings,
-        trainer_config,
-        ctx.runner_config(
+    let training = {
+        let settings = ctx.settings.clone();
+        let rc = ctx.runner_config(
             config,
             &trainer_group,
             &[TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()],
-        ),
-        now_ms,
-        trainer_counters.clone(),
-        stop(stop_rx.clone()),
-    );
+        );
+        let (counters, stop) = (trainer_counters.clone(), stop(stop_rx.clone()));
+        let task = tokio::spawn(async move {
+            autotrain_trainer::service::run(&settings, trainer_config, rc, now_ms, counters, stop)
+                .await
+        });
+        async move {
+            task.await
+                .map_err(|e| autotrain_kafka::KafkaError::Admin(format!("trainer task: {e}")))?
+        }
+    };
     // Every stage reads from offset 0, and the embedded broker drops old
     // records once a partition is full: start replaying only when every
     // consumer group has its partitions.
@@ -572,6 +577,23 @@ async fn wait_caught_up(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Runs a processor on its own task, so the runtime's threads run the
+/// stages in parallel (joined on one task they would take turns on one
+/// thread, and one stage's blocking broker call would stall them all).
+async fn spawn_stage<P: autotrain_kafka::Processor + Send + 'static>(
+    settings: autotrain_kafka::ClientSettings,
+    rc: autotrain_kafka::RunnerConfig,
+    processor: P,
+    counters: Arc<Counters>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(P, autotrain_kafka::runner::RunStats), autotrain_kafka::KafkaError> {
+    tokio::spawn(
+        async move { autotrain_kafka::run(&settings, &rc, processor, counters, stop).await },
+    )
+    .await
+    .map_err(|e| autotrain_kafka::KafkaError::Admin(format!("stage task: {e}")))?
 }
 
 /// Publishes the files, never letting a stage fall more than `LAG` records
