@@ -51,9 +51,12 @@ pub struct Stats {
 /// forward variables (`n × k` each), inverse scale factors (`n`).
 #[derive(Debug, Default)]
 pub struct Buffers {
+    /// Row-major (general path) or state-major (fixed shapes).
     b: Vec<f64>,
     alpha: Vec<f64>,
     c: Vec<f64>,
+    /// Each row's largest log density (fixed shapes).
+    top: Vec<f64>,
 }
 
 /// Per state, what a row's log density needs: the mean, then either the
@@ -233,7 +236,7 @@ pub fn exp_nonpositive(x: f64) -> f64 {
 /// Exponentiates a row's log densities in place, shifted by their
 /// maximum (so the largest is 1); returns the maximum.
 #[inline(always)]
-fn exp_shifted<const K: usize>(ld: &mut [f64; K]) -> f64 {
+pub(super) fn exp_shifted<const K: usize>(ld: &mut [f64; K]) -> f64 {
     let mut top = ld[0];
     for v in &ld[1..] {
         if *v > top {

@@ -4,7 +4,9 @@
 //! arrays and the backward sweep's sums stay in registers. Same algebra
 //! and same order of operations as the general sweeps in the parent.
 
-use super::{backward_step, exp_shifted, forward_step, last_beta, Buffers, Emission, Scale, Stats};
+use super::{
+    backward_step, exp_nonpositive, forward_step, last_beta, Buffers, Emission, Scale, Stats,
+};
 use crate::hmm::{GaussianHmm, HmmError};
 
 /// A sweep to run at fixed shape.
@@ -171,6 +173,47 @@ fn rows<const D: usize>(
         .map(|r| r.try_into().expect("chunks of D"))
 }
 
+/// The rows' shifted densities, state-major into `buf.b` (`b[s·n + t]`),
+/// each loop running over rows so that it vectorises across them: the log
+/// densities of one state, each row's maximum, the exponentials. Returns
+/// Σ maxima (summed in row order).
+#[inline(always)]
+fn emissions<const K: usize, const D: usize, const FULL: bool>(
+    p: &Params<K, D>,
+    x: &[f64],
+    buf: &mut Buffers,
+) -> f64 {
+    let n = x.len() / D;
+    buf.b.resize(n * K, 0.0);
+    buf.top.resize(n, 0.0);
+    for (s, out) in buf.b.chunks_exact_mut(n.max(1)).enumerate().take(K) {
+        for (o, row) in out.iter_mut().zip(rows::<D>(x)) {
+            *o = p.log_density::<FULL>(s, row);
+        }
+    }
+    let (first, rest) = buf.b.split_at(n);
+    buf.top.copy_from_slice(first);
+    for other in rest.chunks_exact(n.max(1)) {
+        for (top, v) in buf.top.iter_mut().zip(other) {
+            if *v > *top {
+                *top = *v;
+            }
+        }
+    }
+    for out in buf.b.chunks_exact_mut(n.max(1)) {
+        for (o, top) in out.iter_mut().zip(&buf.top) {
+            *o = exp_nonpositive(*o - top);
+        }
+    }
+    buf.top.iter().fold(0.0, |sum, v| sum + v)
+}
+
+/// Row t's densities from the state-major array.
+#[inline(always)]
+fn row_of<const K: usize>(b: &[f64], n: usize, t: usize) -> [f64; K] {
+    std::array::from_fn(|s| b[s * n + t])
+}
+
 #[inline(always)]
 fn forward<const K: usize, const D: usize, const FULL: bool>(
     p: &Params<K, D>,
@@ -178,23 +221,22 @@ fn forward<const K: usize, const D: usize, const FULL: bool>(
     buf: &mut Buffers,
 ) -> Result<f64, HmmError> {
     let n = x.len() / D;
-    buf.b.resize(n * K, 0.0);
+    let shift = emissions::<K, D, FULL>(p, x, buf);
     buf.alpha.resize(n * K, 0.0);
     buf.c.resize(n, 0.0);
     let mut prev = p.start;
-    let mut scale = Scale::default();
-    for (t, ((row, b), (alpha, c))) in rows::<D>(x)
-        .zip(buf.b.chunks_exact_mut(K))
-        .zip(buf.alpha.chunks_exact_mut(K).zip(buf.c.iter_mut()))
+    let mut scale = Scale {
+        shift,
+        ..Scale::default()
+    };
+    for (t, (alpha, c)) in buf
+        .alpha
+        .chunks_exact_mut(K)
+        .zip(buf.c.iter_mut())
         .enumerate()
     {
-        let mut ld = [0.0; K];
-        for (s, v) in ld.iter_mut().enumerate() {
-            *v = p.log_density::<FULL>(s, row);
-        }
-        scale.shift += exp_shifted(&mut ld);
-        b.copy_from_slice(&ld);
-        forward_step(t, &mut prev, &ld, &p.trans, c, &mut scale)?;
+        let b = row_of::<K>(&buf.b, n, t);
+        forward_step(t, &mut prev, &b, &p.trans, c, &mut scale)?;
         alpha.copy_from_slice(&prev);
     }
     Ok(scale.loglik(&prev))
@@ -207,6 +249,7 @@ fn backward<const K: usize, const D: usize, const FULL: bool>(
     buf: &Buffers,
     stats: &mut Stats,
 ) {
+    let n = x.len() / D;
     let mut xi = [[0.0; K]; K];
     let mut weight = [0.0; K];
     let mut sx = [[0.0; D]; K];
@@ -241,7 +284,7 @@ fn backward<const K: usize, const D: usize, const FULL: bool>(
         }
         backward_step(
             &mut beta,
-            &buf.b[t * K..(t + 1) * K],
+            &row_of::<K>(&buf.b, n, t),
             buf.c[t],
             &buf.alpha[(t - 1) * K..t * K],
             &p.trans,
