@@ -266,9 +266,41 @@ pub struct HmmBenchArgs {
     pub rows: usize,
 }
 
+/// Floating-point operations per row of one E-step (both sweeps), counted
+/// from the kernel: densities, the 13-term exponential and its reduction,
+/// forward recursion and scaling, backward recursion, expected transitions
+/// and the M-step sums.
+fn e_step_flops(k: usize, d: usize, full: bool) -> usize {
+    let density = if full { d * d + 2 * d + 2 } else { 3 * d + 2 };
+    let exp = 32;
+    let forward = 2 * k * k + 3 * k;
+    let backward = 4 * k * k + 3 * k;
+    let sums = if full {
+        1 + 2 * d + d * (d + 1)
+    } else {
+        1 + 4 * d
+    };
+    k * (density + exp + 1) + forward + backward + k * sums
+}
+
 fn bench_hmm(args: &HmmBenchArgs) -> Result<()> {
+    use autotrain_trainer::hmm::kernel;
     use autotrain_trainer::simulate::{sample, Truth};
     use autotrain_trainer::{Covariance, FitOptions, GaussianHmm};
+    // The flop limit: every core's two vector ports doing 4-wide f64 adds
+    // or multiplies (AVX2, no FMA: Rust never fuses), at the clock the
+    // kernel reports.
+    let ghz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map_or(3.0, |mhz| mhz / 1_000.0);
+    let peak = 8.0 * ghz * 1e9;
+    println!("flop limit: 8 flops/cycle (2 ports × 4-wide f64) × {ghz:.2} GHz = {:.1} GFlop/s on one core", peak / 1e9);
     let (all, _) = sample(&Truth::three_regimes(), args.rows.max(100_000), 1);
     for rows in [100_000, args.rows] {
         let x = &all[..rows * 2];
@@ -284,15 +316,28 @@ fn bench_hmm(args: &HmmBenchArgs) -> Result<()> {
                     min_covar: 1e-3,
                 };
                 let t = Instant::now();
-                let (_, report) = GaussianHmm::fit(x, 2, &o)?;
+                let (model, report) = GaussianHmm::fit(x, 2, &o)?;
                 let secs = t.elapsed().as_secs_f64();
+                let mut buffers = kernel::Buffers::default();
+                let reps = 10;
+                let t = Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(kernel::e_step(&model, x, &mut buffers)?);
+                }
+                let step = t.elapsed().as_secs_f64() / reps as f64;
+                let flops =
+                    e_step_flops(states, 2, covariance == Covariance::Full) as f64 * rows as f64;
                 println!(
-                    "hmm fit {rows:>9} x 2, {states} states, {:<4}: {secs:.3} s, {} iterations ({:.1} ms each), loglik {:.1}{}",
+                    "hmm {rows:>9} x 2, {states} states, {:<4}: fit {secs:.3} s, {} iterations{}, loglik {:.1}; E-step {:.2} ms ({:.1} ns/row), {:.0} flops/row, limit {:.2} ms, {:.1}× the limit",
                     format!("{covariance:?}").to_lowercase(),
                     report.iters,
-                    1e3 * secs / report.iters.max(1) as f64,
+                    if report.converged { " (converged)" } else { "" },
                     report.loglik,
-                    if report.converged { ", converged" } else { "" }
+                    step * 1e3,
+                    step * 1e9 / rows as f64,
+                    flops / rows as f64,
+                    flops / peak * 1e3,
+                    step / (flops / peak),
                 );
             }
         }
