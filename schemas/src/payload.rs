@@ -94,7 +94,7 @@ fn fingerprint_of_schema(schema: &Schema) -> u64 {
 /// The schema's Parsing Canonical Form, as the Avro specification defines it.
 ///
 /// apache-avro 0.21 writes a logical type as `{"type":"long"}`, which the
-/// specification's [PRIMITIVES] rule reduces to `"long"` (as Java and
+/// specification's `PRIMITIVES` rule reduces to `"long"` (as Java and
 /// fastavro do). Reparsing its output reaches the specification's form, so
 /// this iterates to the fixed point.
 pub fn canonical_form(schema: &Schema) -> String {

@@ -3,7 +3,7 @@
 //! # Layout
 //! - `../catalogue.toml` — the declarative catalogue (name, key, payload,
 //!   partitions, cleanup policy, retention, dead-letter topic).
-//! - [`catalogue`] — the parsed catalogue.
+//! - [`catalogue`](mod@catalogue) — the parsed catalogue.
 //! - [`handle`] — [`Topic<T>`]: a topic name bound to its payload type, so
 //!   writing a `Bar` to `param.updates` does not compile.
 //! - [`handles`] — one constant per catalogue entry.

@@ -2,7 +2,7 @@
 //!
 //! Each round asks for the next page after the watermark (never before it,
 //! so a backfill and the live polling that follows it never fetch the same
-//! range), normalises it into a [`Chunk`], skips it if the same content was
+//! range), normalises it into a [`Chunk`](crate::chunk::Chunk), skips it if the same content was
 //! already published, sends its bars to `market.bars.raw` with
 //! content-derived event ids, waits for the broker's acknowledgement, and
 //! only then moves the watermark. A crash between the two re-fetches the

@@ -21,7 +21,7 @@
 //! left its instrument's window changes nothing. Differential's time is
 //! an epoch of arrivals (one upsert per bar and epoch, the last action
 //! winning). The statistics after each round equal a
-//! from-scratch recomputation ([`reference`]) bit for bit
+//! from-scratch recomputation ([`reference()`]) bit for bit
 //! (`tests/window.rs`). [`run`] computes a whole feed (offline,
 //! benchmark); [`LiveWindow`] keeps a dataflow running on its own thread
 //! and answers "the window now" (the API's `/api/features/…/window`).

@@ -250,7 +250,7 @@ pub fn fit(x: &[f64], d: usize, o: &FitOptions) -> Result<(GaussianHmm, FitRepor
     fit_reporting(x, d, o, 0, None, &mut |_, _| {})
 }
 
-/// [`fit`] on up to `threads` threads (0: every core; the result is the
+/// [`GaussianHmm::fit`] on up to `threads` threads (0: every core; the result is the
 /// same bit for bit whatever the count), calling `done(restarts
 /// finished, restarts)` as restarts end, and giving up with
 /// [`HmmError::DeadlinePassed`] at the first iteration that starts after

@@ -7,7 +7,7 @@
 //! `n × k` posterior or backward array exists; the state count is a const
 //! generic (1–16) so the per-row loops over states unroll.
 //!
-//! [`super::forward_backward`] is the straightforward version of the same
+//! `hmm::forward_backward` is the straightforward version of the same
 //! algebra (and what `posteriors` still uses); tests hold the two equal.
 
 use super::{Covariance, GaussianHmm, HmmError};

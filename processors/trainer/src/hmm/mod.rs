@@ -1,15 +1,15 @@
 //! [`GaussianHmm`]: a hidden Markov model with Gaussian emissions.
 //!
-//! - [`emission`] — per-row log densities (diagonal, or full covariance
+//! - `emission` — per-row log densities (diagonal, or full covariance
 //!   through a Cholesky factor from `nalgebra`).
 //! - [`kernel`] — the fused E-step the fit runs: densities, scaled
 //!   forward, backward folded into the M-step's sums.
-//! - [`forward_backward`] — the straightforward scaled forward-backward pass: likelihood,
+//! - `forward_backward` — the straightforward scaled forward-backward pass: likelihood,
 //!   state posteriors, expected transitions.
-//! - [`fit`] — Baum-Welch with k-means initialisation, seeded restarts,
+//! - `fit` — Baum-Welch with k-means initialisation, seeded restarts,
 //!   covariance floor, convergence tolerance, canonical state order.
-//! - [`viterbi`] — the most likely state path.
-//! - [`filter`] — the online forward filter (one bar at a time).
+//! - `viterbi` — the most likely state path.
+//! - `filter` — the online forward filter (one bar at a time).
 
 mod emission;
 mod filter;
