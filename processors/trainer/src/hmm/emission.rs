@@ -1,52 +1,87 @@
-//! Log densities of every row under every state: `n × k`, row-major.
-
-use nalgebra::{Cholesky, DMatrix};
+//! Log densities of every row under every state (`n × k`, row-major), and
+//! [`Emission`]: the per-state parameters they need, prepared once per
+//! model (the fused kernel uses the same).
 
 use super::{Covariance, GaussianHmm, HmmError};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
-/// Per state: what the density of a row needs, precomputed.
-enum Prepared {
-    /// 1/σ² per column and the constant −½(D ln 2π + Σ ln σ²).
-    Diag { inv: Vec<f64>, constant: f64 },
-    /// Lower Cholesky factor (row-major D × D) and −½(D ln 2π + ln|Σ|).
-    Full { l: Vec<f64>, constant: f64 },
+/// Per state, what a row's log density needs: the mean, then either the
+/// inverse variances (diagonal) or the lower Cholesky factor (full), and
+/// the normalising constant.
+pub(super) struct Emission {
+    pub(super) d: usize,
+    pub(super) full: bool,
+    pub(super) means: Vec<f64>,
+    /// Diagonal: `k × d` of 1/σ²; full: `k × d × d` of L (row-major).
+    pub(super) shape: Vec<f64>,
+    pub(super) constant: Vec<f64>,
 }
 
-fn prepare(m: &GaussianHmm) -> Result<Vec<Prepared>, HmmError> {
-    let d = m.d;
-    (0..m.k)
-        .map(|s| match m.covariance {
-            Covariance::Diag => {
+impl Emission {
+    pub(super) fn new(m: &GaussianHmm) -> Result<Self, HmmError> {
+        let (k, d) = (m.k, m.d);
+        let full = m.covariance == Covariance::Full;
+        let mut shape = Vec::with_capacity(if full { k * d * d } else { k * d });
+        let mut constant = Vec::with_capacity(k);
+        for s in 0..k {
+            if full {
+                let cov =
+                    nalgebra::DMatrix::from_row_slice(d, d, &m.covars[s * d * d..(s + 1) * d * d]);
+                let chol = nalgebra::Cholesky::new(cov)
+                    .ok_or(HmmError::NotPositiveDefinite { state: s })?;
+                let lower = chol.l();
+                let mut log_det = 0.0;
+                for i in 0..d {
+                    for j in 0..d {
+                        shape.push(if j <= i { lower[(i, j)] } else { 0.0 });
+                    }
+                    log_det += 2.0 * lower[(i, i)].ln();
+                }
+                constant.push(-0.5 * (d as f64 * LN_2PI + log_det));
+            } else {
                 let var = &m.covars[s * d..(s + 1) * d];
                 if var.iter().any(|v| *v <= 0.0 || !v.is_finite()) {
                     return Err(HmmError::NotPositiveDefinite { state: s });
                 }
-                Ok(Prepared::Diag {
-                    inv: var.iter().map(|v| 1.0 / v).collect(),
-                    constant: -0.5 * (d as f64 * LN_2PI + var.iter().map(|v| v.ln()).sum::<f64>()),
-                })
+                shape.extend(var.iter().map(|v| 1.0 / v));
+                constant.push(-0.5 * (d as f64 * LN_2PI + var.iter().map(|v| v.ln()).sum::<f64>()));
             }
-            Covariance::Full => {
-                let cov = DMatrix::from_row_slice(d, d, &m.covars[s * d * d..(s + 1) * d * d]);
-                let chol = Cholesky::new(cov).ok_or(HmmError::NotPositiveDefinite { state: s })?;
-                let lower = chol.l();
-                let mut l = vec![0.0; d * d];
-                let mut log_det = 0.0;
-                for i in 0..d {
-                    for j in 0..=i {
-                        l[i * d + j] = lower[(i, j)];
-                    }
-                    log_det += 2.0 * lower[(i, i)].ln();
-                }
-                Ok(Prepared::Full {
-                    l,
-                    constant: -0.5 * (d as f64 * LN_2PI + log_det),
-                })
-            }
+        }
+        Ok(Emission {
+            d,
+            full,
+            means: m.means.clone(),
+            shape,
+            constant,
         })
-        .collect()
+    }
+
+    /// Log density of `row` under state `s`; `z` is scratch of length `d`.
+    #[inline(always)]
+    pub(super) fn log_density(&self, s: usize, row: &[f64], z: &mut [f64]) -> f64 {
+        let d = self.d;
+        let mean = &self.means[s * d..(s + 1) * d];
+        let mut q = 0.0;
+        if self.full {
+            let l = &self.shape[s * d * d..(s + 1) * d * d];
+            for i in 0..d {
+                let mut v = row[i] - mean[i];
+                for j in 0..i {
+                    v -= l[i * d + j] * z[j];
+                }
+                z[i] = v / l[i * d + i];
+                q += z[i] * z[i];
+            }
+        } else {
+            let inv = &self.shape[s * d..(s + 1) * d];
+            for j in 0..d {
+                let e = row[j] - mean[j];
+                q += e * e * inv[j];
+            }
+        }
+        self.constant[s] - 0.5 * q
+    }
 }
 
 pub fn log_densities(m: &GaussianHmm, x: &[f64]) -> Result<Vec<f64>, HmmError> {
@@ -59,36 +94,12 @@ pub fn log_densities(m: &GaussianHmm, x: &[f64]) -> Result<Vec<f64>, HmmError> {
 pub fn log_densities_into(m: &GaussianHmm, x: &[f64], out: &mut Vec<f64>) -> Result<(), HmmError> {
     let (d, k) = (m.d, m.k);
     let n = x.len() / d;
-    let prepared = prepare(m)?;
+    let prepared = Emission::new(m)?;
     out.resize(n * k, 0.0);
     let mut z = vec![0.0; d];
-    for t in 0..n {
-        let row = &x[t * d..(t + 1) * d];
-        for (s, p) in prepared.iter().enumerate() {
-            let mean = &m.means[s * d..(s + 1) * d];
-            out[t * k + s] = match p {
-                Prepared::Diag { inv, constant } => {
-                    let mut q = 0.0;
-                    for j in 0..d {
-                        let e = row[j] - mean[j];
-                        q += e * e * inv[j];
-                    }
-                    constant - 0.5 * q
-                }
-                Prepared::Full { l, constant } => {
-                    // Solve L z = (x − μ) by forward substitution.
-                    let mut q = 0.0;
-                    for i in 0..d {
-                        let mut v = row[i] - mean[i];
-                        for j in 0..i {
-                            v -= l[i * d + j] * z[j];
-                        }
-                        z[i] = v / l[i * d + i];
-                        q += z[i] * z[i];
-                    }
-                    constant - 0.5 * q
-                }
-            };
+    for (row, out) in x.chunks_exact(d).zip(out.chunks_exact_mut(k)) {
+        for (s, v) in out.iter_mut().enumerate() {
+            *v = prepared.log_density(s, row, &mut z);
         }
     }
     Ok(())

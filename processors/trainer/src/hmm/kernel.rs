@@ -10,11 +10,10 @@
 //! `hmm::forward_backward` is the straightforward version of the same
 //! algebra (and what `posteriors` still uses); tests hold the two equal.
 
-use super::{Covariance, GaussianHmm, HmmError};
+use super::emission::Emission;
+use super::{GaussianHmm, HmmError};
 
 mod fixed;
-
-const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
 /// Calls `f::<K>` for the model's state count (1–16).
 macro_rules! dispatch {
@@ -57,84 +56,6 @@ pub struct Buffers {
     c: Vec<f64>,
     /// Each row's largest log density (fixed shapes).
     top: Vec<f64>,
-}
-
-/// Per state, what a row's log density needs: the mean, then either the
-/// inverse variances (diagonal) or the lower Cholesky factor (full), and
-/// the normalising constant.
-pub(super) struct Emission {
-    d: usize,
-    full: bool,
-    means: Vec<f64>,
-    /// Diagonal: `k × d` of 1/σ²; full: `k × d × d` of L (row-major).
-    shape: Vec<f64>,
-    constant: Vec<f64>,
-}
-
-impl Emission {
-    fn new(m: &GaussianHmm) -> Result<Self, HmmError> {
-        let (k, d) = (m.k, m.d);
-        let full = m.covariance == Covariance::Full;
-        let mut shape = Vec::with_capacity(if full { k * d * d } else { k * d });
-        let mut constant = Vec::with_capacity(k);
-        for s in 0..k {
-            if full {
-                let cov =
-                    nalgebra::DMatrix::from_row_slice(d, d, &m.covars[s * d * d..(s + 1) * d * d]);
-                let chol = nalgebra::Cholesky::new(cov)
-                    .ok_or(HmmError::NotPositiveDefinite { state: s })?;
-                let lower = chol.l();
-                let mut log_det = 0.0;
-                for i in 0..d {
-                    for j in 0..d {
-                        shape.push(if j <= i { lower[(i, j)] } else { 0.0 });
-                    }
-                    log_det += 2.0 * lower[(i, i)].ln();
-                }
-                constant.push(-0.5 * (d as f64 * LN_2PI + log_det));
-            } else {
-                let var = &m.covars[s * d..(s + 1) * d];
-                if var.iter().any(|v| *v <= 0.0 || !v.is_finite()) {
-                    return Err(HmmError::NotPositiveDefinite { state: s });
-                }
-                shape.extend(var.iter().map(|v| 1.0 / v));
-                constant.push(-0.5 * (d as f64 * LN_2PI + var.iter().map(|v| v.ln()).sum::<f64>()));
-            }
-        }
-        Ok(Emission {
-            d,
-            full,
-            means: m.means.clone(),
-            shape,
-            constant,
-        })
-    }
-
-    /// Log density of `row` under state `s`; `z` is scratch of length `d`.
-    #[inline(always)]
-    fn log_density(&self, s: usize, row: &[f64], z: &mut [f64]) -> f64 {
-        let d = self.d;
-        let mean = &self.means[s * d..(s + 1) * d];
-        let mut q = 0.0;
-        if self.full {
-            let l = &self.shape[s * d * d..(s + 1) * d * d];
-            for i in 0..d {
-                let mut v = row[i] - mean[i];
-                for j in 0..i {
-                    v -= l[i * d + j] * z[j];
-                }
-                z[i] = v / l[i * d + i];
-                q += z[i] * z[i];
-            }
-        } else {
-            let inv = &self.shape[s * d..(s + 1) * d];
-            for j in 0..d {
-                let e = row[j] - mean[j];
-                q += e * e * inv[j];
-            }
-        }
-        self.constant[s] - 0.5 * q
-    }
 }
 
 /// Log-likelihood of `x` under `m` (the forward sweep alone).
@@ -236,7 +157,7 @@ pub fn exp_nonpositive(x: f64) -> f64 {
 /// Exponentiates a row's log densities in place, shifted by their
 /// maximum (so the largest is 1); returns the maximum.
 #[inline(always)]
-pub(super) fn exp_shifted<const K: usize>(ld: &mut [f64; K]) -> f64 {
+fn exp_shifted<const K: usize>(ld: &mut [f64; K]) -> f64 {
     let mut top = ld[0];
     for v in &ld[1..] {
         if *v > top {
@@ -473,6 +394,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
+    use crate::hmm::Covariance;
 
     fn random_model(rng: &mut ChaCha8Rng, k: usize, d: usize, full: bool) -> GaussianHmm {
         let stochastic = |rng: &mut ChaCha8Rng, len: usize| {
