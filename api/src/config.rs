@@ -59,6 +59,13 @@ pub struct ApiConfig {
     /// Days in the training window `/api/features/{instrument}/window`
     /// describes (daily buckets, ending at the instrument's newest bar).
     pub feature_window_days: i64,
+    /// Milliseconds a request waits for the broker to take its event before
+    /// it answers 503 (librdkafka's `message.timeout.ms` of the API's
+    /// producer).
+    pub publish_timeout_ms: u64,
+    /// Milliseconds in-flight requests get to finish after SIGTERM or
+    /// Ctrl-C before the server stops anyway.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -70,6 +77,8 @@ impl Default for ApiConfig {
             metrics_public: true,
             max_page_size: 500,
             feature_window_days: 30,
+            publish_timeout_ms: 10_000,
+            shutdown_grace_ms: 5_000,
         }
     }
 }

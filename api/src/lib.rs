@@ -33,7 +33,7 @@ pub use auth::{hash_token, Principal};
 pub use config::{ApiConfig, Scope, TokenConfig};
 pub use error::ApiError;
 pub use routes::router;
-pub use state::{ApiState, Setup};
+pub use state::{ApiState, Setup, Unready};
 pub use views::Views;
 
 /// Serves the API on `listener` until `shutdown` resolves, with the views'
@@ -50,10 +50,32 @@ pub async fn serve(
             .name("api-views".into())
             .spawn(move || state.follow_until(&stop))?
     };
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // In-flight requests get `shutdown_grace_ms` after the signal; then the
+    // server stops anyway (a request waiting on an unreachable broker must
+    // not hold a SIGTERM for minutes).
+    let grace = std::time::Duration::from_millis(state.config.shutdown_grace_ms);
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = signalled_tx.send(());
+    };
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
+    let served = tokio::select! {
+        r = std::future::IntoFuture::into_future(served) => r,
+        () = async {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still in flight after the shutdown grace; stopping anyway");
+            Ok(())
+        }
+    };
     stop.store(true, Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || follower.join()).await;
+    // The follower notices the flag within a poll (100 ms) unless a broker
+    // call holds it; do not wait for that beyond the grace either.
+    let _ = tokio::time::timeout(grace, tokio::task::spawn_blocking(move || follower.join())).await;
     served
 }

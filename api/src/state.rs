@@ -80,13 +80,53 @@ pub struct Setup {
 }
 
 /// A request waits for its event's acknowledgement: send at once rather
-/// than linger for a batch (unless the config says otherwise).
-fn request_settings(settings: &ClientSettings) -> ClientSettings {
+/// than linger for a batch, and give up after `publish_timeout_ms` (unless
+/// the `[kafka]` properties say otherwise).
+fn request_settings(settings: &ClientSettings, api: &ApiConfig) -> ClientSettings {
     let mut s = settings.clone();
     s.properties
         .entry("linger.ms".into())
         .or_insert_with(|| "0".into());
+    s.properties
+        .entry("message.timeout.ms".into())
+        .or_insert_with(|| api.publish_timeout_ms.max(1).to_string());
     s
+}
+
+/// Why the API cannot answer from its views now, if it cannot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unready {
+    /// No broker has answered since `since_ms` (epoch ms).
+    BrokerUnreachable {
+        since_ms: i64,
+        for_s: f64,
+        reason: String,
+    },
+    /// The views have not yet read every followed topic (starting, or
+    /// starting over after the follower failed).
+    Loading { error: Option<String> },
+}
+
+impl Unready {
+    pub fn message(&self) -> String {
+        match self {
+            Unready::BrokerUnreachable {
+                since_ms,
+                for_s,
+                reason,
+            } => format!(
+                "broker unreachable since {} ({for_s:.0} s): {reason}; the views may be stale, so nothing is answered from them",
+                chrono::DateTime::from_timestamp_millis(*since_ms)
+                    .map_or_else(|| since_ms.to_string(), |t| t.to_rfc3339())
+            ),
+            Unready::Loading { error: None } => {
+                "the views are still reading the topics; retry shortly".into()
+            }
+            Unready::Loading { error: Some(e) } => {
+                format!("the views are reading the topics again after: {e}")
+            }
+        }
+    }
 }
 
 impl ApiState {
@@ -96,13 +136,14 @@ impl ApiState {
         params: impl Fn() -> Controller + Send + Sync + 'static,
     ) -> Result<Self, KafkaError> {
         let window_days = setup.api.feature_window_days;
+        let producer = Producer::new(&request_settings(settings, &setup.api))?;
         Ok(ApiState(Arc::new(Inner {
             config: setup.api,
             settings: settings.clone(),
             trainer: setup.trainer,
             views: RwLock::new(Views::new(params(), window_days)),
             fresh_params: Factory(Box::new(params)),
-            producer: Producer::new(&request_settings(settings))?,
+            producer,
             groups: setup.groups,
             processors: setup.processors,
             metrics: RequestMetrics::default(),
@@ -111,6 +152,28 @@ impl ApiState {
             started: Instant::now(),
             seq: AtomicU64::new(0),
         })))
+    }
+
+    /// `None` when reads reflect the topics: the views caught up and the
+    /// brokers answer.
+    pub fn unready(&self) -> Option<Unready> {
+        if let Some(o) = self.settings.link.outage() {
+            return Some(Unready::BrokerUnreachable {
+                since_ms: o.since_ms,
+                for_s: o.lasted.as_secs_f64(),
+                reason: o.reason,
+            });
+        }
+        if self.views().caught_up {
+            return None;
+        }
+        Some(Unready::Loading {
+            error: self
+                .follower_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        })
     }
 
     pub fn views(&self) -> RwLockReadGuard<'_, Views> {

@@ -133,6 +133,9 @@ pub struct RunnerSettings {
     /// Seconds a processor keeps retrying to reach a broker at start
     /// before it gives up with an error.
     pub connect_timeout_s: u64,
+    /// Seconds a running processor waits for unreachable brokers (logging
+    /// the outage once) before it exits with an error for its supervisor.
+    pub unreachable_limit_s: u64,
     /// Event-time alignment of the processors that read `model.updates`
     /// next to `features` (drift, regime): a bar waits until the trainer
     /// has vouched for `model.updates` through its time, so their outputs
@@ -198,6 +201,7 @@ impl Default for RunnerSettings {
             transaction_max_ms: 100,
             transaction_timeout_ms: 10_000,
             connect_timeout_s: 120,
+            unreachable_limit_s: 300,
             align_event_time: true,
         }
     }

@@ -116,6 +116,7 @@ impl Context {
         rc.retry_attempts = config.runner.retry_attempts;
         rc.strict_log_start = self.broker.is_embedded();
         rc.accept_log_start = config.runner.accept_log_start;
+        rc.unreachable_limit = std::time::Duration::from_secs(config.runner.unreachable_limit_s);
         if self.exactly_once(config) {
             let mut eo = autotrain_kafka::ExactlyOnce::new(format!(
                 "{}{group}.{}",

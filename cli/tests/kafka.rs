@@ -10,7 +10,11 @@
 //!   good mid-stream: the survivors take over its partitions;
 //! - the Kafka process stopped mid-stream and started again on its data;
 //! - a processor that cannot reach any broker says so and gives up after
-//!   its configured time.
+//!   its configured time;
+//! - the broker killed under running processors and `serve`: one logged
+//!   outage, 503s with the reason (never empty data), answers again after
+//!   the restart, processors exit after their limit, `serve` stops at once
+//!   on SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,15 +65,32 @@ impl Service {
         logs: &Path,
         extra_env: &[(&str, &str)],
     ) -> Result<Self> {
+        let group = format!("{prefix}{processor}");
+        let args = ["run", processor, "--group", &group];
         let what = format!("{processor}.{instance}");
+        Self::command(bootstrap, prefix, &args, &what, instance, logs, extra_env)
+    }
+
+    /// `autotrain --brokers B ARGS…` with the test's prefix, logging to
+    /// `logs/WHAT.log`.
+    fn command(
+        bootstrap: &str,
+        prefix: &str,
+        args: &[&str],
+        what: &str,
+        instance: &str,
+        logs: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let what = what.to_string();
         let log = logs.join(format!("{what}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_autotrain"))
-            .args(["--brokers", bootstrap, "run", processor])
-            .args(["--group", &format!("{prefix}{processor}")])
+            .args(["--brokers", bootstrap])
+            .args(args)
             .env_remove("AUTOTRAIN_BROKERS")
             .env("AUTOTRAIN__TOPIC_PREFIX", prefix)
             .env("AUTOTRAIN__RUNNER__DELIVERY", "exactly_once")
@@ -90,6 +111,33 @@ impl Service {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+
+    /// SIGTERM, as a supervisor stops a service.
+    fn terminate(&mut self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {}", self.child.id());
+        Ok(())
+    }
+
+    /// Waits up to `limit` for the process to end; its exit status.
+    fn ended_within(&mut self, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn alive(&mut self) -> Result<bool> {
@@ -407,5 +455,194 @@ fn a_processor_without_a_broker_says_so_and_gives_up_in_time() -> Result<()> {
     );
     assert!(log.contains("retrying"), "{log}");
     assert!(log.contains("after 5 s"), "{log}");
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Issue 18, item 3: kill -9 of the broker under the validator, features
+/// and `serve`. Wanted and checked: the outage is logged once per process
+/// (not once per reconnect); `/health` says since when and why (503) and so
+/// do reads and writes (503 with `Retry-After`, never 200 with empty data;
+/// a write answers at once); after the restart the same data is served
+/// again and the processors go on; past `[runner] unreachable_limit_s` the
+/// processors exit with an error naming the outage; `serve` stops within
+/// seconds of SIGTERM while the broker is still dead.
+#[test]
+fn broker_death_is_one_logged_outage_503_and_a_prompt_stop() -> Result<()> {
+    use autotrain_integration_tests::services::ApiClient;
+    let _alone = alone();
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut kafka = Kafka::start()?;
+    let bootstrap = kafka.bootstrap();
+    let settings = rt.block_on(kafka.fresh_topics("outage"))?;
+    let prefix = settings.topic_prefix.clone();
+    let logs = tempfile::tempdir()?;
+    let input = bars("bitfinex_BTCUSD_30m.csv", 4_000);
+    let (first, second) = input.split_at(2_000);
+    rt.block_on(produce_bars(&settings, first))?;
+    let limit = [("AUTOTRAIN__RUNNER__UNREACHABLE_LIMIT_S", "40")];
+    let bind = format!("127.0.0.1:{}", free_port()?);
+    let mut services = vec![
+        Service::spawn(&bootstrap, &prefix, "validator", "a", logs.path(), &limit)?,
+        Service::spawn(&bootstrap, &prefix, "features", "a", logs.path(), &limit)?,
+    ];
+    let mut serve = Service::command(
+        &bootstrap,
+        &prefix,
+        &["serve", "--dev", "--bind", &bind],
+        "serve",
+        "a",
+        logs.path(),
+        &[],
+    )?;
+    let api = ApiClient::new(format!("http://{bind}"));
+    let call = |method: &str, path: &str| rt.block_on(api.call(method, path, None, None));
+    let wait_for = |what: &str, limit: Duration, done: &dyn Fn() -> Result<bool>| -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while !done()? {
+            if Instant::now() > deadline {
+                bail!("never {what}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    wait_for("2,000 features", Duration::from_secs(120), &|| {
+        Ok(end_offsets(&settings, "features")? >= 2_000)
+    })?;
+    wait_for("healthy", Duration::from_secs(60), &|| {
+        Ok(call("GET", "/health").map(|r| r.0).unwrap_or(0) == 200)
+    })?;
+    let window = "/api/features/bitfinex:BTCUSD/window";
+    // 30 days of 30-minute bars, every row read.
+    wait_for("the feature window", Duration::from_secs(60), &|| {
+        let w = call("GET", window)?.1;
+        Ok(w["features"]["lr"]["n"].as_u64().unwrap_or(0) > 1_400 && w["rows_pending"] == 0)
+    })?;
+    let (_, before) = call("GET", window)?;
+    let lines_before: Vec<usize> = services
+        .iter()
+        .map(|s| s.log_text().lines().count())
+        .collect();
+
+    // The broker dies.
+    kafka.kill()?;
+    let killed = Instant::now();
+    wait_for("503 from /health", Duration::from_secs(30), &|| {
+        Ok(call("GET", "/health")?.0 == 503)
+    })?;
+    let (_, health) = call("GET", "/health")?;
+    assert_eq!(health["status"], "broker_unreachable", "{health}");
+    assert_eq!(health["broker"]["reachable"], false, "{health}");
+    assert!(
+        health["broker"]["unreachable_since"].is_string(),
+        "{health}"
+    );
+    for path in ["/api/flags", "/api/trainings", window] {
+        let (status, body) = call("GET", path)?;
+        assert_eq!(status, 503, "GET {path} during the outage: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("broker unreachable since"), "{body}");
+    }
+    let asked = Instant::now();
+    let (status, body) = rt.block_on(api.call(
+        "POST",
+        "/api/trainings",
+        None,
+        Some(&serde_json::json!({"model_key": "hmm/bitfinex:BTCUSD"})),
+    ))?;
+    assert_eq!(status, 503, "a write during the outage: {body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the write took {:?}",
+        asked.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(15));
+    for (s, before) in services.iter().zip(&lines_before) {
+        let text = s.log_text();
+        let during: Vec<&str> = text.lines().skip(*before).collect();
+        let logged = during
+            .iter()
+            .filter(|l| l.contains("broker unreachable"))
+            .count();
+        assert_eq!(
+            logged,
+            1,
+            "{}: the outage logged {logged} times:\n{}",
+            s.what,
+            during.join("\n")
+        );
+        assert!(
+            during.len() <= 12,
+            "{}: {} lines in {:?} of outage:\n{}",
+            s.what,
+            during.len(),
+            killed.elapsed(),
+            during.join("\n")
+        );
+    }
+
+    // It comes back: the same views are served, the processors go on.
+    kafka.restart()?;
+    wait_for(
+        "healthy after the restart",
+        Duration::from_secs(90),
+        &|| Ok(call("GET", "/health")?.0 == 200),
+    )?;
+    let (status, after) = call("GET", window)?;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(
+        after["features"], before["features"],
+        "the views after the outage"
+    );
+    rt.block_on(produce_bars(&settings, second))?;
+    wait_for("4,000 features", Duration::from_secs(180), &|| {
+        Ok(try_end_offsets(&settings, "features").unwrap_or(0) >= 4_000)
+    })?;
+    for s in &services {
+        assert!(
+            s.log_text().contains("broker reachable again"),
+            "{}: {}",
+            s.what,
+            s.log_tail()
+        );
+    }
+
+    // It dies for good: the processors give up after their limit, with the
+    // reason; serve stops at once on SIGTERM.
+    kafka.kill()?;
+    for s in &mut services {
+        let status = s.ended_within(Duration::from_secs(120))?;
+        let log = s.log_text();
+        let status =
+            status.with_context(|| format!("{} still running: {}", s.what, s.log_tail()))?;
+        assert!(!status.success(), "{}: {log}", s.what);
+        assert!(
+            log.contains("broker unreachable since") && log.contains("for over 40 s"),
+            "{}: {}",
+            s.what,
+            s.log_tail()
+        );
+    }
+    wait_for("503 from /health", Duration::from_secs(30), &|| {
+        Ok(call("GET", "/health")?.0 == 503)
+    })?;
+    let asked = Instant::now();
+    serve.terminate()?;
+    let status = serve.ended_within(Duration::from_secs(10))?;
+    assert!(
+        status.is_some(),
+        "serve ignored SIGTERM for 10 s: {}",
+        serve.log_tail()
+    );
+    eprintln!(
+        "serve stopped {:?} after SIGTERM with the broker dead",
+        asked.elapsed()
+    );
     Ok(())
 }

@@ -206,7 +206,9 @@ async fn wait_until_visible(settings: &ClientSettings, names: &[String]) -> Resu
 /// Asks the cluster for its metadata, waiting at most `timeout`: the number
 /// of brokers it reports. Blocking.
 pub fn probe(settings: &ClientSettings, timeout: Duration) -> Result<usize, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = settings.producer_config().create()?;
+    let admin: AdminClient<crate::link::QuietContext> = settings
+        .producer_config()
+        .create_with_context(crate::link::QuietContext)?;
     let metadata = admin.inner().fetch_metadata(None, timeout)?;
     Ok(metadata.brokers().len())
 }

@@ -49,10 +49,22 @@ pub enum KafkaError {
     /// rebuilt.
     #[error("transaction aborted: {0}")]
     TransactionAborted(String),
+    /// No broker answered for the configured limit: the process stops (a
+    /// supervisor restarts it) rather than wait silently for ever.
+    #[error("broker unreachable since {} (epoch ms {since_ms}) for over {limit_s} s: {reason}", fmt_ms(*since_ms))]
+    Unreachable {
+        since_ms: i64,
+        limit_s: u64,
+        reason: String,
+    },
     /// Another instance with the same transactional id took over, or the
     /// producer hit a fatal error: this instance must stop.
     #[error("producer fenced or fatal: {0}")]
     Fenced(String),
+}
+
+fn fmt_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
 }
 
 impl KafkaError {

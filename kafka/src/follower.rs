@@ -44,7 +44,8 @@ pub fn follow(
     // positions say when the starting ends are reached.
     let mut config = settings.reader_config();
     config.set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = config.create()?;
+    let consumer: BaseConsumer<crate::link::LinkContext> =
+        config.create_with_context(settings.context())?;
     let timeout = Duration::from_secs(30);
     let mut tpl = TopicPartitionList::new();
     // Partitions not yet read up to the end they had at the start.
@@ -99,6 +100,13 @@ pub fn follow(
                     timestamp: m.timestamp().to_millis(),
                     payload: m.payload(),
                 });
+            }
+            // librdkafka reconnects by itself: the outage is the link's
+            // (logged once; readers answer 503 meanwhile), not a reason to
+            // read everything again.
+            Some(Err(e)) if crate::link::is_transport(e.rdkafka_error_code()) => {
+                consumer.context().transport_failed(&e.to_string());
+                std::thread::sleep(Duration::from_millis(200));
             }
             Some(Err(e)) => return Err(e.into()),
             None => {}

@@ -14,6 +14,8 @@
 //!   rebuild, views).
 //! - [`follower`] — [`follow`]: tails topics from their start and keeps
 //!   going (live read views).
+//! - [`link`] — [`Link`]: whether the brokers answer; one outage logged
+//!   once, read by the runner (bounded wait) and the API (`/health`, 503).
 //! - [`dedupe`] — [`Dedupe`]: bounded per-partition memory of event ids.
 //! - [`runner`] — [`run`]: the consumer loop. It decodes, drops duplicates,
 //!   calls a pure [`Processor`], sends outputs, and stores an input offset
@@ -31,6 +33,7 @@ pub mod dedupe;
 pub mod error;
 pub mod event_id;
 pub mod follower;
+pub mod link;
 pub mod producer;
 pub mod reader;
 pub mod record;
@@ -45,6 +48,7 @@ pub use dedupe::Dedupe;
 pub use error::{KafkaError, ProcessError};
 pub use event_id::EventId;
 pub use follower::{follow, Followed};
+pub use link::{Link, LinkContext, Outage};
 pub use producer::{Delivered, Producer};
 pub use reader::{read_topic, values, Record};
 pub use record::{

@@ -10,6 +10,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 
 use crate::error::KafkaError;
+use crate::link::LinkContext;
 use crate::record::{OutRecord, EVENT_ID_HEADER, PROGRESS_HEADER};
 use crate::settings::ClientSettings;
 
@@ -21,7 +22,7 @@ pub struct Delivered {
 }
 
 pub struct Producer {
-    inner: FutureProducer,
+    inner: FutureProducer<LinkContext>,
     settings: ClientSettings,
 }
 
@@ -65,7 +66,9 @@ impl Pending {
 impl Producer {
     pub fn new(settings: &ClientSettings) -> Result<Self, KafkaError> {
         Ok(Producer {
-            inner: settings.producer_config().create()?,
+            inner: settings
+                .producer_config()
+                .create_with_context(settings.context())?,
             settings: settings.clone(),
         })
     }
@@ -97,7 +100,7 @@ impl Producer {
                 "message.timeout.ms",
                 transaction_timeout.as_millis().to_string(),
             );
-        let inner: FutureProducer = config.create()?;
+        let inner: FutureProducer<LinkContext> = config.create_with_context(settings.context())?;
         inner
             .init_transactions(transaction_timeout.max(Duration::from_secs(30)))
             .map_err(|e| KafkaError::Fenced(format!("init transactions of {id}: {e}")))?;
@@ -109,7 +112,7 @@ impl Producer {
 
     /// The client (cheap to clone; transaction calls block, so callers
     /// move a clone to a blocking thread).
-    pub fn client(&self) -> &FutureProducer {
+    pub fn client(&self) -> &FutureProducer<LinkContext> {
         &self.inner
     }
 

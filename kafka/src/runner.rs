@@ -148,6 +148,10 @@ pub struct RunnerConfig {
     /// the broker (`message.max.bytes`): the input that caused it is
     /// dead-lettered instead, and the stream goes on.
     pub max_record_bytes: usize,
+    /// The runner gives up ([`KafkaError::Unreachable`]) once the brokers
+    /// have not answered for this long (librdkafka keeps reconnecting
+    /// meanwhile; the outage is logged once, see [`crate::link`]).
+    pub unreachable_limit: Duration,
     /// `Some`: exactly-once delivery in Kafka transactions; `None`:
     /// at-least-once with event-id dedupe (brokers without transactions).
     pub exactly_once: Option<ExactlyOnce>,
@@ -193,6 +197,7 @@ impl RunnerConfig {
             strict_log_start: false,
             accept_log_start: false,
             max_record_bytes: 1_000_000,
+            unreachable_limit: Duration::from_secs(300),
             exactly_once: None,
         }
     }
@@ -314,9 +319,18 @@ pub struct RebalanceLog {
     group: String,
     counters: Arc<Counters>,
     txn: Option<Arc<Transactions>>,
+    link: crate::link::LinkContext,
 }
 
-impl rdkafka::ClientContext for RebalanceLog {}
+impl rdkafka::ClientContext for RebalanceLog {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.link.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.link.error(error, reason);
+    }
+}
 
 impl rdkafka::consumer::ConsumerContext for RebalanceLog {
     fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
@@ -443,6 +457,7 @@ pub async fn run<P: Processor>(
         group: config.group_id.clone(),
         counters: state.counters.clone(),
         txn,
+        link: settings.context(),
     })?;
     let physical: Vec<String> = config.topics.iter().map(|t| settings.physical(t)).collect();
     consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
@@ -535,6 +550,8 @@ impl<P: Processor> Loop<'_, P> {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), KafkaError> {
         tokio::pin!(shutdown);
+        let mut link_check = tokio::time::interval(Duration::from_secs(1));
+        link_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // An open transaction is committed within `max_interval`, also
             // one holding only progress announced while an input waits.
@@ -564,6 +581,7 @@ impl<P: Processor> Loop<'_, P> {
                 _ = tokio::time::sleep(txn_deadline.unwrap_or_default()), if txn_deadline.is_some() => {
                     self.commit(consumer).await?;
                 }
+                _ = link_check.tick() => self.check_link()?,
                 msg = consumer.recv(), if inflight.len() < self.config.max_in_flight => {
                     if let Some(e) = self.txn.as_ref().and_then(|t| t.take_failure()) {
                         return Err(e);
@@ -572,6 +590,12 @@ impl<P: Processor> Loop<'_, P> {
                         Ok(m) => self.copy(&m),
                         Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code)) => {
                             return Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code).into());
+                        }
+                        Err(e) if crate::link::is_transport(e.rdkafka_error_code()) => {
+                            self.settings.context().transport_failed(&e.to_string());
+                            self.check_link()?;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "consumer error; continuing");
@@ -603,6 +627,18 @@ impl<P: Processor> Loop<'_, P> {
                     }
                 }
             }
+        }
+    }
+
+    /// Fails once the brokers have not answered for the configured limit.
+    fn check_link(&self) -> Result<(), KafkaError> {
+        match self.settings.link.outage() {
+            Some(o) if o.lasted >= self.config.unreachable_limit => Err(KafkaError::Unreachable {
+                since_ms: o.since_ms,
+                limit_s: self.config.unreachable_limit.as_secs(),
+                reason: o.reason,
+            }),
+            _ => Ok(()),
         }
     }
 

@@ -2,8 +2,11 @@
 //! prefix, and extra librdkafka properties.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rdkafka::ClientConfig;
+
+use crate::link::{Link, LinkContext};
 
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
@@ -13,6 +16,8 @@ pub struct ClientSettings {
     pub topic_prefix: String,
     /// Extra librdkafka properties for every client (security, tuning).
     pub properties: BTreeMap<String, String>,
+    /// Whether the brokers answer, shared by every clone (see [`Link`]).
+    pub link: Arc<Link>,
 }
 
 impl ClientSettings {
@@ -21,7 +26,13 @@ impl ClientSettings {
             bootstrap: bootstrap.into(),
             topic_prefix: String::new(),
             properties: BTreeMap::new(),
+            link: Arc::default(),
         }
+    }
+
+    /// The context of a long-lived client: reports outages to [`Self::link`].
+    pub fn context(&self) -> LinkContext {
+        LinkContext::new(self)
     }
 
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {

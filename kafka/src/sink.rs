@@ -81,7 +81,9 @@ pub async fn run_sink<S: Sink>(
     counters: Arc<Counters>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(S, RunStats), KafkaError> {
-    let consumer: StreamConsumer = settings.consumer_config(&config.group_id).create()?;
+    let consumer: StreamConsumer<crate::link::LinkContext> = settings
+        .consumer_config(&config.group_id)
+        .create_with_context(settings.context())?;
     let physical: Vec<String> = config.topics.iter().map(|t| settings.physical(t)).collect();
     consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
     let producer = Producer::new(settings)?;
@@ -190,7 +192,7 @@ pub async fn run_sink<S: Sink>(
 async fn flush<S: Sink>(
     sink: &mut S,
     config: &SinkConfig,
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<crate::link::LinkContext>,
     batch: &mut HashMap<(String, i32), i64>,
     batch_inputs: &mut u64,
     counters: &Counters,

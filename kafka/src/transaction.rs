@@ -147,7 +147,7 @@ impl Transactions {
             }
             (tpl, s.inputs, s.offsets.len())
         };
-        let client: &FutureProducer = self.producer.client();
+        let client: &FutureProducer<crate::link::LinkContext> = self.producer.client();
         // rust-rdkafka's commit flushes by polling in 100 ms steps, which
         // made every commit take 100 ms; the producer's own thread serves
         // the delivery reports, so wait for them in 1 ms steps first.

@@ -150,6 +150,17 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    /// A client of the API at `base` (`http://host:port`).
+    pub fn new(base: impl Into<String>) -> Self {
+        ApiClient {
+            base: base.into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
     pub async fn call(
         &self,
         method: &str,

@@ -60,9 +60,33 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("no route {} {}", req.method(), req.uri().path()))
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ready))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .layer(axum::middleware::from_fn(bounded_uri))
         .with_state(state)
+}
+
+/// Every answer under `/api`, `/param`, `/preset` and `/learn` reads or
+/// checks against the views: while they do not reflect the topics (still
+/// loading, or the broker unreachable) the answer is 503 with the reason
+/// and `Retry-After`, never an empty or stale result presented as truth.
+async fn ready(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let gated = ["/api/", "/param/", "/preset/", "/learn/"]
+        .iter()
+        .any(|p| path.starts_with(p));
+    if gated {
+        if let Some(why) = s.unready() {
+            let mut r =
+                axum::response::IntoResponse::into_response(ApiError::Unavailable(why.message()));
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
 }
 
 /// The longest request target (path and query, bytes) the API reads: every

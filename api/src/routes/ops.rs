@@ -11,8 +11,9 @@ use crate::config::Scope;
 use crate::error::ApiError;
 use crate::state::ApiState;
 
-/// 200 once the views have read every followed topic, 503 before (or
-/// while the follower reconnects), with what is known.
+/// 200 once the views have read every followed topic and the brokers
+/// answer; 503 before, while the follower reads again, or while no broker
+/// answers (with since when and why).
 pub async fn health(State(s): State<ApiState>) -> Response {
     let error = s
         .follower_error
@@ -20,24 +21,44 @@ pub async fn health(State(s): State<ApiState>) -> Response {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let caught_up = s.views().caught_up;
-    let status = match (&error, caught_up) {
-        (Some(_), _) => "degraded",
-        (None, false) => "starting",
-        (None, true) => "ok",
+    let outage = s.settings.link.outage();
+    let status = match (&outage, &error, caught_up) {
+        (Some(_), _, _) => "broker_unreachable",
+        (None, Some(_), _) => "degraded",
+        (None, None, false) => "starting",
+        (None, None, true) => "ok",
     };
     let code = if status == "ok" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let broker = match &outage {
+        None => json!({"reachable": true}),
+        Some(o) => json!({
+            "reachable": false,
+            "unreachable_since_ms": o.since_ms,
+            "unreachable_since": chrono::DateTime::from_timestamp_millis(o.since_ms).map(|t| t.to_rfc3339()),
+            "unreachable_for_s": o.lasted.as_secs_f64(),
+            "error": o.reason,
+        }),
+    };
     let body = json!({
         "status": status,
         "views_caught_up": caught_up,
-        "error": error,
+        "broker": broker,
+        "error": error.or_else(|| s.unready().map(|u| u.message())),
         "uptime_s": s.started.elapsed().as_secs_f64(),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    (code, Json(body)).into_response()
+    let mut r = (code, Json(body)).into_response();
+    if code != StatusCode::OK {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+    }
+    r
 }
 
 pub async fn metrics(

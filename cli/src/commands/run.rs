@@ -352,6 +352,16 @@ where
     });
     let (mut restarts, mut fenced) = (0u32, 0u32);
     loop {
+        if let Some(o) = ctx.settings.link.outage() {
+            if o.lasted >= rc.unreachable_limit {
+                return Err(autotrain_kafka::KafkaError::Unreachable {
+                    since_ms: o.since_ms,
+                    limit_s: rc.unreachable_limit.as_secs(),
+                    reason: o.reason,
+                }
+                .into());
+            }
+        }
         let core = make().await?;
         let mut stop = stop_rx.clone();
         let stopped = async move {

@@ -38,7 +38,9 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
 }
 
 fn tail(settings: &autotrain_kafka::ClientSettings, topic: &str, args: &Args) -> Result<()> {
-    let consumer: BaseConsumer = settings.reader_config().create()?;
+    let consumer: BaseConsumer<autotrain_kafka::LinkContext> = settings
+        .reader_config()
+        .create_with_context(settings.context())?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
         .topics()

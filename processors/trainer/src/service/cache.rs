@@ -174,10 +174,10 @@ pub fn tail(
 ) -> Result<(), KafkaError> {
     let physical = settings.physical(FEATURES.name());
     let flags_topic = settings.physical(MARKET_FLAGS.name());
-    let consumer: BaseConsumer = settings
+    let consumer: BaseConsumer<autotrain_kafka::LinkContext> = settings
         .reader_config()
         .set("enable.partition.eof", "false")
-        .create()?;
+        .create_with_context(settings.context())?;
     let timeout = Duration::from_secs(30);
     if partitions_of(&consumer, &physical, timeout)?.is_empty() {
         return Err(KafkaError::Admin(format!(
@@ -229,6 +229,10 @@ pub fn tail(
                 cache.push(m.partition(), m.offset(), record);
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) if autotrain_kafka::link::is_transport(e.rdkafka_error_code()) => {
+                consumer.context().transport_failed(&e.to_string());
+                std::thread::sleep(Duration::from_millis(200));
+            }
             Some(Err(e)) => tracing::warn!(error = %e, "features tail"),
         }
         // Under exactly-once the high watermark ends past a commit marker

@@ -241,13 +241,22 @@ pub async fn run(
     });
 
     let stop_intake = stop.clone();
-    let intake_run = autotrain_kafka::run(
-        settings,
-        &runner,
-        intake,
-        Arc::new(Counters::default()),
-        async move { stop_intake.cancelled().await },
-    );
+    let intake_run = async {
+        let result = autotrain_kafka::run(
+            settings,
+            &runner,
+            intake,
+            Arc::new(Counters::default()),
+            async move { stop_intake.cancelled().await },
+        )
+        .await;
+        // The intake failing (e.g. the brokers unreachable past the limit)
+        // stops the service, not just its input.
+        if result.is_err() {
+            stop.cancel();
+        }
+        result
+    };
     let executor = async {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         loop {
@@ -296,8 +305,8 @@ pub async fn run(
     };
     let (intake_result, executor_result, ()) = tokio::join!(intake_run, executor, watch);
     tail_stop.store(true, Ordering::Relaxed);
-    executor_result?;
     let (_, intake) = intake_result?;
+    executor_result?;
     producer.flush(Duration::from_secs(10))?;
     Ok(ServiceReport {
         intake,
