@@ -121,8 +121,11 @@ pub struct RunnerSettings {
     /// at-least-once on the embedded broker (it has no transactions).
     pub delivery: Delivery,
     /// This instance's name within its group: part of its transactional id
-    /// (`{topic_prefix}{group}.{instance}`). Instances of one group must
-    /// differ; a restarted instance keeps its name.
+    /// (`{topic_prefix}{group}.{instance}`) and, on a real cluster, its
+    /// static group membership (`group.instance.id` = `{group}.{instance}`:
+    /// restarted after a crash, it takes its partitions back at once).
+    /// Instances of one group must differ; a restarted instance keeps its
+    /// name.
     pub instance: String,
     /// Inputs per transaction at most (exactly-once).
     pub transaction_max_inputs: usize,

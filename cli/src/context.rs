@@ -117,6 +117,12 @@ impl Context {
         rc.strict_log_start = self.broker.is_embedded();
         rc.accept_log_start = config.runner.accept_log_start;
         rc.unreachable_limit = std::time::Duration::from_secs(config.runner.unreachable_limit_s);
+        // Static membership on a real cluster: a restarted instance takes
+        // its partitions back at once (the embedded broker's mock group
+        // coordinator is left with dynamic membership).
+        if !self.broker.is_embedded() {
+            rc.group_instance_id = Some(format!("{group}.{}", config.runner.instance));
+        }
         if self.exactly_once(config) {
             let mut eo = autotrain_kafka::ExactlyOnce::new(format!(
                 "{}{group}.{}",

@@ -646,3 +646,54 @@ fn broker_death_is_one_logged_outage_503_and_a_prompt_stop() -> Result<()> {
     );
     Ok(())
 }
+
+/// Issue 18, item 10: a processor killed with -9 and started again takes
+/// its partitions back at once (static membership: `group.instance.id` =
+/// `{group}.{instance}`), not after the broker times the dead member's
+/// session out (10 s); it then resumes from its last transaction.
+#[test]
+fn a_restarted_instance_resumes_without_waiting_out_its_session() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let bootstrap = shared_kafka();
+    let settings = rt.block_on(TestBroker::kafka().fresh_topics("static"))?;
+    let prefix = settings.topic_prefix.clone();
+    let logs = tempfile::tempdir()?;
+    let input = bars("bitfinex_ETHUSD_30m.csv", 2_000);
+    let (first, second) = input.split_at(1_000);
+    rt.block_on(produce_bars(&settings, first))?;
+    let mut validator = Service::spawn(&bootstrap, &prefix, "validator", "a", logs.path(), &[])?;
+    let group = format!("{prefix}validator");
+    let caught_up =
+        || autotrain_integration_tests::caught_up(&settings, &group, &["market.bars.raw"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !caught_up()? {
+        assert!(
+            Instant::now() < deadline,
+            "never started: {}",
+            validator.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    validator.kill9()?;
+    rt.block_on(produce_bars(&settings, second))?;
+    let restarted = Instant::now();
+    let mut validator = Service::spawn(&bootstrap, &prefix, "validator", "a", logs.path(), &[])?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !caught_up()? {
+        assert!(
+            Instant::now() < deadline,
+            "never resumed: {}",
+            validator.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let resumed = restarted.elapsed();
+    eprintln!("restarted validator: its 2,000 inputs committed {resumed:?} after its start");
+    assert!(validator.alive()?, "{}", validator.log_tail());
+    assert!(
+        resumed < Duration::from_secs(8),
+        "the restarted instance took {resumed:?} (the session timeout is 10 s): {}",
+        validator.log_tail()
+    );
+    Ok(())
+}

@@ -243,6 +243,8 @@ impl ClientContext for QuietContext {
     }
 }
 
+impl rdkafka::consumer::ConsumerContext for QuietContext {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::error::KafkaError;
 use crate::event_id::EventId;
+use crate::link::QuietContext;
 use crate::record::{EVENT_ID_HEADER, PROGRESS_HEADER};
 
 /// One record read back: its offset, key, value, timestamp and event id.
@@ -47,7 +48,7 @@ pub fn read_range(
     if start >= end {
         return Ok(out);
     }
-    let reader: BaseConsumer = config.create()?;
+    let reader: BaseConsumer<QuietContext> = config.create_with_context(QuietContext)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(physical, partition, Offset::Offset(start))?;
     reader.assign(&tpl)?;
@@ -206,7 +207,8 @@ pub fn read_topic<T: Payload>(
     timeout: Duration,
 ) -> Result<Vec<Record<T>>, KafkaError> {
     let physical = settings.physical(logical);
-    let probe: BaseConsumer = settings.reader_config().create()?;
+    let probe: BaseConsumer<QuietContext> =
+        settings.reader_config().create_with_context(QuietContext)?;
     let partitions = partitions_of(&probe, &physical, timeout)?;
     if partitions.is_empty() {
         return Err(KafkaError::Admin(format!(
@@ -253,7 +255,8 @@ pub fn watermarks(
     logical: &str,
     timeout: Duration,
 ) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
-    let probe: BaseConsumer = settings.reader_config().create()?;
+    let probe: BaseConsumer<QuietContext> =
+        settings.reader_config().create_with_context(QuietContext)?;
     watermarks_with(&probe, settings, logical, timeout)
 }
 
@@ -314,7 +317,9 @@ pub fn committed(
     logical: &str,
     timeout: Duration,
 ) -> Result<std::collections::BTreeMap<i32, i64>, KafkaError> {
-    let probe: BaseConsumer = settings.consumer_config(group).create()?;
+    let probe: BaseConsumer<QuietContext> = settings
+        .consumer_config(group)
+        .create_with_context(QuietContext)?;
     let topic = settings.physical(logical);
     let mut tpl = TopicPartitionList::new();
     for p in partitions_of(&probe, &topic, timeout)? {
@@ -339,7 +344,9 @@ pub fn group_caught_up(
     topics: &[&str],
     timeout: Duration,
 ) -> Result<bool, KafkaError> {
-    let probe: BaseConsumer = settings.consumer_config(group).create()?;
+    let probe: BaseConsumer<QuietContext> = settings
+        .consumer_config(group)
+        .create_with_context(QuietContext)?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = std::collections::HashMap::new();
     for logical in topics {
@@ -379,7 +386,8 @@ pub fn nothing_readable_between(
     ranges: &[(String, i32, i64, i64)],
     timeout: Duration,
 ) -> Result<bool, KafkaError> {
-    let reader: BaseConsumer = settings.reader_config().create()?;
+    let reader: BaseConsumer<QuietContext> =
+        settings.reader_config().create_with_context(QuietContext)?;
     let mut tpl = TopicPartitionList::new();
     for (topic, p, from, _) in ranges {
         tpl.add_partition_offset(topic, *p, Offset::Offset(*from))?;
@@ -424,7 +432,8 @@ pub fn read_progress(
     timeout: Duration,
 ) -> Result<std::collections::HashMap<String, i64>, KafkaError> {
     let physical = settings.physical(logical);
-    let probe: BaseConsumer = settings.reader_config().create()?;
+    let probe: BaseConsumer<QuietContext> =
+        settings.reader_config().create_with_context(QuietContext)?;
     let mut out = std::collections::HashMap::new();
     for partition in partitions_of(&probe, &physical, timeout)? {
         let (low, high) = query_watermarks(&probe, &physical, partition, timeout)?;

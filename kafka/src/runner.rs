@@ -152,6 +152,11 @@ pub struct RunnerConfig {
     /// have not answered for this long (librdkafka keeps reconnecting
     /// meanwhile; the outage is logged once, see [`crate::link`]).
     pub unreachable_limit: Duration,
+    /// Static group membership (`group.instance.id`): a restarted instance
+    /// with the same id takes its partitions back at once instead of
+    /// waiting for the broker to time the crashed one's session out. Must
+    /// be unique per live instance of the group.
+    pub group_instance_id: Option<String>,
     /// `Some`: exactly-once delivery in Kafka transactions; `None`:
     /// at-least-once with event-id dedupe (brokers without transactions).
     pub exactly_once: Option<ExactlyOnce>,
@@ -198,6 +203,7 @@ impl RunnerConfig {
             accept_log_start: false,
             max_record_bytes: 1_000_000,
             unreachable_limit: Duration::from_secs(300),
+            group_instance_id: None,
             exactly_once: None,
         }
     }
@@ -448,6 +454,9 @@ pub async fn run<P: Processor>(
         held_revocations: 0,
     };
     let mut consumer_config = settings.consumer_config(&config.group_id);
+    if let Some(id) = &config.group_instance_id {
+        consumer_config.set("group.instance.id", id);
+    }
     if txn.is_some() {
         consumer_config
             .set("enable.auto.commit", "false")
