@@ -103,6 +103,8 @@ pub struct Kafka {
     pub port: u16,
     dir: tempfile::TempDir,
     props: Vec<String>,
+    /// `--sasl` and `--scram NAME=PASSWORD` of a node with authentication.
+    sasl: Vec<String>,
 }
 
 impl Kafka {
@@ -119,6 +121,7 @@ impl Kafka {
                 port: free_port(),
                 dir: tempfile::tempdir()?,
                 props: props.iter().map(|p| p.to_string()).collect(),
+                sasl: Vec::new(),
             };
             k.script("start")?;
             Ok(k)
@@ -127,6 +130,46 @@ impl Kafka {
             eprintln!("a test Kafka did not start ({e:#}); trying once more");
             attempt()
         })
+    }
+
+    /// A node whose clients authenticate with SASL/SCRAM-SHA-256 and whose
+    /// topics are guarded by ACLs: `admin` (password `admin-secret`) is the
+    /// super user; `users` are `NAME=PASSWORD`.
+    pub fn start_sasl(users: &[&str]) -> Result<Self> {
+        let mut sasl = vec!["--sasl".to_string()];
+        for u in users {
+            sasl.extend(["--scram".to_string(), u.to_string()]);
+        }
+        let k = Kafka {
+            port: free_port(),
+            dir: tempfile::tempdir()?,
+            props: Vec::new(),
+            sasl,
+        };
+        k.script("start")?;
+        Ok(k)
+    }
+
+    /// `kafka-acls` as the super user (a SASL node): `ARGS` as that tool
+    /// takes them (`--add --allow-principal User:x --operation Write …`).
+    pub fn acls(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(kafka_script())
+            .arg("acls")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--")
+            .args(args)
+            .output()
+            .context("scripts/kafka acls")?;
+        if !out.status.success() {
+            bail!(
+                "scripts/kafka acls {args:?} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn bootstrap(&self) -> String {
@@ -143,6 +186,7 @@ impl Kafka {
             .args(["--port", &self.port.to_string()])
             .arg("--dir")
             .arg(self.dir.path());
+        c.args(&self.sasl);
         for p in &self.props {
             c.args(["--prop", p]);
         }
@@ -440,10 +484,10 @@ pub fn read_topic(
     limit: Duration,
 ) -> Result<Vec<WireRecord>> {
     let topic = settings.physical(logical);
-    let reader: BaseConsumer = settings
+    let reader: BaseConsumer<autotrain_kafka::link::QuietContext> = settings
         .reader_config()
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(autotrain_kafka::link::QuietContext)?;
     let metadata = reader.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata.topics()[0]
         .partitions()

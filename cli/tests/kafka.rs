@@ -697,3 +697,161 @@ fn a_restarted_instance_resumes_without_waiting_out_its_session() -> Result<()> 
     );
     Ok(())
 }
+
+/// The `[kafka]` properties of a SASL/SCRAM principal, as a config file
+/// gives them to `autotrain`.
+fn scram(user: &str, password: &str) -> Vec<(String, String)> {
+    [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanisms", "SCRAM-SHA-256"),
+        ("sasl.username", user),
+        ("sasl.password", password),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Issue 18, item 9: commands are topic records, so on a shared cluster
+/// Kafka's own authentication and ACLs guard them. A node with SASL/SCRAM
+/// and the StandardAuthorizer; `ops` may write `training.commands`,
+/// `trader` may only read. `autotrain models promote` as `trader` fails
+/// with the broker's authorisation error and leaves no command on the
+/// topic; as `ops` the command lands; without credentials nothing connects.
+#[test]
+fn kafka_acls_keep_a_principal_without_write_from_promoting() -> Result<()> {
+    use autotrain_kafka::{create_topics, Broker, OutRecord};
+    let rt = tokio::runtime::Runtime::new()?;
+    let kafka = Kafka::start_sasl(&["ops=ops-secret", "trader=trader-secret"])?;
+    let bootstrap = kafka.bootstrap();
+    let prefix = "acl.";
+    let broker = Broker::connect_or_embed(Some(&bootstrap))?;
+    let mut admin = broker.settings(prefix);
+    admin.properties.extend(scram("admin", "admin-secret"));
+    rt.block_on(create_topics(
+        &broker,
+        &admin,
+        &autotrain_topics::catalogue().topics,
+        1,
+    ))?;
+    // Both read every topic of the deployment; only ops writes commands.
+    for user in ["ops", "trader"] {
+        kafka.acls(&[
+            "--add",
+            "--allow-principal",
+            &format!("User:{user}"),
+            "--operation",
+            "Read",
+            "--operation",
+            "Describe",
+            "--topic",
+            prefix,
+            "--resource-pattern-type",
+            "prefixed",
+        ])?;
+        // The CLI's readers join throwaway groups `autotrain-reader-…`.
+        kafka.acls(&[
+            "--add",
+            "--allow-principal",
+            &format!("User:{user}"),
+            "--operation",
+            "Read",
+            "--group",
+            "autotrain-reader-",
+            "--resource-pattern-type",
+            "prefixed",
+        ])?;
+    }
+    kafka.acls(&[
+        "--add",
+        "--allow-principal",
+        "User:ops",
+        "--operation",
+        "Write",
+        "--topic",
+        &admin.physical("training.commands"),
+    ])?;
+    // A registered version to promote (as the trainer would publish it).
+    let registry = autotrain_trainer::registry::Registry::new();
+    let v1 = registry.register(
+        "hmm/acl-model",
+        "t-acl",
+        vec![1, 2, 3],
+        "h1".into(),
+        Vec::new(),
+        autotrain_schemas::Manifest {
+            trigger_id: "t".into(),
+            code_version: "0.1.0".into(),
+            feature_contract_version: "1".into(),
+            inputs: Vec::new(),
+            split_version: "s1".into(),
+            reference_hash: "r".into(),
+            hyperparams: Vec::new(),
+            seed: 7,
+        },
+        1,
+    );
+    rt.block_on(async {
+        autotrain_kafka::Producer::new(&admin)?
+            .send(&OutRecord::from_content(
+                autotrain_topics::MODEL_UPDATES,
+                "hmm/acl-model",
+                &v1,
+            )?)
+            .await
+    })?;
+
+    let configs = tempfile::tempdir()?;
+    let promote = |who: Option<(&str, &str)>| -> Result<std::process::Output> {
+        let path = configs
+            .path()
+            .join(format!("{}.toml", who.map_or("nobody", |w| w.0)));
+        let mut toml =
+            format!("topic_prefix = {prefix:?}\n[runner]\nconnect_timeout_s = 5\n[kafka]\n");
+        if let Some((user, password)) = who {
+            for (k, v) in scram(user, password) {
+                toml.push_str(&format!("{k:?} = {v:?}\n"));
+            }
+        }
+        std::fs::write(&path, toml)?;
+        Ok(Command::new(env!("CARGO_BIN_EXE_autotrain"))
+            .args(["--brokers", &bootstrap, "--config"])
+            .arg(&path)
+            .args([
+                "models",
+                "promote",
+                "hmm/acl-model",
+                "--version",
+                "1",
+                "--timeout-s",
+                "2",
+            ])
+            .env_remove("AUTOTRAIN_BROKERS")
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
+            .output()?)
+    };
+    let commands = || -> Result<usize> {
+        Ok(read_topic(&admin, "training.commands", 0, Duration::from_secs(5))?.len())
+    };
+
+    let trader = promote(Some(("trader", "trader-secret")))?;
+    let said = String::from_utf8_lossy(&trader.stderr).into_owned();
+    assert!(!trader.status.success(), "trader promoted: {said}");
+    assert!(said.contains("TopicAuthorizationFailed"), "trader: {said}");
+    assert!(said.contains("training.commands"), "trader: {said}");
+    assert_eq!(commands()?, 0, "a command from trader landed");
+
+    let nobody = promote(None)?;
+    let said = String::from_utf8_lossy(&nobody.stderr).into_owned();
+    assert!(!nobody.status.success(), "no credentials promoted: {said}");
+    assert_eq!(commands()?, 0, "a command without credentials landed");
+
+    // ops may: the command lands (no trainer runs here to apply it, so the
+    // CLI then says nobody answered).
+    let ops = promote(Some(("ops", "ops-secret")))?;
+    let said = String::from_utf8_lossy(&ops.stderr).into_owned();
+    assert!(said.contains("no answer from the trainer"), "ops: {said}");
+    assert_eq!(commands()?, 1, "ops: {said}");
+    Ok(())
+}
