@@ -237,11 +237,25 @@ impl Config {
             }
             None => {}
         }
-        figment
+        let mut config: Config = figment
             .merge(Env::prefixed("AUTOTRAIN__").split("__"))
             .extract()
-            .context("invalid configuration")
+            .context("invalid configuration")?;
+        config.kafka.extend(kafka_env(std::env::vars()));
+        Ok(config)
     }
+}
+
+/// `[kafka]` properties from the environment, for secrets a deployment
+/// keeps out of files: `AUTOTRAIN_KAFKA_SASL_PASSWORD=…` sets
+/// `sasl.password` (after the prefix, lower case, `_` ⇒ `.`; librdkafka's
+/// property names have no underscores). They win over the file.
+fn kafka_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.filter_map(|(k, v)| {
+        let name = k.strip_prefix("AUTOTRAIN_KAFKA_")?;
+        (!name.is_empty()).then(|| (name.to_ascii_lowercase().replace('_', "."), v))
+    })
+    .collect()
 }
 
 /// The strategy schemas folder: as configured, else the bundled one next to
@@ -257,6 +271,29 @@ pub fn schemas_dir(config: &Config) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_properties_come_from_the_environment_too() {
+        let vars = [
+            ("AUTOTRAIN_KAFKA_SASL_PASSWORD", "s3cret"),
+            ("AUTOTRAIN_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+            ("AUTOTRAIN__KAFKA__X", "not this way"),
+            ("AUTOTRAIN_KAFKA_", "nothing"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let got = kafka_env(vars.into_iter());
+        assert_eq!(
+            got,
+            [
+                ("sasl.password".to_string(), "s3cret".to_string()),
+                (
+                    "security.protocol".to_string(),
+                    "SASL_PLAINTEXT".to_string()
+                )
+            ]
+        );
+    }
 
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure signature
