@@ -40,7 +40,10 @@ pub fn infer_instrument(path: &Path) -> Option<InstrumentId> {
 }
 
 fn is_timeframe(tf: &str) -> bool {
-    let (n, unit) = tf.split_at(tf.len().saturating_sub(1));
+    let Some((last, _)) = tf.char_indices().next_back() else {
+        return false;
+    };
+    let (n, unit) = tf.split_at(last);
     !n.is_empty()
         && n.bytes().all(|b| b.is_ascii_digit())
         && matches!(unit, "s" | "m" | "h" | "d" | "w")
@@ -62,5 +65,10 @@ mod tests {
         );
         assert_eq!(infer_instrument(Path::new("bars.csv")), None);
         assert_eq!(infer_instrument(Path::new("a_B_thirty.csv")), None);
+        assert_eq!(
+            infer_instrument(Path::new("a_B_3¡.csv")),
+            None,
+            "multi-byte unit"
+        );
     }
 }

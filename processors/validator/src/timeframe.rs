@@ -2,7 +2,9 @@
 
 /// Milliseconds of a timeframe such as `30m`; `None` if it is not one.
 pub fn parse_timeframe(tf: &str) -> Option<i64> {
-    let (n, unit) = tf.split_at(tf.len().checked_sub(1)?);
+    // The unit is the last character, which need not be one byte.
+    let (last, _) = tf.char_indices().next_back()?;
+    let (n, unit) = tf.split_at(last);
     let n: i64 = n.parse().ok().filter(|n| *n > 0)?;
     let unit_ms = match unit {
         "s" => 1_000,
@@ -26,5 +28,12 @@ mod tests {
         assert_eq!(parse_timeframe("0m"), None);
         assert_eq!(parse_timeframe("m"), None);
         assert_eq!(parse_timeframe("5x"), None);
+        assert_eq!(
+            parse_timeframe("¡"),
+            None,
+            "a multi-byte unit (found by tests/fuzz.rs)"
+        );
+        assert_eq!(parse_timeframe("3¡"), None);
+        assert_eq!(parse_timeframe(""), None);
     }
 }
