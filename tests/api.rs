@@ -977,7 +977,9 @@ async fn the_http_contract_holds_at_its_edges() -> Result<()> {
         );
     }
     assert!(
-        doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"].is_object()
+        doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+            ["application/openmetrics-text"]
+            .is_object()
     );
     let promote = &doc["paths"]["/api/models/{model_key}/promote"]["post"]["requestBody"]
         ["content"]["application/json"]["schema"]["properties"]["model_version"];

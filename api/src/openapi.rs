@@ -24,11 +24,11 @@ fn ops() -> Vec<Op> {
         Op { method: "post", path: "/api/trainings", scope: Some("ml:train"), summary: "Submit a training (publishes a TrainingTrigger); returns its training_id", body: Some(json!({
             "type": "object", "required": ["model_key"], "additionalProperties": false,
             "properties": {
-                "model_key": {"type": "string", "example": "hmm/bitfinex:BTCUSD"},
+                "model_key": {"type": "string", "pattern": "\\S", "maxLength": crate::routes::trainings::MAX_KEY_CHARS, "example": "hmm/bitfinex:BTCUSD"},
                 "instruments": {"type": "array", "items": {"type": "string"}},
                 "dataset_version": {"type": ["string", "null"]},
                 "feature_contract_version": {"type": ["string", "null"]},
-                "hyperparams": {"type": "object", "additionalProperties": {"type": ["number", "string", "boolean", "array"]}, "example": {"states": 3, "mode": "sliding"}},
+                "hyperparams": crate::routes::trainings::hyperparams_schema(),
                 "schedule": {"enum": ["adhoc", "backfill"], "default": "adhoc"},
                 "auto_promote": {"type": "boolean", "default": false},
                 "run_fetch": {"enum": [false], "default": false, "description": "only false: bars come from connectors"},
@@ -72,7 +72,7 @@ pub fn document() -> Value {
             .collect();
         let mut responses = Map::new();
         let media = if op.path == "/metrics" {
-            "text/plain"
+            "application/openmetrics-text"
         } else {
             "application/json"
         };

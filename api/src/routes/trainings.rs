@@ -17,7 +17,7 @@ use autotrain_schemas::{
 };
 use autotrain_topics::{TRAINING_COMMANDS, TRAINING_TRIGGERS};
 use autotrain_trainer::queue::{rerun_trigger, training_id};
-use autotrain_trainer::spec::TrainSpec;
+use autotrain_trainer::spec::{Kind, TrainSpec, HYPERPARAMS, NAME_PATTERN};
 use autotrain_trainer::view::TrainingView;
 
 use crate::auth::Principal;
@@ -147,39 +147,157 @@ fn visible<'a>(
     Ok(v.trainings.get(id))
 }
 
+/// The longest `model_key` a training may name.
+pub const MAX_KEY_CHARS: usize = 256;
+
+/// The request's hyper-parameters as the trainer takes them (text), each
+/// checked against its declared [`Kind`]: a wrong type or a value out of
+/// range is a 422 naming it. What [`hyperparams_schema`] documents.
 fn hyperparams(raw: &BTreeMap<String, Value>) -> Result<Vec<Param>, ApiError> {
     raw.iter()
         .map(|(name, v)| {
-            let value = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                Value::Array(items) => items
-                    .iter()
-                    .map(|i| match i {
-                        Value::String(s) => Ok(s.clone()),
-                        Value::Number(n) => Ok(n.to_string()),
-                        _ => Err(()),
-                    })
-                    .collect::<Result<Vec<_>, ()>>()
-                    .map(|v| v.join(","))
-                    .map_err(|()| {
-                        ApiError::Unprocessable(format!(
-                            "hyperparams.{name}: a list holds strings or numbers"
-                        ))
-                    })?,
-                other => {
-                    return Err(ApiError::Unprocessable(format!(
-                        "hyperparams.{name}: {other} is not a number, string, boolean or list"
-                    )))
-                }
-            };
+            let kind = HYPERPARAMS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, k)| *k)
+                .ok_or_else(|| {
+                    ApiError::Unprocessable(format!(
+                        "hyperparams: unknown hyper-parameter {name:?} (known: {})",
+                        HYPERPARAMS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+            let value = typed(name, kind, v).map_err(ApiError::Unprocessable)?;
             Ok(Param {
                 name: name.clone(),
                 value,
             })
         })
         .collect()
+}
+
+/// An integer as JSON Schema means it (`3` and `3.0`).
+fn integer(v: &Value) -> Option<i128> {
+    let n = v.as_number()?;
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e30)
+                .map(|f| f as i128)
+        })
+}
+
+fn typed(name: &str, kind: Kind, v: &Value) -> Result<String, String> {
+    let name_ok = |s: &str| {
+        s.len() <= autotrain_trainer::spec::BOUNDS.name_bytes
+            && !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    };
+    match kind {
+        Kind::Integer { min, max } => {
+            let i =
+                integer(v).ok_or_else(|| format!("hyperparams.{name}: {v} is not an integer"))?;
+            if i < i128::from(min) || i > i128::from(max) {
+                return Err(format!(
+                    "hyperparams.{name}: {v} is not between {min} and {max}"
+                ));
+            }
+            Ok(i.to_string())
+        }
+        Kind::Number { min, max, open } => {
+            let x = v
+                .as_f64()
+                .ok_or_else(|| format!("hyperparams.{name}: {v} is not a number"))?;
+            let inside = if open {
+                x > min && x < max
+            } else {
+                x >= min && x <= max
+            };
+            if !inside {
+                let ends = if open { "exclusive" } else { "inclusive" };
+                return Err(format!(
+                    "hyperparams.{name}: {v} is not between {min} and {max} ({ends})"
+                ));
+            }
+            Ok(x.to_string())
+        }
+        Kind::OneOf(choices) => match v.as_str() {
+            Some(s) if choices.contains(&s) => Ok(s.to_string()),
+            _ => Err(format!(
+                "hyperparams.{name}: {v} is not one of {}",
+                choices.join(", ")
+            )),
+        },
+        Kind::Name => match v.as_str() {
+            Some(s) if name_ok(s) => Ok(s.to_string()),
+            _ => Err(format!(
+                "hyperparams.{name}: {v} does not match {NAME_PATTERN}"
+            )),
+        },
+        Kind::Names { max } => {
+            let items = v
+                .as_array()
+                .filter(|a| (1..=max).contains(&a.len()))
+                .ok_or_else(|| {
+                    format!("hyperparams.{name}: expected a list of 1 to {max} names")
+                })?;
+            items
+                .iter()
+                .map(|i| match i.as_str() {
+                    Some(s) if name_ok(s) => Ok(s),
+                    _ => Err(format!(
+                        "hyperparams.{name}: {i} does not match {NAME_PATTERN}"
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| v.join(","))
+        }
+    }
+}
+
+/// The JSON Schema of `hyperparams`, from [`HYPERPARAMS`].
+pub fn hyperparams_schema() -> Value {
+    let properties: serde_json::Map<String, Value> = HYPERPARAMS
+        .iter()
+        .map(|(name, kind)| {
+            let schema = match *kind {
+                Kind::Integer { min, max } => {
+                    json!({"type": "integer", "minimum": min, "maximum": max})
+                }
+                Kind::Number {
+                    min,
+                    max,
+                    open: true,
+                } => {
+                    json!({"type": "number", "exclusiveMinimum": min, "exclusiveMaximum": max})
+                }
+                Kind::Number {
+                    min,
+                    max,
+                    open: false,
+                } => json!({"type": "number", "minimum": min, "maximum": max}),
+                Kind::OneOf(choices) => json!({"type": "string", "enum": choices}),
+                Kind::Name => json!({"type": "string", "pattern": NAME_PATTERN}),
+                Kind::Names { max } => json!({
+                    "type": "array", "minItems": 1, "maxItems": max,
+                    "items": {"type": "string", "pattern": NAME_PATTERN}
+                }),
+            };
+            (name.to_string(), schema)
+        })
+        .collect();
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": properties,
+        "example": {"states": 3, "mode": "sliding"}
+    })
 }
 
 pub async fn submit(
@@ -191,6 +309,11 @@ pub async fn submit(
     let Body(b) = body?;
     if b.model_key.trim().is_empty() {
         return Err(ApiError::Unprocessable("model_key is empty".into()));
+    }
+    if b.model_key.chars().count() > MAX_KEY_CHARS {
+        return Err(ApiError::Unprocessable(format!(
+            "model_key is longer than {MAX_KEY_CHARS} characters"
+        )));
     }
     if b.run_fetch {
         return Err(ApiError::Unprocessable(

@@ -44,6 +44,126 @@ pub const BOUNDS: Bounds = Bounds {
 const KNOWN: &str = "mode, train_window, min_rows, columns, split_version, reference_fraction, \
                      states, covariance, max_iter, tol, restarts, min_covar, cost_bps, as_of";
 
+/// What a name (a feature column, a split version) may hold: letters,
+/// digits and `_ . : -`, 1 to [`Bounds::name_bytes`] bytes.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,128}$";
+
+fn is_name(v: &str) -> bool {
+    (1..=BOUNDS.name_bytes).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+}
+
+/// The type and range of a hyper-parameter as a request gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Integer {
+        min: i64,
+        max: i64,
+    },
+    /// A finite number; `open` excludes both ends.
+    Number {
+        min: f64,
+        max: f64,
+        open: bool,
+    },
+    OneOf(&'static [&'static str]),
+    Name,
+    /// A list of 1 to `max` names.
+    Names {
+        max: usize,
+    },
+}
+
+/// Every hyper-parameter a run takes, with its [`Kind`]: the API checks
+/// requests against it and documents it in `/openapi.json`, and
+/// [`TrainSpec::check`] enforces the same ranges.
+pub const HYPERPARAMS: &[(&str, Kind)] = &[
+    ("mode", Kind::OneOf(&["strict", "sliding"])),
+    (
+        "train_window",
+        Kind::Integer {
+            min: 2,
+            max: BOUNDS.train_window as i64,
+        },
+    ),
+    (
+        "min_rows",
+        Kind::Integer {
+            min: 0,
+            max: BOUNDS.train_window as i64,
+        },
+    ),
+    (
+        "columns",
+        Kind::Names {
+            max: BOUNDS.columns,
+        },
+    ),
+    ("split_version", Kind::Name),
+    (
+        "reference_fraction",
+        Kind::Number {
+            min: 0.0,
+            max: 1.0,
+            open: true,
+        },
+    ),
+    (
+        "states",
+        Kind::Integer {
+            min: 1,
+            max: BOUNDS.states as i64,
+        },
+    ),
+    ("covariance", Kind::OneOf(&["diag", "full"])),
+    (
+        "max_iter",
+        Kind::Integer {
+            min: 1,
+            max: BOUNDS.max_iter as i64,
+        },
+    ),
+    (
+        "tol",
+        Kind::Number {
+            min: 0.0,
+            max: 1e6,
+            open: false,
+        },
+    ),
+    (
+        "restarts",
+        Kind::Integer {
+            min: 1,
+            max: BOUNDS.restarts as i64,
+        },
+    ),
+    (
+        "min_covar",
+        Kind::Number {
+            min: 0.0,
+            max: 1e6,
+            open: false,
+        },
+    ),
+    (
+        "cost_bps",
+        Kind::Number {
+            min: 0.0,
+            max: 10_000.0,
+            open: false,
+        },
+    ),
+    (
+        "as_of",
+        Kind::Integer {
+            min: 0,
+            max: i64::MAX,
+        },
+    ),
+];
+
 /// How a run trains. Defaults are the trainer's `[trainer.defaults]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -211,13 +331,19 @@ impl TrainSpec {
             .map(|c| ("columns", c))
             .chain([("split_version", &self.split_version)])
         {
-            if v.len() > BOUNDS.name_bytes {
+            if !is_name(v) {
                 return bad(
                     n,
                     format!("{}…", v.chars().take(32).collect::<String>()),
-                    &format!("at most {} bytes", BOUNDS.name_bytes),
+                    &format!(
+                        "1 to {} bytes of letters, digits, _ . : -",
+                        BOUNDS.name_bytes
+                    ),
                 );
             }
+        }
+        if self.as_of.is_some_and(|t| t < 0) {
+            return bad("as_of", format!("{:?}", self.as_of), "an epoch time >= 0");
         }
         if !(self.reference_fraction > 0.0 && self.reference_fraction < 1.0) {
             return bad(
