@@ -169,3 +169,54 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             .map_err(|e: PathRejection| ApiError::BadRequest(e.body_text()))
     }
 }
+
+/// An integer as JSON Schema's `integer` means it: `1` and `1.0` alike (a
+/// number with a fraction, or out of range, is refused). For
+/// `#[serde(deserialize_with)]`.
+pub fn json_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| {
+                    // i64::MIN is -2^63 exactly; i64::MAX as f64 rounds up
+                    // to 2^63, the first value out of range.
+                    f.fract() == 0.0 && (i64::MIN as f64..i64::MAX as f64).contains(f)
+                })
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("{n} is not an integer between -2^63 and 2^63-1"))
+        })
+}
+
+/// [`json_i64`] within `i32`.
+pub fn json_i32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    let v = json_i64(d)?;
+    i32::try_from(v)
+        .map_err(|_| serde::de::Error::custom(format!("{v} is out of range for an int32")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, serde::Deserialize)]
+    struct B {
+        #[serde(deserialize_with = "super::json_i64")]
+        n: i64,
+        #[serde(deserialize_with = "super::json_i32", default)]
+        v: i32,
+    }
+
+    #[test]
+    fn integers_are_what_json_schema_calls_integers() {
+        let n = |text: &str| serde_json::from_str::<B>(text).map(|b| (b.n, b.v));
+        assert_eq!(n(r#"{"n": 3}"#).ok(), Some((3, 0)));
+        assert_eq!(n(r#"{"n": 3.0, "v": 2.0}"#).ok(), Some((3, 2)));
+        assert_eq!(n(r#"{"n": -9223372036854775808.0}"#).ok(), Some((i64::MIN, 0)));
+        assert!(n(r#"{"n": 9223372036854775808.0}"#).is_err());
+        assert!(n(r#"{"n": 9223372036854775808}"#).is_err());
+        assert!(n(r#"{"n": 1.5}"#).is_err());
+        assert!(n(r#"{"n": "3"}"#).is_err());
+        assert!(n(r#"{"n": 1, "v": 2147483648}"#).is_err());
+    }
+}

@@ -33,7 +33,7 @@ fn ops() -> Vec<Op> {
                 "auto_promote": {"type": "boolean", "default": false},
                 "run_fetch": {"enum": [false], "default": false, "description": "only false: bars come from connectors"},
                 "priority": {"enum": ["low", "normal", "high", "urgent"], "default": "normal"},
-                "seed": {"type": "integer", "default": 42}
+                "seed": {"type": "integer", "format": "int64", "minimum": i64::MIN, "maximum": i64::MAX, "default": 42}
             }})), ok: 202 },
         Op { method: "get", path: "/api/trainings", scope: Some("ml:read"), summary: "Trainings newest first; query model_key, status, page (from 1), page_size", body: None, ok: 200 },
         Op { method: "get", path: "/api/trainings/stats", scope: Some("ml:read"), summary: "active, queued, waiting, capacity, utilisation, by_state", body: None, ok: 200 },

@@ -73,26 +73,10 @@ pub async fn show(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AliasMove {
-    #[serde(deserialize_with = "json_integer")]
+    #[serde(deserialize_with = "crate::error::json_i32")]
     pub model_version: i32,
     #[serde(default)]
     pub reason: String,
-}
-
-/// An `i32` as JSON Schema's `integer` means it: `1` and `1.0` alike
-/// (a float with a fraction, or out of range, is refused).
-fn json_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    let v = n
-        .as_i64()
-        .or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
-                .map(|f| f as i64)
-        })
-        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer")))?;
-    i32::try_from(v)
-        .map_err(|_| serde::de::Error::custom(format!("{v} is out of range for an int32")))
 }
 
 /// `POST /api/models/{*rest}`: `rest` is `{model_key}/promote` or
