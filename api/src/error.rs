@@ -212,7 +212,10 @@ mod tests {
         let n = |text: &str| serde_json::from_str::<B>(text).map(|b| (b.n, b.v));
         assert_eq!(n(r#"{"n": 3}"#).ok(), Some((3, 0)));
         assert_eq!(n(r#"{"n": 3.0, "v": 2.0}"#).ok(), Some((3, 2)));
-        assert_eq!(n(r#"{"n": -9223372036854775808.0}"#).ok(), Some((i64::MIN, 0)));
+        assert_eq!(
+            n(r#"{"n": -9223372036854775808.0}"#).ok(),
+            Some((i64::MIN, 0))
+        );
         assert!(n(r#"{"n": 9223372036854775808.0}"#).is_err());
         assert!(n(r#"{"n": 9223372036854775808}"#).is_err());
         assert!(n(r#"{"n": 1.5}"#).is_err());

@@ -104,8 +104,18 @@ enum Command {
     Bench(commands::bench::BenchCommand),
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run());
+    // A broker call still blocking a thread (a commit waiting on an
+    // unreachable coordinator) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
+}
+
+async fn run() -> Result<()> {
     let cli = Cli::parse();
     let mut config = config::Config::load(cli.config.as_deref())?;
     if cli.brokers.is_some() {

@@ -464,8 +464,8 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-/// Issue 18, item 3: kill -9 of the broker under the validator, features
-/// and `serve`. Wanted and checked: the outage is logged once per process
+/// Issue 18, item 3: kill -9 of the broker under every processor and
+/// `serve`. Wanted and checked: the outage is logged once per process
 /// (not once per reconnect); `/health` says since when and why (503) and so
 /// do reads and writes (503 with `Retry-After`, never 200 with empty data;
 /// a write answers at once); after the restart the same data is served
@@ -485,12 +485,26 @@ fn broker_death_is_one_logged_outage_503_and_a_prompt_stop() -> Result<()> {
     let input = bars("bitfinex_BTCUSD_30m.csv", 4_000);
     let (first, second) = input.split_at(2_000);
     rt.block_on(produce_bars(&settings, first))?;
-    let limit = [("AUTOTRAIN__RUNNER__UNREACHABLE_LIMIT_S", "40")];
-    let bind = format!("127.0.0.1:{}", free_port()?);
-    let mut services = vec![
-        Service::spawn(&bootstrap, &prefix, "validator", "a", logs.path(), &limit)?,
-        Service::spawn(&bootstrap, &prefix, "features", "a", logs.path(), &limit)?,
+    let store = logs.path().join("references");
+    let store = store.to_string_lossy();
+    let limit = [
+        ("AUTOTRAIN__RUNNER__UNREACHABLE_LIMIT_S", "40"),
+        ("AUTOTRAIN__TRAINER__STORE_DIR", store.as_ref()),
     ];
+    let bind = format!("127.0.0.1:{}", free_port()?);
+    // Every processor of the pipeline.
+    let mut services = [
+        "validator",
+        "features",
+        "drift",
+        "trainer",
+        "regime",
+        "params",
+        "engine",
+    ]
+    .iter()
+    .map(|p| Service::spawn(&bootstrap, &prefix, p, "a", logs.path(), &limit))
+    .collect::<Result<Vec<_>>>()?;
     let mut serve = Service::command(
         &bootstrap,
         &prefix,

@@ -68,6 +68,20 @@ fn fmt_ms(ms: i64) -> String {
 }
 
 impl KafkaError {
+    /// This instance was replaced: its transactional producer fenced
+    /// ([`KafkaError::Fenced`]), or its static group membership taken by a
+    /// consumer with the same `group.instance.id` (another instance with
+    /// the same name, or, after a broker restart, its own rejoin).
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            KafkaError::Fenced(_) => true,
+            KafkaError::Client(e) => {
+                e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::FencedInstanceId)
+            }
+            _ => false,
+        }
+    }
+
     /// Transport trouble is worth retrying; lost data and bugs are not.
     pub fn is_retriable(&self) -> bool {
         use rdkafka::types::RDKafkaErrorCode as C;

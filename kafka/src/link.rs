@@ -108,16 +108,22 @@ impl Link {
                 let mut wait = Duration::from_secs(1);
                 loop {
                     std::thread::sleep(wait);
-                    if link.outage().is_none() {
-                        break;
+                    {
+                        // Checked and given up under one lock: an outage
+                        // that begins after this sees `watching` false.
+                        let mut s = link.lock();
+                        if s.down.is_none() {
+                            s.watching = false;
+                            return;
+                        }
                     }
                     if crate::admin::probe(&settings, Duration::from_secs(2)).is_ok() {
                         link.up();
-                        break;
+                        wait = Duration::from_secs(1);
+                    } else {
+                        wait = (wait * 2).min(Duration::from_secs(30));
                     }
-                    wait = (wait * 2).min(Duration::from_secs(30));
                 }
-                link.lock().watching = false;
             });
         if spawned.is_err() {
             self.lock().watching = false;

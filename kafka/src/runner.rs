@@ -818,7 +818,18 @@ impl<P: Processor> Loop<'_, P> {
             .as_ref()
             .map_or(BROKER_TIMEOUT, |eo| eo.transaction_timeout)
             * 6;
-        let done = match tokio::time::timeout(bound, tokio::task::spawn_blocking(move || txn.commit(&cgm))).await {
+        let commit =
+            tokio::time::timeout(bound, tokio::task::spawn_blocking(move || txn.commit(&cgm)));
+        tokio::pin!(commit);
+        // A commit waiting on an unreachable coordinator must not outlive
+        // the outage limit.
+        let waited = loop {
+            tokio::select! {
+                r = &mut commit => break r,
+                () = tokio::time::sleep(Duration::from_secs(1)) => self.check_link()?,
+            }
+        };
+        let done = match waited {
             Ok(joined) => joined.map_err(|e| KafkaError::Admin(format!("commit task: {e}")))??,
             Err(_) => {
                 return Err(KafkaError::Fenced(format!(

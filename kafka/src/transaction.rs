@@ -50,6 +50,7 @@ pub struct Transactions {
     id: String,
     timeout: Duration,
     state: Mutex<State>,
+    link: std::sync::Arc<crate::link::Link>,
 }
 
 impl std::fmt::Debug for Transactions {
@@ -74,6 +75,7 @@ impl Transactions {
             id: id.to_string(),
             timeout: transaction_timeout,
             state: Mutex::new(State::default()),
+            link: settings.link.clone(),
         })
     }
 
@@ -195,7 +197,12 @@ impl Transactions {
                 )));
             }
             if retriable && attempt < COMMIT_ATTEMPTS {
-                tracing::warn!(id = %self.id, attempt, error = %e, "commit failed; retrying");
+                // During an outage the link has said it once already.
+                if self.link.outage().is_some() {
+                    tracing::debug!(id = %self.id, attempt, error = %e, "commit failed; retrying");
+                } else {
+                    tracing::warn!(id = %self.id, attempt, error = %e, "commit failed; retrying");
+                }
                 std::thread::sleep(Duration::from_millis(100 * attempt as u64));
                 continue;
             }

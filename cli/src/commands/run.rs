@@ -362,7 +362,17 @@ where
                 .into());
             }
         }
-        let core = make().await?;
+        // A core restores from the topics: while the brokers are out (and
+        // within the limit) that is retried, not a reason to exit.
+        let core = match make().await {
+            Ok(core) => core,
+            Err(e) if ctx.settings.link.outage().is_some() => {
+                tracing::debug!(group, error = %e, "cannot restore while the broker is unreachable; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let mut stop = stop_rx.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -395,9 +405,10 @@ where
             // Right after a broker restart its transaction coordinator may
             // fence a few producers in a row: the wait doubles (1 s … 16 s),
             // and a producer that then ran a minute counts as recovered.
-            Err(e @ autotrain_kafka::KafkaError::Fenced(_))
-                if fenced < config.runner.retry_attempts as u32
-                    || started.elapsed() > std::time::Duration::from_secs(60) =>
+            Err(e)
+                if e.is_fenced()
+                    && (fenced < config.runner.retry_attempts as u32
+                        || started.elapsed() > std::time::Duration::from_secs(60)) =>
             {
                 if started.elapsed() > std::time::Duration::from_secs(60) {
                     fenced = 0;
@@ -405,7 +416,7 @@ where
                 fenced += 1;
                 let wait = std::time::Duration::from_secs(1 << (fenced - 1).min(4));
                 eprintln!(
-                    "{group}: {e}; starting a new transactional producer in {wait:?} ({fenced} of at most {} in a row; does another instance use `[runner] instance = {:?}`?)",
+                    "{group}: {e}; starting again (new consumer and producer) in {wait:?} ({fenced} of at most {} in a row; does another instance use `[runner] instance = {:?}`?)",
                     config.runner.retry_attempts, config.runner.instance
                 );
                 tokio::time::sleep(wait).await;

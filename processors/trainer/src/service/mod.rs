@@ -299,9 +299,13 @@ pub async fn run(
         }
         Ok::<(), KafkaError>(())
     };
+    // Ends on the caller's shutdown, or when the service stops by itself
+    // (its intake failed).
     let watch = async {
-        shutdown.await;
-        stop.cancel();
+        tokio::select! {
+            () = shutdown => stop.cancel(),
+            () = stop.cancelled() => {}
+        }
     };
     let (intake_result, executor_result, ()) = tokio::join!(intake_run, executor, watch);
     tail_stop.store(true, Ordering::Relaxed);
