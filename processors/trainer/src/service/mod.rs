@@ -273,7 +273,13 @@ pub async fn run(
                 alerts.extend(c.progress_events());
                 (runs, alerts)
             };
-            publish(&producer, &alerts, &counters).await?;
+            // A publish waiting on unreachable brokers gives way to the stop
+            // (unacknowledged events never happened: a restart derives them
+            // again from the topics).
+            tokio::select! {
+                r = publish(&producer, &alerts, &counters) => r?,
+                () = stop.cancelled() => break,
+            }
             for plan in plans {
                 let (ctx, tx) = (ctx.clone(), tx.clone());
                 tokio::task::spawn_blocking(move || {
@@ -293,7 +299,10 @@ pub async fn run(
                             .map_err(|_| KafkaError::Admin("trainer state poisoned".into()))?
                             .finish(&plan, outcome, clock()),
                     };
-                    publish(&producer, &events, &counters).await?;
+                    tokio::select! {
+                        r = publish(&producer, &events, &counters) => r?,
+                        () = stop.cancelled() => break,
+                    }
                 }
             }
         }
