@@ -190,6 +190,27 @@ pub fn json_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error>
         })
 }
 
+/// The largest integer every JSON reader holds exactly (2^53 - 1).
+pub const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
+
+/// [`json_i64`] within 0 ..= [`MAX_SAFE_INTEGER`] (a seed: no value near
+/// the ends of `i64`, where a JSON float cannot say which integer it is).
+pub fn json_seed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let v = json_i64(d)?;
+    if (0..=MAX_SAFE_INTEGER).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{v} is not between 0 and {MAX_SAFE_INTEGER}"
+        )))
+    }
+}
+
+/// An optional [`json_seed`] (an epoch time in ms, say).
+pub fn json_opt_safe<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    json_seed(d).map(Some)
+}
+
 /// [`json_i64`] within `i32`.
 pub fn json_i32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
     let v = json_i64(d)?;

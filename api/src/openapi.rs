@@ -33,7 +33,7 @@ fn ops() -> Vec<Op> {
                 "auto_promote": {"type": "boolean", "default": false},
                 "run_fetch": {"enum": [false], "default": false, "description": "only false: bars come from connectors"},
                 "priority": {"enum": ["low", "normal", "high", "urgent"], "default": "normal"},
-                "seed": {"type": "integer", "format": "int64", "minimum": i64::MIN, "maximum": i64::MAX, "default": 42}
+                "seed": {"type": "integer", "minimum": 0, "maximum": crate::error::MAX_SAFE_INTEGER, "default": 42}
             }})), ok: 202 },
         Op { method: "get", path: "/api/trainings", scope: Some("ml:read"), summary: "Trainings newest first; query model_key, status, page (from 1), page_size", body: None, ok: 200 },
         Op { method: "get", path: "/api/trainings/stats", scope: Some("ml:read"), summary: "active, queued, waiting, capacity, utilisation, by_state", body: None, ok: 200 },
@@ -52,7 +52,7 @@ fn ops() -> Vec<Op> {
         Op { method: "post", path: "/api/flags/{id}/{action}", scope: Some("ml:write"), summary: "approve | reject | override a flag (platform token)", body: Some(json!({"type": "object", "properties": {"reason": {"type": "string"}}, "additionalProperties": false})), ok: 200 },
         Op { method: "post", path: "/preset/register/{strategy}/{instrument}", scope: Some("ml:write"), summary: "Register a preset for a strategy on an instrument; checked against the strategy schema's bounds (400 with the reason)", body: Some(json!({"type": "object", "required": ["preset_id", "params"], "additionalProperties": false, "properties": {"preset_id": {"type": "string"}, "params": {"type": "object", "additionalProperties": {"type": "number"}}}})), ok: 201 },
         Op { method: "get", path: "/param/{strategy}/{instrument}", scope: Some("ml:read"), summary: "The policy's choice for the latest regime and features[name]=value: config_id, preset, params, context, scores", body: None, ok: 200 },
-        Op { method: "post", path: "/learn/outcome/{strategy}/{instrument}/{preset_id}", scope: Some("ml:train"), summary: "A realised reward for a decision (published on trade.outcomes; platform token)", body: Some(json!({"type": "object", "required": ["reward"], "additionalProperties": false, "properties": {"reward": {"type": "number"}, "config_id": {"type": "string"}, "context": {"type": "array", "items": {"type": "number"}}, "trade_id": {"type": "string"}, "ts": {"type": "integer"}}})), ok: 202 },
+        Op { method: "post", path: "/learn/outcome/{strategy}/{instrument}/{preset_id}", scope: Some("ml:train"), summary: "A realised reward for a decision (published on trade.outcomes; platform token)", body: Some(json!({"type": "object", "required": ["reward"], "additionalProperties": false, "properties": {"reward": {"type": "number"}, "config_id": {"type": "string"}, "context": {"type": "array", "items": {"type": "number"}}, "trade_id": {"type": "string"}, "ts": {"type": "integer", "minimum": 0, "maximum": crate::error::MAX_SAFE_INTEGER}}})), ok: 202 },
     ]
 }
 

@@ -158,7 +158,7 @@ pub struct Outcome {
     #[serde(default)]
     pub trade_id: Option<String>,
     /// When the trade closed (epoch ms; default now).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::error::json_opt_safe")]
     pub ts: Option<i64>,
 }
 

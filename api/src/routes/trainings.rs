@@ -74,7 +74,7 @@ pub struct NewTraining {
     pub run_fetch: bool,
     #[serde(default)]
     pub priority: PriorityArg,
-    #[serde(default = "default_seed", deserialize_with = "crate::error::json_i64")]
+    #[serde(default = "default_seed", deserialize_with = "crate::error::json_seed")]
     pub seed: i64,
 }
 
