@@ -984,6 +984,23 @@ async fn the_http_contract_holds_at_its_edges() -> Result<()> {
     let promote = &doc["paths"]["/api/models/{model_key}/promote"]["post"]["requestBody"]
         ["content"]["application/json"]["schema"]["properties"]["model_version"];
     assert_eq!(promote["maximum"], 2_147_483_647);
+    // A key taken from a path into a body (schemathesis links) obeys both.
+    let body_key = &doc["paths"]["/api/trainings"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"]["properties"]["model_key"];
+    for path in ["/api/models/{model_key}", "/api/models/{model_key}/promote"] {
+        let item = &doc["paths"][path];
+        let op = if item["get"].is_object() {
+            &item["get"]
+        } else {
+            &item["post"]
+        };
+        let param = op["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "model_key"))
+            .expect("model_key is a path parameter");
+        assert_eq!(&param["schema"], body_key, "{path}");
+    }
+    assert_eq!(body_key["pattern"], "\\S");
 
     let answered = futures::future::join_all((0..1_000).map(|_| {
         let url = format!("{}/health", api.base);
