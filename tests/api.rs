@@ -279,10 +279,8 @@ async fn bars_in_a_training_through_the_api_promoted_and_param_updates_out() -> 
         start_stage(
             &settings,
             &unique("engine"),
-            &[FEATURES.name(), PARAM_UPDATES.name()],
-            EngineProcessor {
-                engine: Engine::new(schemas()?, 2.0),
-            },
+            autotrain_params::processor::ENGINE_INPUTS,
+            EngineProcessor::new(Engine::new(schemas()?, 2.0)),
         ),
         start_trainer(&settings, trainer.clone()),
     ];

@@ -32,6 +32,7 @@ fn posterior(ts: i64, calm: f64) -> RegimePosterior {
         probabilities: vec![calm, 1.0 - calm, 0.0],
         regime: 0,
         loglik: 0.0,
+        features: Vec::new(),
     }
 }
 

@@ -49,6 +49,9 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// nothing is in flight).
 const STORE_EVERY: usize = 1_000;
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(45);
+/// Inputs quiet this long: the core is asked for the progress it holds
+/// back ([`Processor::flush`]).
+const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
 /// What a processor reads. Every payload type is one; a processor reading
 /// several topics of different types implements it for an enum.
@@ -104,6 +107,15 @@ pub trait Processor: Send {
         _out: &mut Outputs,
     ) -> Result<(), ProcessError> {
         Ok(())
+    }
+    /// Progress records this core can vouch for now that it has not
+    /// published yet, asked for when its inputs have been quiet for a
+    /// moment (the end of a replay, a lull in a live feed): a reader
+    /// waiting on the last bars is not left waiting for a periodic record
+    /// that only the next bar would bring. Progress only: what a core
+    /// decides must not depend on when it is asked.
+    fn flush(&mut self) -> Vec<OutRecord> {
+        Vec::new()
     }
 }
 
@@ -216,6 +228,7 @@ pub struct Counters {
     pub processed: AtomicU64,
     pub duplicates: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Records published (progress records not counted).
     pub outputs: AtomicU64,
     pub retries: AtomicU64,
     pub acknowledged: AtomicU64,
@@ -287,9 +300,9 @@ impl Counters {
 async fn announce(
     txn: Option<&Arc<Transactions>>,
     producer: Option<&Producer>,
-    wait: &Wait,
+    records: &[OutRecord],
 ) -> Result<(), KafkaError> {
-    for record in &wait.announce {
+    for record in records {
         match (txn, producer) {
             (Some(txn), _) => {
                 txn.begin()?;
@@ -561,6 +574,9 @@ impl<P: Processor> Loop<'_, P> {
         tokio::pin!(shutdown);
         let mut link_check = tokio::time::interval(Duration::from_secs(1));
         link_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle = tokio::time::interval(IDLE_FLUSH);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_record = Instant::now();
         loop {
             // An open transaction is committed within `max_interval`, also
             // one holding only progress announced while an input waits.
@@ -591,7 +607,16 @@ impl<P: Processor> Loop<'_, P> {
                     self.commit(consumer).await?;
                 }
                 _ = link_check.tick() => self.check_link()?,
+                _ = idle.tick() => {
+                    if last_record.elapsed() >= IDLE_FLUSH {
+                        let records = self.processor.flush();
+                        if !records.is_empty() {
+                            announce(self.txn.as_ref(), self.producer.as_ref(), &records).await?;
+                        }
+                    }
+                }
                 msg = consumer.recv(), if inflight.len() < self.config.max_in_flight => {
+                    last_record = Instant::now();
                     if let Some(e) = self.txn.as_ref().and_then(|t| t.take_failure()) {
                         return Err(e);
                     }
@@ -693,7 +718,7 @@ impl<P: Processor> Loop<'_, P> {
     async fn hold(&mut self, consumer: &Consumer_, raw: Raw, wait: Wait) -> Result<(), KafkaError> {
         bump(&self.counters.held);
         tracing::debug!(topic = %raw.logical, partition = raw.partition, offset = raw.offset, until = wait.until, on = ?wait.on, "held for event-time alignment");
-        announce(self.txn.as_ref(), self.producer.as_ref(), &wait).await?;
+        announce(self.txn.as_ref(), self.producer.as_ref(), &wait.announce).await?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&raw.physical, raw.partition);
         consumer.pause(&tpl)?;
@@ -739,7 +764,7 @@ impl<P: Processor> Loop<'_, P> {
                         };
                         if let Some(wait) = self.must_wait(&raw) {
                             bump(&self.counters.held);
-                            announce(self.txn.as_ref(), self.producer.as_ref(), &wait).await?;
+                            announce(self.txn.as_ref(), self.producer.as_ref(), &wait.announce).await?;
                             if let Some(h) = self.held.get_mut(&key) {
                                 h.wait = wait;
                                 h.records.push_front(raw);
@@ -982,7 +1007,9 @@ impl<P: Processor> Loop<'_, P> {
             if self.txn.is_none() {
                 pending.push(sent);
             }
-            bump(&self.counters.outputs);
+            if record.progress.is_none() {
+                bump(&self.counters.outputs);
+            }
         }
         Ok(Box::pin(async move {
             for p in pending {

@@ -147,6 +147,33 @@ fn current_bar_schema_reads_records_written_with_v1() {
 }
 
 #[test]
+fn current_regime_posterior_schema_reads_records_written_with_v1() {
+    let v1 =
+        Schema::parse_str(include_str!("../history/regime_posterior.v1.avsc")).expect("v1 parses");
+    let old = Value::Record(vec![
+        ("instrument".into(), Value::String("bitfinex:BTCUSD".into())),
+        ("timeframe".into(), Value::String("30m".into())),
+        ("ts".into(), Value::TimestampMillis(1_506_816_000_000)),
+        ("model_key".into(), Value::String("hmm/bitfinex:BTCUSD".into())),
+        ("model_version".into(), Value::Int(3)),
+        (
+            "probabilities".into(),
+            Value::Array(vec![Value::Double(0.25), Value::Double(0.75)]),
+        ),
+        ("regime".into(), Value::Int(1)),
+        ("loglik".into(), Value::Double(-2.5)),
+    ]);
+    let mut bytes = MAGIC.to_vec();
+    let fp = RegimePosterior::schemas().history[0].0;
+    bytes.extend_from_slice(&fp.to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&v1, old).expect("encode v1"));
+    assert_ne!(fp, RegimePosterior::schemas().fingerprint);
+    let p: RegimePosterior = decode(&bytes).expect("current reader reads v1");
+    assert_eq!((p.model_version, p.regime), (3, 1));
+    assert!(p.features.is_empty(), "default of the added field");
+}
+
+#[test]
 fn current_param_update_schema_reads_records_written_with_v1() {
     let v1 = Schema::parse_str(include_str!("../history/param_update.v1.avsc")).expect("v1 parses");
     let old = Value::Record(vec![

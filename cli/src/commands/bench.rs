@@ -227,6 +227,7 @@ fn bench_params(args: &ParamsBenchArgs) -> Result<()> {
             probabilities: vec![calm, 1.0 - calm, 0.0],
             regime: 0,
             loglik: 0.0,
+            features: Vec::new(),
         };
         for u in c.on_regime(&p) {
             updates += 1;

@@ -27,7 +27,7 @@ use autotrain_params::{Controller, Engine, EngineProcessor, ParamsProcessor, Str
 use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::Bar;
 use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MODEL_UPDATES, PARAM_UPDATES, TRAINING_COMMANDS,
+    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MODEL_UPDATES, TRAINING_COMMANDS,
     TRAINING_TRIGGERS,
 };
 use autotrain_trainer::service::ServiceCounters;
@@ -208,7 +208,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
             vec![FEATURES.name(), MODEL_UPDATES.name()],
             vec![FEATURES.name(), MODEL_UPDATES.name()],
             autotrain_params::processor::INPUTS.to_vec(),
-            vec![FEATURES.name(), PARAM_UPDATES.name()],
+            autotrain_params::processor::ENGINE_INPUTS.to_vec(),
             vec![TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()],
         ];
         let group_names = groups.iter().chain(std::iter::once(&trainer_group));
@@ -280,8 +280,12 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     );
     let schemas = StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
     let params_rc = ctx.runner_config(config, &groups[4], autotrain_params::processor::INPUTS);
-    let controller = ParamsProcessor::new(Controller::new(config.params.clone(), schemas.clone()));
-    let (decided, learned) = (controller.decided.clone(), controller.learned.clone());
+    let controller = ParamsProcessor::new(Controller::new(config.params.clone(), schemas.clone()))
+        .aligned(config.runner.align_event_time);
+    let (decided, learned) = (
+        controller.decisions_made.clone(),
+        controller.learned.clone(),
+    );
     let controlling = spawn_stage(
         ctx.settings.clone(),
         params_rc.clone(),
@@ -289,13 +293,15 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         stages[4].clone(),
         stop(stop_rx.clone()),
     );
-    let engine_rc = ctx.runner_config(config, &groups[5], &[FEATURES.name(), PARAM_UPDATES.name()]);
+    let engine_rc = ctx.runner_config(config, &groups[5], autotrain_params::processor::ENGINE_INPUTS);
     let trading = spawn_stage(
         ctx.settings.clone(),
         engine_rc.clone(),
-        EngineProcessor {
-            engine: Engine::new(schemas, 2.0),
-        },
+        EngineProcessor::new(Engine::new(
+            autotrain_params::controlled(schemas, &config.params),
+            2.0,
+        ))
+        .aligned(config.runner.align_event_time),
         stages[5].clone(),
         stop(stop_rx.clone()),
     );
@@ -345,7 +351,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         &files,
         stages.clone(),
         trainer_counters.clone(),
-        [decided, learned],
+        (!config.runner.align_event_time).then_some([decided, learned]),
         !args.json,
     );
     // A stage that stops with an error stops the demo (the others drain
@@ -551,7 +557,7 @@ async fn wait_caught_up(
         (trainer_group, &[TRAINING_TRIGGERS.name()]),
         (&groups[3], &[FEATURES.name(), MODEL_UPDATES.name()]),
         (&groups[4], autotrain_params::processor::INPUTS),
-        (&groups[5], &[FEATURES.name(), PARAM_UPDATES.name()]),
+        (&groups[5], autotrain_params::processor::ENGINE_INPUTS),
     ];
     let mut quiet = 0;
     loop {
@@ -608,16 +614,16 @@ async fn publish_with_backpressure(
     files: &[PathBuf],
     stages: [Arc<Counters>; 6],
     trainer: Arc<ServiceCounters>,
-    [decided, learned]: [Arc<std::sync::atomic::AtomicU64>; 2],
+    decisions: Option<[Arc<std::sync::atomic::AtomicU64>; 2]>,
     progress: bool,
 ) -> Result<(u64, u64)> {
     const LAG: u64 = 10_000;
-    // The engine trades each bar as soon as its features exist; the
-    // controller decides for it two stages later (regime, params) and
-    // learns from the engine's outcomes. Keep both paths within a few bars
-    // per instrument, or the engine would trade on decisions made for bars
-    // long gone, and the controller decide without the feedback it would
-    // have had live.
+    // Without event-time alignment (`decisions` is then given) the engine
+    // trades each bar as soon as its features exist, while the controller
+    // decides for it two stages later (regime, params) and learns from the
+    // engine's outcomes: keep both paths within a few bars per instrument,
+    // or the engine would trade on decisions made for bars long gone.
+    // Aligned, each waits for the other's progress instead.
     const DECISION_LAG: u64 = 100;
     let producer = Producer::new(&ctx.settings)?;
     let mut rows: Vec<Row> = Vec::new();
@@ -695,8 +701,11 @@ async fn publish_with_backpressure(
                     // for go by (as they would live).
                     || trainer.pending.load(Ordering::Relaxed) > 1
                     || f.outputs.saturating_sub(r.received) > DECISION_LAG
-                    || r.outputs.saturating_sub(decided.load(Ordering::Relaxed)) > DECISION_LAG
-                    || e.outputs.saturating_sub(learned.load(Ordering::Relaxed)) > DECISION_LAG;
+                    || decisions.as_ref().is_some_and(|[decided, learned]| {
+                        r.outputs.saturating_sub(decided.load(Ordering::Relaxed)) > DECISION_LAG
+                            || e.outputs.saturating_sub(learned.load(Ordering::Relaxed))
+                                > DECISION_LAG
+                    });
                 if !behind {
                     break;
                 }

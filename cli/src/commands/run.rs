@@ -11,7 +11,7 @@ use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{run_sink, Processor, RunStats, SinkConfig};
 use autotrain_schemas::{ModelVersion, RegimePosterior};
 use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, PARAM_UPDATES, REGIMES,
+    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, REGIMES,
     TRAINING_COMMANDS, TRAINING_TRIGGERS,
 };
 use autotrain_validator::{Calendar, ValidatorProcessor};
@@ -260,7 +260,8 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let restore = || async {
                 let mut core = autotrain_params::ParamsProcessor::new(
                     autotrain_params::Controller::new(config.params.clone(), schemas.clone()),
-                );
+                )
+                .aligned(config.runner.align_event_time);
                 let (settings, group) = (ctx.settings.clone(), args.group.clone());
                 let state = tokio::task::spawn_blocking(move || {
                     autotrain_params::processor::load_state(
@@ -290,11 +291,15 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 &ctx,
                 config,
                 &args.group,
-                &[FEATURES.name(), PARAM_UPDATES.name()],
+                autotrain_params::processor::ENGINE_INPUTS,
                 || {
-                    std::future::ready(Ok(autotrain_params::EngineProcessor {
-                        engine: autotrain_params::Engine::new(schemas.clone(), args.cost_bps),
-                    }))
+                    std::future::ready(Ok(autotrain_params::EngineProcessor::new(
+                        autotrain_params::Engine::new(
+                            autotrain_params::controlled(schemas.clone(), &config.params),
+                            args.cost_bps,
+                        ),
+                    )
+                    .aligned(config.runner.align_event_time)))
                 },
             )
             .await?;

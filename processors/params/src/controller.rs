@@ -47,6 +47,16 @@ pub struct ParamsConfig {
     /// Realised reward drawdown (reward units) that trips the kill-switch.
     pub kill_switch_drawdown: f64,
     pub seed: u64,
+    /// Event-time alignment: a decision at bar `t` learns from exactly the
+    /// outcomes at or before `t − learn_lag_ms`, whatever order the topics
+    /// arrive in. The lag is also how far the controller may run ahead of
+    /// the engine before it waits for the engine's outcomes: one broker
+    /// round trip per lap, so a lag of many bars keeps a replay fast.
+    pub learn_lag_ms: i64,
+    /// Event time between two progress records on `param.updates` per
+    /// strategy and instrument (the engine waits for them; more are
+    /// published whenever the inputs go quiet).
+    pub progress_every_ms: i64,
 }
 
 impl Default for ParamsConfig {
@@ -60,6 +70,8 @@ impl Default for ParamsConfig {
             max_changes_per_day: 6,
             kill_switch_drawdown: 50.0,
             seed: 42,
+            learn_lag_ms: DAY_MS,
+            progress_every_ms: 4 * 3_600_000,
         }
     }
 }
@@ -75,6 +87,13 @@ pub struct ParamsStats {
     pub held_by_kill_switch: u64,
     pub kill_switches: u64,
     pub outcomes: u64,
+    /// Outcomes that passed the checks on arrival and were refused when
+    /// their time came (a preset unknown by then); each is logged.
+    pub outcomes_refused: u64,
+    /// Posteriors for a bar the controller had already decided (a bar
+    /// revised upstream): not decided again, so the engine never meets an
+    /// update for a bar it has passed.
+    pub stale_posteriors: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,11 +167,18 @@ fn config_id(strategy: &str, instrument: &str, ts: i64, preset: &str) -> String 
     format!("cfg-{}", hex::encode(&h[..8]))
 }
 
+/// The schemas of the strategies `config` controls (`strategies`, or all):
+/// what an engine trading on its updates waits for.
+pub fn controlled(mut schemas: Vec<StrategySchema>, config: &ParamsConfig) -> Vec<StrategySchema> {
+    if !config.strategies.is_empty() {
+        schemas.retain(|s| config.strategies.contains(&s.name));
+    }
+    schemas
+}
+
 impl Controller {
-    pub fn new(config: ParamsConfig, mut schemas: Vec<StrategySchema>) -> Self {
-        if !config.strategies.is_empty() {
-            schemas.retain(|s| config.strategies.contains(&s.name));
-        }
+    pub fn new(config: ParamsConfig, schemas: Vec<StrategySchema>) -> Self {
+        let schemas = controlled(schemas, &config);
         Controller {
             config,
             schemas,
@@ -164,6 +190,10 @@ impl Controller {
             scratch: Scratch::default(),
             stats: ParamsStats::default(),
         }
+    }
+
+    pub fn config(&self) -> &ParamsConfig {
+        &self.config
     }
 
     pub fn schemas(&self) -> &[StrategySchema] {
@@ -609,6 +639,38 @@ impl Controller {
     /// A realised reward: the policy learns; the kill-switch may trip (then
     /// the safe preset is published).
     pub fn on_outcome(&mut self, o: &TradeOutcome) -> Result<Vec<ParamUpdate>, String> {
+        self.on_outcome_at(o, o.ts)
+    }
+
+    /// The checks [`Controller::on_outcome`] makes, without learning.
+    pub fn check_outcome(&self, o: &TradeOutcome) -> Result<(), String> {
+        let schema = self
+            .schema_index(&o.strategy)
+            .ok_or_else(|| format!("unknown strategy {:?}", o.strategy))?;
+        if self.arm_of(schema, &o.instrument, &o.preset_id).is_none() {
+            return Err(format!(
+                "{} on {}: unknown preset {:?}",
+                o.strategy, o.instrument, o.preset_id
+            ));
+        }
+        if !o.reward.is_finite() {
+            return Err(format!("reward {} is not a number", o.reward));
+        }
+        let d = self.dim(schema);
+        if o.context.len() != d && !self.decisions.contains_key(&o.config_id) {
+            return Err(format!(
+                "outcome {}: context of {} value(s) (expected {d}) and config {} unknown",
+                o.trade_id,
+                o.context.len(),
+                o.config_id
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Controller::on_outcome`] learnt at bar `at` (a kill-switch it
+    /// trips publishes the safe preset from `at`).
+    pub fn on_outcome_at(&mut self, o: &TradeOutcome, at: i64) -> Result<Vec<ParamUpdate>, String> {
         let schema = self
             .schema_index(&o.strategy)
             .ok_or_else(|| format!("unknown strategy {:?}", o.strategy))?;
@@ -659,7 +721,7 @@ impl Controller {
             UpdateReason::KillSwitch,
             &id,
             &context,
-            o.ts,
+            at,
             None,
         )])
     }
@@ -707,6 +769,7 @@ mod tests {
             probabilities: vec![calm, 1.0 - calm, 0.0],
             regime: i32::from(calm < 0.5),
             loglik: 0.0,
+            features: Vec::new(),
         }
     }
 

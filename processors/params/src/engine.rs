@@ -160,6 +160,11 @@ impl Engine {
         }
     }
 
+    /// The strategies it trades.
+    pub fn strategies(&self) -> Vec<String> {
+        self.schemas.iter().map(|s| s.name.clone()).collect()
+    }
+
     /// New parameters, for positions opened on bars from the update's
     /// time on.
     pub fn on_update(&mut self, u: &ParamUpdate) {

@@ -1,22 +1,36 @@
-//! [`ParamsProcessor`]: `regimes` + `features` + `trade.outcomes` +
-//! `param.updates` + `param.presets` ⇒ `param.updates`. Restored on start
-//! by [`ParamsProcessor::restore`]: the registered presets from
-//! `param.presets`, the updates in force from `param.updates`, the policies
-//! by folding `trade.outcomes` up to the group's committed offsets
-//! (outcomes carry their context, so the fold is exact).
+//! [`ParamsProcessor`]: `regimes` + `trade.outcomes` + `param.updates` +
+//! `param.presets` ⇒ `param.updates`, and [`EngineProcessor`]: `features`
+//! + `param.updates` ⇒ `trade.outcomes`.
+//!
+//! Aligned on event time (docs/determinism.md), the two close a cycle with
+//! a lap of `[params] learn_lag_ms`: a decision at bar `t` learns from the
+//! outcomes at or before `t − lag` (it waits for the engine's progress on
+//! `trade.outcomes` through then, and applies them in a fixed order), and
+//! the engine opens positions at bar `t` only once the controller's
+//! progress on `param.updates` reaches `t`. The bar's context features come
+//! inside the posterior. Outputs are then a function of the input logs.
+//!
+//! Restored on start by [`ParamsProcessor::restore`]: the registered
+//! presets from `param.presets`, the updates in force from
+//! `param.updates`, the policies by folding `trade.outcomes` up to the
+//! group's committed offsets (outcomes carry their context, so the fold is
+//! exact), as far as the decisions already made had learnt them. The
+//! engine rebuilds by replaying its inputs.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use autotrain_kafka::reader::committed;
 use autotrain_kafka::{
-    read_topic, values, ClientSettings, Inbound, Incoming, KafkaError, Outputs, ProcessError,
-    Processor,
+    read_topic, values, ClientSettings, Inbound, Incoming, KafkaError, OutRecord, Outputs,
+    ProcessError, Processor, Wait,
 };
 use autotrain_schemas::{
     decode, FeatureVector, ParamUpdate, PresetRegistration, RegimePosterior, TradeOutcome,
     UpdateReason, WireError,
 };
 use autotrain_topics::{FEATURES, PARAM_PRESETS, PARAM_UPDATES, REGIMES, TRADE_OUTCOMES};
+use rustc_hash::FxHashMap;
 
 use crate::controller::{update_key, Controller};
 use crate::schema::Preset;
@@ -24,7 +38,6 @@ use crate::schema::Preset;
 #[derive(Debug, Clone)]
 pub enum ParamsInput {
     Regime(RegimePosterior),
-    Features(FeatureVector),
     Outcome(TradeOutcome),
     Update(Box<ParamUpdate>),
     Preset(PresetRegistration),
@@ -32,9 +45,7 @@ pub enum ParamsInput {
 
 impl Inbound for ParamsInput {
     fn decode(topic: &str, bytes: &[u8]) -> Result<Self, WireError> {
-        if topic == FEATURES.name() {
-            decode::<FeatureVector>(bytes).map(ParamsInput::Features)
-        } else if topic == TRADE_OUTCOMES.name() {
+        if topic == TRADE_OUTCOMES.name() {
             decode::<TradeOutcome>(bytes).map(ParamsInput::Outcome)
         } else if topic == PARAM_PRESETS.name() {
             decode::<PresetRegistration>(bytes).map(ParamsInput::Preset)
@@ -49,19 +60,80 @@ impl Inbound for ParamsInput {
 /// The topics the parameter controller consumes.
 pub const INPUTS: &[&str] = &[
     REGIMES.name(),
-    FEATURES.name(),
     TRADE_OUTCOMES.name(),
     PARAM_UPDATES.name(),
     PARAM_PRESETS.name(),
 ];
 
+/// The topics the simulated engine consumes.
+pub const ENGINE_INPUTS: &[&str] = &[FEATURES.name(), PARAM_UPDATES.name()];
+
+const TRADE_OUTCOMES_NAME: &str = TRADE_OUTCOMES.name();
+const PARAM_UPDATES_NAME: &str = PARAM_UPDATES.name();
+
+/// Per instrument: the newest bar time this core is complete through, and
+/// the newest it has published progress for.
+#[derive(Debug, Default)]
+struct Vouched(FxHashMap<String, (i64, i64)>);
+
+impl Vouched {
+    /// Notes that `instrument` is complete through `t`; true when a
+    /// periodic progress record is due (`every` past the last one).
+    fn reach(&mut self, instrument: &str, t: i64, every: i64) -> bool {
+        let (done, published) = self
+            .0
+            .entry(instrument.to_string())
+            .or_insert((i64::MIN, i64::MIN));
+        *done = (*done).max(t);
+        if *done >= published.saturating_add(every.max(1)) {
+            *published = *done;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn through(&self, instrument: &str) -> Option<i64> {
+        self.0.get(instrument).map(|(done, _)| *done)
+    }
+
+    /// The instruments complete past their last progress record, marked
+    /// published.
+    fn unpublished(&mut self) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = self
+            .0
+            .iter_mut()
+            .filter(|(_, (done, published))| published < done)
+            .map(|(instrument, (done, published))| {
+                *published = *done;
+                (instrument.clone(), *done)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn progress_records(topic: &str, strategies: &[String], instrument: &str, t: i64) -> Vec<OutRecord> {
+    strategies
+        .iter()
+        .map(|s| OutRecord::progress(topic, &update_key(s, instrument), t))
+        .collect()
+}
+
 #[derive(Debug)]
 pub struct ParamsProcessor {
     pub controller: Controller,
+    /// Decide on event time (see the module docs); off: in arrival order.
+    aligned: bool,
+    /// Aligned: outcomes waiting for their time, per instrument, in the
+    /// order they are learnt: (bar time, strategy, trade id).
+    outcomes: FxHashMap<String, BTreeMap<(i64, String, String), TradeOutcome>>,
+    /// Bars decided (or passed without a posterior) per instrument.
+    decided: Vouched,
     /// Regime posteriors decided on so far, readable from other tasks (the
-    /// demo paces its replay by it so the engine trades on decisions made
-    /// for the bars it trades, as it would live).
-    pub decided: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// demo reports it).
+    pub decisions_made: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Trade outcomes learnt from so far (same use).
     pub learned: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -70,28 +142,97 @@ impl ParamsProcessor {
     pub fn new(controller: Controller) -> Self {
         ParamsProcessor {
             controller,
-            decided: Default::default(),
+            aligned: false,
+            outcomes: FxHashMap::default(),
+            decided: Vouched::default(),
+            decisions_made: Default::default(),
             learned: Default::default(),
         }
     }
 
+    /// Event-time alignment with the engine (module docs).
+    pub fn aligned(mut self, on: bool) -> Self {
+        self.aligned = on;
+        self
+    }
+
+    fn strategies(&self) -> Vec<String> {
+        self.controller
+            .schemas()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    fn lag(&self) -> i64 {
+        self.controller.config().learn_lag_ms.max(1)
+    }
+
+    /// Learns, in their fixed order, the buffered outcomes of `instrument`
+    /// at or before `through`; the kill-switch updates they trip take
+    /// effect from bar `at`.
+    fn learn_through(&mut self, instrument: &str, through: i64, at: i64) -> Vec<ParamUpdate> {
+        let Some(queue) = self.outcomes.get_mut(instrument) else {
+            return Vec::new();
+        };
+        let later = queue.split_off(&(through.saturating_add(1), String::new(), String::new()));
+        let due = std::mem::replace(queue, later);
+        let mut updates = Vec::new();
+        for o in due.into_values() {
+            self.learned
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match self.controller.on_outcome_at(&o, at) {
+                Ok(u) => updates.extend(u),
+                Err(reason) => {
+                    self.controller.stats.outcomes_refused += 1;
+                    tracing::warn!(trade = %o.trade_id, %reason, "outcome refused when learnt");
+                }
+            }
+        }
+        updates
+    }
+
     /// What a previous run left: the registered presets, the latest update
     /// per key (in force) and every outcome already processed, in offset
-    /// order per partition.
+    /// order per partition; aligned, the outcomes the decisions made so
+    /// far had learnt are learnt again (in their order) and the rest wait.
     pub fn restore(&mut self, state: ParamsState) {
         let ParamsState {
             presets,
             mut updates,
             outcomes,
+            decided,
         } = state;
         for p in &presets {
             // Refused registrations were dead-lettered the first time.
             let _ = register(&mut self.controller, p);
         }
         updates.sort_by_key(|u| u.at);
-        for o in outcomes {
-            // Refused outcomes were dead-lettered the first time.
-            let _ = self.controller.on_outcome(&o);
+        if self.aligned {
+            let every = self.controller.config().progress_every_ms;
+            for (instrument, t) in &decided {
+                self.decided.reach(instrument, *t, every);
+            }
+            for o in outcomes {
+                if self.controller.check_outcome(&o).is_ok() {
+                    self.outcomes
+                        .entry(o.instrument.clone())
+                        .or_default()
+                        .insert((o.ts, o.strategy.clone(), o.trade_id.clone()), o);
+                }
+            }
+            let lag = self.lag();
+            let mut instruments: Vec<(String, i64)> = decided.into_iter().collect();
+            instruments.sort();
+            for (instrument, t) in instruments {
+                // Their kill-switch updates were published the first time.
+                let _ = self.learn_through(&instrument, t.saturating_sub(lag), t);
+            }
+        } else {
+            for o in outcomes {
+                // Refused outcomes were dead-lettered the first time.
+                let _ = self.controller.on_outcome(&o);
+            }
         }
         for u in &updates {
             self.controller.on_update(u);
@@ -119,12 +260,15 @@ pub struct ParamsState {
     pub presets: Vec<PresetRegistration>,
     pub updates: Vec<ParamUpdate>,
     pub outcomes: Vec<TradeOutcome>,
+    /// Per instrument: the newest posterior the group already decided on.
+    pub decided: HashMap<String, i64>,
 }
 
 /// What [`ParamsProcessor::restore`] needs, read from the topics
 /// (blocking): every registration on `param.presets`, every update on
-/// `param.updates`, and the outcomes group `group` already processed
-/// (below its committed offsets).
+/// `param.updates`, the outcomes group `group` already processed (below
+/// its committed offsets) and the newest posterior it decided on per
+/// instrument.
 pub fn load_state(
     settings: &ClientSettings,
     group: &str,
@@ -148,10 +292,22 @@ pub fn load_state(
         .filter(|r| done.get(&r.partition).is_some_and(|c| r.offset < *c))
         .filter_map(|r| r.value.ok())
         .collect();
+    let done = committed(settings, group, REGIMES.name(), timeout)?;
+    let mut decided: HashMap<String, i64> = HashMap::new();
+    for r in read_topic::<RegimePosterior>(settings, REGIMES.name(), timeout)? {
+        if !done.get(&r.partition).is_some_and(|c| r.offset < *c) {
+            continue;
+        }
+        if let Ok(p) = r.value {
+            let t = decided.entry(p.instrument).or_insert(p.ts);
+            *t = (*t).max(p.ts);
+        }
+    }
     Ok(ParamsState {
         presets,
         updates,
         outcomes,
+        decided,
     })
 }
 
@@ -168,21 +324,59 @@ impl Processor for ParamsProcessor {
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
         let updates = match &input.value {
-            ParamsInput::Features(v) => {
-                self.controller.on_features(v);
-                Vec::new()
-            }
             ParamsInput::Regime(p) => {
-                self.decided
+                if self
+                    .decided
+                    .through(&p.instrument)
+                    .is_some_and(|t| p.ts <= t)
+                {
+                    self.controller.stats.stale_posteriors += 1;
+                    return Ok(());
+                }
+                let mut updates = if self.aligned {
+                    let through = p.ts.saturating_sub(self.lag());
+                    self.learn_through(&p.instrument, through, p.ts)
+                } else {
+                    Vec::new()
+                };
+                if !p.features.is_empty() {
+                    self.controller.on_features(&FeatureVector {
+                        instrument: p.instrument.clone(),
+                        timeframe: p.timeframe.clone(),
+                        ts: p.ts,
+                        contract_version: String::new(),
+                        bar_revision: 0,
+                        values: p.features.clone(),
+                    });
+                }
+                self.decisions_made
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.controller.on_regime(p)
+                updates.extend(self.controller.on_regime(p));
+                let every = self.controller.config().progress_every_ms;
+                if self.decided.reach(&p.instrument, p.ts, every) && self.aligned {
+                    for s in self.strategies() {
+                        out.progress(PARAM_UPDATES, &update_key(&s, &p.instrument), p.ts);
+                    }
+                }
+                updates
             }
             ParamsInput::Outcome(o) => {
-                self.learned
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.controller
-                    .on_outcome(o)
-                    .map_err(ProcessError::invalid)?
+                if self.aligned {
+                    self.controller
+                        .check_outcome(o)
+                        .map_err(ProcessError::invalid)?;
+                    self.outcomes
+                        .entry(o.instrument.clone())
+                        .or_default()
+                        .insert((o.ts, o.strategy.clone(), o.trade_id.clone()), o.clone());
+                    Vec::new()
+                } else {
+                    self.learned
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.controller
+                        .on_outcome(o)
+                        .map_err(ProcessError::invalid)?
+                }
             }
             ParamsInput::Update(u) => {
                 // Its own updates come back on this topic; only ops'
@@ -202,13 +396,106 @@ impl Processor for ParamsProcessor {
         }
         Ok(())
     }
+
+    fn control_topics(&self) -> &'static [&'static str] {
+        if self.aligned {
+            &[TRADE_OUTCOMES_NAME]
+        } else {
+            &[]
+        }
+    }
+
+    /// A posterior at `t` waits for the engine's outcomes through
+    /// `t − lag`; meanwhile the controller vouches for its updates before
+    /// `t`, which is what lets the engine get there.
+    fn wait(&self, input: &ParamsInput) -> Option<Wait> {
+        let ParamsInput::Regime(p) = input else {
+            return None;
+        };
+        if !self.aligned {
+            return None;
+        }
+        let strategies = self.strategies();
+        Some(Wait {
+            until: p.ts.saturating_sub(self.lag()),
+            on: strategies
+                .iter()
+                .map(|s| (TRADE_OUTCOMES_NAME, update_key(s, &p.instrument)))
+                .collect(),
+            announce: progress_records(
+                PARAM_UPDATES_NAME,
+                &strategies,
+                &p.instrument,
+                p.ts.saturating_sub(1),
+            ),
+        })
+    }
+
+    /// `regimes` progress: no posterior of the instrument at or before
+    /// `through` will follow, so no update for those bars either.
+    fn progress(
+        &mut self,
+        topic: &str,
+        key: &str,
+        through: i64,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError> {
+        if !self.aligned || topic != REGIMES.name() {
+            return Ok(());
+        }
+        let every = self.controller.config().progress_every_ms;
+        if self.decided.reach(key, through, every) {
+            for s in self.strategies() {
+                out.progress(PARAM_UPDATES, &update_key(&s, key), through);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Vec<OutRecord> {
+        if !self.aligned {
+            return Vec::new();
+        }
+        let strategies = self.strategies();
+        self.decided
+            .unpublished()
+            .into_iter()
+            .flat_map(|(instrument, t)| {
+                progress_records(PARAM_UPDATES_NAME, &strategies, &instrument, t)
+            })
+            .collect()
+    }
 }
 
 /// The simulated engine as a processor: `features` + `param.updates` ⇒
-/// `trade.outcomes`.
+/// `trade.outcomes`. Its state is a function of its inputs: it rebuilds
+/// by replaying them (`param.updates` first).
 #[derive(Debug)]
 pub struct EngineProcessor {
     pub engine: crate::engine::Engine,
+    /// A bar waits until the controller's updates are complete through it.
+    aligned: bool,
+    /// Event time between two progress records on `trade.outcomes` per
+    /// strategy and instrument.
+    progress_every_ms: i64,
+    traded: Vouched,
+}
+
+impl EngineProcessor {
+    pub fn new(engine: crate::engine::Engine) -> Self {
+        EngineProcessor {
+            engine,
+            aligned: false,
+            progress_every_ms: 4 * 3_600_000,
+            traded: Vouched::default(),
+        }
+    }
+
+    /// Event-time alignment with the controller (module docs).
+    pub fn aligned(mut self, on: bool) -> Self {
+        self.aligned = on;
+        self
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -245,8 +532,65 @@ impl Processor for EngineProcessor {
                 for o in self.engine.on_bar(v) {
                     out.send(TRADE_OUTCOMES, &update_key(&o.strategy, &o.instrument), &o)?;
                 }
+                if self.traded.reach(&v.instrument, v.ts, self.progress_every_ms) && self.aligned
+                {
+                    for s in self.engine.strategies() {
+                        out.progress(TRADE_OUTCOMES, &update_key(&s, &v.instrument), v.ts);
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    fn rebuilds_from_inputs(&self) -> bool {
+        true
+    }
+
+    fn control_topics(&self) -> &'static [&'static str] {
+        if self.aligned {
+            &[PARAM_UPDATES_NAME]
+        } else {
+            &[]
+        }
+    }
+
+    /// A bar at `t` waits for the controller's updates through `t`;
+    /// meanwhile the engine vouches for its outcomes before `t`.
+    fn wait(&self, input: &EngineInput) -> Option<Wait> {
+        let EngineInput::Features(v) = input else {
+            return None;
+        };
+        if !self.aligned {
+            return None;
+        }
+        let strategies = self.engine.strategies();
+        Some(Wait {
+            until: v.ts,
+            on: strategies
+                .iter()
+                .map(|s| (PARAM_UPDATES_NAME, update_key(s, &v.instrument)))
+                .collect(),
+            announce: progress_records(
+                TRADE_OUTCOMES_NAME,
+                &strategies,
+                &v.instrument,
+                v.ts.saturating_sub(1),
+            ),
+        })
+    }
+
+    fn flush(&mut self) -> Vec<OutRecord> {
+        if !self.aligned {
+            return Vec::new();
+        }
+        let strategies = self.engine.strategies();
+        self.traded
+            .unpublished()
+            .into_iter()
+            .flat_map(|(instrument, t)| {
+                progress_records(TRADE_OUTCOMES_NAME, &strategies, &instrument, t)
+            })
+            .collect()
     }
 }

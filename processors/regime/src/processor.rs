@@ -4,7 +4,7 @@
 //! each model switch fell between bars, which the published posteriors
 //! record and a replay of two topics could not reproduce.
 
-use autotrain_kafka::{Inbound, Incoming, Outputs, ProcessError, Processor, Wait};
+use autotrain_kafka::{Inbound, Incoming, OutRecord, Outputs, ProcessError, Processor, Wait};
 use autotrain_schemas::{decode, FeatureVector, ModelVersion, RegimePosterior, WireError};
 use autotrain_topics::{MODEL_UPDATES, REGIMES};
 use autotrain_trainer::{OnlineFilter, TimedRegistry, TrainedModel, PROD};
@@ -55,8 +55,17 @@ pub struct RegimeProcessor {
     /// Bars wait until `model.updates` is complete through their time.
     aligned: bool,
     tracking: FxHashMap<(String, String), Tracking>,
+    /// Per instrument: the newest bar processed, and the newest progress
+    /// published on `regimes` (aligned only).
+    seen: FxHashMap<String, (i64, i64)>,
     pub stats: RegimeStats,
 }
+
+/// Event time between two progress records on `regimes` per instrument
+/// while bars pass without a posterior (plus one whenever the input goes
+/// quiet): the parameter controller turns them into `param.updates`
+/// progress, which the engine waits for.
+const PROGRESS_EVERY_MS: i64 = 4 * 3_600_000;
 
 impl RegimeProcessor {
     pub fn new(model_key: &str) -> Self {
@@ -65,6 +74,7 @@ impl RegimeProcessor {
             registry: TimedRegistry::new(),
             aligned: false,
             tracking: FxHashMap::default(),
+            seen: FxHashMap::default(),
             stats: RegimeStats::default(),
         }
     }
@@ -191,6 +201,7 @@ impl RegimeProcessor {
             probabilities,
             regime: regime as i32,
             loglik,
+            features: v.values.clone(),
         }))
     }
 }
@@ -213,8 +224,20 @@ impl Processor for RegimeProcessor {
                 .apply(e)
                 .map_err(|err| ProcessError::invalid(format!("registry event refused: {err}"))),
             RegimeInput::Features(v) => {
-                if let Some(p) = self.on_features(v)? {
-                    out.send(REGIMES, &p.instrument.clone(), &p)?;
+                let posterior = self.on_features(v)?;
+                if let Some(p) = &posterior {
+                    out.send(REGIMES, &p.instrument.clone(), p)?;
+                }
+                if self.aligned {
+                    let (seen, vouched) = self
+                        .seen
+                        .entry(v.instrument.clone())
+                        .or_insert((i64::MIN, i64::MIN));
+                    *seen = (*seen).max(v.ts);
+                    if posterior.is_none() && *seen >= vouched.saturating_add(PROGRESS_EVERY_MS) {
+                        *vouched = *seen;
+                        out.progress(REGIMES, &v.instrument, *seen);
+                    }
                 }
                 Ok(())
             }
@@ -227,6 +250,17 @@ impl Processor for RegimeProcessor {
         } else {
             &[]
         }
+    }
+
+    fn flush(&mut self) -> Vec<OutRecord> {
+        self.seen
+            .iter_mut()
+            .filter(|(_, (seen, vouched))| vouched < seen)
+            .map(|(instrument, (seen, vouched))| {
+                *vouched = *seen;
+                OutRecord::progress(REGIMES.name(), instrument, *seen)
+            })
+            .collect()
     }
 
     fn wait(&self, input: &RegimeInput) -> Option<Wait> {

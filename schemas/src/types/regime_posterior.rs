@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::payload::payload;
+use crate::types::FeatureValue;
 
 /// Regime probabilities for one bar (`schemas/regime_posterior.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,6 +14,13 @@ pub struct RegimePosterior {
     pub probabilities: Vec<f64>,
     pub regime: i32,
     pub loglik: f64,
+    /// The bar's feature values (absent before v2 of the schema: empty).
+    pub features: Vec<FeatureValue>,
 }
 
-payload!(RegimePosterior, "RegimePosterior", "regime_posterior.avsc");
+payload!(
+    RegimePosterior,
+    "RegimePosterior",
+    "regime_posterior.avsc",
+    "regime_posterior.v1.avsc"
+);

@@ -117,6 +117,10 @@ pub fn all() -> Vec<Samples> {
             probabilities: vec![0.1, 0.7, 0.2],
             regime: 1,
             loglik: -3.25,
+            features: vec![FeatureValue {
+                name: "rvol_20".into(),
+                value: Some(0.41),
+            }],
         }]),
         entry(vec![
             TrainingTrigger {
