@@ -764,7 +764,8 @@ impl<P: Processor> Loop<'_, P> {
                         };
                         if let Some(wait) = self.must_wait(&raw) {
                             bump(&self.counters.held);
-                            announce(self.txn.as_ref(), self.producer.as_ref(), &wait.announce).await?;
+                            announce(self.txn.as_ref(), self.producer.as_ref(), &wait.announce)
+                                .await?;
                             if let Some(h) = self.held.get_mut(&key) {
                                 h.wait = wait;
                                 h.records.push_front(raw);

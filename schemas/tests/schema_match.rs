@@ -154,7 +154,10 @@ fn current_regime_posterior_schema_reads_records_written_with_v1() {
         ("instrument".into(), Value::String("bitfinex:BTCUSD".into())),
         ("timeframe".into(), Value::String("30m".into())),
         ("ts".into(), Value::TimestampMillis(1_506_816_000_000)),
-        ("model_key".into(), Value::String("hmm/bitfinex:BTCUSD".into())),
+        (
+            "model_key".into(),
+            Value::String("hmm/bitfinex:BTCUSD".into()),
+        ),
         ("model_version".into(), Value::Int(3)),
         (
             "probabilities".into(),

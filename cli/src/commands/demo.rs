@@ -27,8 +27,7 @@ use autotrain_params::{Controller, Engine, EngineProcessor, ParamsProcessor, Str
 use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::Bar;
 use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MODEL_UPDATES, TRAINING_COMMANDS,
-    TRAINING_TRIGGERS,
+    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MODEL_UPDATES, TRAINING_COMMANDS, TRAINING_TRIGGERS,
 };
 use autotrain_trainer::service::ServiceCounters;
 use autotrain_validator::ValidatorProcessor;
@@ -293,7 +292,11 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         stages[4].clone(),
         stop(stop_rx.clone()),
     );
-    let engine_rc = ctx.runner_config(config, &groups[5], autotrain_params::processor::ENGINE_INPUTS);
+    let engine_rc = ctx.runner_config(
+        config,
+        &groups[5],
+        autotrain_params::processor::ENGINE_INPUTS,
+    );
     let trading = spawn_stage(
         ctx.settings.clone(),
         engine_rc.clone(),

@@ -11,8 +11,8 @@ use autotrain_api::{ApiConfig, ApiState, Scope, Setup};
 use autotrain_kafka::runner::Counters;
 use autotrain_params::{Controller, StrategySchema};
 use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES,
-    TRAINING_COMMANDS, TRAINING_TRIGGERS,
+    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, TRAINING_COMMANDS,
+    TRAINING_TRIGGERS,
 };
 use rand::RngCore;
 
@@ -67,7 +67,10 @@ pub fn default_groups() -> Vec<(String, Vec<String>)> {
         ),
         g("autotrain-regime", &[FEATURES.name(), MODEL_UPDATES.name()]),
         g("autotrain-params", autotrain_params::processor::INPUTS),
-        g("autotrain-engine", autotrain_params::processor::ENGINE_INPUTS),
+        g(
+            "autotrain-engine",
+            autotrain_params::processor::ENGINE_INPUTS,
+        ),
     ]
 }
 

@@ -742,6 +742,19 @@ impl Controller {
         }
         let slot = self.slot_mut(schema, &u.instrument);
         slot.current = Some((arm, u.config_id.clone()));
+        if matches!(
+            u.reason,
+            UpdateReason::Exploration | UpdateReason::Exploitation
+        ) {
+            // A change the controller made (folded on restore): it counts
+            // against the daily limit of its bar's day.
+            let day = u.at.div_euclid(DAY_MS);
+            if slot.day != day {
+                slot.day = day;
+                slot.changes_today = 0;
+            }
+            slot.changes_today += 1;
+        }
         if u.reason == UpdateReason::Manual {
             slot.killed = false;
             slot.peak = slot.realised;

@@ -114,7 +114,12 @@ impl Vouched {
     }
 }
 
-fn progress_records(topic: &str, strategies: &[String], instrument: &str, t: i64) -> Vec<OutRecord> {
+fn progress_records(
+    topic: &str,
+    strategies: &[String],
+    instrument: &str,
+    t: i64,
+) -> Vec<OutRecord> {
     strategies
         .iter()
         .map(|s| OutRecord::progress(topic, &update_key(s, instrument), t))
@@ -235,7 +240,15 @@ impl ParamsProcessor {
             }
         }
         for u in &updates {
-            self.controller.on_update(u);
+            // Aligned, an update of a decision past what the group had
+            // committed is made again (the same) when its posterior is
+            // read again: folding it now would count it twice.
+            let ahead = self.aligned
+                && u.reason != UpdateReason::Manual
+                && self.decided.through(&u.instrument).is_none_or(|t| u.at > t);
+            if !ahead {
+                self.controller.on_update(u);
+            }
         }
     }
 }
@@ -352,13 +365,17 @@ impl Processor for ParamsProcessor {
                 self.decisions_made
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 updates.extend(self.controller.on_regime(p));
+                // The updates before the progress that vouches for them.
+                for u in updates {
+                    out.send(PARAM_UPDATES, &update_key(&u.strategy, &u.instrument), &u)?;
+                }
                 let every = self.controller.config().progress_every_ms;
                 if self.decided.reach(&p.instrument, p.ts, every) && self.aligned {
                     for s in self.strategies() {
                         out.progress(PARAM_UPDATES, &update_key(&s, &p.instrument), p.ts);
                     }
                 }
-                updates
+                Vec::new()
             }
             ParamsInput::Outcome(o) => {
                 if self.aligned {
@@ -532,7 +549,10 @@ impl Processor for EngineProcessor {
                 for o in self.engine.on_bar(v) {
                     out.send(TRADE_OUTCOMES, &update_key(&o.strategy, &o.instrument), &o)?;
                 }
-                if self.traded.reach(&v.instrument, v.ts, self.progress_every_ms) && self.aligned
+                if self
+                    .traded
+                    .reach(&v.instrument, v.ts, self.progress_every_ms)
+                    && self.aligned
                 {
                     for s in self.engine.strategies() {
                         out.progress(TRADE_OUTCOMES, &update_key(&s, &v.instrument), v.ts);

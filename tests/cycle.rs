@@ -1,0 +1,347 @@
+//! The params ⇄ engine cycle on event time (docs/determinism.md): the
+//! controller decides on `regimes` and learns from `trade.outcomes` a lag
+//! late, the engine trades `features` under `param.updates`. Whatever order
+//! the topics arrive in, however long `regimes` stays silent (carrying only
+//! progress), and across a controller stopped mid-stream and restored from
+//! the topics, both publish the same records.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use autotrain_features::{dataflow, Contract};
+use autotrain_integration_tests::*;
+use autotrain_kafka::runner::Counters;
+use autotrain_kafka::{read_topic, run, ClientSettings, OutRecord, Producer, RunnerConfig};
+use autotrain_params::processor::{load_state, ENGINE_INPUTS, INPUTS};
+use autotrain_params::{
+    Controller, Engine, EngineProcessor, ParamsConfig, ParamsProcessor, StrategySchema,
+};
+use autotrain_schemas::{FeatureVector, ParamUpdate, RegimePosterior, TradeOutcome};
+use autotrain_topics::{FEATURES, REGIMES};
+
+const INSTRUMENT: &str = "bitfinex:BTCUSD";
+/// Bars before the first posterior (no model yet: `regimes` progress only).
+const BEFORE_MODEL: usize = 300;
+
+fn schemas() -> Result<Vec<StrategySchema>> {
+    Ok(StrategySchema::load_dir(
+        &repo_root().join("strategy_schemas"),
+    )?)
+}
+
+struct Scenario {
+    vectors: Vec<FeatureVector>,
+    posteriors: Vec<RegimePosterior>,
+}
+
+/// 2,000 real bars; a posterior per bar from bar 300 on, its regime read
+/// off the bar's volatility, the bar's features inside it.
+fn scenario() -> Result<Scenario> {
+    let contract = Contract::bundled()?;
+    let vectors = dataflow::run(&contract, &bars("bitfinex_BTCUSD_30m.csv", 2_000), 1, true)
+        .map_err(anyhow::Error::msg)?
+        .rows;
+    let posteriors = vectors[BEFORE_MODEL..]
+        .iter()
+        .map(|v| {
+            let rvol = v
+                .values
+                .iter()
+                .find(|f| f.name == "rvol_20")
+                .and_then(|f| f.value)
+                .unwrap_or(0.5);
+            let calm = (1.0 - rvol).clamp(0.05, 0.95);
+            RegimePosterior {
+                instrument: v.instrument.clone(),
+                timeframe: v.timeframe.clone(),
+                ts: v.ts,
+                model_key: format!("hmm/{INSTRUMENT}"),
+                model_version: 1,
+                probabilities: vec![calm, 1.0 - calm],
+                regime: i32::from(calm < 0.5),
+                loglik: -1.0,
+                features: v.values.clone(),
+            }
+        })
+        .collect();
+    Ok(Scenario {
+        vectors,
+        posteriors,
+    })
+}
+
+/// What the regime processor publishes for bars without a model.
+async fn regimes_progress(settings: &ClientSettings, through: i64) -> Result<()> {
+    Producer::new(settings)?
+        .send(&OutRecord::progress(REGIMES.name(), INSTRUMENT, through))
+        .await?;
+    Ok(())
+}
+
+fn config() -> ParamsConfig {
+    ParamsConfig {
+        // Two days of 30-minute bars: ~20 laps over the scenario.
+        learn_lag_ms: 2 * 86_400_000,
+        ..ParamsConfig::default()
+    }
+}
+
+fn params_rc(group: &str) -> RunnerConfig {
+    let mut rc = RunnerConfig::new(group, INPUTS);
+    rc.strict_log_start = true;
+    rc
+}
+
+fn engine_rc(group: &str) -> RunnerConfig {
+    let mut rc = RunnerConfig::new(group, ENGINE_INPUTS);
+    rc.strict_log_start = true;
+    rc
+}
+
+/// Resolves once both groups have read everything there is, twice in a
+/// row a second apart (the cores' idle progress has gone out by then).
+async fn both_caught_up(settings: ClientSettings, groups: [String; 2], limit: Duration) {
+    let started = std::time::Instant::now();
+    let mut streak = 0;
+    while started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (s, g) = (settings.clone(), groups.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            caught_up(&s, &g[0], INPUTS).unwrap_or(false)
+                && caught_up(&s, &g[1], ENGINE_INPUTS).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        streak = if done { streak + 1 } else { 0 };
+        if streak >= 3 {
+            return;
+        }
+    }
+    eprintln!("both_caught_up: still behind after {limit:?}");
+}
+
+type Running<P> = tokio::task::JoinHandle<Result<P>>;
+
+fn spawn<P: autotrain_kafka::Processor + 'static>(
+    settings: &ClientSettings,
+    rc: RunnerConfig,
+    core: P,
+    counters: Arc<Counters>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Running<P> {
+    let settings = settings.clone();
+    tokio::spawn(async move {
+        let mut stop = stop;
+        let done = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        Ok(run(&settings, &rc, core, counters, done).await?.0)
+    })
+}
+
+/// Every distinct record of the two outputs, decoded (repeats after a
+/// restart are the same record again).
+async fn outputs(settings: &ClientSettings) -> Result<(Vec<String>, Vec<String>)> {
+    let s = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let t = Duration::from_secs(30);
+        let updates: BTreeSet<String> = read_topic::<ParamUpdate>(&s, "param.updates", t)?
+            .into_iter()
+            .map(|r| Ok(format!("{:?}", r.value?)))
+            .collect::<Result<_>>()?;
+        let outcomes: BTreeSet<String> = read_topic::<TradeOutcome>(&s, "trade.outcomes", t)?
+            .into_iter()
+            .map(|r| Ok(format!("{:?}", r.value?)))
+            .collect::<Result<_>>()?;
+        Ok((
+            updates.into_iter().collect(),
+            outcomes.into_iter().collect(),
+        ))
+    })
+    .await?
+}
+
+/// Equal record sets, or the first records only one side has.
+fn same(want: &[String], got: &[String], what: &str) {
+    if want != got {
+        let missing: Vec<&String> = want.iter().filter(|r| !got.contains(r)).collect();
+        let extra: Vec<&String> = got.iter().filter(|r| !want.contains(r)).collect();
+        panic!(
+            "{what}: {} vs {} records; {} missing, first {:#?}; {} extra, first {:#?}",
+            want.len(),
+            got.len(),
+            missing.len(),
+            missing.first(),
+            extra.len(),
+            extra.first()
+        );
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Order {
+    RegimesFirst,
+    FeaturesFirst,
+    /// Posteriors in chunks with silences, features all at once.
+    Trickle,
+}
+
+async fn case(
+    broker: &TestBroker,
+    s: &Scenario,
+    order: Order,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let name = format!("cycle-{order:?}").to_lowercase();
+    let settings = broker.fresh_topics(&name).await?;
+    let groups = [
+        unique(&format!("{name}-params")),
+        unique(&format!("{name}-engine")),
+    ];
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let engine_counters = Arc::new(Counters::default());
+    let params = spawn(
+        &settings,
+        params_rc(&groups[0]),
+        ParamsProcessor::new(Controller::new(config(), schemas()?)).aligned(true),
+        Arc::new(Counters::default()),
+        rx.clone(),
+    );
+    let engine = spawn(
+        &settings,
+        engine_rc(&groups[1]),
+        EngineProcessor::new(Engine::new(schemas()?, 2.0)).aligned(true),
+        engine_counters.clone(),
+        rx,
+    );
+    let last_without = s.vectors[BEFORE_MODEL - 1].ts;
+    match order {
+        Order::RegimesFirst => {
+            regimes_progress(&settings, last_without).await?;
+            publish(&settings, REGIMES, INSTRUMENT, &s.posteriors).await?;
+            publish(&settings, FEATURES, INSTRUMENT, &s.vectors).await?;
+        }
+        Order::FeaturesFirst => {
+            publish(&settings, FEATURES, INSTRUMENT, &s.vectors).await?;
+            stop_when(engine_counters.clone(), Duration::from_secs(60), |st| {
+                st.held >= 1
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            let st = engine_counters.snapshot();
+            assert!(st.held >= 1, "{st:?}");
+            assert_eq!(st.outputs, 0, "no trade before the controller vouches");
+            regimes_progress(&settings, last_without).await?;
+            publish(&settings, REGIMES, INSTRUMENT, &s.posteriors).await?;
+        }
+        Order::Trickle => {
+            publish(&settings, FEATURES, INSTRUMENT, &s.vectors).await?;
+            regimes_progress(&settings, last_without).await?;
+            for chunk in s.posteriors.chunks(400) {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                publish(&settings, REGIMES, INSTRUMENT, chunk).await?;
+            }
+        }
+    }
+    both_caught_up(settings.clone(), groups, Duration::from_secs(120)).await;
+    let _ = tx.send(true);
+    let (params, engine) = (params.await??, engine.await??);
+    assert_eq!(
+        params.controller.stats.decisions,
+        3 * s.posteriors.len() as u64,
+        "every posterior decided, once per strategy"
+    );
+    assert_eq!(
+        engine.engine.stats.trades as usize,
+        outputs(&settings).await?.1.len(),
+        "every trade has its outcome"
+    );
+    outputs(&settings).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn arrival_order_and_silence_do_not_change_updates_or_trades() -> Result<()> {
+    let s = scenario()?;
+    let broker = TestBroker::embedded();
+    let first = case(&broker, &s, Order::RegimesFirst).await?;
+    assert!(
+        first.0.len() > 10 && first.1.len() > 1_000,
+        "{} updates, {} outcomes",
+        first.0.len(),
+        first.1.len()
+    );
+    for order in [Order::FeaturesFirst, Order::Trickle] {
+        let other = case(&broker, &s, order).await?;
+        same(&first.0, &other.0, &format!("param.updates, {order:?}"));
+        same(&first.1, &other.1, &format!("trade.outcomes, {order:?}"));
+    }
+    Ok(())
+}
+
+/// The controller stopped after some of its updates and restored from the
+/// topics (as `autotrain run params` restores it), the engine running
+/// throughout: the same records as an uninterrupted run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_controller_restored_mid_stream_ends_where_an_uninterrupted_one_does() -> Result<()> {
+    let s = scenario()?;
+    let broker = TestBroker::embedded();
+    let whole = case(&broker, &s, Order::RegimesFirst).await?;
+
+    let settings = broker.fresh_topics("cycle-restart").await?;
+    let groups = [
+        unique("cycle-restart-params"),
+        unique("cycle-restart-engine"),
+    ];
+    let (stop_engine, rx) = tokio::sync::watch::channel(false);
+    let engine = spawn(
+        &settings,
+        engine_rc(&groups[1]),
+        EngineProcessor::new(Engine::new(schemas()?, 2.0)).aligned(true),
+        Arc::new(Counters::default()),
+        rx,
+    );
+    regimes_progress(&settings, s.vectors[BEFORE_MODEL - 1].ts).await?;
+    publish(&settings, REGIMES, INSTRUMENT, &s.posteriors).await?;
+    publish(&settings, FEATURES, INSTRUMENT, &s.vectors).await?;
+    let counters = Arc::new(Counters::default());
+    let stop = stop_when(counters.clone(), Duration::from_secs(60), |st| {
+        st.processed >= 2_500
+    });
+    let first = run(
+        &settings,
+        &params_rc(&groups[0]),
+        ParamsProcessor::new(Controller::new(config(), schemas()?)).aligned(true),
+        counters,
+        stop,
+    )
+    .await?
+    .0;
+    assert!(
+        first.controller.stats.decisions < 3 * s.posteriors.len() as u64,
+        "stopped mid-stream"
+    );
+    drop(first);
+    let (st, g) = (settings.clone(), groups[0].clone());
+    let state =
+        tokio::task::spawn_blocking(move || load_state(&st, &g, Duration::from_secs(30))).await??;
+    assert!(!state.decided.is_empty() && !state.outcomes.is_empty());
+    let mut restored = ParamsProcessor::new(Controller::new(config(), schemas()?)).aligned(true);
+    restored.restore(state);
+    let (stop_params, rx) = tokio::sync::watch::channel(false);
+    let params = spawn(
+        &settings,
+        params_rc(&groups[0]),
+        restored,
+        Arc::new(Counters::default()),
+        rx,
+    );
+    both_caught_up(settings.clone(), groups, Duration::from_secs(120)).await;
+    let _ = (stop_params.send(true), stop_engine.send(true));
+    params.await??;
+    engine.await??;
+    let got = outputs(&settings).await?;
+    same(&whole.0, &got.0, "param.updates");
+    same(&whole.1, &got.1, "trade.outcomes");
+    Ok(())
+}
