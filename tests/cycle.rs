@@ -5,87 +5,23 @@
 //! progress), and across a controller stopped mid-stream and restored from
 //! the topics, both publish the same records.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use autotrain_features::{dataflow, Contract};
+use autotrain_integration_tests::cycle::{
+    config, regimes_progress, same, scenario, schemas, Scenario, INSTRUMENT,
+};
 use autotrain_integration_tests::*;
 use autotrain_kafka::runner::Counters;
-use autotrain_kafka::{read_topic, run, ClientSettings, OutRecord, Producer, RunnerConfig};
+use autotrain_kafka::{run, ClientSettings, RunnerConfig};
 use autotrain_params::processor::{load_state, ENGINE_INPUTS, INPUTS};
-use autotrain_params::{
-    Controller, Engine, EngineProcessor, ParamsConfig, ParamsProcessor, StrategySchema,
-};
-use autotrain_schemas::{FeatureVector, ParamUpdate, RegimePosterior, TradeOutcome};
+use autotrain_params::{Controller, Engine, EngineProcessor, ParamsProcessor};
 use autotrain_topics::{FEATURES, REGIMES};
 
-const INSTRUMENT: &str = "bitfinex:BTCUSD";
-/// Bars before the first posterior (no model yet: `regimes` progress only).
-const BEFORE_MODEL: usize = 300;
-
-fn schemas() -> Result<Vec<StrategySchema>> {
-    Ok(StrategySchema::load_dir(
-        &repo_root().join("strategy_schemas"),
-    )?)
-}
-
-struct Scenario {
-    vectors: Vec<FeatureVector>,
-    posteriors: Vec<RegimePosterior>,
-}
-
-/// 2,000 real bars; a posterior per bar from bar 300 on, its regime read
-/// off the bar's volatility, the bar's features inside it.
-fn scenario() -> Result<Scenario> {
-    let contract = Contract::bundled()?;
-    let vectors = dataflow::run(&contract, &bars("bitfinex_BTCUSD_30m.csv", 2_000), 1, true)
-        .map_err(anyhow::Error::msg)?
-        .rows;
-    let posteriors = vectors[BEFORE_MODEL..]
-        .iter()
-        .map(|v| {
-            let rvol = v
-                .values
-                .iter()
-                .find(|f| f.name == "rvol_20")
-                .and_then(|f| f.value)
-                .unwrap_or(0.5);
-            let calm = (1.0 - rvol).clamp(0.05, 0.95);
-            RegimePosterior {
-                instrument: v.instrument.clone(),
-                timeframe: v.timeframe.clone(),
-                ts: v.ts,
-                model_key: format!("hmm/{INSTRUMENT}"),
-                model_version: 1,
-                probabilities: vec![calm, 1.0 - calm],
-                regime: i32::from(calm < 0.5),
-                loglik: -1.0,
-                features: v.values.clone(),
-            }
-        })
-        .collect();
-    Ok(Scenario {
-        vectors,
-        posteriors,
-    })
-}
-
-/// What the regime processor publishes for bars without a model.
-async fn regimes_progress(settings: &ClientSettings, through: i64) -> Result<()> {
-    Producer::new(settings)?
-        .send(&OutRecord::progress(REGIMES.name(), INSTRUMENT, through))
-        .await?;
-    Ok(())
-}
-
-fn config() -> ParamsConfig {
-    ParamsConfig {
-        // Two days of 30-minute bars: ~20 laps over the scenario.
-        learn_lag_ms: 2 * 86_400_000,
-        ..ParamsConfig::default()
-    }
+async fn outputs(settings: &ClientSettings) -> Result<(Vec<String>, Vec<String>)> {
+    let s = settings.clone();
+    tokio::task::spawn_blocking(move || autotrain_integration_tests::cycle::outputs(&s)).await?
 }
 
 fn params_rc(group: &str) -> RunnerConfig {
@@ -141,45 +77,6 @@ fn spawn<P: autotrain_kafka::Processor + 'static>(
     })
 }
 
-/// Every distinct record of the two outputs, decoded (repeats after a
-/// restart are the same record again).
-async fn outputs(settings: &ClientSettings) -> Result<(Vec<String>, Vec<String>)> {
-    let s = settings.clone();
-    tokio::task::spawn_blocking(move || {
-        let t = Duration::from_secs(30);
-        let updates: BTreeSet<String> = read_topic::<ParamUpdate>(&s, "param.updates", t)?
-            .into_iter()
-            .map(|r| Ok(format!("{:?}", r.value?)))
-            .collect::<Result<_>>()?;
-        let outcomes: BTreeSet<String> = read_topic::<TradeOutcome>(&s, "trade.outcomes", t)?
-            .into_iter()
-            .map(|r| Ok(format!("{:?}", r.value?)))
-            .collect::<Result<_>>()?;
-        Ok((
-            updates.into_iter().collect(),
-            outcomes.into_iter().collect(),
-        ))
-    })
-    .await?
-}
-
-/// Equal record sets, or the first records only one side has.
-fn same(want: &[String], got: &[String], what: &str) {
-    if want != got {
-        let missing: Vec<&String> = want.iter().filter(|r| !got.contains(r)).collect();
-        let extra: Vec<&String> = got.iter().filter(|r| !want.contains(r)).collect();
-        panic!(
-            "{what}: {} vs {} records; {} missing, first {:#?}; {} extra, first {:#?}",
-            want.len(),
-            got.len(),
-            missing.len(),
-            missing.first(),
-            extra.len(),
-            extra.first()
-        );
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Order {
     RegimesFirst,
@@ -215,13 +112,9 @@ async fn case(
         engine_counters.clone(),
         rx,
     );
-    let last_without = s.vectors[BEFORE_MODEL - 1].ts;
+    let last_without = s.last_without_model();
     match order {
-        Order::RegimesFirst => {
-            regimes_progress(&settings, last_without).await?;
-            publish(&settings, REGIMES, INSTRUMENT, &s.posteriors).await?;
-            publish(&settings, FEATURES, INSTRUMENT, &s.vectors).await?;
-        }
+        Order::RegimesFirst => s.publish_all(&settings).await?,
         Order::FeaturesFirst => {
             publish(&settings, FEATURES, INSTRUMENT, &s.vectors).await?;
             stop_when(engine_counters.clone(), Duration::from_secs(60), |st| {
@@ -301,9 +194,7 @@ async fn a_controller_restored_mid_stream_ends_where_an_uninterrupted_one_does()
         Arc::new(Counters::default()),
         rx,
     );
-    regimes_progress(&settings, s.vectors[BEFORE_MODEL - 1].ts).await?;
-    publish(&settings, REGIMES, INSTRUMENT, &s.posteriors).await?;
-    publish(&settings, FEATURES, INSTRUMENT, &s.vectors).await?;
+    s.publish_all(&settings).await?;
     let counters = Arc::new(Counters::default());
     let stop = stop_when(counters.clone(), Duration::from_secs(60), |st| {
         st.processed >= 2_500

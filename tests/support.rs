@@ -3,6 +3,8 @@
 //! bar files, a forwarding processor, the `autotrain` binary as a process,
 //! and a reader that collects a topic.
 
+#[path = "support/cycle.rs"]
+pub mod cycle;
 #[path = "support/exchange.rs"]
 pub mod exchange;
 #[path = "support/questdb.rs"]

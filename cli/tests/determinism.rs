@@ -39,13 +39,28 @@ fn demo(
     data: &Path,
     capacity: usize,
 ) -> Result<(serde_json::Value, Option<ClientSettings>)> {
+    demo_at(bootstrap, data, capacity, None)
+}
+
+/// [`demo`], its replay paced at `rate` bars per second.
+fn demo_at(
+    bootstrap: Option<&str>,
+    data: &Path,
+    capacity: usize,
+    rate: Option<f64>,
+) -> Result<(serde_json::Value, Option<ClientSettings>)> {
     let prefix = format!("{}.", unique(&format!("det-c{capacity}")));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_autotrain"));
     if let Some(b) = bootstrap {
         cmd.args(["--brokers", b]);
     }
+    if let Some(r) = rate {
+        cmd.args(["demo", "--rate", &format!("{r:.1}")]);
+    } else {
+        cmd.arg("demo");
+    }
     let out = cmd
-        .args(["demo", "--json", "--api-bind", "127.0.0.1:0"])
+        .args(["--json", "--api-bind", "127.0.0.1:0"])
         .args(["--data", data.to_str().unwrap_or_default()])
         .env_remove("AUTOTRAIN_BROKERS")
         .env("AUTOTRAIN__TOPIC_PREFIX", &prefix)
@@ -163,9 +178,11 @@ fn within_run(settings: &ClientSettings) -> Result<()> {
     Ok(())
 }
 
-/// Embedded broker with one fit at a time, embedded with two, real Kafka
+/// Embedded broker with one fit at a time, embedded with two, embedded
+/// with two and the replay paced at a third of the speed, real Kafka
 /// (exactly-once: every topic ends with commit markers) with two: the same
-/// decisions, and the Kafka run's topics pass [`within_run`].
+/// decisions (every output topic's digest, the engine's trades and rewards
+/// included), and the Kafka run's topics pass [`within_run`].
 #[test]
 fn same_bars_same_decisions_on_either_broker_at_any_capacity() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -189,6 +206,10 @@ fn same_bars_same_decisions_on_either_broker_at_any_capacity() -> Result<()> {
             && one["param_changes"].as_u64().unwrap_or(0) > 0,
         "the engine trades on the posteriors: {one}"
     );
+    // Paced at a third of the speed the first run replayed at.
+    let fast = one["bars_per_second"].as_f64().unwrap_or(300.0);
+    let (paced, _) = demo_at(None, dir.path(), 2, Some((fast / 3.0).max(50.0)))?;
+    assert_eq!(decisions(&one), decisions(&paced), "fast and paced");
     let (kafka, settings) = demo(Some(&shared_kafka()), dir.path(), 2)?;
     assert_eq!(
         decisions(&one),

@@ -869,3 +869,126 @@ fn kafka_acls_keep_a_principal_without_write_from_promoting() -> Result<()> {
     assert_eq!(commands()?, 1, "ops: {said}");
     Ok(())
 }
+
+/// `autotrain run params` and `autotrain run engine` as processes on Kafka
+/// (exactly-once), once uninterrupted and once with each killed -9 at a
+/// seeded moment and restarted (the controller restores from the topics,
+/// the engine rebuilds from its inputs): the same `param.updates` and
+/// `trade.outcomes`, record for record.
+#[test]
+fn params_and_engine_through_kill_9_decide_as_an_uninterrupted_run() -> Result<()> {
+    use autotrain_integration_tests::cycle::{outputs, same, scenario, LEARN_LAG_MS};
+    let _alone = alone();
+    let rt = tokio::runtime::Runtime::new()?;
+    let bootstrap = shared_kafka();
+    let s = scenario()?;
+    let lag = LEARN_LAG_MS.to_string();
+    let env = [("AUTOTRAIN__PARAMS__LEARN_LAG_MS", lag.as_str())];
+    let logs = tempfile::tempdir()?;
+    let spawn = |prefix: &str, which: &str| {
+        Service::spawn(&bootstrap, prefix, which, "a", logs.path(), &env)
+    };
+    // Until both outputs hold `want` distinct records (or the limit).
+    let settle = |settings: &ClientSettings,
+                  services: &mut [Service],
+                  want: Option<(usize, usize)>|
+     -> Result<(Vec<String>, Vec<String>)> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let (mut last, mut stable) = ((0, 0), 0);
+        loop {
+            for sv in services.iter_mut() {
+                if !sv.alive()? {
+                    bail!("{} exited:\n{}", sv.what, sv.log_tail());
+                }
+            }
+            let got = outputs(settings)?;
+            let now = (got.0.len(), got.1.len());
+            stable = if now == last && now.1 > 0 {
+                stable + 1
+            } else {
+                0
+            };
+            last = now;
+            let done = match want {
+                Some(w) => now == w || stable >= 10,
+                None => stable >= 5,
+            };
+            if done {
+                return Ok(got);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{now:?} records, want {want:?}\n{}",
+                    services
+                        .iter()
+                        .map(|sv| format!("--- {} ---\n{}", sv.what, sv.log_tail()))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    };
+
+    let whole = rt.block_on(TestBroker::kafka().fresh_topics("cycle-whole"))?;
+    let prefix = whole.topic_prefix.clone();
+    let mut services = [spawn(&prefix, "params")?, spawn(&prefix, "engine")?];
+    rt.block_on(s.publish_all(&whole))?;
+    let want = settle(&whole, &mut services, None)?;
+    drop(services);
+    assert!(
+        want.0.len() > 10 && want.1.len() > 1_000,
+        "{} updates, {} outcomes",
+        want.0.len(),
+        want.1.len()
+    );
+
+    let killed = rt.block_on(TestBroker::kafka().fresh_topics("cycle-kill"))?;
+    let prefix = killed.topic_prefix.clone();
+    let mut services = [spawn(&prefix, "params")?, spawn(&prefix, "engine")?];
+    rt.block_on(s.publish_all(&killed))?;
+    let mut kills = vec![
+        (
+            fractions(0x5eed_0003, 1)[0] * want.0.len() as f64,
+            "param.updates",
+            0,
+        ),
+        (
+            fractions(0x5eed_0004, 1)[0] * want.1.len() as f64,
+            "trade.outcomes",
+            1,
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !kills.is_empty() {
+        ensure_alive(&mut services)?;
+        assert!(Instant::now() < deadline, "kills not done: {kills:?}");
+        let mut left = Vec::new();
+        for (at, topic, which) in kills {
+            let now = end_offsets(&killed, topic)? as f64;
+            if now < at {
+                left.push((at, topic, which));
+                continue;
+            }
+            let name = if which == 0 { "params" } else { "engine" };
+            eprintln!("kill -9 {name} at {now} records of {topic}");
+            services[which].kill9()?;
+            services[which] = spawn(&prefix, name)?;
+        }
+        kills = left;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = settle(&killed, &mut services, Some((want.0.len(), want.1.len())))?;
+    same(&want.0, &got.0, "param.updates");
+    same(&want.1, &got.1, "trade.outcomes");
+    Ok(())
+}
+
+fn ensure_alive(services: &mut [Service]) -> Result<()> {
+    for s in services.iter_mut() {
+        if !s.alive()? {
+            bail!("{} exited:\n{}", s.what, s.log_tail());
+        }
+    }
+    Ok(())
+}

@@ -57,6 +57,18 @@ pub struct Args {
     /// (see `autotrain digest --lines`).
     #[arg(long, value_name = "DIR")]
     pub digest_lines: Option<PathBuf>,
+    /// Replay at most this many bars per second (a live-like feed; the
+    /// default is as fast as the stages keep up). The decisions are the
+    /// same at any rate.
+    #[arg(long, value_name = "BARS_PER_S", value_parser = positive_rate)]
+    pub rate: Option<f64>,
+}
+
+fn positive_rate(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a positive number of bars per second")),
+    }
 }
 
 /// The API as the demo serves it, stopped by [`DemoApi::stop`].
@@ -355,6 +367,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         stages.clone(),
         trainer_counters.clone(),
         (!config.runner.align_event_time).then_some([decided, learned]),
+        args.rate,
         !args.json,
     );
     // A stage that stops with an error stops the demo (the others drain
@@ -618,6 +631,7 @@ async fn publish_with_backpressure(
     stages: [Arc<Counters>; 6],
     trainer: Arc<ServiceCounters>,
     decisions: Option<[Arc<std::sync::atomic::AtomicU64>; 2]>,
+    rate: Option<f64>,
     progress: bool,
 ) -> Result<(u64, u64)> {
     const LAG: u64 = 10_000;
@@ -668,6 +682,7 @@ async fn publish_with_backpressure(
     );
     let (mut bars_in, mut bad) = (0u64, 0u64);
     let mut pending = Vec::new();
+    let replay_started = Instant::now();
     for (key, row) in rows {
         match row {
             Ok(b) => {
@@ -685,6 +700,10 @@ async fn publish_with_backpressure(
         }
         if bars_in % 50 == 0 {
             bar.set_position(bars_in + bad);
+            if let Some(rate) = rate {
+                let due = replay_started + Duration::from_secs_f64(bars_in as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
             let mut waited = Instant::now();
             loop {
                 let [v, f, d, r, p, e] = [
