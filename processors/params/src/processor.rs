@@ -308,7 +308,7 @@ pub fn load_state(
     let done = committed(settings, group, REGIMES.name(), timeout)?;
     let mut decided: HashMap<String, i64> = HashMap::new();
     for r in read_topic::<RegimePosterior>(settings, REGIMES.name(), timeout)? {
-        if !done.get(&r.partition).is_some_and(|c| r.offset < *c) {
+        if done.get(&r.partition).is_none_or(|c| r.offset >= *c) {
             continue;
         }
         if let Ok(p) = r.value {
