@@ -307,7 +307,7 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     p.require(Scope::Train)?;
     let Body(b) = body?;
-    if b.model_key.trim().is_empty() {
+    if b.model_key.is_empty() {
         return Err(ApiError::Unprocessable("model_key is empty".into()));
     }
     if b.model_key.chars().count() > MAX_KEY_CHARS {
