@@ -146,7 +146,7 @@ async fn case(
         "every posterior decided, once per strategy"
     );
     assert_eq!(
-        engine.engine.stats.trades as usize,
+        engine.engine.stats().trades as usize,
         outputs(&settings).await?.1.len(),
         "every trade has its outcome"
     );

@@ -509,12 +509,12 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
             param_decisions: params.controller.stats.decisions,
             param_changes: params.controller.stats.published,
             kill_switches: params.controller.stats.kill_switches,
-            trades: engine.engine.stats.trades,
+            trades: engine.engine.stats().trades,
             param_outcomes: params.controller.stats.outcomes,
-            reward_by_strategy: engine.engine.stats.by_strategy.clone(),
-            reward_by_preset: engine.engine.stats.by_preset.clone(),
-            reward_policy: engine.engine.stats.reward_policy,
-            reward_safe_preset: engine.engine.stats.reward_safe_preset,
+            reward_by_strategy: engine.engine.stats().by_strategy.clone(),
+            reward_by_preset: engine.engine.stats().by_preset.clone(),
+            reward_policy: engine.engine.stats().reward_policy,
+            reward_safe_preset: engine.engine.stats().reward_safe_preset,
             training_load_seconds: views
                 .values()
                 .filter_map(|v| v.metric("load_seconds"))

@@ -303,7 +303,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 },
             )
             .await?;
-            eprintln!("engine stopped: {stats:?} {:?}", core.engine.stats);
+            eprintln!("engine stopped: {stats:?} {:?}", core.engine.stats());
         }
         RunCommand::Scheduler => {
             anyhow::ensure!(

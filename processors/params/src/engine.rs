@@ -17,6 +17,8 @@
 //!   of the move beyond the full spread (inventory caught by a trend),
 //!   leaning `skew` against the recent drift.
 
+use std::collections::BTreeMap;
+
 use autotrain_schemas::{FeatureVector, ParamUpdate, TradeOutcome};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -27,9 +29,9 @@ use crate::schema::StrategySchema;
 pub struct EngineStats {
     pub trades: u64,
     /// Per strategy: (reward under the controller, under the safe preset).
-    pub by_strategy: std::collections::BTreeMap<String, (f64, f64)>,
+    pub by_strategy: BTreeMap<String, (f64, f64)>,
     /// Per `strategy/preset`: (positions taken, their summed reward).
-    pub by_preset: std::collections::BTreeMap<String, (u64, f64)>,
+    pub by_preset: BTreeMap<String, (u64, f64)>,
     /// Summed reward of the positions taken under the controller's presets.
     pub reward_policy: f64,
     /// The same, had every strategy kept its safe preset.
@@ -70,7 +72,19 @@ pub struct Engine {
     pending: FxHashMap<(String, String), std::collections::VecDeque<ParamUpdate>>,
     open: FxHashMap<(String, String), Open>,
     last_ts: FxHashMap<String, i64>,
-    pub stats: EngineStats,
+    /// Sums per (strategy, instrument), each added in its bars' order;
+    /// [`Engine::stats`] adds them up in key order, so the totals do not
+    /// depend on how the instruments' bars interleaved.
+    ledger: BTreeMap<(String, String), Ledger>,
+    updates_applied: u64,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    trades: u64,
+    policy: f64,
+    safe: f64,
+    by_preset: BTreeMap<String, (u64, f64)>,
 }
 
 fn feature(v: &FeatureVector, name: &str) -> Option<f64> {
@@ -156,8 +170,34 @@ impl Engine {
             pending: FxHashMap::default(),
             open: FxHashMap::default(),
             last_ts: FxHashMap::default(),
-            stats: EngineStats::default(),
+            ledger: BTreeMap::new(),
+            updates_applied: 0,
         }
+    }
+
+    /// Trades and rewards so far, summed in (strategy, instrument) order.
+    pub fn stats(&self) -> EngineStats {
+        let mut s = EngineStats {
+            updates_applied: self.updates_applied,
+            ..EngineStats::default()
+        };
+        for ((strategy, _), l) in &self.ledger {
+            s.trades += l.trades;
+            s.reward_policy += l.policy;
+            s.reward_safe_preset += l.safe;
+            let per = s.by_strategy.entry(strategy.clone()).or_default();
+            per.0 += l.policy;
+            per.1 += l.safe;
+            for (preset, (n, r)) in &l.by_preset {
+                let p = s
+                    .by_preset
+                    .entry(format!("{strategy}/{preset}"))
+                    .or_default();
+                p.0 += n;
+                p.1 += r;
+            }
+        }
+        s
     }
 
     /// The strategies it trades.
@@ -168,7 +208,7 @@ impl Engine {
     /// New parameters, for positions opened on bars from the update's
     /// time on.
     pub fn on_update(&mut self, u: &ParamUpdate) {
-        self.stats.updates_applied += 1;
+        self.updates_applied += 1;
         let key = (u.strategy.clone(), u.instrument.clone());
         let reached = self.last_ts.get(&u.instrument).is_some_and(|t| u.at <= *t);
         if reached {
@@ -222,19 +262,14 @@ impl Engine {
                 r,
                 self.cost_bps,
             );
-            self.stats.reward_safe_preset += safe;
-            let per = self.stats.by_strategy.entry(key.0.clone()).or_default();
-            per.1 += safe;
+            let l = self.ledger.entry(key.clone()).or_default();
+            l.safe += safe;
             if o.position != 0.0 {
-                per.0 += policy;
-            }
-            if o.position != 0.0 {
-                self.stats.trades += 1;
-                self.stats.reward_policy += policy;
-                let p = self
-                    .stats
+                l.trades += 1;
+                l.policy += policy;
+                let p = l
                     .by_preset
-                    .entry(format!("{}/{}", key.0, o.update.preset_id))
+                    .entry(o.update.preset_id.to_string())
                     .or_default();
                 p.0 += 1;
                 p.1 += policy;
@@ -306,14 +341,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn positions_settle_on_the_next_bar_with_costs_and_the_safe_preset_beside() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../strategy_schemas");
-        let schemas = StrategySchema::load_dir(&dir).expect("schemas");
-        let mut e = Engine::new(schemas, 2.0);
-        e.on_update(&ParamUpdate {
+    fn update(instrument: &str) -> ParamUpdate {
+        ParamUpdate {
             strategy: "trend_following".into(),
-            instrument: "x:A".into(),
+            instrument: instrument.into(),
             config_id: "cfg-1".into(),
             preset_id: "both_sides".into(),
             params: [("band", 0.002), ("size", 0.6), ("allow_short", 1.0)]
@@ -329,7 +360,15 @@ mod tests {
             effective_for: Effective::NewPositions,
             context: vec![1.0, 0.5],
             at: 0,
-        });
+        }
+    }
+
+    #[test]
+    fn positions_settle_on_the_next_bar_with_costs_and_the_safe_preset_beside() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../strategy_schemas");
+        let schemas = StrategySchema::load_dir(&dir).expect("schemas");
+        let mut e = Engine::new(schemas, 2.0);
+        e.on_update(&update("x:A"));
         assert!(e.on_bar(&bar(0, 0.0, 101.0)).is_empty(), "nothing open yet");
         // Long 0.6 (ema_12 1 % above), next bar +1 %: 0.6 % minus 2 bp × 0.6.
         let out = e.on_bar(&bar(1, 0.01, 99.0));
@@ -344,11 +383,61 @@ mod tests {
             ("cfg-1", 2)
         );
         // The safe preset (band 1 %, long only, 0.2) stayed flat on a 1 % gap.
-        assert_eq!(e.stats.reward_safe_preset, 0.0);
+        assert_eq!(e.stats().reward_safe_preset, 0.0);
         // Short 0.6 now (1 % below, shorts allowed); a correction is ignored.
         assert!(e.on_bar(&bar(1, 0.5, 99.0)).is_empty());
         let out = e.on_bar(&bar(2, -0.01, 99.0));
         assert!((out[0].reward - (0.6 - 0.012)).abs() < 1e-9);
-        assert_eq!(e.stats.trades, 2);
+        assert_eq!(e.stats().trades, 2);
+    }
+
+    /// Totals are a function of each instrument's bars, not of how the
+    /// instruments interleaved: float addition is not associative.
+    #[test]
+    fn totals_do_not_depend_on_how_instruments_interleave() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../strategy_schemas");
+        let schemas = StrategySchema::load_dir(&dir).expect("schemas");
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % 2_001) as f64 / 1_000.0 - 1.0
+        };
+        let instruments = ["x:A", "x:B", "x:C"];
+        let bars: Vec<Vec<FeatureVector>> = instruments
+            .iter()
+            .map(|i| {
+                (0..300)
+                    .map(|t| {
+                        let mut b = bar(t, next() * 0.03, 100.0 + next() * 3.0);
+                        b.instrument = i.to_string();
+                        b
+                    })
+                    .collect()
+            })
+            .collect();
+        let by_instrument = {
+            let mut e = Engine::new(schemas.clone(), 2.0);
+            instruments.iter().for_each(|i| e.on_update(&update(i)));
+            bars.iter().flatten().for_each(|b| drop(e.on_bar(b)));
+            e.stats()
+        };
+        let by_time = {
+            let mut e = Engine::new(schemas, 2.0);
+            instruments.iter().for_each(|i| e.on_update(&update(i)));
+            for t in (0..300).rev() {
+                for i in [2, 0, 1] {
+                    drop(e.on_bar(&bars[i][299 - t]));
+                }
+            }
+            e.stats()
+        };
+        assert!(by_time.trades > 100, "{by_time:?}");
+        assert_eq!(by_time, by_instrument);
+        assert_eq!(
+            by_time.reward_policy.to_bits(),
+            by_instrument.reward_policy.to_bits()
+        );
     }
 }
