@@ -837,6 +837,8 @@ fn training_through_the_cli() -> Result<()> {
     );
     let refused = fails(&["models", "rollback", key, "--version", "2"])?;
     assert!(refused.contains("not older than prod"), "{refused}");
+    let refused = fails(&["models", "promote", key, "--version", "1"])?;
+    assert!(refused.contains("v1 is prod already"), "{refused}");
     let shown: serde_json::Value = serde_json::from_str(&stdout(&["models", "show", key])?)?;
     assert_eq!(shown["aliases"]["prod"], 1);
     assert_eq!(shown["versions"].as_array().map(Vec::len), Some(2));

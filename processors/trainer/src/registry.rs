@@ -27,6 +27,12 @@ pub enum RegistryError {
     NoSuchVersion { key: String, version: i32 },
     #[error("{key}: {event:?} without an alias")]
     NoAlias { key: String, event: RegistryEvent },
+    #[error("{key}: v{version} is {alias} already")]
+    AlreadyThere {
+        key: String,
+        version: i32,
+        alias: String,
+    },
     #[error("{key}: rollback to version {version}, which is not older than prod ({prod:?})")]
     NotARollback {
         key: String,
@@ -172,10 +178,18 @@ impl Registry {
                 key: key.to_string(),
                 version,
             })?;
+        let previous_version = model.and_then(|m| m.aliases.get(alias).copied());
+        if previous_version == Some(version) {
+            return Err(RegistryError::AlreadyThere {
+                key: key.to_string(),
+                version,
+                alias: alias.to_string(),
+            });
+        }
         Ok(ModelVersion {
             event,
             alias: Some(alias.to_string()),
-            previous_version: model.and_then(|m| m.aliases.get(alias).copied()),
+            previous_version,
             at,
             effective_from: None,
             parameters: None,
@@ -434,6 +448,13 @@ mod tests {
         assert!(matches!(
             r.rollback("k", 1, 0),
             Err(RegistryError::NotARollback { .. })
+        ));
+        let p1 = r.promote("k", 1, PROD, 1).expect("promote v1");
+        r.apply(&p1).expect("p1");
+        // A promotion to what is already prod would log a v1 → v1 move.
+        assert!(matches!(
+            r.promote("k", 1, PROD, 2),
+            Err(RegistryError::AlreadyThere { version: 1, .. })
         ));
     }
 
