@@ -66,6 +66,8 @@ fn releases(v1: &TrainedModel, v2: &TrainedModel, first: i64, second: i64) -> Ve
         reference_hash: "-".into(),
         hyperparams: vec![],
         seed: 1,
+        dataset_version: None,
+        code_commit: None,
     };
     let mut out = Vec::new();
     for (m, from) in [(v1, first), (v2, second)] {

@@ -297,7 +297,8 @@ async fn bars_in_a_training_through_the_api_promoted_and_param_updates_out() -> 
         &api,
         TRAIN_A,
         json!({"model_key": KEY, "instruments": [INSTRUMENT], "auto_promote": true,
-               "hyperparams": {"states": 3}, "priority": "high"}),
+               "hyperparams": {"states": 3}, "priority": "high",
+               "dataset_version": "bitfinex-2017q4"}),
     )
     .await?;
     let (done, approved) = ended(&api, &first).await?;
@@ -310,6 +311,20 @@ async fn bars_in_a_training_through_the_api_promoted_and_param_updates_out() -> 
     assert_eq!(metric(&done, "promoted"), 1.0, "{done:#}");
     let model = prod_is(&api, 1).await?;
     assert_eq!(model["versions"][0]["training_id"], first);
+    // Lineage: the dataset asked for and the commit of the trainer's build.
+    let v1 = &model["versions"][0];
+    assert_eq!(v1["manifest"]["dataset_version"], "bitfinex-2017q4", "{v1}");
+    assert!(
+        v1["tags"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("dataset:bitfinex-2017q4"))),
+        "{v1}"
+    );
+    let commit = v1["manifest"]["code_commit"].as_str().unwrap_or_default();
+    assert!(
+        commit.len() >= 40 && commit[..40].chars().all(|c| c.is_ascii_hexdigit()),
+        "{v1}"
+    );
 
     // 3. New bars: regimes under the prod model ⇒ the controller's
     //    decisions on param.updates, read by a plain consumer ⇒ outcomes.

@@ -254,17 +254,20 @@ fn closed_loop_on_real_bars() -> Result<()> {
     }
     eprintln!(
         "{:?}\n{:?}\n{:?}\n{:?}",
-        e.stats, c.stats, by_half[0], by_half[1]
+        e.stats(),
+        c.stats,
+        by_half[0],
+        by_half[1]
     );
     assert!(
-        e.stats.reward_policy > e.stats.reward_safe_preset,
+        e.stats().reward_policy > e.stats().reward_safe_preset,
         "{:?}",
-        e.stats
+        e.stats()
     );
     assert!(
         by_half[1]["market_making"] > by_half[0]["market_making"],
         "{by_half:?}"
     );
-    assert_eq!(c.stats.outcomes, e.stats.trades);
+    assert_eq!(c.stats.outcomes, e.stats().trades);
     Ok(())
 }

@@ -65,6 +65,8 @@ fn manifest() -> Manifest {
         reference_hash: "-".into(),
         hyperparams: vec![],
         seed: 5,
+        dataset_version: None,
+        code_commit: None,
     }
 }
 

@@ -779,6 +779,8 @@ async fn kafka_compacted_registry_fails_the_restore_loudly() -> Result<()> {
         reference_hash: "r".into(),
         hyperparams: Vec::new(),
         seed: 1,
+        dataset_version: None,
+        code_commit: None,
     };
     let mut events = Vec::new();
     for v in 1..=2 {

@@ -802,6 +802,8 @@ fn kafka_acls_keep_a_principal_without_write_from_promoting() -> Result<()> {
             reference_hash: "r".into(),
             hyperparams: Vec::new(),
             seed: 7,
+            dataset_version: None,
+            code_commit: None,
         },
         1,
     );

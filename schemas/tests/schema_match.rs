@@ -208,6 +208,39 @@ fn current_param_update_schema_reads_records_written_with_v1() {
 }
 
 #[test]
+fn current_model_version_schema_reads_records_written_with_v2() {
+    let v2 =
+        Schema::parse_str(include_str!("../history/model_version.v2.avsc")).expect("v2 parses");
+    let mut value = apache_avro::to_value(samples::model_version()).expect("to value");
+    // A v2 manifest: the same record without the fields added since.
+    let Value::Record(fields) = &mut value else {
+        panic!("a record: {value:?}")
+    };
+    let (_, manifest) = fields
+        .iter_mut()
+        .find(|(n, _)| n == "manifest")
+        .expect("manifest");
+    let Value::Union(_, inner) = manifest else {
+        panic!("a union: {manifest:?}")
+    };
+    let Value::Record(m) = inner.as_mut() else {
+        panic!("a record: {inner:?}")
+    };
+    let before = m.len();
+    m.retain(|(n, _)| n != "dataset_version" && n != "code_commit");
+    assert_eq!(m.len(), before - 2);
+    let old = value.resolve(&v2).expect("a v2 record");
+    let fp = ModelVersion::schemas().history[1].0;
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&fp.to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&v2, old).expect("encode v2"));
+    assert_ne!(fp, ModelVersion::schemas().fingerprint);
+    let v: ModelVersion = decode(&bytes).expect("current reader reads v2");
+    let m = v.manifest.expect("manifest");
+    assert_eq!((m.seed, m.dataset_version, m.code_commit), (7, None, None));
+}
+
+#[test]
 fn decoding_failures_are_typed() {
     let good = encode(&samples::bar()).expect("encode");
     assert!(matches!(

@@ -663,6 +663,8 @@ mod tests {
             reference_hash: "r".into(),
             hyperparams: vec![],
             seed: 1,
+            dataset_version: None,
+            code_commit: None,
         };
         let v1 = registry.register(
             "hmm/x:A",

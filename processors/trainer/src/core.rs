@@ -688,6 +688,13 @@ impl Trainer {
             now,
         );
         let mut tags = vec![format!("reason:{:?}", plan.trigger.reason).to_lowercase()];
+        if let Some(d) = registered
+            .manifest
+            .as_ref()
+            .and_then(|m| m.dataset_version.as_ref())
+        {
+            tags.push(format!("dataset:{d}"));
+        }
         let mut metrics = done.metrics;
         if let Some(original) = &plan.rerun_of {
             let same = original.parameter_hash == done.parameter_hash;
@@ -900,6 +907,8 @@ mod tests {
                 reference_hash: "ref".into(),
                 hyperparams: plan.spec.to_params(),
                 seed: plan.seed as i64,
+                dataset_version: None,
+                code_commit: None,
             },
             loglik_per_bar: loglik,
             champion_loglik_per_bar: plan.champion.as_ref().map(|_| loglik - 0.1),

@@ -341,6 +341,8 @@ mod tests {
             reference_hash: "r".into(),
             hyperparams: Vec::new(),
             seed: 7,
+            dataset_version: None,
+            code_commit: None,
         }
     }
 

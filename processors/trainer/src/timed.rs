@@ -91,6 +91,8 @@ mod tests {
             reference_hash: "r".into(),
             hyperparams: Vec::new(),
             seed: 1,
+            dataset_version: None,
+            code_commit: None,
         }
     }
 

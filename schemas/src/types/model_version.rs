@@ -45,6 +45,12 @@ pub struct Manifest {
     pub reference_hash: String,
     pub hyperparams: Vec<Param>,
     pub seed: i64,
+    /// The dataset version the trigger named, as asked.
+    #[serde(default)]
+    pub dataset_version: Option<String>,
+    /// Git commit of the trainer's build (`-dirty` when the tree had changes).
+    #[serde(default)]
+    pub code_commit: Option<String>,
 }
 
 /// `[start, end)` offsets of one topic partition.
@@ -60,5 +66,6 @@ payload!(
     ModelVersion,
     "ModelVersion",
     "model_version.avsc",
-    "model_version.v1.avsc"
+    "model_version.v1.avsc",
+    "model_version.v2.avsc"
 );

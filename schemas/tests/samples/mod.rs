@@ -184,42 +184,7 @@ pub fn all() -> Vec<Samples> {
             model_version: Some(3),
             at: 1_700_000_000_000,
         }]),
-        entry(vec![ModelVersion {
-            model_key: "hmm-btc".into(),
-            version: 3,
-            event: RegistryEvent::AliasMoved,
-            training_id: Some("tr-1".into()),
-            parameters: Some(vec![1, 2, 3]),
-            artifact_hash: None,
-            parameter_hash: "cd".repeat(32),
-            metrics: vec![Metric {
-                name: "sharpe".into(),
-                value: 1.2,
-            }],
-            tags: vec!["hmm".into()],
-            manifest: Some(Manifest {
-                trigger_id: "t-1".into(),
-                code_version: "0.1.0".into(),
-                feature_contract_version: "1".into(),
-                inputs: vec![OffsetRange {
-                    topic: "features".into(),
-                    partition: 0,
-                    start: 0,
-                    end: 100,
-                }],
-                split_version: "s1".into(),
-                reference_hash: "ef".repeat(32),
-                hyperparams: vec![Param {
-                    name: "states".into(),
-                    value: "3".into(),
-                }],
-                seed: 7,
-            }),
-            alias: Some("prod".into()),
-            previous_version: Some(2),
-            at: 1_700_000_000_000,
-            effective_from: Some(1_699_999_000_000),
-        }]),
+        entry(vec![model_version()]),
         entry(vec![ParamUpdate {
             strategy: "momentum_breakout".into(),
             instrument: "bitfinex:BTCUSD".into(),
@@ -374,4 +339,46 @@ fn entry<T: Payload>(values: Vec<T>) -> Samples {
         })
         .collect();
     (T::NAME, generic, checks)
+}
+
+/// A registry event with a full manifest.
+pub fn model_version() -> ModelVersion {
+    ModelVersion {
+        model_key: "hmm-btc".into(),
+        version: 3,
+        event: RegistryEvent::AliasMoved,
+        training_id: Some("tr-1".into()),
+        parameters: Some(vec![1, 2, 3]),
+        artifact_hash: None,
+        parameter_hash: "cd".repeat(32),
+        metrics: vec![Metric {
+            name: "sharpe".into(),
+            value: 1.2,
+        }],
+        tags: vec!["hmm".into()],
+        manifest: Some(Manifest {
+            trigger_id: "t-1".into(),
+            code_version: "0.1.0".into(),
+            feature_contract_version: "1".into(),
+            inputs: vec![OffsetRange {
+                topic: "features".into(),
+                partition: 0,
+                start: 0,
+                end: 100,
+            }],
+            split_version: "s1".into(),
+            reference_hash: "ef".repeat(32),
+            hyperparams: vec![Param {
+                name: "states".into(),
+                value: "3".into(),
+            }],
+            seed: 7,
+            dataset_version: Some("2019-10".into()),
+            code_commit: Some("0123abc".into()),
+        }),
+        alias: Some("prod".into()),
+        previous_version: Some(2),
+        at: 1_700_000_000_000,
+        effective_from: Some(1_699_999_000_000),
+    }
 }

@@ -363,6 +363,15 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         reference_hash: trained.reference_hash.clone(),
         hyperparams: plan.spec.to_params(),
         seed: plan.seed as i64,
+        dataset_version: plan.trigger.dataset_version.clone().or_else(|| {
+            plan.rerun_of
+                .as_ref()
+                .and_then(|o| o.manifest.as_ref())
+                .and_then(|m| m.dataset_version.clone())
+        }),
+        code_commit: Some(env!("AUTOTRAIN_GIT_COMMIT"))
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
     };
     Ok(Outcome::Done(Box::new(Done {
         parameters: trained.model.to_bytes(),
