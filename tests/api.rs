@@ -27,7 +27,8 @@ use autotrain_params::{
 };
 use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::{
-    FlagKind, HitlState, ParamUpdate, PresetRegistration, Severity, TradeOutcome, ValidationFlag,
+    Effective, FlagKind, HitlState, ParamUpdate, PresetRegistration, Severity, TradeOutcome,
+    UpdateReason, ValidationFlag,
 };
 use autotrain_topics::{
     FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, PARAM_PRESETS,
@@ -526,7 +527,7 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
             }
         }
     }
-    assert_eq!(operations, 22);
+    assert_eq!(operations, 23);
     let (status, body) = api
         .call("GET", "/api/trainings", Some("not-a-token"), None)
         .await?;
@@ -940,6 +941,86 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
         .await
         .map(|a| (200, a))?;
     assert!(learnt["scores"]["mid"].is_number());
+
+    // The kill-switch: ops resume what it holds (platform token, a reason),
+    // recorded with who and why on `param.updates`.
+    let resume = format!("/param/market_making/{INSTRUMENT}/resume");
+    let why = json!({"reason": "drawdown reviewed"});
+    let body = api
+        .expect(409, "POST", &resume, Some(PLATFORM), Some(&why))
+        .await?;
+    assert!(error_of(&body).contains("not held"), "{body}");
+    let tripped = ParamUpdate {
+        strategy: "market_making".into(),
+        instrument: INSTRUMENT.into(),
+        config_id: "cfg-tripped".into(),
+        preset_id: "safe".into(),
+        params: Vec::new(),
+        model_key: None,
+        model_version: None,
+        reason: UpdateReason::KillSwitch,
+        effective_for: Effective::NewPositions,
+        context: Vec::new(),
+        at: 1_000,
+        actor: None,
+        note: None,
+    };
+    let key = autotrain_params::update_key("market_making", INSTRUMENT);
+    publish(&settings, PARAM_UPDATES, &key, &[tripped]).await?;
+    for (token, body, status) in [
+        (WRITE_A, &why, 403),
+        (READ_A, &why, 403),
+        (PLATFORM, &json!({"reason": ""}), 422),
+        (PLATFORM, &json!({}), 422),
+    ] {
+        api.expect(status, "POST", &resume, Some(token), Some(body))
+            .await?;
+    }
+    api.expect(
+        404,
+        "POST",
+        &format!("/param/nope/{INSTRUMENT}/resume"),
+        Some(PLATFORM),
+        Some(&why),
+    )
+    .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let resumed = loop {
+        let (status, body) = api
+            .call("POST", &resume, Some(PLATFORM), Some(&why))
+            .await?;
+        if status == 202 {
+            break body;
+        }
+        ensure!(
+            status == 409 && std::time::Instant::now() < deadline,
+            "resume: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(resumed["actor"], "api:platform", "{resumed}");
+    let updates = until_topic::<ParamUpdate>(&settings, PARAM_UPDATES.name(), "the reset", |us| {
+        us.iter().any(|u| u.reason == UpdateReason::Manual)
+    })
+    .await?;
+    let manual = updates
+        .iter()
+        .find(|u| u.reason == UpdateReason::Manual)
+        .expect("found");
+    assert_eq!(
+        (
+            manual.preset_id.as_str(),
+            manual.actor.as_deref(),
+            manual.note.as_deref()
+        ),
+        ("safe", Some("api:platform"), Some("drawdown reviewed"))
+    );
+    api.until(&advise, READ_A, "saw the reset", |a| {
+        a["kill_switch"] == false
+    })
+    .await?;
+    api.expect(409, "POST", &resume, Some(PLATFORM), Some(&why))
+        .await?;
 
     server.stop().await?;
     trainer_service.stop().await?;

@@ -69,6 +69,9 @@ enum Command {
     /// override gaps.
     #[command(subcommand)]
     Flags(commands::flags::FlagsCommand),
+    /// The parameter controller: what is in force, kill-switches, resume.
+    #[command(subcommand)]
+    Params(commands::params::ParamsCommand),
     /// The main job: publish the bundled real bars through the broker into
     /// the validator and account for every one of them.
     Demo(commands::demo::Args),
@@ -135,6 +138,7 @@ async fn run() -> Result<()> {
         Command::Digest(args) => commands::digest::run(&config, args).await,
         Command::Run(cmd) => commands::run::run(&config, cmd).await,
         Command::Flags(cmd) => commands::flags::run(&config, cmd).await,
+        Command::Params(cmd) => commands::params::run(&config, cmd).await,
         Command::Demo(args) => commands::demo::run(&config, args).await,
         Command::Validate(args) => commands::validate::run(&config, args).await,
         Command::Features(args) => commands::features::run(&config, args).await,

@@ -90,6 +90,8 @@ fn every_subcommand_has_help() -> Result<()> {
         ["flags", "approve"],
         ["flags", "reject"],
         ["flags", "override"],
+        ["params", "status"],
+        ["params", "resume"],
     ] {
         ok(&[sub[0], sub[1], "--help"])?;
     }
@@ -557,6 +559,86 @@ impl Drop for Up {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A kill-switch the controller tripped, seen and reset by ops from the
+/// CLI; the reset carries who and why, and a second one is refused.
+#[test]
+fn a_kill_switch_resumed_from_the_cli() -> Result<()> {
+    use autotrain_schemas::{Effective, ParamUpdate, UpdateReason};
+
+    let up = Up::start()?;
+    let run = |args: &[&str]| -> Result<Output> {
+        Ok(Command::new(env!("CARGO_BIN_EXE_autotrain"))
+            .args(args)
+            .args(["--brokers", &up.bootstrap])
+            .env("AUTOTRAIN__LOG__LEVEL", "warn")
+            .output()?)
+    };
+    let tripped = ParamUpdate {
+        strategy: "trend_following".into(),
+        instrument: "bitfinex:BTCUSD".into(),
+        config_id: "cfg-tripped".into(),
+        preset_id: "safe".into(),
+        params: Vec::new(),
+        model_key: None,
+        model_version: None,
+        reason: UpdateReason::KillSwitch,
+        effective_for: Effective::NewPositions,
+        context: Vec::new(),
+        at: 1_000,
+        actor: None,
+        note: None,
+    };
+    let settings = autotrain_kafka::ClientSettings::new(up.bootstrap.clone());
+    tokio::runtime::Runtime::new()?.block_on(async {
+        autotrain_integration_tests::publish(
+            &settings,
+            autotrain_topics::PARAM_UPDATES,
+            &autotrain_params::update_key("trend_following", "bitfinex:BTCUSD"),
+            &[tripped],
+        )
+        .await
+    })?;
+    let status = run(&["params", "status"])?;
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success() && text.contains("KILL-SWITCH HOLDS"),
+        "{text}"
+    );
+    let resume = [
+        "params",
+        "resume",
+        "trend_following",
+        "bitfinex:BTCUSD",
+        "--reason",
+        "drawdown reviewed",
+        "--actor",
+        "alice",
+    ];
+    let out = run(&resume)?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manual: ParamUpdate = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        (
+            manual.reason,
+            manual.actor.as_deref(),
+            manual.note.as_deref()
+        ),
+        (
+            UpdateReason::Manual,
+            Some("cli:alice"),
+            Some("drawdown reviewed")
+        )
+    );
+    let again = run(&resume)?;
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("not held"), "{err}");
+    Ok(())
 }
 
 #[test]

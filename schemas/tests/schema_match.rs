@@ -208,6 +208,42 @@ fn current_param_update_schema_reads_records_written_with_v1() {
 }
 
 #[test]
+fn current_param_update_schema_reads_records_written_with_v2() {
+    let v2 = Schema::parse_str(include_str!("../history/param_update.v2.avsc")).expect("v2 parses");
+    let old = Value::Record(vec![
+        ("strategy".into(), Value::String("trend_following".into())),
+        ("instrument".into(), Value::String("bitfinex:BTCUSD".into())),
+        ("config_id".into(), Value::String("cfg-1".into())),
+        ("preset_id".into(), Value::String("safe".into())),
+        ("params".into(), Value::Array(vec![])),
+        ("model_key".into(), Value::Union(0, Box::new(Value::Null))),
+        (
+            "model_version".into(),
+            Value::Union(0, Box::new(Value::Null)),
+        ),
+        ("reason".into(), Value::Enum(4, "manual".into())),
+        (
+            "effective_for".into(),
+            Value::Enum(0, "new_positions".into()),
+        ),
+        ("context".into(), Value::Array(vec![Value::Double(1.0)])),
+        ("at".into(), Value::TimestampMillis(1_700_000_000_000)),
+    ]);
+    let mut bytes = MAGIC.to_vec();
+    let fp = ParamUpdate::schemas().history[1].0;
+    bytes.extend_from_slice(&fp.to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&v2, old).expect("encode v2"));
+    assert_ne!(fp, ParamUpdate::schemas().fingerprint);
+    let u: ParamUpdate = decode(&bytes).expect("current reader reads v2");
+    assert_eq!((u.reason, u.context), (UpdateReason::Manual, vec![1.0]));
+    assert_eq!(
+        (u.actor, u.note),
+        (None, None),
+        "defaults of the added fields"
+    );
+}
+
+#[test]
 fn current_model_version_schema_reads_records_written_with_v2() {
     let v2 =
         Schema::parse_str(include_str!("../history/model_version.v2.avsc")).expect("v2 parses");

@@ -54,6 +54,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/param/{strategy}/{instrument}", get(params::advise))
         .route(
+            "/param/{strategy}/{instrument}/resume",
+            post(params::resume),
+        )
+        .route(
             "/learn/outcome/{strategy}/{instrument}/{preset_id}",
             post(params::outcome),
         )

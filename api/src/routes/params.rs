@@ -12,9 +12,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use autotrain_params::update_key;
+use autotrain_params::{update_key, ResumeError};
 use autotrain_schemas::{PresetRegistration, PresetValue, TradeOutcome};
-use autotrain_topics::{PARAM_PRESETS, TRADE_OUTCOMES};
+use autotrain_topics::{PARAM_PRESETS, PARAM_UPDATES, TRADE_OUTCOMES};
 
 use crate::auth::Principal;
 use crate::config::Scope;
@@ -81,6 +81,54 @@ pub async fn register(
             "instrument": instrument,
             "preset_id": b.preset_id,
             "params": b.params,
+        })),
+    ))
+}
+
+/// `POST /param/{strategy}/{instrument}/resume`: ops reset a tripped
+/// kill-switch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    /// Why (recorded on the update with the token's name).
+    pub reason: String,
+}
+
+pub async fn resume(
+    State(s): State<ApiState>,
+    p: Principal,
+    Path((strategy, instrument)): Path<(String, String)>,
+    body: Result<Body<Resume>, ApiError>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    p.require(Scope::Write)?;
+    p.require_platform("a strategy's kill-switch")?;
+    let Body(b) = body?;
+    if b.reason.is_empty() {
+        return Err(ApiError::Unprocessable("reason is empty".into()));
+    }
+    let u = s
+        .views()
+        .params
+        .resume(&strategy, &instrument, &p.actor(), &b.reason)
+        .map_err(|e| match e {
+            ResumeError::NoStrategy(_) => ApiError::NotFound(e.to_string()),
+            ResumeError::NotHeld { .. } => ApiError::Conflict(e.to_string()),
+        })?;
+    s.publish(PARAM_UPDATES, &update_key(&strategy, &instrument), &u)
+        .await?;
+    tracing::info!(
+        %strategy, %instrument, actor = %p.actor(), reason = %b.reason, at = u.at,
+        "kill-switch reset"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "strategy": strategy,
+            "instrument": instrument,
+            "config_id": u.config_id,
+            "preset_id": u.preset_id,
+            "from_bar": u.at,
+            "actor": u.actor,
         })),
     ))
 }

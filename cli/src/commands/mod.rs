@@ -9,6 +9,7 @@ pub mod fit;
 pub mod flags;
 pub mod generate;
 pub mod models;
+pub mod params;
 pub mod produce;
 pub mod run;
 pub mod scheduler;

@@ -94,6 +94,21 @@ pub struct ParamsStats {
     /// revised upstream): not decided again, so the engine never meets an
     /// update for a bar it has passed.
     pub stale_posteriors: u64,
+    /// Aligned: ops' manual updates read after their bar was decided
+    /// (applied on arrival).
+    pub late_manual_updates: u64,
+}
+
+/// Why [`Controller::resume`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    #[error("no strategy {0:?}")]
+    NoStrategy(String),
+    #[error("{strategy}/{instrument} is not held by the kill-switch")]
+    NotHeld {
+        strategy: String,
+        instrument: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +156,8 @@ pub struct Controller {
     features: FxHashMap<String, VecDeque<(i64, Values)>>,
     /// Latest regime probabilities per instrument.
     regimes: FxHashMap<String, Vec<f64>>,
+    /// Newest bar time of a posterior seen per instrument.
+    regime_ts: FxHashMap<String, i64>,
     /// Recent decisions: config id → (strategy, instrument, arm, context),
     /// for outcomes that do not echo the context.
     decisions: FxHashMap<String, (String, String, usize, Vec<f64>)>,
@@ -185,6 +202,7 @@ impl Controller {
             slots: BTreeMap::new(),
             features: FxHashMap::default(),
             regimes: FxHashMap::default(),
+            regime_ts: FxHashMap::default(),
             decisions: FxHashMap::default(),
             order: VecDeque::new(),
             scratch: Scratch::default(),
@@ -542,12 +560,16 @@ impl Controller {
             effective_for: Effective::NewPositions,
             context: x.to_vec(),
             at,
+            actor: None,
+            note: None,
         }
     }
 
     /// Notes an instrument's latest regime probabilities (the context of
     /// [`Controller::advise`]) without deciding.
     pub fn observe_regime(&mut self, p: &RegimePosterior) {
+        let ts = self.regime_ts.entry(p.instrument.clone()).or_insert(p.ts);
+        *ts = (*ts).max(p.ts);
         match self.regimes.get_mut(&p.instrument) {
             Some(probs) => probs.clone_from(&p.probabilities),
             None => {
@@ -726,9 +748,54 @@ impl Controller {
         )])
     }
 
+    /// Ops' reset of a tripped kill-switch: a `manual` update keeping the
+    /// preset in force (the safe one) from the bar after the newest
+    /// posterior seen for the instrument; the controller chooses again
+    /// from there, its drawdown measured from the reward at that point.
+    pub fn resume(
+        &self,
+        strategy: &str,
+        instrument: &str,
+        actor: &str,
+        note: &str,
+    ) -> Result<ParamUpdate, ResumeError> {
+        let schema = self
+            .schema_index(strategy)
+            .ok_or_else(|| ResumeError::NoStrategy(strategy.to_string()))?;
+        let slot = self
+            .slot(strategy, instrument)
+            .filter(|s| s.killed)
+            .ok_or_else(|| ResumeError::NotHeld {
+                strategy: strategy.to_string(),
+                instrument: instrument.to_string(),
+            })?;
+        let arm = slot
+            .current
+            .as_ref()
+            .map_or_else(|| self.schemas[schema].safe_preset(), |(arm, _)| *arm);
+        let at = self
+            .regime_ts
+            .get(instrument)
+            .map_or(0, |t| t.saturating_add(1));
+        let id = config_id(strategy, instrument, at, "resume");
+        let mut u = self.update(
+            schema,
+            instrument,
+            arm,
+            UpdateReason::Manual,
+            &id,
+            &[],
+            at,
+            None,
+        );
+        u.actor = Some(actor.to_string());
+        u.note = Some(note.to_string());
+        Ok(u)
+    }
+
     /// An update on `param.updates`: ops' `manual` updates set the preset
     /// and reset the kill-switch; the controller's own (on restore) set
-    /// what is in force.
+    /// what is in force, a `kill_switch` one marks the slot held.
     pub fn on_update(&mut self, u: &ParamUpdate) {
         let Some(schema) = self.schema_index(&u.strategy) else {
             return;
@@ -755,9 +822,15 @@ impl Controller {
             }
             slot.changes_today += 1;
         }
-        if u.reason == UpdateReason::Manual {
-            slot.killed = false;
-            slot.peak = slot.realised;
+        match u.reason {
+            UpdateReason::Manual => {
+                slot.killed = false;
+                slot.peak = slot.realised;
+            }
+            // A replica folding what was published (the API, the CLI)
+            // knows the kill-switch holds without re-learning outcomes.
+            UpdateReason::KillSwitch => slot.killed = true,
+            _ => {}
         }
     }
 }
@@ -879,12 +952,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn learning_is_a_fold_over_outcomes_and_the_kill_switch_publishes_safe() {
-        let cfg = ParamsConfig {
+    fn cfg_kill() -> ParamsConfig {
+        ParamsConfig {
             kill_switch_drawdown: 3.0,
             ..only("trend_following")
-        };
+        }
+    }
+
+    #[test]
+    fn learning_is_a_fold_over_outcomes_and_the_kill_switch_publishes_safe() {
+        let cfg = cfg_kill();
         let mut c = Controller::new(cfg.clone(), schemas());
         let u = c.on_regime(&posterior(0, 0.2)).remove(0);
         let outcomes: Vec<TradeOutcome> = (0..5)
@@ -908,9 +985,34 @@ mod tests {
             again.slot("trend_following", "x:A").map(|s| &s.policy),
             c.slot("trend_following", "x:A").map(|s| &s.policy)
         );
-        // Ops reset it with a manual update.
-        let mut manual = published[0].clone();
-        manual.reason = UpdateReason::Manual;
+        // A replica folding only what was published knows it holds.
+        let mut replica = Controller::new(cfg_kill(), schemas());
+        replica.on_update(&u);
+        assert!(matches!(
+            replica.resume("trend_following", "x:A", "api:ops", "why"),
+            Err(ResumeError::NotHeld { .. })
+        ));
+        replica.on_update(&published[0]);
+        assert!(replica
+            .slot("trend_following", "x:A")
+            .is_some_and(|s| s.killed));
+        assert!(matches!(
+            c.resume("nope", "x:A", "api:ops", "why"),
+            Err(ResumeError::NoStrategy(_))
+        ));
+        // Ops reset it: a manual update from the bar after the newest
+        // posterior, with who and why, keeping the safe preset.
+        let manual = c
+            .resume("trend_following", "x:A", "api:ops", "drawdown reviewed")
+            .expect("held");
+        assert_eq!(
+            (manual.reason, manual.at, manual.preset_id.as_str()),
+            (UpdateReason::Manual, 9_000_001, "safe")
+        );
+        assert_eq!(
+            (manual.actor.as_deref(), manual.note.as_deref()),
+            (Some("api:ops"), Some("drawdown reviewed"))
+        );
         c.on_update(&manual);
         assert!(!c.slot("trend_following", "x:A").is_some_and(|s| s.killed));
         // Nonsense is refused with the reason.

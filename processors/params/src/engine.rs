@@ -360,6 +360,8 @@ mod tests {
             effective_for: Effective::NewPositions,
             context: vec![1.0, 0.5],
             at: 0,
+            actor: None,
+            note: None,
         }
     }
 

@@ -19,7 +19,7 @@ pub mod policy;
 pub mod processor;
 pub mod schema;
 
-pub use controller::{controlled, update_key, Controller, ParamsConfig, ParamsStats};
+pub use controller::{controlled, update_key, Controller, ParamsConfig, ParamsStats, ResumeError};
 pub use engine::{Engine, EngineStats};
 pub use policy::{Policy, PolicySpec};
 pub use processor::{EngineInput, EngineProcessor, ParamsInput, ParamsProcessor};

@@ -134,6 +134,9 @@ pub struct ParamsProcessor {
     /// Aligned: outcomes waiting for their time, per instrument, in the
     /// order they are learnt: (bar time, strategy, trade id).
     outcomes: FxHashMap<String, BTreeMap<(i64, String, String), TradeOutcome>>,
+    /// Aligned: ops' manual updates (a kill-switch reset) waiting for their
+    /// bar, per instrument, by (bar time, config id).
+    manual: FxHashMap<String, BTreeMap<(i64, String), ParamUpdate>>,
     /// Bars decided (or passed without a posterior) per instrument.
     decided: Vouched,
     /// Regime posteriors decided on so far, readable from other tasks (the
@@ -149,6 +152,7 @@ impl ParamsProcessor {
             controller,
             aligned: false,
             outcomes: FxHashMap::default(),
+            manual: FxHashMap::default(),
             decided: Vouched::default(),
             decisions_made: Default::default(),
             learned: Default::default(),
@@ -197,6 +201,32 @@ impl ParamsProcessor {
         updates
     }
 
+    /// Applies the manual updates of `instrument` due at or before bar `t`,
+    /// each after the outcomes learnt by its own bar time, so where an ops
+    /// action falls among the outcomes is a function of the logs.
+    fn apply_manual_through(&mut self, instrument: &str, t: i64, at: i64) -> Vec<ParamUpdate> {
+        let lag = self.lag();
+        let mut updates = Vec::new();
+        while let Some(u) = self
+            .manual
+            .get_mut(instrument)
+            .and_then(|q| q.first_entry())
+            .filter(|e| e.key().0 <= t)
+            .map(|e| e.remove())
+        {
+            updates.extend(self.learn_through(instrument, u.at.saturating_sub(lag), at));
+            self.controller.on_update(&u);
+        }
+        updates
+    }
+
+    fn hold_manual(&mut self, u: &ParamUpdate) {
+        self.manual
+            .entry(u.instrument.clone())
+            .or_default()
+            .insert((u.at, u.config_id.clone()), u.clone());
+    }
+
     /// What a previous run left: the registered presets, the latest update
     /// per key (in force) and every outcome already processed, in offset
     /// order per partition; aligned, the outcomes the decisions made so
@@ -226,11 +256,15 @@ impl ParamsProcessor {
                         .insert((o.ts, o.strategy.clone(), o.trade_id.clone()), o);
                 }
             }
+            for u in updates.iter().filter(|u| u.reason == UpdateReason::Manual) {
+                self.hold_manual(u);
+            }
             let lag = self.lag();
             let mut instruments: Vec<(String, i64)> = decided.into_iter().collect();
             instruments.sort();
             for (instrument, t) in instruments {
                 // Their kill-switch updates were published the first time.
+                let _ = self.apply_manual_through(&instrument, t, t);
                 let _ = self.learn_through(&instrument, t.saturating_sub(lag), t);
             }
         } else {
@@ -243,9 +277,10 @@ impl ParamsProcessor {
             // Aligned, an update of a decision past what the group had
             // committed is made again (the same) when its posterior is
             // read again: folding it now would count it twice.
+            // Manual ones were queued above, for their bar.
             let ahead = self.aligned
-                && u.reason != UpdateReason::Manual
-                && self.decided.through(&u.instrument).is_none_or(|t| u.at > t);
+                && (u.reason == UpdateReason::Manual
+                    || self.decided.through(&u.instrument).is_none_or(|t| u.at > t));
             if !ahead {
                 self.controller.on_update(u);
             }
@@ -347,8 +382,10 @@ impl Processor for ParamsProcessor {
                     return Ok(());
                 }
                 let mut updates = if self.aligned {
+                    let mut updates = self.apply_manual_through(&p.instrument, p.ts, p.ts);
                     let through = p.ts.saturating_sub(self.lag());
-                    self.learn_through(&p.instrument, through, p.ts)
+                    updates.extend(self.learn_through(&p.instrument, through, p.ts));
+                    updates
                 } else {
                     Vec::new()
                 };
@@ -397,9 +434,22 @@ impl Processor for ParamsProcessor {
             }
             ParamsInput::Update(u) => {
                 // Its own updates come back on this topic; only ops'
-                // manual ones change anything.
+                // manual ones change anything: aligned, from their bar on
+                // (one for a bar already decided applies on arrival).
                 if u.reason == UpdateReason::Manual {
-                    self.controller.on_update(u);
+                    let due = self.decided.through(&u.instrument).is_none_or(|t| u.at > t);
+                    if self.aligned && due {
+                        self.hold_manual(u);
+                    } else {
+                        if self.aligned {
+                            self.controller.stats.late_manual_updates += 1;
+                            tracing::warn!(
+                                strategy = %u.strategy, instrument = %u.instrument, at = u.at,
+                                "manual update for a bar already decided: applied on arrival"
+                            );
+                        }
+                        self.controller.on_update(u);
+                    }
                 }
                 Vec::new()
             }
@@ -612,5 +662,196 @@ impl Processor for EngineProcessor {
                 progress_records(TRADE_OUTCOMES_NAME, &strategies, &instrument, t)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::ParamsConfig;
+    use crate::schema::StrategySchema;
+    use autotrain_kafka::EventId;
+    use autotrain_schemas::decode;
+
+    const BAR: i64 = 1_800_000;
+    const LAG: i64 = 4 * BAR;
+
+    fn core() -> ParamsProcessor {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../strategy_schemas");
+        let schemas = StrategySchema::load_dir(&dir).expect("schemas");
+        let config = ParamsConfig {
+            strategies: vec!["trend_following".into()],
+            kill_switch_drawdown: 2.0,
+            learn_lag_ms: LAG,
+            ..ParamsConfig::default()
+        };
+        ParamsProcessor::new(Controller::new(config, schemas)).aligned(true)
+    }
+
+    fn feed(core: &mut ParamsProcessor, topic: &str, value: ParamsInput) -> Vec<ParamUpdate> {
+        let input = Incoming {
+            topic: topic.to_string(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            timestamp: None,
+            event_id: EventId::derive(&[topic.as_bytes()]),
+            value,
+        };
+        let mut out = Outputs::new("params", input.event_id);
+        core.process(&input, &mut out).expect("processes");
+        out.into_records()
+            .into_iter()
+            .filter(|r| r.progress.is_none())
+            .map(|r| decode::<ParamUpdate>(&r.payload).expect("an update"))
+            .collect()
+    }
+
+    /// One instrument's bars: a posterior per bar and, for every bar, a
+    /// losing outcome of the update in force (the kill-switch trips early).
+    struct Sim {
+        core: ParamsProcessor,
+        /// Updates published, with the bar they were published on.
+        published: Vec<(usize, ParamUpdate)>,
+        outcomes: Vec<TradeOutcome>,
+        in_force: Option<ParamUpdate>,
+    }
+
+    impl Sim {
+        fn new(core: ParamsProcessor) -> Self {
+            Sim {
+                core,
+                published: Vec::new(),
+                outcomes: Vec::new(),
+                in_force: None,
+            }
+        }
+
+        /// Bars `bars`, `manual` read just before bar `read_at`.
+        fn bars(&mut self, bars: std::ops::Range<usize>, manual: Option<(&ParamUpdate, usize)>) {
+            for i in bars {
+                if let Some((m, _)) = manual.filter(|(_, at)| *at == i) {
+                    let u = ParamsInput::Update(Box::new(m.clone()));
+                    let out = feed(&mut self.core, PARAM_UPDATES.name(), u);
+                    self.published.extend(out.into_iter().map(|u| (i, u)));
+                }
+                let ts = i as i64 * BAR;
+                let p = RegimePosterior {
+                    instrument: "x:A".into(),
+                    timeframe: "30m".into(),
+                    ts,
+                    model_key: "hmm/x:A".into(),
+                    model_version: 1,
+                    probabilities: vec![0.6, 0.4],
+                    regime: 0,
+                    loglik: 0.0,
+                    features: Vec::new(),
+                };
+                let updates = feed(&mut self.core, REGIMES.name(), ParamsInput::Regime(p));
+                if let Some(u) = updates.last() {
+                    self.in_force = Some(u.clone());
+                }
+                self.published.extend(updates.into_iter().map(|u| (i, u)));
+                if let Some(u) = &self.in_force {
+                    let o = TradeOutcome {
+                        trade_id: format!("t{i}"),
+                        strategy: u.strategy.clone(),
+                        instrument: u.instrument.clone(),
+                        config_id: u.config_id.clone(),
+                        preset_id: u.preset_id.clone(),
+                        reward: -0.5,
+                        context: u.context.clone(),
+                        ts,
+                    };
+                    self.outcomes.push(o.clone());
+                    let out = feed(
+                        &mut self.core,
+                        TRADE_OUTCOMES.name(),
+                        ParamsInput::Outcome(o),
+                    );
+                    self.published.extend(out.into_iter().map(|u| (i, u)));
+                }
+            }
+        }
+
+        fn updates(&self) -> Vec<ParamUpdate> {
+            self.published.iter().map(|(_, u)| u.clone()).collect()
+        }
+    }
+
+    fn run(manual: Option<&ParamUpdate>, read_at: usize) -> (Vec<ParamUpdate>, ParamsProcessor) {
+        let mut sim = Sim::new(core());
+        sim.bars(0..200, manual.map(|m| (m, read_at)));
+        (sim.updates(), sim.core)
+    }
+
+    fn reset() -> ParamUpdate {
+        let (published, _) = run(None, 0);
+        let mut manual = published
+            .iter()
+            .find(|u| u.reason == UpdateReason::KillSwitch)
+            .expect("the kill-switch trips")
+            .clone();
+        assert!(manual.at < 120 * BAR, "{}", manual.at);
+        manual.reason = UpdateReason::Manual;
+        manual.config_id = "ops-reset".into();
+        manual.at = 120 * BAR + 1;
+        manual.actor = Some("api:ops".into());
+        manual
+    }
+
+    /// Restored from what the topics hold after bar `k - 1` (a manual
+    /// update read before bar 0 among them), the controller publishes
+    /// after bar `k` what an uninterrupted one does.
+    #[test]
+    fn a_restore_puts_a_manual_reset_where_it_was() {
+        let manual = reset();
+        let mut whole = Sim::new(core());
+        whole.bars(0..200, Some((&manual, 0)));
+        for k in [110, 121, 160] {
+            let mut first = Sim::new(core());
+            first.bars(0..k, Some((&manual, 0)));
+            let mut updates = first.updates();
+            updates.push(manual.clone());
+            let mut restored = core();
+            restored.restore(ParamsState {
+                presets: Vec::new(),
+                updates,
+                outcomes: first.outcomes.clone(),
+                decided: HashMap::from([("x:A".to_string(), (k as i64 - 1) * BAR)]),
+            });
+            let mut second = Sim::new(restored);
+            second.in_force = first.in_force.clone();
+            second.bars(k..200, None);
+            let want: Vec<&ParamUpdate> = whole
+                .published
+                .iter()
+                .filter(|(i, _)| *i >= k)
+                .map(|(_, u)| u)
+                .collect();
+            let got: Vec<&ParamUpdate> = second.published.iter().map(|(_, u)| u).collect();
+            assert_eq!(want, got, "restored before bar {k}");
+        }
+    }
+
+    #[test]
+    fn a_manual_reset_takes_effect_at_its_bar_whenever_it_is_read() {
+        let manual = reset();
+        let (early, early_core) = run(Some(&manual), 0);
+        let (mid, _) = run(Some(&manual), 100);
+        assert_eq!(early, mid, "read early or mid-stream: the same decisions");
+        // The reset let the controller trade again, and lose again: the
+        // kill-switch trips a second time after bar 120.
+        let trips: Vec<i64> = early
+            .iter()
+            .filter(|u| u.reason == UpdateReason::KillSwitch)
+            .map(|u| u.at)
+            .collect();
+        assert_eq!(trips.len(), 2, "{trips:?}");
+        assert!(trips[1] > manual.at, "{trips:?}");
+        assert_eq!(early_core.controller.stats.late_manual_updates, 0);
+        // Read after its bar was decided: applied on arrival, counted.
+        let (_, late_core) = run(Some(&manual), 150);
+        assert_eq!(late_core.controller.stats.late_manual_updates, 1);
     }
 }

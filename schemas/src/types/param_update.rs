@@ -16,6 +16,12 @@ pub struct ParamUpdate {
     pub effective_for: Effective,
     pub context: Vec<f64>,
     pub at: i64,
+    /// Manual updates: who sent it.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Manual updates: why.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,5 +50,6 @@ payload!(
     ParamUpdate,
     "ParamUpdate",
     "param_update.avsc",
-    "param_update.v1.avsc"
+    "param_update.v1.avsc",
+    "param_update.v2.avsc"
 );

@@ -200,6 +200,8 @@ pub fn all() -> Vec<Samples> {
             effective_for: Effective::NewPositions,
             context: vec![1.0, 0.2, 0.8],
             at: 1_700_000_000_000,
+            actor: None,
+            note: None,
         }]),
         entry(vec![TradeOutcome {
             trade_id: "trade-1".into(),
