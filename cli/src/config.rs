@@ -242,6 +242,7 @@ impl Config {
             .extract()
             .context("invalid configuration")?;
         config.kafka.extend(kafka_env(std::env::vars()));
+        config.trainer.guardrails.check()?;
         Ok(config)
     }
 }
@@ -325,6 +326,14 @@ mod tests {
                 c.kafka.get("security.protocol").map(String::as_str),
                 Some("plaintext")
             );
+            // A guardrail on a metric the evaluation does not produce stops
+            // the start, with the metrics it could name.
+            jail.set_env("AUTOTRAIN__TRAINER__GUARDRAILS__METRIC", "trend_sharp");
+            let err = Config::load(Some(&path)).map(|_| ()).unwrap_err();
+            assert!(format!("{err:#}").contains("trend_sharpe"), "{err:#}");
+            jail.set_env("AUTOTRAIN__TRAINER__GUARDRAILS__METRIC", "trend_sharpe");
+            let c = Config::load(Some(&path)).map_err(|e| figment::Error::from(e.to_string()))?;
+            assert_eq!(c.trainer.guardrails.metric, "trend_sharpe");
             Ok(())
         });
         std::fs::write(&path, "colour = \"red\"\n").expect("write");

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::claims::{claim_id, Claims};
 use crate::queue::{training_id, TrainingQueue};
-use crate::registry::promotion::{decide, Decision, Evidence, Guardrails};
+use crate::registry::promotion::{decide, Decision, Guardrails};
 use crate::registry::{Registry, RegistryError, PROD};
 use crate::spec::{Mode, TrainSpec};
 
@@ -128,10 +128,10 @@ pub struct Done {
     pub parameter_hash: String,
     pub metrics: Vec<Metric>,
     pub manifest: Manifest,
-    /// Evidence for the guardrails.
+    /// The challenger's log-likelihood per reference bar (the degradation
+    /// alert's measure; the guardrails read `metrics`).
     pub loglik_per_bar: f64,
-    pub champion_loglik_per_bar: Option<f64>,
-    pub max_drawdown: f64,
+    /// Unresolved critical flags in the training window (a guardrail).
     pub critical_flags: usize,
 }
 
@@ -735,12 +735,10 @@ impl Trainer {
         }
         let decision = decide(
             &self.config.guardrails,
-            &Evidence {
-                challenger_metric: done.loglik_per_bar,
-                champion_metric: done.champion_loglik_per_bar,
-                max_drawdown: done.max_drawdown,
-                critical_flags: done.critical_flags,
-            },
+            &self
+                .config
+                .guardrails
+                .evidence(&metrics, done.critical_flags),
         );
         let promoted =
             plan.trigger.auto_promote && plan.rerun_of.is_none() && decision == Decision::Promote;
@@ -897,7 +895,17 @@ mod tests {
         Outcome::Done(Box::new(Done {
             parameters: vec![1],
             parameter_hash: format!("h{loglik}"),
-            metrics: vec![metric("loglik_per_bar", loglik)],
+            metrics: [
+                Some(metric("loglik_per_bar", loglik)),
+                plan.champion
+                    .as_ref()
+                    .map(|_| metric("champion_loglik_per_bar", loglik - 0.1)),
+                Some(metric("trend_max_drawdown", 0.1)),
+                Some(metric("trend_sharpe", 1.0)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             manifest: Manifest {
                 trigger_id: plan.trigger.trigger_id.clone(),
                 code_version: "test".into(),
@@ -911,8 +919,6 @@ mod tests {
                 code_commit: None,
             },
             loglik_per_bar: loglik,
-            champion_loglik_per_bar: plan.champion.as_ref().map(|_| loglik - 0.1),
-            max_drawdown: 0.1,
             critical_flags: 0,
         }))
     }

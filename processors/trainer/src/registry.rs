@@ -236,19 +236,31 @@ impl Registry {
 pub mod promotion {
     //! Whether a challenger may become `prod`.
 
+    use autotrain_schemas::Metric;
     use serde::{Deserialize, Serialize};
 
+    use crate::evaluate::PRESETS;
+
+    /// The seed runbook's promotion rules, as config (`[trainer.guardrails]`).
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     pub struct Guardrails {
-        /// Metric compared (higher is better), e.g. log-likelihood per bar.
+        /// Metric compared (higher is better), challenger against
+        /// `min_metric` and against the champion re-scored on the same
+        /// reference set: `loglik_per_bar`, or a preset's backtest
+        /// `<preset>_sharpe|sortino|pnl` (presets: `trend`, `long_top`,
+        /// `avoid_turbulence`).
         pub metric: String,
         /// The challenger's metric must reach this.
         pub min_metric: f64,
-        /// The max drawdown (a positive fraction) of this preset's
-        /// backtest on the reference set must stay within `max_drawdown`.
+        /// The preset whose backtest on the reference set the drawdown and
+        /// Sharpe rules read.
         pub preset: String,
+        /// That backtest's max drawdown (a positive fraction) must stay
+        /// within this.
         pub max_drawdown: f64,
+        /// That backtest's Sharpe ratio (annualised) must reach this.
+        pub min_sharpe: f64,
         /// The challenger must beat the champion's metric on the same
         /// reference set by at least this margin.
         pub min_improvement: f64,
@@ -261,7 +273,61 @@ pub mod promotion {
                 min_metric: f64::NEG_INFINITY,
                 preset: "trend".into(),
                 max_drawdown: 0.5,
+                min_sharpe: f64::NEG_INFINITY,
                 min_improvement: 0.0,
+            }
+        }
+    }
+
+    /// A guardrail naming something the evaluation does not produce.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum GuardrailError {
+        #[error("[trainer.guardrails] metric {0:?} is not one the evaluation produces (higher is better): {1}")]
+        UnknownMetric(String, String),
+        #[error("[trainer.guardrails] preset {0:?} is not a backtest preset: {1:?}")]
+        UnknownPreset(String, [&'static str; 3]),
+    }
+
+    impl Guardrails {
+        /// The metrics [`Guardrails::metric`] may name.
+        pub fn metrics() -> Vec<String> {
+            let mut out = vec!["loglik_per_bar".to_string()];
+            for p in PRESETS {
+                for m in ["sharpe", "sortino", "pnl"] {
+                    out.push(format!("{p}_{m}"));
+                }
+            }
+            out
+        }
+
+        /// Refuses a metric or preset the evaluation does not produce (at
+        /// start, not at the first promotion).
+        pub fn check(&self) -> Result<(), GuardrailError> {
+            let known = Self::metrics();
+            if !known.contains(&self.metric) {
+                return Err(GuardrailError::UnknownMetric(
+                    self.metric.clone(),
+                    known.join(", "),
+                ));
+            }
+            if !PRESETS.contains(&self.preset.as_str()) {
+                return Err(GuardrailError::UnknownPreset(self.preset.clone(), PRESETS));
+            }
+            Ok(())
+        }
+
+        /// The evidence for these rules among a run's metrics (the
+        /// challenger's, and the champion's re-scored as `champion_*`); a
+        /// metric missing is NaN, which no rule passes.
+        pub fn evidence(&self, metrics: &[Metric], critical_flags: usize) -> Evidence {
+            let get = |name: &str| metrics.iter().find(|m| m.name == name).map(|m| m.value);
+            let backtest = |what: &str| get(&format!("{}_{what}", self.preset)).unwrap_or(f64::NAN);
+            Evidence {
+                challenger_metric: get(&self.metric).unwrap_or(f64::NAN),
+                champion_metric: get(&format!("champion_{}", self.metric)),
+                max_drawdown: backtest("max_drawdown"),
+                sharpe: backtest("sharpe"),
+                critical_flags,
             }
         }
     }
@@ -273,6 +339,8 @@ pub mod promotion {
         /// `None` when there is no champion yet.
         pub champion_metric: Option<f64>,
         pub max_drawdown: f64,
+        /// The backtest's Sharpe ratio.
+        pub sharpe: f64,
         /// Unresolved critical flags (gaps, held anomalies) in the window.
         pub critical_flags: usize,
     }
@@ -304,6 +372,12 @@ pub mod promotion {
                 e.critical_flags
             ));
         }
+        if !holds(e.sharpe >= g.min_sharpe) {
+            why.push(format!(
+                "{} backtest Sharpe {:.3} below the policy's {:.3}",
+                g.preset, e.sharpe, g.min_sharpe
+            ));
+        }
         if !holds(e.max_drawdown <= g.max_drawdown) {
             why.push(format!(
                 "max drawdown {:.3} beyond the policy's {:.3}",
@@ -328,7 +402,7 @@ pub mod promotion {
 
 #[cfg(test)]
 mod tests {
-    use super::promotion::{decide, Decision, Evidence, Guardrails};
+    use super::promotion::{decide, Decision, Evidence, GuardrailError, Guardrails};
     use super::*;
 
     fn manifest() -> Manifest {
@@ -472,6 +546,7 @@ mod tests {
             challenger_metric: -1.0,
             champion_metric: Some(-1.1),
             max_drawdown: 0.1,
+            sharpe: 0.5,
             critical_flags: 0,
         };
         assert_eq!(decide(&g, &ok), Decision::Promote);
@@ -489,6 +564,7 @@ mod tests {
             challenger_metric: -1.105,
             champion_metric: Some(-1.1),
             max_drawdown: 0.4,
+            sharpe: 0.5,
             critical_flags: 2,
         };
         match decide(&g, &bad) {
@@ -500,5 +576,71 @@ mod tests {
             ..ok
         };
         assert!(matches!(decide(&g, &nan), Decision::Stay(_)));
+    }
+
+    /// The configured metric is the one compared, read from the run's
+    /// metrics with the champion's re-scored beside it; a Sharpe floor
+    /// holds back a model whose backtest does not reach it.
+    #[test]
+    fn guardrails_compare_the_configured_metric() {
+        let metrics: Vec<Metric> = [
+            ("loglik_per_bar", -1.0),
+            ("champion_loglik_per_bar", -1.2),
+            ("trend_sharpe", 0.4),
+            ("champion_trend_sharpe", 0.9),
+            ("trend_max_drawdown", 0.1),
+        ]
+        .iter()
+        .map(|(n, v)| Metric {
+            name: n.to_string(),
+            value: *v,
+        })
+        .collect();
+        let by_loglik = Guardrails::default();
+        assert_eq!(
+            decide(&by_loglik, &by_loglik.evidence(&metrics, 0)),
+            Decision::Promote
+        );
+        let by_sharpe = Guardrails {
+            metric: "trend_sharpe".into(),
+            ..Guardrails::default()
+        };
+        by_sharpe.check().expect("known");
+        let e = by_sharpe.evidence(&metrics, 0);
+        assert_eq!((e.challenger_metric, e.champion_metric), (0.4, Some(0.9)));
+        match decide(&by_sharpe, &e) {
+            Decision::Stay(why) => assert!(why[0].contains("trend_sharpe"), "{why:?}"),
+            other => panic!("{other:?}"),
+        }
+        let floor = Guardrails {
+            min_sharpe: 0.5,
+            ..Guardrails::default()
+        };
+        match decide(&floor, &floor.evidence(&metrics, 0)) {
+            Decision::Stay(why) => assert!(why[0].contains("Sharpe 0.400"), "{why:?}"),
+            other => panic!("{other:?}"),
+        }
+        // What the evaluation does not produce is refused at start.
+        let typo = Guardrails {
+            metric: "trend_sharp".into(),
+            ..Guardrails::default()
+        };
+        assert!(matches!(
+            typo.check(),
+            Err(GuardrailError::UnknownMetric(..))
+        ));
+        let lower_is_better = Guardrails {
+            metric: "trend_max_drawdown".into(),
+            ..Guardrails::default()
+        };
+        assert!(lower_is_better.check().is_err());
+        let preset = Guardrails {
+            preset: "yolo".into(),
+            ..Guardrails::default()
+        };
+        assert!(matches!(
+            preset.check(),
+            Err(GuardrailError::UnknownPreset(..))
+        ));
     }
 }

@@ -349,11 +349,6 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         m("load_seconds", load_seconds),
         m("train_seconds", train_seconds),
     ]);
-    let preset = lock(ctx)?.config.guardrails.preset.clone();
-    let max_drawdown = trained
-        .evaluation
-        .backtest(&preset)
-        .map_or(f64::NAN, |b| b.max_drawdown);
     let manifest = Manifest {
         trigger_id: plan.trigger.trigger_id.clone(),
         code_version: format!("autotrain-trainer {}", env!("CARGO_PKG_VERSION")),
@@ -379,8 +374,6 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         metrics,
         manifest,
         loglik_per_bar: trained.evaluation.loglik_per_bar,
-        champion_loglik_per_bar: trained.champion.as_ref().map(|c| c.loglik_per_bar),
-        max_drawdown,
         critical_flags: critical,
     })))
 }
