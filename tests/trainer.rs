@@ -89,6 +89,16 @@ fn command(
         actor: "ops-test".into(),
         reason: "test".into(),
         at: now_ms(),
+        force: false,
+    }
+}
+
+/// Ops' rollback, forced (with its reason): these tests follow prod
+/// wherever ops move it, whatever v1 re-scores on prod's reference set.
+fn forced_rollback(version: i32) -> TrainingCommand {
+    TrainingCommand {
+        force: true,
+        ..command(CommandAction::Rollback, None, Some(version))
     }
 }
 
@@ -286,13 +296,7 @@ async fn train_promote_rollback_rerun_and_regimes_follow_prod() -> Result<()> {
     settled(&settings, &regime_group, &["model.updates", "features"]).await?;
 
     // 4. Roll back to v1 (re-scored); the rest is under v1 again.
-    publish(
-        &settings,
-        TRAINING_COMMANDS,
-        KEY,
-        &[command(CommandAction::Rollback, None, Some(1))],
-    )
-    .await?;
+    publish(&settings, TRAINING_COMMANDS, KEY, &[forced_rollback(1)]).await?;
     let r = wait_prod(&settings, 1).await?;
     let back = r
         .model(KEY)
@@ -728,13 +732,7 @@ async fn kafka_registry_survives_the_log_cleaner_and_rolls_back_to_v1() -> Resul
         "the registry's log keeps every event"
     );
     let trainer = start_trainer(&settings, trainer_config(store.path()));
-    publish(
-        &settings,
-        TRAINING_COMMANDS,
-        KEY,
-        &[command(CommandAction::Rollback, None, Some(1))],
-    )
-    .await?;
+    publish(&settings, TRAINING_COMMANDS, KEY, &[forced_rollback(1)]).await?;
     let r = wait_prod(&settings, 1).await?;
     let d = trigger(&unique("d"), &[], false);
     publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&d)).await?;

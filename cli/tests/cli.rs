@@ -832,7 +832,10 @@ fn training_through_the_cli() -> Result<()> {
             // The sample has real gaps and held anomalies; nobody decides
             // them in this test.
             .env("AUTOTRAIN__TRAINER__BLOCK_ON", "[]")
-            .env("AUTOTRAIN__TRAINER__RECHECK_MS", "200");
+            .env("AUTOTRAIN__TRAINER__RECHECK_MS", "200")
+            // A rollback must beat prod by 1 on its reference set: the
+            // one below is refused unless forced.
+            .env("AUTOTRAIN__TRAINER__GUARDRAILS__ROLLBACK_TOLERANCE", "-1");
         c
     };
     let stdout = |args: &[&str]| -> Result<String> {
@@ -904,15 +907,19 @@ fn training_through_the_cli() -> Result<()> {
 
     let promoted = stdout(&["models", "promote", key, "--version", "2", "--actor", "ops"])?;
     assert!(promoted.contains("prod → v2"), "{promoted}");
-    let rolled = stdout(&[
-        "models",
-        "rollback",
-        key,
-        "--version",
-        "1",
-        "--reason",
-        "test",
-    ])?;
+    // Rollback: the plan (re-scored here) says it would be refused; so
+    // does the trainer, until forced with a reason.
+    let planned = stdout(&["models", "rollback", key, "--version", "1", "--plan"])?;
+    assert!(
+        planned.contains("prod v2 → v1") && planned.contains("would be refused"),
+        "{planned}"
+    );
+    let rollback = ["models", "rollback", key, "--version", "1"];
+    let refused = fails(&rollback)?;
+    assert!(refused.contains("not verified"), "{refused}");
+    let unexplained = fails(&[&rollback[..], &["--force"]].concat())?;
+    assert!(unexplained.contains("needs a --reason"), "{unexplained}");
+    let rolled = stdout(&[&rollback[..], &["--force", "--reason", "test"]].concat())?;
     assert!(
         rolled.contains("prod → v1") && rolled.contains("re-scored"),
         "{rolled}"

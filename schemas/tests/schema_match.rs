@@ -277,6 +277,34 @@ fn current_model_version_schema_reads_records_written_with_v2() {
 }
 
 #[test]
+fn current_training_command_schema_reads_records_written_with_v1() {
+    let v1 =
+        Schema::parse_str(include_str!("../history/training_command.v1.avsc")).expect("v1 parses");
+    let old = Value::Record(vec![
+        ("command_id".into(), Value::String("cmd-1".into())),
+        ("action".into(), Value::Enum(3, "rollback".into())),
+        ("training_id".into(), Value::Union(0, Box::new(Value::Null))),
+        (
+            "model_key".into(),
+            Value::Union(1, Box::new(Value::String("hmm/x".into()))),
+        ),
+        ("version".into(), Value::Union(1, Box::new(Value::Int(1)))),
+        ("tenant".into(), Value::Union(0, Box::new(Value::Null))),
+        ("actor".into(), Value::String("ops".into())),
+        ("reason".into(), Value::String("why".into())),
+        ("at".into(), Value::TimestampMillis(1_700_000_000_000)),
+    ]);
+    let fp = TrainingCommand::schemas().history[0].0;
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&fp.to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&v1, old).expect("encode v1"));
+    assert_ne!(fp, TrainingCommand::schemas().fingerprint);
+    let c: TrainingCommand = decode(&bytes).expect("current reader reads v1");
+    assert_eq!((c.action, c.version), (CommandAction::Rollback, Some(1)));
+    assert!(!c.force, "default of the added field");
+}
+
+#[test]
 fn decoding_failures_are_typed() {
     let good = encode(&samples::bar()).expect("encode");
     assert!(matches!(

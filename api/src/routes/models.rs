@@ -77,6 +77,10 @@ pub struct AliasMove {
     pub model_version: i32,
     #[serde(default)]
     pub reason: String,
+    /// Rollback only: go through although the re-score on prod's reference
+    /// set is worse than the tolerance (the trainer wants a reason).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /api/models/{*rest}`: `rest` is `{model_key}/promote` or
@@ -116,6 +120,11 @@ pub async fn act(
     };
     p.require(Scope::Write)?;
     let Body(b) = body?;
+    if b.force && action == CommandAction::Promote {
+        return Err(ApiError::Unprocessable(
+            "force is for a rollback (a promotion by ops already overrides the guardrails)".into(),
+        ));
+    }
     {
         let v = s.views();
         let m = visible(&v, &p, &key)?;
@@ -151,6 +160,7 @@ pub async fn act(
         actor: p.actor(),
         reason: b.reason,
         at: chrono::Utc::now().timestamp_millis(),
+        force: b.force,
     };
     s.publish(TRAINING_COMMANDS, &key, &c).await?;
     Ok((

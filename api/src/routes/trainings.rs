@@ -504,6 +504,7 @@ async fn command(
         actor: p.actor(),
         reason: why.reason,
         at: chrono::Utc::now().timestamp_millis(),
+        force: false,
     };
     s.publish(TRAINING_COMMANDS, id, &c).await?;
     Ok((

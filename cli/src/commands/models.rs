@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use autotrain_kafka::{read_topic, ClientSettings, OutRecord, Producer};
-use autotrain_schemas::{CommandAction, ModelVersion, TrainingCommand};
-use autotrain_topics::{MODEL_UPDATES, TRAINING_COMMANDS};
+use autotrain_schemas::{CommandAction, DeadLetter, ModelVersion, TrainingCommand};
+use autotrain_topics::{MARKET_BARS_DLQ, MODEL_UPDATES, TRAINING_COMMANDS};
 use autotrain_trainer::{Registry, PROD, STAGING};
 
 use crate::config::Config;
@@ -28,7 +28,10 @@ pub enum ModelsCommand {
     /// the actor).
     Promote(AliasArgs),
     /// Move `prod` back to an earlier version, after the trainer re-scores
-    /// it on the reference set.
+    /// it on prod's reference set: refused when it scores below prod there
+    /// by more than `[trainer.guardrails] rollback_tolerance`, unless
+    /// `--force` with a `--reason`. `--plan` re-scores here and says what
+    /// would happen, without acting.
     Rollback(AliasArgs),
 }
 
@@ -44,6 +47,14 @@ pub struct AliasArgs {
     /// Seconds to wait for the trainer's answer.
     #[arg(long, default_value_t = 60)]
     pub timeout_s: u64,
+    /// Rollback: go through although the re-score is worse than the
+    /// tolerance (needs `--reason`).
+    #[arg(long)]
+    pub force: bool,
+    /// Rollback: re-score here (the reference store must be readable from
+    /// this host) and print the verdict; nothing is sent.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 /// The registry as `model.updates` holds it now.
@@ -153,6 +164,13 @@ pub async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
         _ => registry.rollback(&a.model_key, a.version, 0).map(|_| ()),
     };
     check?;
+    if action == CommandAction::Rollback && a.plan {
+        return plan(config, &registry, &a);
+    }
+    anyhow::ensure!(
+        !a.force || !a.reason.trim().is_empty(),
+        "--force needs a --reason (it is recorded with the rollback)"
+    );
     let now = now_ms();
     let c = TrainingCommand {
         command_id: format!("cmd-{now}-{}", std::process::id()),
@@ -164,6 +182,7 @@ pub async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
         actor: a.actor.clone(),
         reason: a.reason.clone(),
         at: now,
+        force: a.force,
     };
     Producer::new(&ctx.settings)?
         .send(&OutRecord::from_content(
@@ -193,10 +212,78 @@ pub async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
             );
             return Ok(());
         }
+        if let Some(why) = refusal(&ctx.settings, &c.command_id).await? {
+            bail!("{why}");
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     bail!(
         "no answer from the trainer within {} s (is `autotrain run trainer` running? refused commands go to market.bars.dlq)",
         a.timeout_s
     )
+}
+
+/// The trainer's refusal of command `id`, if it dead-lettered it.
+async fn refusal(settings: &ClientSettings, id: &str) -> Result<Option<String>> {
+    let settings = settings.clone();
+    let needle = format!("command {id} ");
+    let letters = tokio::task::spawn_blocking(move || {
+        read_topic::<DeadLetter>(&settings, MARKET_BARS_DLQ.name(), Duration::from_secs(10))
+    })
+    .await??;
+    Ok(letters
+        .into_iter()
+        .filter_map(|r| r.value.ok())
+        .find(|d| d.processor == "trainer" && d.error.contains(&needle))
+        .map(|d| d.error))
+}
+
+/// `models rollback --plan`: the trainer's check, run here.
+fn plan(config: &Config, registry: &Registry, a: &AliasArgs) -> Result<()> {
+    let m = registry
+        .model(&a.model_key)
+        .with_context(|| format!("no model {:?}", a.model_key))?;
+    let prod = m.alias(PROD).context("no version is prod")?;
+    let target = m
+        .versions
+        .get(&a.version)
+        .with_context(|| format!("{} has no version {}", a.model_key, a.version))?;
+    let store = autotrain_trainer::service::ReferenceStore::new(&config.trainer.store_dir);
+    let rescored = autotrain_trainer::service::intake::rescore(
+        &store,
+        Some(prod),
+        target,
+        config.trainer.defaults.cost_bps,
+    )
+    .map_err(anyhow::Error::msg)
+    .context("re-scoring here (is the trainer's store_dir readable from this host?)")?;
+    let g = &config.trainer.guardrails;
+    let verdict = g.rollback_check(&prod.metrics, &rescored);
+    println!(
+        "{} prod v{} → v{}: {} on prod's reference set {:.4} (prod {:.4}, tolerance {})",
+        a.model_key,
+        prod.version,
+        a.version,
+        g.metric,
+        rescored
+            .iter()
+            .find(|r| r.name == format!("rescored_{}", g.metric))
+            .map_or(f64::NAN, |r| r.value),
+        prod.metrics
+            .iter()
+            .find(|r| r.name == g.metric)
+            .map_or(f64::NAN, |r| r.value),
+        g.rollback_tolerance
+    );
+    match verdict {
+        Ok(_) => println!(
+            "verified: `autotrain models rollback {} --version {}` goes through",
+            a.model_key, a.version
+        ),
+        Err(why) => println!(
+            "would be refused: {why}\nto override: `autotrain models rollback {} --version {} --force --reason \"…\"`",
+            a.model_key, a.version
+        ),
+    }
+    Ok(())
 }

@@ -314,6 +314,7 @@ async fn command(
         actor: a.actor.clone(),
         reason: a.reason.clone(),
         at: now,
+        force: false,
     };
     let producer = Producer::new(&ctx.settings)?;
     producer

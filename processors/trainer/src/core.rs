@@ -476,8 +476,31 @@ impl Trainer {
                     .and_then(|m| m.versions.get(&version))
                     .cloned()
                     .ok_or("no such version")?;
-                e.metrics = rescore(&target)?;
-                e.tags = by;
+                let rescored = rescore(&target)?;
+                let prod = self
+                    .registry
+                    .model(&key)
+                    .and_then(|m| m.alias(PROD))
+                    .map(|v| v.metrics.clone())
+                    .unwrap_or_default();
+                let mut tags = by;
+                match self.config.guardrails.rollback_check(&prod, &rescored) {
+                    Ok(_) => tags.push("rescore:passed".into()),
+                    Err(why) if c.force && !c.reason.trim().is_empty() => {
+                        tags.push("rescore:forced".into());
+                        tracing::warn!(%key, version, actor = %c.actor, reason = %c.reason, %why, "rollback forced");
+                    }
+                    Err(why) if c.force => {
+                        return Err(format!("a forced rollback needs a reason ({why})"))
+                    }
+                    Err(why) => {
+                        return Err(format!(
+                            "rollback to v{version} not verified: {why}; send it with force and a reason to override"
+                        ))
+                    }
+                }
+                e.metrics = rescored;
+                e.tags = tags;
                 e.effective_from = self.effective_after(&key);
                 self.registry.apply(&e).map_err(|e| e.to_string())?;
                 Ok(vec![Event::Model(Box::new(e))])
@@ -1058,15 +1081,35 @@ mod tests {
             actor: "ops".into(),
             reason: "test".into(),
             at: 4,
+            force: false,
         };
         let mut rescored = Vec::new();
-        let ev = t
+        // v1 re-scores -1.0 on prod's reference set, prod (v2) -0.9 there:
+        // beyond the tolerance (0.05), refused unless forced with a reason.
+        let refused = t
             .command(&cmd(CommandAction::Rollback, 1), 4, &mut |v| {
                 rescored.push(v.version);
                 Ok(vec![metric("rescored_loglik_per_bar", -1.0)])
             })
+            .unwrap_err();
+        assert!(refused.contains("not verified"), "{refused}");
+        let mut forced = cmd(CommandAction::Rollback, 1);
+        forced.force = true;
+        forced.reason = String::new();
+        let unexplained = t
+            .command(&forced, 4, &mut |_| {
+                Ok(vec![metric("rescored_loglik_per_bar", -1.0)])
+            })
+            .unwrap_err();
+        assert!(unexplained.contains("needs a reason"), "{unexplained}");
+        forced.reason = "v2 misbehaves live".into();
+        let ev = t
+            .command(&forced, 4, &mut |v| {
+                rescored.push(v.version);
+                Ok(vec![metric("rescored_loglik_per_bar", -1.0)])
+            })
             .expect("rollback");
-        assert_eq!(rescored, [1]);
+        assert_eq!(rescored, [1, 1]);
         let Event::Model(e) = &ev[0] else {
             panic!("{ev:?}")
         };
@@ -1075,6 +1118,7 @@ mod tests {
             (RegistryEvent::Rollback, 1, Some(2))
         );
         assert!(e.tags.contains(&"by:ops".to_string()));
+        assert!(e.tags.contains(&"rescore:forced".to_string()));
         assert!(
             t.command(&cmd(CommandAction::Rollback, 2), 5, &mut |_| Ok(vec![]))
                 .is_err(),

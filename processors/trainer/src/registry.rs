@@ -264,6 +264,10 @@ pub mod promotion {
         /// The challenger must beat the champion's metric on the same
         /// reference set by at least this margin.
         pub min_improvement: f64,
+        /// A rollback goes through when the older version, re-scored on
+        /// prod's reference set, scores at least prod's `metric` there
+        /// minus this; otherwise it needs `force` and a reason.
+        pub rollback_tolerance: f64,
     }
 
     impl Default for Guardrails {
@@ -275,6 +279,7 @@ pub mod promotion {
                 max_drawdown: 0.5,
                 min_sharpe: f64::NEG_INFINITY,
                 min_improvement: 0.0,
+                rollback_tolerance: 0.05,
             }
         }
     }
@@ -328,6 +333,33 @@ pub mod promotion {
                 max_drawdown: backtest("max_drawdown"),
                 sharpe: backtest("sharpe"),
                 critical_flags,
+            }
+        }
+    }
+
+    impl Guardrails {
+        /// Whether a rollback from `prod` to the version re-scored as
+        /// `rescored` (its `rescored_*` metrics on prod's reference set)
+        /// may go through unforced: `Err` says why not.
+        pub fn rollback_check(
+            &self,
+            prod: &[Metric],
+            rescored: &[Metric],
+        ) -> Result<(f64, f64), String> {
+            let get = |ms: &[Metric], name: &str| {
+                ms.iter()
+                    .find(|m| m.name == name)
+                    .map_or(f64::NAN, |m| m.value)
+            };
+            let current = get(prod, &self.metric);
+            let older = get(rescored, &format!("rescored_{}", self.metric));
+            if holds(older >= current - self.rollback_tolerance) {
+                Ok((older, current))
+            } else {
+                Err(format!(
+                    "{} {older} on prod's reference set, below prod's {current} by more than the rollback_tolerance {}",
+                    self.metric, self.rollback_tolerance
+                ))
             }
         }
     }
@@ -620,6 +652,25 @@ mod tests {
             Decision::Stay(why) => assert!(why[0].contains("Sharpe 0.400"), "{why:?}"),
             other => panic!("{other:?}"),
         }
+        // A rollback: the older version re-scored on prod's reference set
+        // against prod's own score there, within the tolerance.
+        let prod = [Metric {
+            name: "loglik_per_bar".into(),
+            value: -1.0,
+        }];
+        let rescored = |v: f64| {
+            [Metric {
+                name: "rescored_loglik_per_bar".into(),
+                value: v,
+            }]
+        };
+        let g = Guardrails::default();
+        assert_eq!(g.rollback_check(&prod, &rescored(-1.04)), Ok((-1.04, -1.0)));
+        assert!(g.rollback_check(&prod, &rescored(-1.06)).is_err());
+        assert!(
+            g.rollback_check(&prod, &[]).is_err(),
+            "no re-score, no verdict"
+        );
         // What the evaluation does not produce is refused at start.
         let typo = Guardrails {
             metric: "trend_sharp".into(),

@@ -14,6 +14,9 @@ pub struct TrainingCommand {
     pub actor: String,
     pub reason: String,
     pub at: i64,
+    /// Rollback: override a re-score worse than the tolerance (with a reason).
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,4 +28,9 @@ pub enum CommandAction {
     Rollback,
 }
 
-payload!(TrainingCommand, "TrainingCommand", "training_command.avsc");
+payload!(
+    TrainingCommand,
+    "TrainingCommand",
+    "training_command.avsc",
+    "training_command.v1.avsc"
+);

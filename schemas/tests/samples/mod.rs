@@ -273,6 +273,7 @@ pub fn all() -> Vec<Samples> {
                 actor: "ops@desk".into(),
                 reason: "v3 underperforms".into(),
                 at: 1_700_000_000_000,
+                force: false,
             },
             TrainingCommand {
                 command_id: "cmd-2".into(),
@@ -284,6 +285,7 @@ pub fn all() -> Vec<Samples> {
                 actor: "cli".into(),
                 reason: String::new(),
                 at: 0,
+                force: false,
             },
         ]),
         entry(vec![DataClaim {
