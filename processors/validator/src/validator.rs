@@ -276,6 +276,8 @@ impl Validator {
         }
 
         let mut flags = Vec::new();
+        // Held for review, with every other flag that applies beside it.
+        let mut anomaly = None;
         let in_order = state.last_ts.is_none_or(|last| raw.ts > last);
         if in_order {
             if let (Some(prev_close), Some(last)) = (state.last_close, state.last_ts) {
@@ -298,25 +300,17 @@ impl Validator {
                             cfg.anomaly_sigma,
                             sigma
                         );
-                        // The held bar exists (no gap) and is the new reference
-                        // level, so a genuine level shift is flagged once; its
-                        // return stays out of the σ window.
-                        state.last_ts = Some(raw.ts);
-                        state.last_close = Some(raw.close);
-                        state.seen.insert(raw.ts, cfg.timeframe_ms, (sum, 0));
-                        state.held.insert(raw.ts, bar);
-                        return Verdict::Withheld {
-                            flags: vec![flag(
-                                raw,
-                                FlagKind::Anomaly,
-                                Severity::Warning,
-                                HitlState::Pending,
-                                detail,
-                            )],
-                        };
+                        anomaly = Some(flag(
+                            raw,
+                            FlagKind::Anomaly,
+                            Severity::Warning,
+                            HitlState::Pending,
+                            detail,
+                        ));
                     }
                 }
-                if r.is_finite() {
+                // A held bar's return stays out of the σ window.
+                if anomaly.is_none() && r.is_finite() {
                     state.returns.push_back(r);
                     state.sum += r;
                     state.sum_sq += r * r;
@@ -353,6 +347,8 @@ impl Validator {
                     flags.push(f);
                 }
             }
+            // A held bar exists (no gap) and is the new reference level, so
+            // a genuine level shift is flagged once.
             state.last_ts = Some(raw.ts);
             state.last_close = Some(raw.close);
         }
@@ -367,7 +363,14 @@ impl Validator {
             ));
         }
         state.seen.insert(raw.ts, cfg.timeframe_ms, (sum, 0));
-        Verdict::Passed { bar, flags }
+        match anomaly {
+            Some(a) => {
+                state.held.insert(raw.ts, bar);
+                flags.insert(0, a);
+                Verdict::Withheld { flags }
+            }
+            None => Verdict::Passed { bar, flags },
+        }
     }
 
     /// Applies an ops decision to the bar held at (instrument, ts).
@@ -545,6 +548,43 @@ mod tests {
         assert!(
             matches!(minute.validate(&m(13)), Verdict::Passed { flags, .. } if flags.len() == 1)
         );
+    }
+
+    /// A bar carries every flag that applies: one that jumps after a gap,
+    /// flat with no volume, is held as an anomaly and also reports the gap
+    /// and the staleness; a stale bar after a gap gets both flags.
+    #[test]
+    fn a_bar_carries_every_flag_that_applies() {
+        let mut val = v();
+        for i in 0..60 {
+            let close = 100.0 * (1.0 + 0.001 * ((i % 7) as f64 - 3.0));
+            val.validate(&bar(i, close));
+        }
+        let flat = |i: i64, close: f64| Bar {
+            high: close,
+            low: close,
+            volume: 0.0,
+            ..bar(i, close)
+        };
+        match val.validate(&flat(70, 150.0)) {
+            Verdict::Withheld { flags } => {
+                let kinds: Vec<FlagKind> = flags.iter().map(|f| f.kind).collect();
+                assert_eq!(
+                    kinds,
+                    [FlagKind::Anomaly, FlagKind::Gap, FlagKind::Stale],
+                    "{flags:?}"
+                );
+                assert_eq!(flags[1].missing_bars, Some(10), "bars 60..=69");
+            }
+            other => panic!("{other:?}"),
+        }
+        match val.validate(&flat(80, 150.0)) {
+            Verdict::Passed { flags, .. } => {
+                let kinds: Vec<FlagKind> = flags.iter().map(|f| f.kind).collect();
+                assert_eq!(kinds, [FlagKind::Gap, FlagKind::Stale], "{flags:?}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
