@@ -402,12 +402,41 @@ async fn bars_in_a_training_through_the_api_promoted_and_param_updates_out() -> 
         Some(&json!({"model_version": 3})),
     )
     .await?;
+    // The plan: v1 re-scored on prod's reference set, the verdict, nothing
+    // sent; then the rollback as the plan says (forced when refused).
+    let plan = api
+        .expect(
+            200,
+            "POST",
+            &rollback,
+            Some(WRITE_A),
+            Some(&json!({"model_version": 1, "plan": true})),
+        )
+        .await?;
+    let (rescored, prod_score, tolerance) = (
+        plan["rescored"].as_f64().unwrap_or(f64::NAN),
+        plan["prod_score"].as_f64().unwrap_or(f64::NAN),
+        plan["rollback_tolerance"].as_f64().unwrap_or(f64::NAN),
+    );
+    assert!(rescored.is_finite() && prod_score.is_finite(), "{plan}");
+    let verified = rescored >= prod_score - tolerance;
+    assert_eq!(plan["verified"], verified, "{plan}");
+    assert_eq!(plan["refusal"].is_null(), verified, "{plan}");
+    prod_is(&api, 2).await?;
+    api.expect(
+        422,
+        "POST",
+        &format!("/api/models/{KEY}/promote"),
+        Some(WRITE_A),
+        Some(&json!({"model_version": 1, "plan": true})),
+    )
+    .await?;
     api.expect(
         202,
         "POST",
         &rollback,
         Some(WRITE_A),
-        Some(&json!({"model_version": 1})),
+        Some(&json!({"model_version": 1, "force": !verified, "reason": "test"})),
     )
     .await?;
     prod_is(&api, 1).await?;

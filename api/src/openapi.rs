@@ -44,8 +44,8 @@ fn ops() -> Vec<Op> {
         Op { method: "get", path: "/api/trainings/{id}/logs", scope: Some("ml:read"), summary: "The training's lifecycle as log lines; query tail=N", body: None, ok: 200 },
         Op { method: "get", path: "/api/models", scope: Some("ml:read"), summary: "Model keys with version counts and aliases", body: None, ok: 200 },
         Op { method: "get", path: "/api/models/{model_key}", scope: Some("ml:read"), summary: "Versions (metrics, manifest, tags) and aliases of a model key (the key may hold '/')", body: None, ok: 200 },
-        Op { method: "post", path: "/api/models/{model_key}/promote", scope: Some("ml:write"), summary: "Move prod to a version (a TrainingCommand to the trainer)", body: Some(json!({"type": "object", "required": ["model_version"], "additionalProperties": false, "properties": {"model_version": {"type": "integer", "minimum": 1, "maximum": 2147483647}, "reason": {"type": "string"}, "force": {"type": "boolean", "enum": [false], "description": "rollback only"}}})), ok: 202 },
-        Op { method: "post", path: "/api/models/{model_key}/rollback", scope: Some("ml:write"), summary: "Move prod back to an older version after the trainer re-scores it on prod's reference set: the trainer refuses (dead letter with the reason) one that scores below prod by more than [trainer.guardrails] rollback_tolerance unless force is set with a reason", body: Some(json!({"type": "object", "required": ["model_version"], "additionalProperties": false, "properties": {"model_version": {"type": "integer", "minimum": 1, "maximum": 2147483647}, "reason": {"type": "string"}, "force": {"type": "boolean"}}})), ok: 202 },
+        Op { method: "post", path: "/api/models/{model_key}/promote", scope: Some("ml:write"), summary: "Move prod to a version (a TrainingCommand to the trainer)", body: Some(json!({"type": "object", "required": ["model_version"], "additionalProperties": false, "properties": {"model_version": {"type": "integer", "minimum": 1, "maximum": 2147483647}, "reason": {"type": "string"}, "force": {"type": "boolean", "enum": [false], "description": "rollback only"}, "plan": {"type": "boolean", "enum": [false], "description": "rollback only"}}})), ok: 202 },
+        Op { method: "post", path: "/api/models/{model_key}/rollback", scope: Some("ml:write"), summary: "Move prod back to an older version after the trainer re-scores it on prod's reference set: the trainer refuses (dead letter with the reason) one that scores below prod by more than [trainer.guardrails] rollback_tolerance unless force is set with a reason. With plan: true, the API re-scores it here and answers the verdict (200) without sending anything", body: Some(json!({"type": "object", "required": ["model_version"], "additionalProperties": false, "properties": {"model_version": {"type": "integer", "minimum": 1, "maximum": 2147483647}, "reason": {"type": "string"}, "force": {"type": "boolean"}, "plan": {"type": "boolean"}}})), ok: 202 },
         Op { method: "get", path: "/api/features/{instrument}/window", scope: Some("ml:read"), summary: "The instrument's training window now: per feature n, mean, std over the last api.feature_window_days days up to its newest bar (differential dataflow over features; corrections replace what they correct)", body: None, ok: 200 },
         Op { method: "get", path: "/api/flags", scope: Some("ml:read"), summary: "Validation flags; query state=pending|open|decided|all, instrument", body: None, ok: 200 },
         Op { method: "get", path: "/api/flags/{id}", scope: Some("ml:read"), summary: "One flag as raised and as it stands", body: None, ok: 200 },
@@ -98,6 +98,12 @@ pub fn document() -> Value {
             op.ok.to_string(),
             json!({"description": "success", "content": {media: {}}}),
         );
+        if op.path == "/api/models/{model_key}/rollback" {
+            responses.insert(
+                "200".into(),
+                json!({"description": "plan: true — the re-score and the verdict, nothing sent", "content": {"application/json": {}}}),
+            );
+        }
         responses.insert("400".into(), error_response("malformed request"));
         responses.insert(
             "414".into(),

@@ -81,6 +81,10 @@ pub struct AliasMove {
     /// set is worse than the tolerance (the trainer wants a reason).
     #[serde(default)]
     pub force: bool,
+    /// Rollback only: re-score here and answer the verdict (200), sending
+    /// nothing (the reference store must be readable from the API's host).
+    #[serde(default)]
+    pub plan: bool,
 }
 
 /// `POST /api/models/{*rest}`: `rest` is `{model_key}/promote` or
@@ -125,6 +129,9 @@ pub async fn act(
             "force is for a rollback (a promotion by ops already overrides the guardrails)".into(),
         ));
     }
+    if b.plan && action == CommandAction::Promote {
+        return Err(ApiError::Unprocessable("plan is for a rollback".into()));
+    }
     {
         let v = s.views();
         let m = visible(&v, &p, &key)?;
@@ -150,6 +157,9 @@ pub async fn act(
             )));
         }
     }
+    if b.plan {
+        return rollback_plan(&s, &key, b.model_version).await;
+    }
     let c = TrainingCommand {
         command_id: s.next_id("cmd"),
         action,
@@ -171,6 +181,64 @@ pub async fn act(
             "action": format!("{action:?}").to_lowercase(),
             "model_version": b.model_version,
             "href": format!("/api/models/{key}"),
+        })),
+    ))
+}
+
+/// The trainer's rollback check, run here: the target re-scored on prod's
+/// reference set against prod's own score there (nothing is sent).
+async fn rollback_plan(
+    s: &ApiState,
+    key: &str,
+    version: i32,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (prod, target) = {
+        let v = s.views();
+        let m = v
+            .registry
+            .model(key)
+            .ok_or_else(|| ApiError::NotFound(format!("no model {key}")))?;
+        let prod = m
+            .alias(PROD)
+            .cloned()
+            .ok_or_else(|| ApiError::Conflict(format!("{key} has no prod version")))?;
+        let target = m
+            .versions
+            .get(&version)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("{key} has no version {version}")))?;
+        (prod, target)
+    };
+    let store = autotrain_trainer::service::ReferenceStore::new(&s.trainer.store_dir);
+    let cost = s.trainer.defaults.cost_bps;
+    let g = s.trainer.guardrails.clone();
+    let (p, t) = (prod.clone(), target.clone());
+    let rescored = tokio::task::spawn_blocking(move || {
+        autotrain_trainer::service::intake::rescore(&store, Some(&p), &t, cost)
+    })
+    .await
+    .map_err(|e| ApiError::Unprocessable(format!("re-score: {e}")))?
+    .map_err(|e| {
+        ApiError::Conflict(format!(
+            "cannot re-score v{version} here ({e}); the trainer still checks it when the rollback is sent"
+        ))
+    })?;
+    let score = |ms: &[autotrain_schemas::Metric], name: &str| {
+        ms.iter().find(|m| m.name == name).map(|m| m.value)
+    };
+    let verdict = g.rollback_check(&prod.metrics, &rescored);
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "model_key": key,
+            "prod": prod.version,
+            "model_version": version,
+            "metric": g.metric,
+            "rescored": score(&rescored, &format!("rescored_{}", g.metric)),
+            "prod_score": score(&prod.metrics, &g.metric),
+            "rollback_tolerance": g.rollback_tolerance,
+            "verified": verdict.is_ok(),
+            "refusal": verdict.err(),
         })),
     ))
 }
