@@ -23,6 +23,12 @@ pub struct ValidatorConfig {
     pub anomaly_window: usize,
     /// … and how many it needs before judging (default 30).
     pub anomaly_min_window: usize,
+    /// The first bar after a calendar close (overnight, weekend, holiday)
+    /// is judged against the instrument's own session-open returns, not
+    /// the bar-to-bar ones: this many in its window (default 60) …
+    pub open_window: usize,
+    /// … and this many before an open is judged at all (default 20).
+    pub open_min_window: usize,
 }
 
 impl ValidatorConfig {
@@ -34,6 +40,8 @@ impl ValidatorConfig {
             anomaly_sigma: 8.0,
             anomaly_window: 100,
             anomaly_min_window: 30,
+            open_window: 60,
+            open_min_window: 20,
         }
     }
 }
@@ -77,11 +85,50 @@ struct State {
     last_close: Option<f64>,
     /// Per bar ts: 64 bits of its checksum and its revision.
     seen: Seen,
-    returns: VecDeque<f64>,
-    sum: f64,
-    sum_sq: f64,
+    /// Bar-to-bar log returns (per √bar) within sessions.
+    returns: Window,
+    /// Log returns from a session's last bar to the next session's first.
+    opens: Window,
     /// Bars held for review (anomalies), by ts, checksum set.
     held: FxHashMap<i64, Bar>,
+}
+
+/// A rolling window of returns with its running sums.
+#[derive(Debug, Default)]
+struct Window {
+    values: VecDeque<f64>,
+    sum: f64,
+    sum_sq: f64,
+}
+
+impl Window {
+    /// Whether `r` lies beyond `sigmas` standard deviations of the window,
+    /// once it holds `min` returns; `Some(σ)` when it does.
+    fn beyond(&self, r: f64, sigmas: f64, min: usize) -> Option<f64> {
+        let n = self.values.len();
+        if n < min.max(2) || !r.is_finite() {
+            return None;
+        }
+        let mean = self.sum / n as f64;
+        let var = ((self.sum_sq - n as f64 * mean * mean) / (n as f64 - 1.0)).max(0.0);
+        let sigma = var.sqrt();
+        (sigma > 0.0 && r.abs() > sigmas * sigma).then_some(sigma)
+    }
+
+    fn push(&mut self, r: f64, cap: usize) {
+        if !r.is_finite() {
+            return;
+        }
+        self.values.push_back(r);
+        self.sum += r;
+        self.sum_sq += r * r;
+        if self.values.len() > cap {
+            if let Some(old) = self.values.pop_front() {
+                self.sum -= old;
+                self.sum_sq -= old * old;
+            }
+        }
+    }
 }
 
 /// Checksums by bar ts. Bars sit on a grid (`base + k·step`), so they are
@@ -284,42 +331,40 @@ impl Validator {
                 // A return over k expected bars has √k times the spread of
                 // a one-bar return: judge (and remember) it per √bar, so a
                 // hole or a late arrival is not mistaken for a jump.
-                let bars = 1 + cfg
+                let expected = cfg
                     .calendar
                     .expected_between(last, raw.ts, cfg.timeframe_ms);
+                let bars = 1 + expected;
+                // More bar slots elapsed than the calendar expects: a close
+                // lies between, and this bar opens a session.
+                let opens = (raw.ts - last) / cfg.timeframe_ms.max(1) > bars;
+                let (window, min, what) = if opens {
+                    (&mut state.opens, cfg.open_min_window, "session-open ")
+                } else {
+                    (&mut state.returns, cfg.anomaly_min_window, "")
+                };
                 let r = (raw.close / prev_close).ln() / (bars as f64).sqrt();
-                let n = state.returns.len();
-                if n >= cfg.anomaly_min_window && r.is_finite() {
-                    let mean = state.sum / n as f64;
-                    let var = ((state.sum_sq - n as f64 * mean * mean) / (n as f64 - 1.0)).max(0.0);
-                    let sigma = var.sqrt();
-                    if sigma > 0.0 && r.abs() > cfg.anomaly_sigma * sigma {
-                        let detail = format!(
-                            "|log return| {:.6} > {} σ ({:.6})",
+                if let Some(sigma) = window.beyond(r, cfg.anomaly_sigma, min) {
+                    anomaly = Some(flag(
+                        raw,
+                        FlagKind::Anomaly,
+                        Severity::Warning,
+                        HitlState::Pending,
+                        format!(
+                            "|log return| {:.6} > {} σ ({:.6}) of {what}returns",
                             r.abs(),
                             cfg.anomaly_sigma,
                             sigma
-                        );
-                        anomaly = Some(flag(
-                            raw,
-                            FlagKind::Anomaly,
-                            Severity::Warning,
-                            HitlState::Pending,
-                            detail,
-                        ));
-                    }
-                }
-                // A held bar's return stays out of the σ window.
-                if anomaly.is_none() && r.is_finite() {
-                    state.returns.push_back(r);
-                    state.sum += r;
-                    state.sum_sq += r * r;
-                    if state.returns.len() > cfg.anomaly_window {
-                        if let Some(old) = state.returns.pop_front() {
-                            state.sum -= old;
-                            state.sum_sq -= old * old;
-                        }
-                    }
+                        ),
+                    ));
+                } else {
+                    // A held bar's return stays out of its window.
+                    let cap = if opens {
+                        cfg.open_window
+                    } else {
+                        cfg.anomaly_window
+                    };
+                    window.push(r, cap);
                 }
             }
             if let Some(last) = state.last_ts {
@@ -548,6 +593,76 @@ mod tests {
         assert!(
             matches!(minute.validate(&m(13)), Verdict::Passed { flags, .. } if flags.len() == 1)
         );
+    }
+
+    /// Minute bars of a US equity under its calendar: every session opens
+    /// with a move since the previous close several times the σ of
+    /// minute returns, judged against the instrument's own session opens
+    /// (none held once the window has them), while a true intraday jump is
+    /// still held.
+    #[test]
+    fn session_opens_are_judged_against_opens_and_jumps_still_held() {
+        let mut cfg = ValidatorConfig::new(60_000, Calendar::UsEquity);
+        cfg.anomaly_min_window = 30;
+        let mut val = Validator::new(cfg);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % 2_001) as f64 / 1_000.0 - 1.0
+        };
+        let start = 1_704_205_800_000; // 2024-01-02 09:30 New York
+        let (mut close, mut ts, mut last) = (100.0f64, start, None::<i64>);
+        let (mut opens, mut held_opens, mut jumps, mut held_jumps) = (0, 0, 0, 0);
+        while ts < start + 90 * 86_400_000 {
+            if !Calendar::UsEquity.is_open(ts) {
+                ts += 60_000;
+                continue;
+            }
+            let opening = last.is_some_and(|l| ts - l > 60_000);
+            let minute = (ts - start) / 60_000;
+            let jump = !opening && minute % 9_973 == 4_000;
+            let r = if opening {
+                opens += 1;
+                0.01 * noise()
+            } else if jump {
+                jumps += 1;
+                0.03
+            } else {
+                0.0005 * noise()
+            };
+            close *= r.exp();
+            let b = Bar {
+                exchange: "nasdaq".into(),
+                symbol: "XYZ".into(),
+                timeframe: "1m".into(),
+                ts,
+                open: close,
+                high: close * 1.0001,
+                low: close * 0.9999,
+                close,
+                volume: 100.0,
+                source: "t".into(),
+                checksum: None,
+                revision: 0,
+            };
+            if let Verdict::Withheld { flags } = val.validate(&b) {
+                assert_eq!(flags[0].kind, FlagKind::Anomaly);
+                if opening {
+                    held_opens += 1;
+                } else if jump {
+                    held_jumps += 1;
+                } else {
+                    panic!("an ordinary minute held: {flags:?}");
+                }
+            }
+            last = Some(ts);
+            ts += 60_000;
+        }
+        assert!(opens > 55 && jumps >= 2, "{opens} opens, {jumps} jumps");
+        assert_eq!(held_opens, 0, "of {opens} session opens");
+        assert_eq!(held_jumps, jumps);
     }
 
     /// A bar carries every flag that applies: one that jumps after a gap,

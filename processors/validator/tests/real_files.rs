@@ -39,6 +39,13 @@ fn eurusd_under_the_fx_calendar_has_no_weekend_gaps() {
     // Without a calendar every weekend is a "gap"; with it, none is.
     assert!(naive.flags["gap"] >= 50, "{}", naive.flags["gap"]);
     assert!(fx.flags["gap"] < naive.flags["gap"] / 2, "{:?}", fx.gaps);
+    // Weekend opens are judged against the pair's own weekend opens, not
+    // the hourly σ: the calendar holds fewer bars for review, not more.
+    eprintln!(
+        "EUR/USD anomalies held: fx {}, 24x7 {}",
+        fx.flags["anomaly"], naive.flags["anomaly"]
+    );
+    assert!(fx.flags["anomaly"] <= naive.flags["anomaly"]);
     for g in &fx.gaps {
         // Any remaining hole is inside the trading week (holidays, outages).
         assert!(
