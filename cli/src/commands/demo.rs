@@ -26,9 +26,7 @@ use autotrain_kafka::{OutRecord, Producer};
 use autotrain_params::{Controller, Engine, EngineProcessor, ParamsProcessor, StrategySchema};
 use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::Bar;
-use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MODEL_UPDATES, TRAINING_COMMANDS, TRAINING_TRIGGERS,
-};
+use autotrain_topics::{MARKET_BARS_RAW, TRAINING_TRIGGERS};
 use autotrain_trainer::service::ServiceCounters;
 use autotrain_validator::ValidatorProcessor;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -213,14 +211,14 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
             "params",
             "engine",
         ];
-        let inputs: [Vec<&str>; 7] = [
-            vec![MARKET_BARS_RAW.name()],
-            vec![MARKET_BARS.name()],
-            vec![FEATURES.name(), MODEL_UPDATES.name()],
-            vec![FEATURES.name(), MODEL_UPDATES.name()],
-            autotrain_params::processor::INPUTS.to_vec(),
-            autotrain_params::processor::ENGINE_INPUTS.to_vec(),
-            vec![TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()],
+        let inputs: [&[&str]; 7] = [
+            autotrain_validator::processor::INPUTS,
+            autotrain_features::processor::INPUTS,
+            autotrain_drift::processor::INPUTS,
+            autotrain_regime::processor::INPUTS,
+            autotrain_params::processor::INPUTS,
+            autotrain_params::processor::ENGINE_INPUTS,
+            autotrain_trainer::service::INPUTS,
         ];
         let group_names = groups.iter().chain(std::iter::once(&trainer_group));
         let state = super::serve::state(
@@ -254,9 +252,9 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     let contract = Contract::bundled()?;
     let feature_contract = contract.version.clone();
     let rcs = [
-        ctx.runner_config(config, &groups[0], &[MARKET_BARS_RAW.name()]),
-        ctx.runner_config(config, &groups[1], &[MARKET_BARS.name()]),
-        ctx.runner_config(config, &groups[2], &[FEATURES.name(), MODEL_UPDATES.name()]),
+        ctx.runner_config(config, &groups[0], autotrain_validator::processor::INPUTS),
+        ctx.runner_config(config, &groups[1], autotrain_features::processor::INPUTS),
+        ctx.runner_config(config, &groups[2], autotrain_drift::processor::INPUTS),
     ];
     let validating = spawn_stage(
         ctx.settings.clone(),
@@ -281,7 +279,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         stages[2].clone(),
         stop(stop_rx.clone()),
     );
-    let regime_rc = ctx.runner_config(config, &groups[3], &[FEATURES.name(), MODEL_UPDATES.name()]);
+    let regime_rc = ctx.runner_config(config, &groups[3], autotrain_regime::processor::INPUTS);
     let regiming = spawn_stage(
         ctx.settings.clone(),
         regime_rc.clone(),
@@ -332,11 +330,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     let store_dir = trainer_config.store_dir.clone();
     let training = {
         let settings = ctx.settings.clone();
-        let rc = ctx.runner_config(
-            config,
-            &trainer_group,
-            &[TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()],
-        );
+        let rc = ctx.runner_config(config, &trainer_group, autotrain_trainer::service::INPUTS);
         let (counters, stop) = (trainer_counters.clone(), stop(stop_rx.clone()));
         let task = tokio::spawn(async move {
             autotrain_trainer::service::run(&settings, trainer_config, rc, now_ms, counters, stop)
@@ -567,11 +561,11 @@ async fn wait_caught_up(
     trainer: &ServiceCounters,
 ) {
     let inputs: [(&str, &[&str]); 7] = [
-        (&groups[0], &[MARKET_BARS_RAW.name()]),
-        (&groups[1], &[MARKET_BARS.name()]),
-        (&groups[2], &[FEATURES.name(), MODEL_UPDATES.name()]),
-        (trainer_group, &[TRAINING_TRIGGERS.name()]),
-        (&groups[3], &[FEATURES.name(), MODEL_UPDATES.name()]),
+        (&groups[0], autotrain_validator::processor::INPUTS),
+        (&groups[1], autotrain_features::processor::INPUTS),
+        (&groups[2], autotrain_drift::processor::INPUTS),
+        (trainer_group, autotrain_trainer::service::INPUTS),
+        (&groups[3], autotrain_regime::processor::INPUTS),
         (&groups[4], autotrain_params::processor::INPUTS),
         (&groups[5], autotrain_params::processor::ENGINE_INPUTS),
     ];

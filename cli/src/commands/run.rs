@@ -10,10 +10,7 @@ use autotrain_kafka::read_topic;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{run_sink, Processor, RunStats, SinkConfig};
 use autotrain_schemas::{ModelVersion, RegimePosterior};
-use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, REGIMES,
-    TRAINING_COMMANDS, TRAINING_TRIGGERS,
-};
+use autotrain_topics::{MARKET_BARS, MARKET_FLAGS, MODEL_UPDATES, REGIMES};
 use autotrain_validator::{Calendar, ValidatorProcessor};
 
 use crate::config::Config;
@@ -155,7 +152,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 &ctx,
                 config,
                 &args.group,
-                &[MARKET_BARS_RAW.name(), MARKET_FLAGS.name()],
+                autotrain_validator::processor::INPUTS,
                 || std::future::ready(Ok(ValidatorProcessor::new(calendars.clone()))),
             )
             .await?;
@@ -166,11 +163,17 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
         }
         RunCommand::Features(args) => {
             let contract = autotrain_features::Contract::bundled()?;
-            let (core, stats) = serve(&ctx, config, &args.group, &[MARKET_BARS.name()], || {
-                std::future::ready(Ok(autotrain_features::FeaturesProcessor::new(
-                    contract.clone(),
-                )))
-            })
+            let (core, stats) = serve(
+                &ctx,
+                config,
+                &args.group,
+                autotrain_features::processor::INPUTS,
+                || {
+                    std::future::ready(Ok(autotrain_features::FeaturesProcessor::new(
+                        contract.clone(),
+                    )))
+                },
+            )
             .await?;
             eprintln!(
                 "features stopped: {}",
@@ -182,7 +185,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 &ctx,
                 config,
                 &args.group,
-                &[FEATURES.name(), MODEL_UPDATES.name()],
+                autotrain_drift::processor::INPUTS,
                 || {
                     std::future::ready(
                         autotrain_drift::DriftProcessor::new(config.drift.clone())
@@ -226,18 +229,14 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 &ctx,
                 config,
                 &args.group,
-                &[FEATURES.name(), MODEL_UPDATES.name()],
+                autotrain_regime::processor::INPUTS,
                 restore,
             )
             .await?;
             eprintln!("regime stopped: {stats:?} {:?}", core.stats);
         }
         RunCommand::Trainer(args) => {
-            let mut rc = ctx.runner_config(
-                config,
-                &args.group,
-                &[TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()],
-            );
+            let mut rc = ctx.runner_config(config, &args.group, autotrain_trainer::service::INPUTS);
             // The trainer's effects are published by its executor, outside
             // the intake's loop, and it restores from what it published
             // (training ids make repeats idempotent): at-least-once intake.

@@ -10,10 +10,6 @@ use anyhow::{Context as _, Result};
 use autotrain_api::{ApiConfig, ApiState, Scope, Setup};
 use autotrain_kafka::runner::Counters;
 use autotrain_params::{Controller, StrategySchema};
-use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, TRAINING_COMMANDS,
-    TRAINING_TRIGGERS,
-};
 use rand::RngCore;
 
 use crate::config::Config;
@@ -57,15 +53,12 @@ pub fn default_groups() -> Vec<(String, Vec<String>)> {
     vec![
         g(
             "autotrain-validator",
-            &[MARKET_BARS_RAW.name(), MARKET_FLAGS.name()],
+            autotrain_validator::processor::INPUTS,
         ),
-        g("autotrain-features", &[MARKET_BARS.name()]),
-        g("autotrain-drift", &[FEATURES.name(), MODEL_UPDATES.name()]),
-        g(
-            "autotrain-trainer",
-            &[TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()],
-        ),
-        g("autotrain-regime", &[FEATURES.name(), MODEL_UPDATES.name()]),
+        g("autotrain-features", autotrain_features::processor::INPUTS),
+        g("autotrain-drift", autotrain_drift::processor::INPUTS),
+        g("autotrain-trainer", autotrain_trainer::service::INPUTS),
+        g("autotrain-regime", autotrain_regime::processor::INPUTS),
         g("autotrain-params", autotrain_params::processor::INPUTS),
         g(
             "autotrain-engine",

@@ -28,7 +28,7 @@ use autotrain_schemas::{
     decode, DriftEvidence, FeatureVector, ModelVersion, Priority, TrainingTrigger, TriggerReason,
     WireError,
 };
-use autotrain_topics::{MODEL_UPDATES, TRAINING_TRIGGERS};
+use autotrain_topics::{FEATURES, MODEL_UPDATES, TRAINING_TRIGGERS};
 use autotrain_trainer::{OnlineFilter, TimedRegistry, TrainedModel, PROD};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,9 @@ use crate::event_clock::EventSchedules;
 use crate::scheduler::{Schedule, ScheduleError};
 
 const MODEL_UPDATES_NAME: &str = MODEL_UPDATES.name();
+
+/// The topics the drift processor consumes.
+pub const INPUTS: &[&str] = &[FEATURES.name(), MODEL_UPDATES.name()];
 
 /// What the drift processor reads: feature rows, and the registry's
 /// events (for the prod model's detectors).

@@ -7,11 +7,14 @@ use std::sync::Arc;
 
 use autotrain_kafka::{Incoming, Outputs, ProcessError, Processor};
 use autotrain_schemas::{Bar, FeatureValue, FeatureVector};
-use autotrain_topics::FEATURES;
+use autotrain_topics::{FEATURES, MARKET_BARS};
 use rustc_hash::FxHashMap;
 
 use crate::contract::Contract;
 use crate::engine::{Engine, Point, Row};
+
+/// The topics the features processor consumes.
+pub const INPUTS: &[&str] = &[MARKET_BARS.name()];
 
 #[derive(Debug)]
 pub struct FeaturesProcessor {

@@ -6,11 +6,14 @@
 
 use autotrain_kafka::{Inbound, Incoming, OutRecord, Outputs, ProcessError, Processor, Wait};
 use autotrain_schemas::{decode, FeatureVector, ModelVersion, RegimePosterior, WireError};
-use autotrain_topics::{MODEL_UPDATES, REGIMES};
+use autotrain_topics::{FEATURES, MODEL_UPDATES, REGIMES};
 use autotrain_trainer::{OnlineFilter, TimedRegistry, TrainedModel, PROD};
 
 const MODEL_UPDATES_NAME: &str = MODEL_UPDATES.name();
 use rustc_hash::FxHashMap;
+
+/// The topics the regime processor consumes.
+pub const INPUTS: &[&str] = &[FEATURES.name(), MODEL_UPDATES.name()];
 
 #[derive(Debug, Clone)]
 pub enum RegimeInput {

@@ -13,12 +13,16 @@ use std::collections::HashMap;
 
 use autotrain_kafka::{EventId, Inbound, Incoming, Outputs, ProcessError, Processor};
 use autotrain_schemas::{decode, Bar, FlagKind, HitlState, ValidationFlag, WireError};
-use autotrain_topics::{MARKET_BARS, MARKET_FLAGS};
+use autotrain_topics::{MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS};
 
 use crate::calendar::Calendar;
 use crate::summary::Summary;
 use crate::timeframe::parse_timeframe;
 use crate::validator::{Decided, Validator, ValidatorConfig, Verdict};
+
+/// The topics the validator consumes: raw bars, and `market.flags` for ops'
+/// decisions on the bars it holds (its own findings come back there too).
+pub const INPUTS: &[&str] = &[MARKET_BARS_RAW.name(), MARKET_FLAGS.name()];
 
 /// What the validator reads: raw bars, and flags (of which it acts on ops
 /// decisions about held bars and ignores its own findings).

@@ -36,6 +36,9 @@ use autotrain_topics::{
 use tokio::sync::{mpsc, Notify};
 
 use crate::core::{Event, Trainer, TrainerConfig};
+
+/// The topics the trainer's intake consumes: triggers and ops' commands.
+pub const INPUTS: &[&str] = &[TRAINING_TRIGGERS.name(), TRAINING_COMMANDS.name()];
 use execute::{Context, Msg};
 pub use intake::{Intake, TrainerInput};
 pub use store::{ReferenceStore, StoreError};
