@@ -27,8 +27,8 @@ use autotrain_params::{
 };
 use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::{
-    Effective, FlagKind, HitlState, ParamUpdate, PresetRegistration, Severity, TradeOutcome,
-    UpdateReason, ValidationFlag,
+    FlagKind, HitlState, ParamUpdate, PresetRegistration, Severity, TradeOutcome, UpdateReason,
+    ValidationFlag,
 };
 use autotrain_topics::{
     FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, PARAM_PRESETS,
@@ -979,21 +979,8 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
         .expect(409, "POST", &resume, Some(PLATFORM), Some(&why))
         .await?;
     assert!(error_of(&body).contains("not held"), "{body}");
-    let tripped = ParamUpdate {
-        strategy: "market_making".into(),
-        instrument: INSTRUMENT.into(),
-        config_id: "cfg-tripped".into(),
-        preset_id: "safe".into(),
-        params: Vec::new(),
-        model_key: None,
-        model_version: None,
-        reason: UpdateReason::KillSwitch,
-        effective_for: Effective::NewPositions,
-        context: Vec::new(),
-        at: 1_000,
-        actor: None,
-        note: None,
-    };
+    let tripped =
+        autotrain_integration_tests::cycle::kill_switch_tripped("market_making", INSTRUMENT);
     let key = autotrain_params::update_key("market_making", INSTRUMENT);
     publish(&settings, PARAM_UPDATES, &key, &[tripped]).await?;
     for (token, body, status) in [

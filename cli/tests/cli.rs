@@ -565,7 +565,7 @@ impl Drop for Up {
 /// CLI; the reset carries who and why, and a second one is refused.
 #[test]
 fn a_kill_switch_resumed_from_the_cli() -> Result<()> {
-    use autotrain_schemas::{Effective, ParamUpdate, UpdateReason};
+    use autotrain_schemas::{ParamUpdate, UpdateReason};
 
     let up = Up::start()?;
     let run = |args: &[&str]| -> Result<Output> {
@@ -575,21 +575,10 @@ fn a_kill_switch_resumed_from_the_cli() -> Result<()> {
             .env("AUTOTRAIN__LOG__LEVEL", "warn")
             .output()?)
     };
-    let tripped = ParamUpdate {
-        strategy: "trend_following".into(),
-        instrument: "bitfinex:BTCUSD".into(),
-        config_id: "cfg-tripped".into(),
-        preset_id: "safe".into(),
-        params: Vec::new(),
-        model_key: None,
-        model_version: None,
-        reason: UpdateReason::KillSwitch,
-        effective_for: Effective::NewPositions,
-        context: Vec::new(),
-        at: 1_000,
-        actor: None,
-        note: None,
-    };
+    let tripped = autotrain_integration_tests::cycle::kill_switch_tripped(
+        "trend_following",
+        "bitfinex:BTCUSD",
+    );
     let settings = autotrain_kafka::ClientSettings::new(up.bootstrap.clone());
     tokio::runtime::Runtime::new()?.block_on(async {
         autotrain_integration_tests::publish(

@@ -11,7 +11,9 @@ use anyhow::Result;
 use autotrain_features::{dataflow, Contract};
 use autotrain_kafka::{read_topic, ClientSettings, OutRecord, Producer};
 use autotrain_params::{ParamsConfig, StrategySchema};
-use autotrain_schemas::{FeatureVector, ParamUpdate, RegimePosterior, TradeOutcome};
+use autotrain_schemas::{
+    Effective, FeatureVector, ParamUpdate, RegimePosterior, TradeOutcome, UpdateReason,
+};
 use autotrain_topics::{FEATURES, REGIMES};
 
 use crate::{bars, publish, repo_root};
@@ -133,5 +135,25 @@ pub fn same(want: &[String], got: &[String], what: &str) {
             extra.len(),
             extra.first()
         );
+    }
+}
+
+/// What the controller publishes when a kill-switch trips, as ops find it
+/// on `param.updates` (the safe preset, from bar 1,000).
+pub fn kill_switch_tripped(strategy: &str, instrument: &str) -> ParamUpdate {
+    ParamUpdate {
+        strategy: strategy.into(),
+        instrument: instrument.into(),
+        config_id: "cfg-tripped".into(),
+        preset_id: "safe".into(),
+        params: Vec::new(),
+        model_key: None,
+        model_version: None,
+        reason: UpdateReason::KillSwitch,
+        effective_for: Effective::NewPositions,
+        context: Vec::new(),
+        at: 1_000,
+        actor: None,
+        note: None,
     }
 }
