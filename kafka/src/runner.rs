@@ -52,6 +52,9 @@ const WARM_UP_TIMEOUT: Duration = Duration::from_secs(45);
 /// Inputs quiet this long: the core is asked for the progress it holds
 /// back ([`Processor::flush`]).
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
+/// How long a runner that failed still waits for its outputs' delivery
+/// reports before it returns (they may never come: the brokers are gone).
+const FAILED_DRAIN: Duration = Duration::from_secs(5);
 
 /// What a processor reads. Every payload type is one; a processor reading
 /// several topics of different types implements it for an enum.
@@ -496,16 +499,25 @@ pub async fn run<P: Processor>(
         result = state.commit(&consumer).await;
     }
 
-    // Whatever happened, finish what was sent and store what was acknowledged.
-    let drained = async {
+    // Whatever happened, finish what was sent and store what was
+    // acknowledged. After a failure (the brokers gone past the limit) the
+    // wait is bounded: what is not confirmed by then keeps its input
+    // offset unstored, and the next run reads it again.
+    let drain = async {
         while let Some(done) = inflight.next().await {
             let (topic, partition, offset) = done?;
             bump(&state.counters.acknowledged);
             state.acked.insert((topic, partition), offset);
         }
         Ok::<(), KafkaError>(())
-    }
-    .await;
+    };
+    let drained = if result.is_ok() {
+        drain.await
+    } else {
+        tokio::time::timeout(FAILED_DRAIN, drain)
+            .await
+            .unwrap_or(Ok(()))
+    };
     if state.txn.is_none() {
         state.store_acked(&consumer);
         final_commit(&consumer);

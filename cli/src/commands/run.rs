@@ -242,15 +242,42 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             // (training ids make repeats idempotent): at-least-once intake.
             rc.exactly_once = None;
             let counters = Arc::new(autotrain_trainer::service::ServiceCounters::default());
-            let report = autotrain_trainer::service::run(
-                &ctx.settings,
-                config.trainer.clone(),
-                rc,
-                crate::context::now_ms,
-                counters.clone(),
-                shutdown_signal(),
-            )
-            .await?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            // The service restores from its topics: transport trouble after
+            // a broker restart restarts it, within the outage limit.
+            let mut troubled = Troubled::default();
+            let report = loop {
+                let mut stop = stop_rx.clone();
+                let started = std::time::Instant::now();
+                let outcome = autotrain_trainer::service::run(
+                    &ctx.settings,
+                    config.trainer.clone(),
+                    rc.clone(),
+                    crate::context::now_ms,
+                    counters.clone(),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                )
+                .await;
+                if started.elapsed() > std::time::Duration::from_secs(60) {
+                    troubled = Troubled::default();
+                }
+                match outcome {
+                    Err(e) if e.is_retriable() && !*stop_rx.borrow() => {
+                        let e = anyhow::Error::from(e);
+                        let wait = troubled.next(&e, rc.unreachable_limit)?;
+                        tracing::warn!(error = %e, ?wait, "broker trouble: the trainer restores and starts again");
+                        eprintln!("trainer: {e}; restoring and starting again in {wait:?}");
+                        tokio::time::sleep(wait).await;
+                    }
+                    other => break other?,
+                }
+            };
             eprintln!("trainer stopped: {report:?} {counters:?}");
         }
         RunCommand::Params(args) => {
@@ -355,6 +382,7 @@ where
         let _ = stop_tx.send(true);
     });
     let (mut restarts, mut fenced) = (0u32, 0u32);
+    let mut troubled = Troubled::default();
     loop {
         if let Some(o) = ctx.settings.link.outage() {
             if o.lasted >= rc.unreachable_limit {
@@ -375,6 +403,12 @@ where
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 continue;
             }
+            Err(e) if transient(&e) => {
+                let wait = troubled.next(&e, rc.unreachable_limit)?;
+                tracing::warn!(group, error = %e, ?wait, "cannot restore yet (the broker answers but times out); retrying");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             Err(e) => return Err(e),
         };
         let mut stop = stop_rx.clone();
@@ -382,15 +416,18 @@ where
             let _ = stop.wait_for(|s| *s).await;
         };
         let started = std::time::Instant::now();
-        match autotrain_kafka::run(
+        let outcome = autotrain_kafka::run(
             &ctx.settings,
             &rc,
             core,
             Arc::new(Counters::default()),
             stopped,
         )
-        .await
-        {
+        .await;
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            troubled = Troubled::default();
+        }
+        match outcome {
             Err(e @ autotrain_kafka::KafkaError::TransactionAborted(_))
                 if restarts < config.runner.retry_attempts as u32 =>
             {
@@ -425,7 +462,56 @@ where
                 );
                 tokio::time::sleep(wait).await;
             }
+            // Transport trouble right after a broker restart (metadata or
+            // coordinator requests timing out while the link is up): the
+            // core is rebuilt and resumes, for at most the outage limit.
+            Err(e) if e.is_retriable() => {
+                let e = anyhow::Error::from(e);
+                let wait = troubled.next(&e, rc.unreachable_limit)?;
+                tracing::warn!(group, error = %e, ?wait, "broker trouble: rebuilding the core and resuming from the committed offsets");
+                eprintln!("{group}: {e}; rebuilding and resuming in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
             other => return Ok(other?),
         }
+    }
+}
+
+/// Whether an error out of a core's restore is transport trouble worth
+/// retrying (a [`KafkaError`](autotrain_kafka::KafkaError) that says so).
+fn transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<autotrain_kafka::KafkaError>()
+            .is_some_and(autotrain_kafka::KafkaError::is_retriable)
+    })
+}
+
+/// Consecutive transient failures of one supervised runner: the waits
+/// double from 250 ms to 8 s, and past the outage limit the last error
+/// stops the process (a supervisor restarts it) rather than loop for ever.
+#[derive(Default)]
+struct Troubled {
+    since: Option<std::time::Instant>,
+    times: u32,
+}
+
+impl Troubled {
+    fn next(
+        &mut self,
+        e: &anyhow::Error,
+        limit: std::time::Duration,
+    ) -> Result<std::time::Duration> {
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= limit {
+            anyhow::bail!(
+                "still failing after {:?} of retries ({} attempts): {e:#}",
+                since.elapsed(),
+                self.times
+            );
+        }
+        self.times += 1;
+        Ok(std::time::Duration::from_millis(
+            250 << (self.times - 1).min(5),
+        ))
     }
 }
