@@ -36,3 +36,26 @@ CREATE TABLE IF NOT EXISTS market_flags (
   ts TIMESTAMP
 ) TIMESTAMP(ts) PARTITION BY MONTH WAL
   DEDUP UPSERT KEYS(ts, flag_id, state);
+
+-- One column per feature of the contract: ILP adds them (DOUBLE) as they
+-- first arrive; a feature whose window is not yet full is null.
+CREATE TABLE IF NOT EXISTS features (
+  instrument SYMBOL,
+  timeframe SYMBOL,
+  contract_version SYMBOL,
+  bar_revision LONG,
+  ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY MONTH WAL
+  DEDUP UPSERT KEYS(ts, instrument, timeframe);
+
+-- State probabilities as p0, p1, … (ILP adds as many as the model has).
+CREATE TABLE IF NOT EXISTS regimes (
+  instrument SYMBOL,
+  timeframe SYMBOL,
+  model_key SYMBOL,
+  model_version LONG,
+  regime LONG,
+  loglik DOUBLE,
+  ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY MONTH WAL
+  DEDUP UPSERT KEYS(ts, instrument, timeframe, model_key);

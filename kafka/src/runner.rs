@@ -498,6 +498,14 @@ pub async fn run<P: Processor>(
         // Exactly-once: what was processed is committed on the way out.
         result = state.commit(&consumer).await;
     }
+    if result.is_err() {
+        // A failed runner commits nothing more: not the rebalance
+        // callback as the consumer closes (which would block this thread
+        // on a coordinator that may not answer), not a retry in flight.
+        if let Some(txn) = &state.txn {
+            txn.abandon();
+        }
+    }
 
     // Whatever happened, finish what was sent and store what was
     // acknowledged. After a failure (the brokers gone past the limit) the
@@ -518,15 +526,40 @@ pub async fn run<P: Processor>(
             .await
             .unwrap_or(Ok(()))
     };
-    if state.txn.is_none() {
+    if state.txn.is_none() && result.is_ok() {
         state.store_acked(&consumer);
         final_commit(&consumer);
     }
+    close_consumer(consumer, result.is_ok());
     result?;
     drained?;
     let stats = state.counters.snapshot();
     tracing::info!(processor = state.processor.name(), ?stats, "runner stopped");
     Ok((state.processor, stats))
+}
+
+/// Closes a consumer off the async threads. librdkafka's close waits for
+/// the group coordinator (the final commit, the revocation callback), and
+/// after a failure (the brokers gone) that wait has no end: it would hold
+/// a runtime thread, and the process's exit, for ever. A clean stop waits
+/// up to 10 s for the close, a failed runner 1 s; then the closing thread
+/// is left to end with the process.
+pub(crate) fn close_consumer<T: Send + 'static>(consumer: T, clean: bool) {
+    let patience = if clean {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(1)
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let closing = std::thread::Builder::new()
+        .name("consumer-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = tx.send(());
+        });
+    if closing.is_ok() && rx.recv_timeout(patience).is_err() {
+        tracing::debug!(?patience, "consumer still closing; not waiting for it");
+    }
 }
 
 /// Commits the stored offsets synchronously on the way out; a failure only
@@ -856,8 +889,11 @@ impl<P: Processor> Loop<'_, P> {
             .as_ref()
             .map_or(BROKER_TIMEOUT, |eo| eo.transaction_timeout)
             * 6;
-        let commit =
-            tokio::time::timeout(bound, tokio::task::spawn_blocking(move || txn.commit(&cgm)));
+        let committing = txn.clone();
+        let commit = tokio::time::timeout(
+            bound,
+            tokio::task::spawn_blocking(move || committing.commit(&cgm)),
+        );
         tokio::pin!(commit);
         // A commit waiting on an unreachable coordinator must not outlive
         // the outage limit.
@@ -870,9 +906,10 @@ impl<P: Processor> Loop<'_, P> {
         let done = match waited {
             Ok(joined) => joined.map_err(|e| KafkaError::Admin(format!("commit task: {e}")))??,
             Err(_) => {
+                txn.abandon();
                 return Err(KafkaError::Fenced(format!(
                     "the transaction commit did not return within {bound:?}; giving this transactional producer up"
-                )))
+                )));
             }
         };
         tracing::debug!(

@@ -183,7 +183,10 @@ pub async fn run_sink<S: Sink>(
         &counters,
     )
     .await;
-    crate::runner::final_commit(&consumer);
+    if result.is_ok() {
+        crate::runner::final_commit(&consumer);
+    }
+    crate::runner::close_consumer(consumer, result.is_ok() && flushed.is_ok());
     result?;
     flushed?;
     Ok((sink, counters.snapshot()))

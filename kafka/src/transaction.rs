@@ -51,6 +51,11 @@ pub struct Transactions {
     timeout: Duration,
     state: Mutex<State>,
     link: std::sync::Arc<crate::link::Link>,
+    /// Set when the runner gave this producer up (a commit that did not
+    /// return in time, or the runner failed): no call of this instance
+    /// commits or retries any more, so a zombie cannot keep working the
+    /// coordinator, or block a thread, beside its successor.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Transactions {
@@ -76,6 +81,7 @@ impl Transactions {
             timeout: transaction_timeout,
             state: Mutex::new(State::default()),
             link: settings.link.clone(),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -127,6 +133,22 @@ impl Transactions {
         self.state().failed.take()
     }
 
+    /// Gives this producer up: a commit in progress stops at its next
+    /// retry, and later commits (the rebalance callback's, as the consumer
+    /// closes) fail at once. The outputs of the open transaction are never
+    /// committed; the coordinator aborts them when a successor initialises
+    /// with the same id, or when the transaction times out.
+    pub fn abandon(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_abandoned(&self) -> Option<KafkaError> {
+        self.abandoned
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| KafkaError::Fenced(format!("transactional producer {} was given up", self.id)))
+    }
+
     /// Remembers a failure for the runner's loop to return.
     pub fn fail(&self, e: KafkaError) {
         self.state().failed.get_or_insert(e);
@@ -138,6 +160,9 @@ impl Transactions {
     /// (fenced by a newer instance, or by the group) returns
     /// [`KafkaError::Fenced`]. Blocking.
     pub fn commit(&self, cgm: &ConsumerGroupMetadata) -> Result<Committed, KafkaError> {
+        if let Some(e) = self.is_abandoned() {
+            return Err(e);
+        }
         let (tpl, inputs, partitions) = {
             let s = self.state();
             if !s.open {
@@ -163,6 +188,11 @@ impl Transactions {
         let mut offsets_sent = partitions == 0;
         loop {
             attempt += 1;
+            if attempt > 1 {
+                if let Some(e) = self.is_abandoned() {
+                    return Err(e);
+                }
+            }
             let result = if offsets_sent {
                 Ok(())
             } else {

@@ -1,92 +1,126 @@
-//! A local stand-in for QuestDB's ILP-over-HTTP endpoint (no QuestDB
-//! server can run here): `GET /settings` (protocol negotiation) and
-//! `POST /write` storing the line-protocol text, with scripted failures.
-//! It keeps lines as sent; the tests apply QuestDB's upsert-key semantics.
+//! A QuestDB server of the test's own (`scripts/questdb`, the Maven
+//! Central jar run with `java`), in its own directory and port: start,
+//! kill, restart on the same data, and SQL over its `/exec` endpoint.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
+use anyhow::{bail, Context, Result};
 
-#[derive(Debug, Default)]
-pub struct IlpState {
-    /// Every accepted line, in arrival order.
-    pub lines: Vec<String>,
-    /// Requests to /write answered with a 500 before accepting again.
-    pub fail_next: usize,
-    pub failed: usize,
-    pub writes: usize,
-    /// Latency added to every write (a slow database).
-    pub delay: std::time::Duration,
-}
-
-type Shared = Arc<Mutex<IlpState>>;
+use crate::repo_root;
 
 #[derive(Debug)]
-pub struct IlpServer {
-    pub addr: SocketAddr,
-    pub state: Shared,
-    task: tokio::task::JoinHandle<()>,
+pub struct QuestDb {
+    pub port: u16,
+    dir: tempfile::TempDir,
 }
 
-impl Drop for IlpServer {
-    fn drop(&mut self) {
-        self.task.abort();
+impl QuestDb {
+    /// Starts a server on a free port; a start that fails (a JVM on two
+    /// busy cores) is tried once more.
+    pub fn start() -> Result<Self> {
+        let attempt = || -> Result<Self> {
+            let q = QuestDb {
+                port: std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port(),
+                dir: tempfile::tempdir()?,
+            };
+            q.script("start")?;
+            Ok(q)
+        };
+        attempt().or_else(|e| {
+            eprintln!("a test QuestDB did not start ({e:#}); trying once more");
+            attempt()
+        })
     }
-}
 
-impl IlpServer {
-    pub async fn start() -> anyhow::Result<Self> {
-        let state: Shared = Arc::default();
-        let app = Router::new()
-            .route("/settings", get(settings))
-            .route("/write", post(write))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(IlpServer { addr, state, task })
+    fn script(&self, cmd: &str) -> Result<()> {
+        let out = Command::new(repo_root().join("scripts/questdb"))
+            .arg(cmd)
+            .args(["--port", &self.port.to_string()])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .output()
+            .with_context(|| format!("scripts/questdb {cmd}"))?;
+        if !out.status.success() {
+            bail!(
+                "scripts/questdb {cmd} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
-    /// A questdb-rs configuration string for this endpoint (the client's
-    /// own retries off, so failures reach the sink's retry loop).
+    /// SIGKILL, as in a crash.
+    pub fn kill(&mut self) -> Result<()> {
+        self.script("kill")
+    }
+
+    /// Starts again on the same port and data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.script("start")
+    }
+
+    /// The sink's configuration string for this server (questdb-rs's own
+    /// retries off, so failures reach the sink's retry loop).
     pub fn conf(&self) -> String {
-        format!("http::addr={};retry_timeout=0;", self.addr)
+        format!("http::addr=127.0.0.1:{};retry_timeout=0;", self.port)
     }
 
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, IlpState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs one SQL statement; QuestDB's JSON answer (an `error` field
+    /// becomes an error).
+    pub async fn sql(&self, query: &str) -> Result<serde_json::Value> {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/exec", self.port))
+            .query(&[("query", query)])
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(e) = body.get("error") {
+            bail!("QuestDB refused {query:?}: {e}");
+        }
+        Ok(body)
+    }
+
+    /// The rows of a query (`dataset`).
+    pub async fn rows(&self, query: &str) -> Result<Vec<Vec<serde_json::Value>>> {
+        let body = self.sql(query).await?;
+        Ok(serde_json::from_value(body["dataset"].clone())?)
+    }
+
+    /// `count()` of a query, once the tables' write-ahead logs are applied
+    /// (QuestDB applies WAL tables asynchronously): asks until it reads
+    /// `want`, or returns what it reads after `limit`.
+    pub async fn count_reaching(&self, from: &str, want: i64, limit: Duration) -> Result<i64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let n = match self.rows(&format!("SELECT count() FROM {from}")).await {
+                Ok(rows) => rows
+                    .first()
+                    .and_then(|r| r.first())
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(0),
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("count of {from}: {e:#}; asking again");
+                    0
+                }
+                Err(e) => return Err(e),
+            };
+            if n == want || Instant::now() > deadline {
+                return Ok(n);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 
-async fn settings() -> impl IntoResponse {
-    axum::Json(serde_json::json!({
-        "config": {"line.proto.support.versions": [1, 2], "cairo.max.file.name.length": 127},
-        "preferences.version": 0,
-        "preferences": {}
-    }))
-}
-
-async fn write(State(state): State<Shared>, body: String) -> impl IntoResponse {
-    let delay = state.lock().unwrap_or_else(|p| p.into_inner()).delay;
-    tokio::time::sleep(delay).await;
-    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-    s.writes += 1;
-    if s.fail_next > 0 {
-        s.fail_next -= 1;
-        s.failed += 1;
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "{\"code\":\"internal error\"}",
-        )
-            .into_response();
+impl Drop for QuestDb {
+    fn drop(&mut self) {
+        let _ = self.script("kill");
     }
-    s.lines.extend(body.lines().map(str::to_string));
-    StatusCode::NO_CONTENT.into_response()
 }

@@ -10,7 +10,7 @@ use autotrain_kafka::read_topic;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{run_sink, Processor, RunStats, SinkConfig};
 use autotrain_schemas::{ModelVersion, RegimePosterior};
-use autotrain_topics::{MARKET_BARS, MARKET_FLAGS, MODEL_UPDATES, REGIMES};
+use autotrain_topics::{MODEL_UPDATES, REGIMES};
 use autotrain_validator::{Calendar, ValidatorProcessor};
 
 use crate::config::Config;
@@ -22,9 +22,10 @@ pub enum RunCommand {
     /// State (last bars, checksums, held bars) is rebuilt on start by
     /// replaying what the group already processed.
     Validator(ValidatorArgs),
-    /// `market.bars` + `market.flags` ⇒ QuestDB over ILP/HTTP, batched;
-    /// offsets stored after each accepted flush. Create the tables first
-    /// with `connectors/questdb/tables.sql` (upsert keys).
+    /// `market.bars`, `market.flags`, `features`, `regimes` ⇒ QuestDB over
+    /// ILP/HTTP, batched; offsets stored after each accepted flush. The
+    /// tables (`connectors/questdb/tables.sql`, with upsert keys) are
+    /// created at start unless `--no-create-tables`.
     Questdb(QuestdbArgs),
     /// `market.bars` ⇒ `features` under the bundled feature contract;
     /// engines rebuilt on start by replaying what the group processed.
@@ -115,6 +116,11 @@ pub struct QuestdbArgs {
     /// … or the oldest is this many milliseconds old.
     #[arg(long, default_value_t = 1_000)]
     pub max_age_ms: u64,
+    /// Do not run `connectors/questdb/tables.sql` (through QuestDB's
+    /// `/exec`) at start: the tables exist, or this principal may not
+    /// create them.
+    #[arg(long)]
+    pub no_create_tables: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -340,7 +346,15 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             eprintln!("scheduler stopped after {fired} trigger(s)");
         }
         RunCommand::Questdb(args) => {
-            let mut sc = SinkConfig::new(&args.group, &[MARKET_BARS.name(), MARKET_FLAGS.name()]);
+            if !args.no_create_tables {
+                let n = autotrain_connector_questdb::create_tables(
+                    &args.questdb,
+                    std::time::Duration::from_secs(60),
+                )
+                .await?;
+                tracing::info!(statements = n, "QuestDB tables ready");
+            }
+            let mut sc = SinkConfig::new(&args.group, autotrain_connector_questdb::INPUTS);
             sc.max_rows = args.max_rows.max(1);
             sc.max_age = std::time::Duration::from_millis(args.max_age_ms);
             let sink = QuestDbSink::new(&args.questdb).map_err(|e| anyhow::anyhow!("{e}"))?;

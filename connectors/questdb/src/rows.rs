@@ -1,10 +1,12 @@
-//! One ILP row per bar and per flag.
+//! One ILP row per bar, flag, feature vector and regime posterior.
 
-use autotrain_schemas::{Bar, ValidationFlag};
+use autotrain_schemas::{Bar, FeatureVector, RegimePosterior, ValidationFlag};
 use questdb::ingress::{Buffer, TimestampMicros, TimestampNanos};
 
 pub const BARS_TABLE: &str = "market_bars";
 pub const FLAGS_TABLE: &str = "market_flags";
+pub const FEATURES_TABLE: &str = "features";
+pub const REGIMES_TABLE: &str = "regimes";
 
 fn nanos(ms: i64) -> TimestampNanos {
     TimestampNanos::new(ms.saturating_mul(1_000_000))
@@ -66,6 +68,44 @@ pub fn write_flag(buf: &mut Buffer, f: &ValidationFlag) -> questdb::Result<()> {
     row.at(nanos(f.ts))
 }
 
+/// `features`: one row per bar, one DOUBLE column per feature of the
+/// contract (named as the feature; a feature whose window is not yet full
+/// is left null), so a panel queries `SELECT ts, lr, … FROM features`.
+/// Upsert keys: ts, instrument, timeframe (a bar's correction replaces it).
+pub fn write_features(buf: &mut Buffer, v: &FeatureVector) -> questdb::Result<()> {
+    let row = buf
+        .table(FEATURES_TABLE)?
+        .symbol("instrument", &v.instrument)?
+        .symbol("timeframe", &v.timeframe)?
+        .symbol("contract_version", &v.contract_version)?
+        .column_i64("bar_revision", i64::from(v.bar_revision))?;
+    for f in &v.values {
+        if let Some(x) = f.value {
+            row.column_f64(f.name.as_str(), x)?;
+        }
+    }
+    row.at(nanos(v.ts))
+}
+
+/// `regimes`: one row per posterior: the regime, its log-likelihood and
+/// the state probabilities as `p0`, `p1`, … Upsert keys: ts, instrument,
+/// timeframe, model_key (a newer version's posterior of the same bar
+/// replaces the older one's).
+pub fn write_regime(buf: &mut Buffer, p: &RegimePosterior) -> questdb::Result<()> {
+    let row = buf
+        .table(REGIMES_TABLE)?
+        .symbol("instrument", &p.instrument)?
+        .symbol("timeframe", &p.timeframe)?
+        .symbol("model_key", &p.model_key)?
+        .column_i64("model_version", i64::from(p.model_version))?
+        .column_i64("regime", i64::from(p.regime))?
+        .column_f64("loglik", p.loglik)?;
+    for (k, x) in p.probabilities.iter().enumerate() {
+        row.column_f64(format!("p{k}").as_str(), *x)?;
+    }
+    row.at(nanos(p.ts))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +165,59 @@ mod tests {
             "market_flags,instrument=x:ABC,timeframe=30m,kind=gap,severity=error,state=open \
              flag_id=\"gap:x:1\",detail=\"1 bar(s) missing\",gap_start=1800000000t,gap_end=3600000000t,\
              missing_bars=1i 3600000000000\n"
+        );
+    }
+
+    #[test]
+    fn features_are_columns_named_after_the_contract_and_gaps_are_null() {
+        use autotrain_schemas::FeatureValue;
+        let v = FeatureVector {
+            instrument: "bitfinex:BTCUSD".into(),
+            timeframe: "30m".into(),
+            ts: 3_600_000,
+            contract_version: "v1".into(),
+            bar_revision: 0,
+            values: vec![
+                FeatureValue {
+                    name: "lr".into(),
+                    value: Some(0.5),
+                },
+                FeatureValue {
+                    name: "vol_20".into(),
+                    value: None,
+                },
+            ],
+        };
+        let mut buf = Buffer::new(ProtocolVersion::V1);
+        write_features(&mut buf, &v).expect("row");
+        let text = String::from_utf8(buf.as_bytes().to_vec()).expect("utf8");
+        assert_eq!(
+            text,
+            "features,instrument=bitfinex:BTCUSD,timeframe=30m,contract_version=v1 \
+             bar_revision=0i,lr=0.5 3600000000000\n"
+        );
+    }
+
+    #[test]
+    fn a_posterior_has_its_probabilities_as_p_columns() {
+        let p = RegimePosterior {
+            instrument: "x:ABC".into(),
+            timeframe: "1h".into(),
+            ts: 7_200_000,
+            model_key: "hmm/x:ABC".into(),
+            model_version: 3,
+            probabilities: vec![0.25, 0.75],
+            regime: 1,
+            loglik: -1.5,
+            features: vec![],
+        };
+        let mut buf = Buffer::new(ProtocolVersion::V1);
+        write_regime(&mut buf, &p).expect("row");
+        let text = String::from_utf8(buf.as_bytes().to_vec()).expect("utf8");
+        assert_eq!(
+            text,
+            "regimes,instrument=x:ABC,timeframe=1h,model_key=hmm/x:ABC \
+             model_version=3i,regime=1i,loglik=-1.5,p0=0.25,p1=0.75 7200000000000\n"
         );
     }
 }

@@ -1,23 +1,38 @@
 //! [`QuestDbSink`]: batches rows and flushes them over ILP/HTTP.
 
 use autotrain_kafka::{Inbound, Incoming, ProcessError, Sink};
-use autotrain_schemas::{decode, Bar, ValidationFlag, WireError};
-use autotrain_topics::MARKET_FLAGS;
+use autotrain_schemas::{decode, Bar, FeatureVector, RegimePosterior, ValidationFlag, WireError};
+use autotrain_topics::{FEATURES, MARKET_BARS, MARKET_FLAGS, REGIMES};
 use questdb::ingress::{Buffer, ProtocolVersion, Sender};
 
-use crate::rows::{write_bar, write_flag};
+use crate::rows::{write_bar, write_features, write_flag, write_regime};
 
-/// What the sink reads: bars (`market.bars`) and flags (`market.flags`).
+/// The topics the sink reads, one table each.
+pub const INPUTS: &[&str] = &[
+    MARKET_BARS.name(),
+    MARKET_FLAGS.name(),
+    FEATURES.name(),
+    REGIMES.name(),
+];
+
+/// What the sink reads: bars (`market.bars`), flags (`market.flags`),
+/// feature vectors (`features`) and regime posteriors (`regimes`).
 #[derive(Debug, Clone)]
 pub enum SinkInput {
     Bar(Bar),
     Flag(ValidationFlag),
+    Features(FeatureVector),
+    Regime(RegimePosterior),
 }
 
 impl Inbound for SinkInput {
     fn decode(topic: &str, bytes: &[u8]) -> Result<Self, WireError> {
         if topic == MARKET_FLAGS.name() {
             decode::<ValidationFlag>(bytes).map(SinkInput::Flag)
+        } else if topic == FEATURES.name() {
+            decode::<FeatureVector>(bytes).map(SinkInput::Features)
+        } else if topic == REGIMES.name() {
+            decode::<RegimePosterior>(bytes).map(SinkInput::Regime)
         } else {
             decode::<Bar>(bytes).map(SinkInput::Bar)
         }
@@ -29,6 +44,8 @@ impl Inbound for SinkInput {
 pub struct SinkStats {
     pub bars: u64,
     pub flags: u64,
+    pub features: u64,
+    pub regimes: u64,
     pub flushes: u64,
     pub failed_flushes: u64,
 }
@@ -97,6 +114,12 @@ impl Sink for QuestDbSink {
         let written = match &input.value {
             SinkInput::Bar(b) => write_bar(&mut self.buffer, b).map(|_| self.stats.bars += 1),
             SinkInput::Flag(f) => write_flag(&mut self.buffer, f).map(|_| self.stats.flags += 1),
+            SinkInput::Features(v) => {
+                write_features(&mut self.buffer, v).map(|_| self.stats.features += 1)
+            }
+            SinkInput::Regime(p) => {
+                write_regime(&mut self.buffer, p).map(|_| self.stats.regimes += 1)
+            }
         };
         match written {
             Ok(()) => {
