@@ -85,6 +85,23 @@ pub fn bars(file: &str, n: usize) -> Vec<Bar> {
         .collect()
 }
 
+/// A CSV of `n` hourly bars around 100 with one jump to 200 at `jump`.
+pub fn jumpy_csv(path: &std::path::Path, n: usize, jump: usize) -> Result<()> {
+    let mut text = String::from("ts,open,high,low,close,volume\n");
+    for i in 0..n {
+        let wiggle = [0.0, 0.001, -0.0005, 0.0015, -0.001][i % 5];
+        let close = if i >= jump { 200.0 } else { 100.0 } * (1.0 + wiggle);
+        let ts = 1_600_000_000 + i as i64 * 3_600;
+        text.push_str(&format!(
+            "{ts},{close},{},{},{close},5\n",
+            close * 1.002,
+            close * 0.998
+        ));
+    }
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
 /// The local Apache Kafka tool (`scripts/kafka`).
 pub fn kafka_script() -> PathBuf {
     repo_root().join("scripts/kafka")

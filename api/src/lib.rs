@@ -11,13 +11,18 @@
 //!   requests 400/422.
 //! - [`views`] — [`Views`]: trainings, registry, flags, a parameter
 //!   controller replica; pure folds.
+//! - [`charts`] — per-instrument closes and regimes for the dashboard.
+//! - [`dashboard`] — the web dashboard (`/dashboard`): static page,
+//!   vendored uPlot, live updates over server-sent events.
 //! - [`state`] — [`ApiState`]: views, producer, metrics; the follower.
 //! - [`routes`] — one file per resource; the router.
 //! - [`metrics`] — `/metrics` text.
 //! - [`openapi`] — `/openapi.json`.
 
 pub mod auth;
+pub mod charts;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod openapi;

@@ -49,6 +49,9 @@ pub struct Inner {
     pub follower_error: Mutex<Option<String>>,
     pub started: Instant,
     seq: AtomicU64,
+    /// Records folded into the views so far (the dashboard's live updates
+    /// wait on it).
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Shared by every handler (cheap to clone).
@@ -151,6 +154,7 @@ impl ApiState {
             follower_error: Mutex::new(None),
             started: Instant::now(),
             seq: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
         })))
     }
 
@@ -239,6 +243,7 @@ impl ApiState {
             let result = follow(&self.settings, FOLLOWED, stop, |f| match f {
                 Followed::Record { topic, payload, .. } => {
                     self.views_mut().apply(topic, payload);
+                    self.changes.send_modify(|n| *n += 1);
                 }
                 Followed::CaughtUp => {
                     self.views_mut().caught_up = true;

@@ -8,12 +8,12 @@ use autotrain_features::window::{LiveWindow, WindowSpec};
 use autotrain_features::Contract;
 use autotrain_params::Controller;
 use autotrain_schemas::{
-    decode, DeadLetter, FeatureVector, ModelVersion, ParamUpdate, PresetRegistration,
+    decode, Bar, DeadLetter, FeatureVector, ModelVersion, ParamUpdate, PresetRegistration,
     RegimePosterior, TradeOutcome, TrainingStatus, TrainingTrigger, ValidationFlag,
 };
 use autotrain_topics::{
-    FEATURES, MARKET_BARS_DLQ, MARKET_FLAGS, MODEL_UPDATES, PARAM_PRESETS, PARAM_UPDATES, REGIMES,
-    TRADE_OUTCOMES, TRAINING_STATUS, TRAINING_TRIGGERS,
+    FEATURES, MARKET_BARS, MARKET_BARS_DLQ, MARKET_FLAGS, MODEL_UPDATES, PARAM_PRESETS,
+    PARAM_UPDATES, REGIMES, TRADE_OUTCOMES, TRAINING_STATUS, TRAINING_TRIGGERS,
 };
 use autotrain_trainer::queue::training_id;
 use autotrain_trainer::view::{apply_status, TrainingView};
@@ -22,6 +22,7 @@ use autotrain_validator::ReviewQueue;
 
 /// The topics the views are folded from.
 pub const FOLLOWED: &[&str] = &[
+    MARKET_BARS.name(),
     TRAINING_TRIGGERS.name(),
     TRAINING_STATUS.name(),
     MODEL_UPDATES.name(),
@@ -33,6 +34,27 @@ pub const FOLLOWED: &[&str] = &[
     FEATURES.name(),
     MARKET_BARS_DLQ.name(),
 ];
+
+/// Parameter changes kept for the dashboard.
+pub const PARAM_CHANGES_KEPT: usize = 500;
+
+/// What the dashboard shows of the parameter controller beyond its state:
+/// the newest changes, and trades and summed reward per (strategy, preset)
+/// from `trade.outcomes`.
+#[derive(Debug, Default, Clone)]
+pub struct ParamLog {
+    pub recent: std::collections::VecDeque<ParamUpdate>,
+    pub by_preset: BTreeMap<(String, String), (u64, f64)>,
+}
+
+impl ParamLog {
+    fn on_update(&mut self, u: ParamUpdate) {
+        self.recent.push_back(u);
+        while self.recent.len() > PARAM_CHANGES_KEPT {
+            self.recent.pop_front();
+        }
+    }
+}
 
 /// Counts for `/metrics`.
 #[derive(Debug, Default, Clone)]
@@ -67,6 +89,10 @@ pub struct Views {
     /// differential dataflow on its own thread.
     pub windows: LiveWindow,
     pub tallies: Tallies,
+    /// Closes and regimes per instrument (the dashboard's charts).
+    pub charts: crate::charts::Charts,
+    /// Recent parameter changes and reward per preset (the dashboard).
+    pub param_log: ParamLog,
     /// Every followed topic read up to where it was when following began.
     pub caught_up: bool,
 }
@@ -85,6 +111,8 @@ impl Views {
             flags: ReviewQueue::new(),
             params,
             tallies: Tallies::default(),
+            charts: crate::charts::Charts::default(),
+            param_log: ParamLog::default(),
             caught_up: false,
         }
     }
@@ -128,15 +156,27 @@ impl Views {
                     .entry((u.strategy.clone(), symbol(&u.reason)))
                     .or_default() += 1;
                 self.params.on_update(&u);
+                self.param_log.on_update(u);
             }),
             t if t == TRADE_OUTCOMES.name() => decode::<TradeOutcome>(bytes).map(|o| {
                 self.tallies.outcomes += 1;
-                // The controller dead-letters what it refuses.
-                let _ = self.params.on_outcome(&o);
+                // The controller dead-letters what it refuses; the tally
+                // counts what it learnt from.
+                if self.params.on_outcome(&o).is_ok() {
+                    let slot = self
+                        .param_log
+                        .by_preset
+                        .entry((o.strategy.clone(), o.preset_id.clone()))
+                        .or_default();
+                    slot.0 += 1;
+                    slot.1 += o.reward;
+                }
             }),
             t if t == REGIMES.name() => decode::<RegimePosterior>(bytes).map(|p| {
+                self.charts.on_regime(&p);
                 self.params.observe_regime(&p);
             }),
+            t if t == MARKET_BARS.name() => decode::<Bar>(bytes).map(|b| self.charts.on_bar(&b)),
             t if t == FEATURES.name() => decode::<FeatureVector>(bytes).map(|v| {
                 self.windows.push_vector(&v);
                 self.params.on_features(&v);

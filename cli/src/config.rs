@@ -145,6 +145,11 @@ pub struct RunnerSettings {
     /// are a function of the logs, not of arrival order (see
     /// `docs/determinism.md`). Off: a bar sees whatever arrived before it.
     pub align_event_time: bool,
+    /// Where an `autotrain run …` process serves `GET /metrics`
+    /// (Prometheus text: records in, out and dead-lettered, processing
+    /// time, its group's lag, broker reachability), e.g. `0.0.0.0:9101`.
+    /// None by default.
+    pub metrics_bind: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +211,7 @@ impl Default for RunnerSettings {
             connect_timeout_s: 120,
             unreachable_limit_s: 300,
             align_event_time: true,
+            metrics_bind: None,
         }
     }
 }

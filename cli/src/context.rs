@@ -41,11 +41,14 @@ impl Context {
             .await?;
         }
         if ctx.broker.is_embedded() {
-            eprintln!(
-                "embedded broker (in memory, bounded to ~100,000 records / 5 MiB per partition) at {}",
-                ctx.broker.bootstrap()
-            );
+            // The address is said once the topics exist: a producer
+            // started on this line finds them.
             ctx.create_topics(config).await?;
+            eprintln!(
+                "embedded broker (in memory, bounded to ~100,000 records / 5 MiB per partition) at {}, its {} topics created",
+                ctx.broker.bootstrap(),
+                catalogue().topics.len()
+            );
         }
         Ok(ctx)
     }

@@ -108,18 +108,49 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.command.prints_for_a_reader() {
+        // Rust ignores SIGPIPE, so a print to a pipe whose reader went
+        // away (`autotrain features … | head`) would panic; a report ends
+        // quietly instead, as any Unix tool does. Services keep ignoring
+        // it (their sockets and logs must not kill them).
+        sigpipe::reset();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(run());
+    let result = runtime.block_on(run(cli));
     // A broker call still blocking a thread (a commit waiting on an
     // unreachable coordinator) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     result
 }
 
-async fn run() -> Result<()> {
-    let cli = Cli::parse();
+impl Command {
+    /// Commands that print a report, a table or records for a reader
+    /// (not services, producers or the demo).
+    fn prints_for_a_reader(&self) -> bool {
+        matches!(
+            self,
+            Command::Topics(_)
+                | Command::Generate(_)
+                | Command::Tail(_)
+                | Command::Digest(_)
+                | Command::Flags(_)
+                | Command::Params(_)
+                | Command::Validate(_)
+                | Command::Features(_)
+                | Command::TrainingSet(_)
+                | Command::Trainings(_)
+                | Command::Models(_)
+                | Command::Fit(_)
+                | Command::Token(_)
+                | Command::Bench(_)
+        )
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
     let mut config = config::Config::load(cli.config.as_deref())?;
     if cli.brokers.is_some() {
         config.brokers = cli.brokers.clone();

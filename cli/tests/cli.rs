@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use anyhow::{ensure, Context as _, Result};
-use autotrain_integration_tests::{data_file, set_topic_configs, shared_kafka, unique};
+use autotrain_integration_tests::{data_file, jumpy_csv, set_topic_configs, shared_kafka, unique};
 
 fn autotrain(args: &[&str]) -> Result<Output> {
     Ok(Command::new(env!("CARGO_BIN_EXE_autotrain"))
@@ -397,20 +397,54 @@ fn validate_reports_the_real_gaps_of_the_btc_file() -> Result<()> {
     Ok(())
 }
 
-/// A CSV of `n` hourly bars around 100 with one jump to 200 at `jump`.
-fn jumpy_csv(path: &Path, n: usize, jump: usize) -> Result<()> {
-    let mut text = String::from("ts,open,high,low,close,volume\n");
-    for i in 0..n {
-        let wiggle = [0.0, 0.001, -0.0005, 0.0015, -0.001][i % 5];
-        let close = if i >= jump { 200.0 } else { 100.0 } * (1.0 + wiggle);
-        let ts = 1_600_000_000 + i as i64 * 3_600;
-        text.push_str(&format!(
-            "{ts},{close},{},{},{close},5\n",
-            close * 1.002,
-            close * 0.998
-        ));
+/// A reader that stops early (`| head`) ends a table-printing command
+/// quietly: no panic, no error, killed by SIGPIPE like any Unix tool.
+#[test]
+fn a_table_piped_into_head_ends_quietly() -> Result<()> {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    // Hourly bars with every other hour missing: 10,000 gap lines in the
+    // report, far more than a pipe holds.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("gappy.csv");
+    let mut csv = String::from("ts,open,high,low,close,volume\n");
+    for i in 0..20_000i64 {
+        csv.push_str(&format!("{},100,101,99,100,5\n", i * 2 * 3_600_000));
     }
-    std::fs::write(path, text)?;
+    std::fs::write(&file, csv)?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+        .args([
+            "validate",
+            "--input",
+            file.to_str().unwrap_or_default(),
+            "--instrument",
+            "test:GAPPY",
+            "--timeframe",
+            "1h",
+        ])
+        .env("AUTOTRAIN__LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Read the header and a few rows, then go away, as `head -3` does.
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let mut first = [0u8; 512];
+    let n = stdout.read(&mut first)?;
+    ensure!(n > 0, "no output before the reader left");
+    drop(stdout);
+    let status = child.wait()?;
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .context("stderr")?
+        .read_to_string(&mut stderr)?;
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert!(
+        status.success() || status.signal() == Some(13),
+        "{status:?}: {stderr}"
+    );
     Ok(())
 }
 

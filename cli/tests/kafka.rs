@@ -994,3 +994,88 @@ fn ensure_alive(services: &mut [Service]) -> Result<()> {
     }
     Ok(())
 }
+
+/// One value of a Prometheus text exposition (`name{labels} value`).
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// `[runner] metrics_bind`: an `autotrain run` process serves `/metrics`
+/// over HTTP: records in and out, processing time, its group's lag per
+/// input topic (from the broker), broker reachability.
+#[test]
+fn a_processor_serves_its_metrics() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let bootstrap = shared_kafka();
+    let settings = rt.block_on(TestBroker::kafka().fresh_topics("metrics"))?;
+    let prefix = settings.topic_prefix.clone();
+    let logs = tempfile::tempdir()?;
+    let input = bars("bitfinex_ETHUSD_30m.csv", 2_000);
+    rt.block_on(produce_bars(&settings, &input))?;
+    let bind = format!("127.0.0.1:{}", free_port()?);
+    let validator = Service::spawn(
+        &bootstrap,
+        &prefix,
+        "validator",
+        "a",
+        logs.path(),
+        &[("AUTOTRAIN__RUNNER__METRICS_BIND", bind.as_str())],
+    )?;
+    let scrape = || -> Result<String> {
+        rt.block_on(async {
+            Ok(reqwest::get(format!("http://{bind}/metrics"))
+                .await?
+                .error_for_status()?
+                .text()
+                .await?)
+        })
+    };
+    let group = format!("{prefix}validator");
+    let lag = format!("autotrain_consumer_lag{{group=\"{group}\",topic=\"market.bars.raw\"}}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let text = loop {
+        let text = scrape().unwrap_or_default();
+        if metric(&text, &lag) == Some(0.0) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lag never reached 0:\n{text}\n{}",
+            validator.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let received = metric(
+        &text,
+        "autotrain_processor_records_total{processor=\"validator\",kind=\"received\"}",
+    )
+    .context("received")?;
+    let outputs = metric(
+        &text,
+        "autotrain_processor_records_total{processor=\"validator\",kind=\"outputs\"}",
+    )
+    .context("outputs")?;
+    let timed = metric(
+        &text,
+        "autotrain_processing_seconds_count{processor=\"validator\"}",
+    )
+    .context("processing time")?;
+    assert!(received >= input.len() as f64, "{text}");
+    assert!(outputs > 0.0, "records out: {text}");
+    assert_eq!(timed, received, "one processing time per input: {text}");
+    assert_eq!(
+        metric(&text, "autotrain_broker_reachable"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            &format!("autotrain_consumer_lag{{group=\"{group}\",topic=\"market.flags\"}}")
+        )
+        .is_some(),
+        "every input topic has its lag: {text}"
+    );
+    Ok(())
+}

@@ -16,6 +16,8 @@
 //!   going (live read views).
 //! - [`link`] — [`Link`]: whether the brokers answer; one outage logged
 //!   once, read by the runner (bounded wait) and the API (`/health`, 503).
+//! - [`metrics`] — [`metrics::RunnerMetrics`]: the `/metrics` text of a
+//!   process hosting one runner (records, processing time, lag).
 //! - [`dedupe`] — [`Dedupe`]: bounded per-partition memory of event ids.
 //! - [`runner`] — [`run`]: the consumer loop. It decodes, drops duplicates,
 //!   calls a pure [`Processor`], sends outputs, and stores an input offset
@@ -34,6 +36,7 @@ pub mod error;
 pub mod event_id;
 pub mod follower;
 pub mod link;
+pub mod metrics;
 pub mod producer;
 pub mod reader;
 pub mod record;

@@ -250,6 +250,8 @@ pub struct Counters {
     pub held: AtomicU64,
     /// Progress records received.
     pub progress: AtomicU64,
+    /// Time to process one input.
+    pub processing: crate::metrics::ProcessingTime,
 }
 
 /// A snapshot of [`Counters`].
@@ -449,6 +451,8 @@ pub async fn run<P: Processor>(
         }
         None => None,
     };
+    // Counters may outlive one run (a supervisor's restarts share them).
+    let revocations = counters.revocations.load(Ordering::Relaxed);
     let mut state = Loop {
         settings,
         config,
@@ -464,10 +468,10 @@ pub async fn run<P: Processor>(
         acked: HashMap::new(),
         acked_since_store: 0,
         seen_up_to: HashMap::new(),
-        revocations_seen: 0,
+        revocations_seen: revocations,
         frontier: HashMap::new(),
         held: BTreeMap::new(),
-        held_revocations: 0,
+        held_revocations: revocations,
     };
     let mut consumer_config = settings.consumer_config(&config.group_id);
     if let Some(id) = &config.group_instance_id {
@@ -730,7 +734,12 @@ impl<P: Processor> Loop<'_, P> {
         inflight: &mut FuturesOrdered<Ack>,
     ) -> Result<(), KafkaError> {
         let (physical, partition, offset) = (raw.physical.clone(), raw.partition, raw.offset);
+        let started = Instant::now();
         let ack = self.handle(consumer, raw).await?;
+        self.counters
+            .processing
+            .0
+            .observe(started.elapsed().as_secs_f64());
         match &self.txn {
             None => inflight.push_back(ack),
             Some(txn) => {

@@ -1,6 +1,7 @@
 //! The router: one file per resource; request metrics and a JSON 404 for
 //! unknown paths.
 
+pub mod dashboard;
 pub mod features;
 pub mod flags;
 pub mod models;
@@ -45,6 +46,10 @@ pub fn router(state: ApiState) -> Router {
                 .fallback(models::method_not_allowed),
         )
         .route("/api/features/{instrument}/window", get(features::window))
+        .route("/api/instruments", get(dashboard::instruments))
+        .route("/api/instruments/{instrument}/chart", get(dashboard::chart))
+        .route("/api/params", get(dashboard::params))
+        .route("/api/whoami", get(dashboard::whoami))
         .route("/api/flags", get(flags::list))
         .route("/api/flags/{id}", get(flags::show))
         .route("/api/flags/{id}/{action}", post(flags::decide))
@@ -61,6 +66,7 @@ pub fn router(state: ApiState) -> Router {
             "/learn/outcome/{strategy}/{instrument}/{preset_id}",
             post(params::outcome),
         )
+        .merge(crate::dashboard::routes())
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("no route {} {}", req.method(), req.uri().path()))
         })

@@ -75,13 +75,37 @@ pub struct DemoApi {
     pub url: String,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// With `--keep-running`: the validator and the features processor
+    /// going on after the run, and their stop.
+    live: Option<(tokio::sync::watch::Sender<bool>, LiveStages)>,
 }
+
+type LiveStages = tokio::task::JoinHandle<Result<(), autotrain_kafka::KafkaError>>;
 
 impl DemoApi {
     pub async fn stop(self) -> Result<()> {
+        if let Some((stop, stages)) = self.live {
+            let _ = stop.send(true);
+            stages.await??;
+        }
         let _ = self.stop.send(());
         self.server.await??;
         Ok(())
+    }
+
+    /// Until `until` (or a live stage fails): the API, and the validator
+    /// and features going on.
+    pub async fn live(&mut self, until: impl std::future::Future<Output = ()>) -> Result<()> {
+        match &mut self.live {
+            Some((_, stages)) => tokio::select! {
+                () = until => Ok(()),
+                r = stages => Err(anyhow::anyhow!("a live stage stopped: {:?}", r)),
+            },
+            None => {
+                until.await;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -247,6 +271,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
             url: format!("http://{local}"),
             stop: tx,
             server,
+            live: None,
         }
     };
     let contract = Contract::bundled()?;
@@ -256,6 +281,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         ctx.runner_config(config, &groups[1], autotrain_features::processor::INPUTS),
         ctx.runner_config(config, &groups[2], autotrain_drift::processor::INPUTS),
     ];
+    let live_rcs = [rcs[0].clone(), rcs[1].clone()];
     let validating = spawn_stage(
         ctx.settings.clone(),
         rcs[0].clone(),
@@ -402,6 +428,38 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         }
     );
     let _ = std::fs::remove_dir_all(&store_dir);
+    let mut api = api;
+    if args.keep_running {
+        // The validator and the features processor go on in their groups
+        // (their state rebuilt from what they consumed), so a review
+        // decision made in the API or the dashboard takes effect: a bar
+        // approved there is released to market.bars and gets its
+        // features. The model stages stop with the run.
+        let (live_tx, live_rx) = tokio::sync::watch::channel(false);
+        let (settings, rcs, counters) = (ctx.settings.clone(), live_rcs, stages.clone());
+        let contract = Contract::bundled()?;
+        let stages = tokio::spawn(async move {
+            futures::future::try_join(
+                spawn_stage(
+                    settings.clone(),
+                    rcs[0].clone(),
+                    ValidatorProcessor::new(HashMap::new()),
+                    counters[0].clone(),
+                    stop(live_rx.clone()),
+                ),
+                spawn_stage(
+                    settings,
+                    rcs[1].clone(),
+                    FeaturesProcessor::new(contract),
+                    counters[1].clone(),
+                    stop(live_rx),
+                ),
+            )
+            .await
+            .map(|_| ())
+        });
+        api.live = Some((live_tx, stages));
+    }
     let (bars_in, bad_rows) = published?;
     let (validator, stats) = validated?;
     let (features, _) = featured?;
@@ -749,7 +807,7 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
     if !ctx.broker.is_embedded() {
         ctx.create_topics(config).await?;
     }
-    let (summary, api) = run_demo(config, &args, &ctx).await?;
+    let (summary, mut api) = run_demo(config, &args, &ctx).await?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -842,10 +900,10 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
     );
     if args.keep_running {
         eprintln!(
-            "broker up at {}, API at {}; Ctrl-C to stop",
-            summary.bootstrap, summary.api
+            "broker up at {}, API at {} (dashboard: {}/dashboard); the validator and features go on; Ctrl-C to stop",
+            summary.bootstrap, summary.api, summary.api
         );
-        shutdown_signal().await;
+        api.live(shutdown_signal()).await?;
     }
     api.stop().await
 }

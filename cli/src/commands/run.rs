@@ -157,6 +157,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let (core, stats) = serve(
                 &ctx,
                 config,
+                "validator",
                 &args.group,
                 autotrain_validator::processor::INPUTS,
                 || std::future::ready(Ok(ValidatorProcessor::new(calendars.clone()))),
@@ -172,6 +173,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let (core, stats) = serve(
                 &ctx,
                 config,
+                "features",
                 &args.group,
                 autotrain_features::processor::INPUTS,
                 || {
@@ -190,6 +192,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let (core, stats) = serve(
                 &ctx,
                 config,
+                "drift",
                 &args.group,
                 autotrain_drift::processor::INPUTS,
                 || {
@@ -234,6 +237,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let (core, stats) = serve(
                 &ctx,
                 config,
+                "regime",
                 &args.group,
                 autotrain_regime::processor::INPUTS,
                 restore,
@@ -248,6 +252,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             // (training ids make repeats idempotent): at-least-once intake.
             rc.exactly_once = None;
             let counters = Arc::new(autotrain_trainer::service::ServiceCounters::default());
+            serve_metrics(&ctx, config, "trainer", &rc, counters.intake.clone()).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -309,6 +314,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let (core, stats) = serve(
                 &ctx,
                 config,
+                "params",
                 &args.group,
                 autotrain_params::processor::INPUTS,
                 restore,
@@ -322,6 +328,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let (core, stats) = serve(
                 &ctx,
                 config,
+                "engine",
                 &args.group,
                 autotrain_params::processor::ENGINE_INPUTS,
                 || {
@@ -380,6 +387,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
 async fn serve<P, F, Fut>(
     ctx: &Context,
     config: &Config,
+    processor: &str,
     group: &str,
     topics: &[&str],
     mut make: F,
@@ -395,6 +403,8 @@ where
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
+    let counters = Arc::new(Counters::default());
+    serve_metrics(ctx, config, processor, &rc, counters.clone()).await?;
     let (mut restarts, mut fenced) = (0u32, 0u32);
     let mut troubled = Troubled::default();
     loop {
@@ -430,14 +440,8 @@ where
             let _ = stop.wait_for(|s| *s).await;
         };
         let started = std::time::Instant::now();
-        let outcome = autotrain_kafka::run(
-            &ctx.settings,
-            &rc,
-            core,
-            Arc::new(Counters::default()),
-            stopped,
-        )
-        .await;
+        let outcome =
+            autotrain_kafka::run(&ctx.settings, &rc, core, counters.clone(), stopped).await;
         if started.elapsed() > std::time::Duration::from_secs(60) {
             troubled = Troubled::default();
         }
@@ -489,6 +493,56 @@ where
             other => return Ok(other?),
         }
     }
+}
+
+/// With `[runner] metrics_bind`, serves `GET /metrics` of this process's
+/// runner (see [`autotrain_kafka::metrics`]) until the process ends.
+async fn serve_metrics(
+    ctx: &Context,
+    config: &Config,
+    processor: &str,
+    rc: &autotrain_kafka::RunnerConfig,
+    counters: Arc<Counters>,
+) -> Result<()> {
+    use anyhow::Context as _;
+    let Some(bind) = &config.runner.metrics_bind else {
+        return Ok(());
+    };
+    let metrics = autotrain_kafka::metrics::RunnerMetrics {
+        processor: processor.to_string(),
+        group: rc.group_id.clone(),
+        topics: rc.topics.clone(),
+        settings: ctx.settings.clone(),
+        counters,
+    };
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                let text = tokio::task::spawn_blocking(move || metrics.render())
+                    .await
+                    .unwrap_or_else(|e| format!("# metrics task failed: {e}\n"));
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("[runner] metrics_bind = {bind:?}"))?;
+    tracing::info!(processor, address = %listener.local_addr()?, "serving /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "/metrics server stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Whether an error out of a core's restore is transport trouble worth

@@ -38,13 +38,28 @@ struct Flags {
     next: BTreeMap<i32, i64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FeatureCache {
     parts: Mutex<BTreeMap<i32, Part>>,
     flags: Mutex<Flags>,
     grown: Condvar,
     /// Records cached so far.
     pub cached: AtomicU64,
+}
+
+/// How much is cached, not what: the cache holds every feature row (a
+/// derived Debug printed megabytes when the trainer stopped).
+impl std::fmt::Debug for FeatureCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let partitions = self.parts.lock().map_or(0, |p| p.len());
+        f.debug_struct("FeatureCache")
+            .field("partitions", &partitions)
+            .field(
+                "cached",
+                &self.cached.load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl FeatureCache {
@@ -278,6 +293,27 @@ mod tests {
             start,
             end,
         }
+    }
+
+    #[test]
+    fn its_debug_says_how_much_not_what() {
+        let cache = FeatureCache::default();
+        if let Ok(mut parts) = cache.parts.lock() {
+            parts.insert(
+                0,
+                Part {
+                    first: 0,
+                    next: 0,
+                    records: vec![],
+                },
+            );
+        }
+        for o in 0..10_000 {
+            cache.push(0, o, vector(o));
+        }
+        let text = format!("{cache:?}");
+        assert!(text.starts_with("FeatureCache { partitions: 1,"), "{text}");
+        assert!(text.len() < 80, "{text}");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct ServiceCounters {
     pub pending: AtomicU64,
     /// The feature cache (`cache.cached`: records tailed so far).
     pub cache: Arc<cache::FeatureCache>,
+    /// The intake's runner (triggers and commands in, events out).
+    pub intake: Arc<Counters>,
 }
 
 #[derive(Debug)]
@@ -249,7 +251,7 @@ pub async fn run(
             settings,
             &runner,
             intake,
-            Arc::new(Counters::default()),
+            counters.intake.clone(),
             async move { stop_intake.cancelled().await },
         )
         .await;
