@@ -556,7 +556,7 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
             }
         }
     }
-    assert_eq!(operations, 23);
+    assert_eq!(operations, 27);
     let (status, body) = api
         .call("GET", "/api/trainings", Some("not-a-token"), None)
         .await?;
@@ -573,6 +573,36 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
         (status, body["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
+    // What the dashboard reads: who calls, charts, bounds.
+    let (status, me) = api.call("GET", "/api/whoami", Some(READ_A), None).await?;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["scopes"], json!(["ml:read"]), "{me}");
+    let (status, body) = api
+        .call("GET", "/api/instruments/x:NONE/chart", Some(READ_A), None)
+        .await?;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (404, "no bars or regimes for \"x:NONE\"")
+    );
+    for limit in ["0", "5001", "many"] {
+        let (status, body) = api
+            .call(
+                "GET",
+                &format!("/api/instruments/{INSTRUMENT}/chart?limit={limit}"),
+                Some(READ_A),
+                None,
+            )
+            .await?;
+        assert_eq!(status, 400, "limit={limit}: {body}");
+    }
+    // The page itself is public (it holds no data); its data is not.
+    let (status, page) = api.call("GET", "/dashboard", None, None).await?;
+    assert_eq!(status, 200);
+    assert!(page
+        .as_str()
+        .is_some_and(|p| p.contains("<title>autotrain</title>")));
+    api.expect(401, "GET", "/dashboard/events", None, None)
+        .await?;
 
     // Trainings: scope, malformed and refused bodies, queries.
     let good = json!({"model_key": "hmm/test:NODATA", "hyperparams": {"min_rows": 100000}});
