@@ -232,23 +232,15 @@ async fn topics_reach_a_real_questdb_through_its_restart_a_crash_and_a_replay() 
 
     // Phase 3: everything delivered again (a fresh group from the start):
     // the upsert keys absorb it.
-    let again = unique("questdb-sink-again");
-    let c3 = Arc::new(Counters::default());
-    let done = stop_when_caught_up(
-        settings.clone(),
-        again.clone(),
-        INPUTS.to_vec(),
-        Duration::from_secs(180),
-    );
-    let (_, phase3) = run_sink(
+    let (_, phase3) = sink_until_caught_up(
         &settings,
         &SinkConfig {
-            group_id: again,
+            group_id: unique("questdb-sink-again"),
             ..config.clone()
         },
+        INPUTS,
         QuestDbSink::new(&db.conf())?,
-        c3,
-        done,
+        Duration::from_secs(180),
     )
     .await?;
     assert_eq!(phase3.outputs, rows_in as u64, "{phase3:?}");

@@ -620,3 +620,22 @@ pub async fn stop_when_caught_up(
     }
     eprintln!("stop_when_caught_up: {group} still behind after {limit:?}");
 }
+
+/// Runs a sink in its group until the group has consumed its topics (or
+/// `limit` passed); the sink and its counts.
+pub async fn sink_until_caught_up<S: autotrain_kafka::Sink>(
+    settings: &ClientSettings,
+    config: &autotrain_kafka::SinkConfig,
+    topics: &[&'static str],
+    sink: S,
+    limit: Duration,
+) -> Result<(S, autotrain_kafka::RunStats)> {
+    let done = stop_when_caught_up(
+        settings.clone(),
+        config.group_id.clone(),
+        topics.to_vec(),
+        limit,
+    );
+    let counters = std::sync::Arc::new(autotrain_kafka::runner::Counters::default());
+    Ok(autotrain_kafka::run_sink(settings, config, sink, counters, done).await?)
+}

@@ -72,6 +72,7 @@ fn every_subcommand_has_help() -> Result<()> {
         ["run", "regime"],
         ["run", "validator"],
         ["run", "questdb"],
+        ["run", "notify"],
         ["run", "features"],
         ["run", "trainer"],
         ["run", "params"],

@@ -27,6 +27,10 @@ pub enum RunCommand {
     /// tables (`connectors/questdb/tables.sql`, with upsert keys) are
     /// created at start unless `--no-create-tables`.
     Questdb(QuestdbArgs),
+    /// `training.status` ⇒ a webhook: each completed, failed or cancelled
+    /// training and each trainer alert, POSTed in batches with retries;
+    /// offsets stored after the receiver's 2xx (at least once, stable ids).
+    Notify(NotifyArgs),
     /// `market.bars` ⇒ `features` under the bundled feature contract;
     /// engines rebuilt on start by replaying what the group processed.
     Features(FeaturesArgs),
@@ -100,6 +104,21 @@ pub struct GroupArgs {
 pub struct FeaturesArgs {
     #[arg(long, default_value = "autotrain-features")]
     pub group: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NotifyArgs {
+    /// The receiver: `https://hooks.example/autotrain`.
+    #[arg(long, env = "AUTOTRAIN_WEBHOOK_URL")]
+    pub webhook: String,
+    #[arg(long, default_value = "autotrain-notify")]
+    pub group: String,
+    /// POST when this many notifications are pending …
+    #[arg(long, default_value_t = 100)]
+    pub max_rows: usize,
+    /// … or the oldest is this many milliseconds old.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_age_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -352,6 +371,14 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let fired = super::scheduler::run(&ctx, &config.scheduler, shutdown_signal()).await?;
             eprintln!("scheduler stopped after {fired} trigger(s)");
         }
+        RunCommand::Notify(args) => {
+            let sink = autotrain_connector_webhook::WebhookSink::new(&args.webhook)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let limits = (args.max_rows, args.max_age_ms);
+            let inputs = autotrain_connector_webhook::INPUTS;
+            let (sink, stats) = serve_sink(&ctx, &args.group, inputs, limits, sink).await?;
+            eprintln!("webhook sink stopped: {stats:?} {:?}", sink.stats);
+        }
         RunCommand::Questdb(args) => {
             if !args.no_create_tables {
                 let n = autotrain_connector_questdb::create_tables(
@@ -361,18 +388,10 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 .await?;
                 tracing::info!(statements = n, "QuestDB tables ready");
             }
-            let mut sc = SinkConfig::new(&args.group, autotrain_connector_questdb::INPUTS);
-            sc.max_rows = args.max_rows.max(1);
-            sc.max_age = std::time::Duration::from_millis(args.max_age_ms);
             let sink = QuestDbSink::new(&args.questdb).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let (sink, stats) = run_sink(
-                &ctx.settings,
-                &sc,
-                sink,
-                Arc::new(Counters::default()),
-                shutdown_signal(),
-            )
-            .await?;
+            let limits = (args.max_rows, args.max_age_ms);
+            let inputs = autotrain_connector_questdb::INPUTS;
+            let (sink, stats) = serve_sink(&ctx, &args.group, inputs, limits, sink).await?;
             eprintln!("questdb sink stopped: {stats:?} {sink:?}");
         }
     }
@@ -493,6 +512,22 @@ where
             other => return Ok(other?),
         }
     }
+}
+
+/// Runs a sink to an external store in `group` over `inputs` until Ctrl-C
+/// / SIGTERM; it flushes every `limits.0` rows or `limits.1` milliseconds.
+async fn serve_sink<S: autotrain_kafka::Sink>(
+    ctx: &Context,
+    group: &str,
+    inputs: &[&str],
+    limits: (usize, u64),
+    sink: S,
+) -> Result<(S, autotrain_kafka::RunStats)> {
+    let mut sc = SinkConfig::new(group, inputs);
+    sc.max_rows = limits.0.max(1);
+    sc.max_age = std::time::Duration::from_millis(limits.1);
+    let counters = Arc::new(Counters::default());
+    Ok(run_sink(&ctx.settings, &sc, sink, counters, shutdown_signal()).await?)
 }
 
 /// With `[runner] metrics_bind`, serves `GET /metrics` of this process's
