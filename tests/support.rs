@@ -107,7 +107,26 @@ pub fn kafka_script() -> PathBuf {
     repo_root().join("scripts/kafka")
 }
 
-fn free_port() -> u16 {
+/// Runs one of the repository's tool scripts (`scripts/kafka`,
+/// `scripts/questdb`); a failure carries what it printed.
+pub(crate) fn run_tool(c: &mut Command, what: &str) -> Result<()> {
+    let out = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| what.to_string())?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -209,20 +228,7 @@ impl Kafka {
         for p in &self.props {
             c.args(["--prop", p]);
         }
-        let out = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .with_context(|| format!("scripts/kafka {cmd}"))?;
-        if !out.status.success() {
-            bail!(
-                "scripts/kafka {cmd} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        run_tool(&mut c, &format!("scripts/kafka {cmd}"))
     }
 
     /// SIGKILL: no clean shutdown, as in a crash.

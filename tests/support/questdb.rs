@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::repo_root;
 
@@ -21,9 +21,7 @@ impl QuestDb {
     pub fn start() -> Result<Self> {
         let attempt = || -> Result<Self> {
             let q = QuestDb {
-                port: std::net::TcpListener::bind("127.0.0.1:0")?
-                    .local_addr()?
-                    .port(),
+                port: crate::free_port(),
                 dir: tempfile::tempdir()?,
             };
             q.script("start")?;
@@ -36,22 +34,12 @@ impl QuestDb {
     }
 
     fn script(&self, cmd: &str) -> Result<()> {
-        let out = Command::new(repo_root().join("scripts/questdb"))
-            .arg(cmd)
+        let mut c = Command::new(repo_root().join("scripts/questdb"));
+        c.arg(cmd)
             .args(["--port", &self.port.to_string()])
             .arg("--dir")
-            .arg(self.dir.path())
-            .output()
-            .with_context(|| format!("scripts/questdb {cmd}"))?;
-        if !out.status.success() {
-            bail!(
-                "scripts/questdb {cmd} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+            .arg(self.dir.path());
+        crate::run_tool(&mut c, &format!("scripts/questdb {cmd}"))
     }
 
     /// SIGKILL, as in a crash.

@@ -295,22 +295,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn its_debug_says_how_much_not_what() {
-        let cache = FeatureCache::default();
+    /// Partition 0 cached from the start of `offsets`, holding them.
+    fn filled(cache: &FeatureCache, offsets: std::ops::Range<i64>) {
         if let Ok(mut parts) = cache.parts.lock() {
             parts.insert(
                 0,
                 Part {
-                    first: 0,
-                    next: 0,
+                    first: offsets.start,
+                    next: offsets.start,
                     records: vec![],
                 },
             );
         }
-        for o in 0..10_000 {
+        for o in offsets {
             cache.push(0, o, vector(o));
         }
+    }
+
+    #[test]
+    fn its_debug_says_how_much_not_what() {
+        let cache = FeatureCache::default();
+        filled(&cache, 0..10_000);
         let text = format!("{cache:?}");
         assert!(text.starts_with("FeatureCache { partitions: 1,"), "{text}");
         assert!(text.len() < 80, "{text}");
@@ -319,19 +324,7 @@ mod tests {
     #[test]
     fn reads_covered_ranges_waits_for_the_tail_and_refuses_what_it_never_saw() {
         let cache = Arc::new(FeatureCache::default());
-        if let Ok(mut parts) = cache.parts.lock() {
-            parts.insert(
-                0,
-                Part {
-                    first: 5,
-                    next: 5,
-                    records: vec![],
-                },
-            );
-        }
-        for o in 5..10 {
-            cache.push(0, o, vector(o));
-        }
+        filled(&cache, 5..10);
         let got = cache
             .read(&[range(0, 6, 8)], Duration::ZERO)
             .expect("covered");
