@@ -590,11 +590,13 @@ fn transient(e: &anyhow::Error) -> bool {
 }
 
 /// Consecutive transient failures of one supervised runner: the waits
-/// double from 250 ms to 8 s, and past the outage limit the last error
-/// stops the process (a supervisor restarts it) rather than loop for ever.
+/// double from 250 ms to 8 s, and past the outage limit the process stops
+/// (a supervisor restarts it) rather than loop for ever, with the same
+/// error as any outage: the brokers did not serve it for that long.
 #[derive(Default)]
 struct Troubled {
-    since: Option<std::time::Instant>,
+    /// When the failures began: monotonic, and epoch ms for the message.
+    since: Option<(std::time::Instant, i64)>,
     times: u32,
 }
 
@@ -604,13 +606,16 @@ impl Troubled {
         e: &anyhow::Error,
         limit: std::time::Duration,
     ) -> Result<std::time::Duration> {
-        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        let (since, since_ms) = *self
+            .since
+            .get_or_insert_with(|| (std::time::Instant::now(), crate::context::now_ms()));
         if since.elapsed() >= limit {
-            anyhow::bail!(
-                "still failing after {:?} of retries ({} attempts): {e:#}",
-                since.elapsed(),
-                self.times
-            );
+            return Err(autotrain_kafka::KafkaError::Unreachable {
+                since_ms,
+                limit_s: limit.as_secs(),
+                reason: format!("{} attempts failed: {e:#}", self.times + 1),
+            }
+            .into());
         }
         self.times += 1;
         Ok(std::time::Duration::from_millis(
