@@ -74,6 +74,15 @@ pub fn data_file(name: &str) -> PathBuf {
     repo_root().join("data").join(name)
 }
 
+/// Writes the header and first `rows` bars of bundled data file `file` to
+/// `dir/file` (a real sample the demo can replay quickly).
+pub fn data_sample(dir: &Path, file: &str, rows: usize) -> Result<()> {
+    let text = std::fs::read_to_string(data_file(file))?;
+    let lines: Vec<&str> = text.lines().take(rows + 1).collect();
+    std::fs::write(dir.join(file), lines.join("\n") + "\n")?;
+    Ok(())
+}
+
 /// The first `n` bars of a bundled data file.
 pub fn bars(file: &str, n: usize) -> Vec<Bar> {
     let path = data_file(file);

@@ -4,10 +4,13 @@
 //! - [`config`] — the TOML + environment configuration.
 //! - [`context`] — connects to the configured broker (or starts the
 //!   embedded one) and hands out client settings; logging; Ctrl-C.
+//! - [`topology`] — each processor's inputs, outputs, restore and time
+//!   semantics, and how its core is built: what `run`, `demo` and `replay`
+//!   build from.
 //! - `commands/` — one file per subcommand: `up`, `topics`, `produce`,
 //!   `fetch`, `generate`, `tail`, `run`, `flags`, `demo`, `validate`,
 //!   `features`, `training-set`, `train`, `trainings`, `models`, `fit`,
-//!   `serve`, `token`, `bench`.
+//!   `serve`, `token`, `bench`, `digest`, `replay`.
 
 /// mimalloc: the pipelines allocate many small records; it is markedly
 /// faster than the system allocator for that (see `autotrain bench`).
@@ -17,6 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod commands;
 mod config;
 mod context;
+mod topology;
 
 use std::path::PathBuf;
 
@@ -62,6 +66,8 @@ enum Command {
     /// Fingerprint what topics hold by content (wall-clock fields and
     /// offsets left out), to compare two runs over the same bars.
     Digest(commands::digest::Args),
+    Replay(commands::replay::Args),
+    Topology(commands::topology::Args),
     /// Run one processor as a service in its consumer group.
     #[command(subcommand)]
     Run(commands::run::RunCommand),
@@ -136,6 +142,7 @@ impl Command {
                 | Command::Generate(_)
                 | Command::Tail(_)
                 | Command::Digest(_)
+                | Command::Topology(_)
                 | Command::Flags(_)
                 | Command::Params(_)
                 | Command::Validate(_)
@@ -167,6 +174,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => commands::generate::run(&config, args).await,
         Command::Tail(args) => commands::tail::run(&config, args).await,
         Command::Digest(args) => commands::digest::run(&config, args).await,
+        Command::Replay(args) => commands::replay::run(&config, args).await,
+        Command::Topology(args) => commands::topology::run(&args),
         Command::Run(cmd) => commands::run::run(&config, cmd).await,
         Command::Flags(cmd) => commands::flags::run(&config, cmd).await,
         Command::Params(cmd) => commands::params::run(&config, cmd).await,

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use autotrain_integration_tests::{data_file, shared_kafka, unique};
+use autotrain_integration_tests::{data_sample, shared_kafka, unique};
 use autotrain_kafka::{read_topic, ClientSettings};
 use autotrain_schemas::{
     FeatureVector, ModelVersion, RegimePosterior, RegistryEvent, TrainingTrigger,
@@ -26,11 +26,7 @@ use autotrain_schemas::{
 const ROWS: usize = 8_000;
 
 fn sample(dir: &Path) -> Result<()> {
-    let file = "bitfinex_BTCUSD_30m.csv";
-    let text = std::fs::read_to_string(data_file(file))?;
-    let lines: Vec<&str> = text.lines().take(ROWS + 1).collect();
-    std::fs::write(dir.join(file), lines.join("\n") + "\n")?;
-    Ok(())
+    data_sample(dir, "bitfinex_BTCUSD_30m.csv", ROWS)
 }
 
 /// One demo run on its own topics; returns the summary and its settings.

@@ -164,6 +164,31 @@ pub async fn create_topics(
     Ok(out)
 }
 
+/// Deletes topics by physical name (a replay's sandbox). Topics that do not
+/// exist count as deleted; on the embedded broker, which cannot delete,
+/// nothing is done (its topics live as long as the process).
+pub async fn delete_topics(
+    broker: &Broker,
+    settings: &ClientSettings,
+    names: &[String],
+) -> Result<(), KafkaError> {
+    if broker.is_embedded() || names.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = settings.producer_config().create()?;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    for result in admin.delete_topics(&refs, &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => {
+                return Err(KafkaError::Admin(format!("delete {name}: {code}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Waits until every topic is in the cluster's metadata with a leader for
 /// each partition (a client reading a topic right after its creation
 /// otherwise meets `NotLeaderForPartition`).

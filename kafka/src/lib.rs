@@ -5,7 +5,9 @@
 //!   mock cluster) or an external cluster's bootstrap address.
 //! - [`settings`] — [`ClientSettings`]: bootstrap, topic prefix, client
 //!   properties; builds producer and consumer configs.
-//! - [`admin`] — create, list and check catalogue topics.
+//! - [`admin`] — create, list, check and delete catalogue topics.
+//! - [`copy`] — [`copy::copy_topic`]: a topic's records to another, partition
+//!   for partition, headers and timestamps kept (replay sandboxes).
 //! - [`event_id`] — [`EventId`]: the deterministic id every record carries.
 //! - [`record`] — [`Incoming`] (a decoded input) and [`OutRecord`] (an
 //!   encoded output) plus [`Outputs`], where a processor puts its results.
@@ -31,6 +33,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod copy;
 pub mod dedupe;
 pub mod error;
 pub mod event_id;
@@ -45,7 +48,9 @@ pub mod settings;
 pub mod sink;
 pub mod transaction;
 
-pub use admin::{check_topics, create_topics, list_topics, probe, Drift, TopicState};
+pub use admin::{
+    check_topics, create_topics, delete_topics, list_topics, probe, Drift, TopicState,
+};
 pub use broker::Broker;
 pub use dedupe::Dedupe;
 pub use error::{KafkaError, ProcessError};

@@ -18,22 +18,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use autotrain_connector_file::{infer_instrument, BarReader};
-use autotrain_drift::DriftProcessor;
-use autotrain_features::{Contract, FeaturesProcessor};
+use autotrain_features::Contract;
 use autotrain_kafka::reader::group_caught_up;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{OutRecord, Producer};
-use autotrain_params::{Controller, Engine, EngineProcessor, ParamsProcessor, StrategySchema};
-use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::Bar;
 use autotrain_topics::{MARKET_BARS_RAW, TRAINING_TRIGGERS};
 use autotrain_trainer::service::ServiceCounters;
-use autotrain_validator::ValidatorProcessor;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::context::{now_ms, shutdown_signal, Context};
+use crate::topology::{Build, Stage};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -184,6 +181,17 @@ pub struct Summary {
     pub bars_per_second: f64,
 }
 
+/// The stages the demo runs through the runner, in the order of its
+/// consumer groups (the trainer runs as its service).
+const STAGES: [Stage; 6] = [
+    Stage::Validator,
+    Stage::Features,
+    Stage::Drift,
+    Stage::Regime,
+    Stage::Params,
+    Stage::Engine,
+];
+
 fn bundled_data() -> PathBuf {
     let here = PathBuf::from("data");
     if here.is_dir() {
@@ -205,14 +213,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     ensure!(!files.is_empty(), "no bar files to replay in {inputs:?}");
 
     let pid = std::process::id();
-    let groups = [
-        format!("autotrain-demo-validator-{pid}"),
-        format!("autotrain-demo-features-{pid}"),
-        format!("autotrain-demo-drift-{pid}"),
-        format!("autotrain-demo-regime-{pid}"),
-        format!("autotrain-demo-params-{pid}"),
-        format!("autotrain-demo-engine-{pid}"),
-    ];
+    let groups = STAGES.map(|s| format!("autotrain-demo-{s}-{pid}"));
     let stages: [Arc<Counters>; 6] = Default::default();
     let trainer_group = format!("autotrain-demo-trainer-{pid}");
     let trainer_counters = Arc::new(ServiceCounters::default());
@@ -227,30 +228,18 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         }
         api.dev_mode |= api.tokens.is_empty();
         let addr = api.check()?;
-        let names = [
-            "validator",
-            "features",
-            "drift",
-            "regime",
-            "params",
-            "engine",
-        ];
-        let inputs: [&[&str]; 7] = [
-            autotrain_validator::processor::INPUTS,
-            autotrain_features::processor::INPUTS,
-            autotrain_drift::processor::INPUTS,
-            autotrain_regime::processor::INPUTS,
-            autotrain_params::processor::INPUTS,
-            autotrain_params::processor::ENGINE_INPUTS,
-            autotrain_trainer::service::INPUTS,
-        ];
+        let names = STAGES.map(Stage::name);
+        let inputs = STAGES
+            .iter()
+            .chain(&[Stage::Trainer])
+            .map(|s| s.wiring().inputs);
         let group_names = groups.iter().chain(std::iter::once(&trainer_group));
         let state = super::serve::state(
             ctx,
             config,
             api,
             group_names
-                .zip(&inputs)
+                .zip(inputs)
                 .map(|(g, t)| (g.clone(), t.iter().map(|t| t.to_string()).collect()))
                 .collect(),
             names
@@ -274,49 +263,49 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
             live: None,
         }
     };
-    let contract = Contract::bundled()?;
-    let feature_contract = contract.version.clone();
+    let instruments = files
+        .iter()
+        .filter_map(|f| infer_instrument(f).map(|id| id.key()))
+        .collect();
+    let build = Build::demo(config, &instruments)?;
+    let feature_contract = Contract::bundled()?.version;
     let rcs = [
-        ctx.runner_config(config, &groups[0], autotrain_validator::processor::INPUTS),
-        ctx.runner_config(config, &groups[1], autotrain_features::processor::INPUTS),
-        ctx.runner_config(config, &groups[2], autotrain_drift::processor::INPUTS),
+        ctx.runner_config(config, &groups[0], Stage::Validator.wiring().inputs),
+        ctx.runner_config(config, &groups[1], Stage::Features.wiring().inputs),
+        ctx.runner_config(config, &groups[2], Stage::Drift.wiring().inputs),
     ];
     let live_rcs = [rcs[0].clone(), rcs[1].clone()];
     let validating = spawn_stage(
         ctx.settings.clone(),
         rcs[0].clone(),
-        ValidatorProcessor::new(HashMap::new()),
+        build.validator(),
         stages[0].clone(),
         stop(stop_rx.clone()),
     );
     let featuring = spawn_stage(
         ctx.settings.clone(),
         rcs[1].clone(),
-        FeaturesProcessor::new(contract),
+        build.features()?,
         stages[1].clone(),
         stop(stop_rx.clone()),
     );
     let drifting = spawn_stage(
         ctx.settings.clone(),
         rcs[2].clone(),
-        DriftProcessor::new(config.drift.clone())
-            .aligned(config.runner.align_event_time)
-            .with_event_schedules(demo_schedules(config, &files))?,
+        build.drift()?,
         stages[2].clone(),
         stop(stop_rx.clone()),
     );
-    let regime_rc = ctx.runner_config(config, &groups[3], autotrain_regime::processor::INPUTS);
+    let regime_rc = ctx.runner_config(config, &groups[3], Stage::Regime.wiring().inputs);
     let regiming = spawn_stage(
         ctx.settings.clone(),
         regime_rc.clone(),
-        RegimeProcessor::new(&config.drift.model_key).aligned(config.runner.align_event_time),
+        build.regime(),
         stages[3].clone(),
         stop(stop_rx.clone()),
     );
-    let schemas = StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
-    let params_rc = ctx.runner_config(config, &groups[4], autotrain_params::processor::INPUTS);
-    let controller = ParamsProcessor::new(Controller::new(config.params.clone(), schemas.clone()))
-        .aligned(config.runner.align_event_time);
+    let params_rc = ctx.runner_config(config, &groups[4], Stage::Params.wiring().inputs);
+    let controller = build.params();
     let (decided, learned) = (
         controller.decisions_made.clone(),
         controller.learned.clone(),
@@ -328,27 +317,16 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         stages[4].clone(),
         stop(stop_rx.clone()),
     );
-    let engine_rc = ctx.runner_config(
-        config,
-        &groups[5],
-        autotrain_params::processor::ENGINE_INPUTS,
-    );
+    let engine_rc = ctx.runner_config(config, &groups[5], Stage::Engine.wiring().inputs);
     let trading = spawn_stage(
         ctx.settings.clone(),
         engine_rc.clone(),
-        EngineProcessor::new(Engine::new(
-            autotrain_params::controlled(schemas, &config.params),
-            2.0,
-        ))
-        .aligned(config.runner.align_event_time),
+        build.engine(),
         stages[5].clone(),
         stop(stop_rx.clone()),
     );
-    // No one answers flags during the demo: they do not block trainings
-    // (the guardrails still count critical ones). References go to a
-    // scratch folder.
-    let mut trainer_config = config.trainer.clone();
-    trainer_config.block_on.clear();
+    // References go to a scratch folder.
+    let mut trainer_config = build.trainer.clone();
     trainer_config.store_dir = std::env::temp_dir()
         .join(format!("autotrain-demo-{pid}"))
         .display()
@@ -356,7 +334,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     let store_dir = trainer_config.store_dir.clone();
     let training = {
         let settings = ctx.settings.clone();
-        let rc = ctx.runner_config(config, &trainer_group, autotrain_trainer::service::INPUTS);
+        let rc = ctx.runner_config(config, &trainer_group, Stage::Trainer.wiring().inputs);
         let (counters, stop) = (trainer_counters.clone(), stop(stop_rx.clone()));
         let task = tokio::spawn(async move {
             autotrain_trainer::service::run(&settings, trainer_config, rc, now_ms, counters, stop)
@@ -437,20 +415,20 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         // features. The model stages stop with the run.
         let (live_tx, live_rx) = tokio::sync::watch::channel(false);
         let (settings, rcs, counters) = (ctx.settings.clone(), live_rcs, stages.clone());
-        let contract = Contract::bundled()?;
+        let (validator, features) = (build.validator(), build.features()?);
         let stages = tokio::spawn(async move {
             futures::future::try_join(
                 spawn_stage(
                     settings.clone(),
                     rcs[0].clone(),
-                    ValidatorProcessor::new(HashMap::new()),
+                    validator,
                     counters[0].clone(),
                     stop(live_rx.clone()),
                 ),
                 spawn_stage(
                     settings,
                     rcs[1].clone(),
-                    FeaturesProcessor::new(contract),
+                    features,
                     counters[1].clone(),
                     stop(live_rx),
                 ),
@@ -587,28 +565,6 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
 /// processor: `[[scheduler.schedule]]` from the config if any, else one
 /// per replayed instrument on the first day of each quarter, 00:00 UTC
 /// (auto-promoted).
-fn demo_schedules(config: &Config, files: &[PathBuf]) -> Vec<autotrain_drift::Schedule> {
-    if !config.scheduler.schedule.is_empty() {
-        return config.scheduler.schedule.clone();
-    }
-    let instruments: std::collections::BTreeSet<String> = files
-        .iter()
-        .filter_map(|f| infer_instrument(f).map(|id| id.key()))
-        .collect();
-    instruments
-        .into_iter()
-        .map(|instrument| autotrain_drift::Schedule {
-            model_key: config.drift.model_key.replace("{instrument}", &instrument),
-            tenant: None,
-            cron: "0 0 1 */3 *".into(),
-            timezone: "UTC".into(),
-            instruments: vec![instrument],
-            hyperparams: Vec::new(),
-            auto_promote: true,
-        })
-        .collect()
-}
-
 /// Waits until every stage's group has committed its inputs to their end
 /// and the trainer has nothing queued or running (the pipeline has
 /// drained).
@@ -618,19 +574,17 @@ async fn wait_caught_up(
     trainer_group: &str,
     trainer: &ServiceCounters,
 ) {
-    let inputs: [(&str, &[&str]); 7] = [
-        (&groups[0], autotrain_validator::processor::INPUTS),
-        (&groups[1], autotrain_features::processor::INPUTS),
-        (&groups[2], autotrain_drift::processor::INPUTS),
-        (trainer_group, autotrain_trainer::service::INPUTS),
-        (&groups[3], autotrain_regime::processor::INPUTS),
-        (&groups[4], autotrain_params::processor::INPUTS),
-        (&groups[5], autotrain_params::processor::ENGINE_INPUTS),
-    ];
+    let inputs: Vec<(&str, &[&str])> = groups
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(trainer_group))
+        .zip(STAGES.iter().chain(&[Stage::Trainer]))
+        .map(|(g, s)| (g, s.wiring().inputs))
+        .collect();
     let mut quiet = 0;
     loop {
         let mut all = true;
-        for (group, topics) in inputs {
+        for &(group, topics) in &inputs {
             let (settings, group) = (ctx.settings.clone(), group.to_string());
             let topics: Vec<&'static str> = topics.to_vec();
             let done = tokio::task::spawn_blocking(move || {

@@ -103,20 +103,52 @@ fn strip(schema: &str, value: &mut serde_json::Value) {
     }
 }
 
-/// The digest of one catalogue topic as it is now; with `lines`, its
-/// canonical lines are written to `lines/<topic>.lines`. Blocking.
-pub fn topic_digest(
+/// One record as the digest and `replay` compare it: its key and its value
+/// decoded to JSON without wall-clock fields.
+#[derive(Debug, Clone)]
+pub struct Canonical {
+    pub key: String,
+    /// The payload's schema name; `None` for a record that does not decode
+    /// or a tombstone.
+    pub schema: Option<&'static str>,
+    pub value: serde_json::Value,
+}
+
+impl Canonical {
+    /// `key \0 json`, what the digest sorts and hashes.
+    pub fn line(&self) -> String {
+        format!("{}\u{0}{}", self.key, self.value)
+    }
+}
+
+/// Decodes one payload to its canonical JSON.
+pub fn canonical(payload: Option<&[u8]>) -> (Option<&'static str>, serde_json::Value) {
+    match payload.map(autotrain_schemas::decode_any_json) {
+        Some(Ok((schema, mut v))) => {
+            strip(schema, &mut v);
+            (Some(schema), v)
+        }
+        Some(Err(e)) => (None, serde_json::Value::String(format!("undecodable: {e}"))),
+        None => (None, serde_json::Value::String("tombstone".into())),
+    }
+}
+
+/// The data records (progress records left out) of catalogue topic
+/// `logical`, each partition read from the offset `starts` gives (its log
+/// start otherwise) to its current end. Blocking.
+pub fn canonical_records(
     settings: &ClientSettings,
     logical: &str,
-    lines_dir: Option<&Path>,
-) -> Result<TopicDigest> {
+    starts: &BTreeMap<i32, i64>,
+) -> Result<Vec<Canonical>> {
     let timeout = Duration::from_secs(60);
     let physical = settings.physical(logical);
     let probe: BaseConsumer = settings.reader_config().create()?;
-    let mut lines = Vec::new();
+    let mut out = Vec::new();
     for partition in partitions_of(&probe, &physical, timeout)? {
         let (low, high) =
             autotrain_kafka::reader::query_watermarks(&probe, &physical, partition, timeout)?;
+        let low = low.max(starts.get(&partition).copied().unwrap_or(0));
         for r in read_range(
             &settings.reader_config(),
             &physical,
@@ -129,17 +161,24 @@ pub fn topic_digest(
                 continue;
             }
             let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
-            let value = match r.payload.as_deref().map(autotrain_schemas::decode_any_json) {
-                Some(Ok((schema, mut v))) => {
-                    strip(schema, &mut v);
-                    v.to_string()
-                }
-                Some(Err(e)) => format!("undecodable: {e}"),
-                None => "tombstone".to_string(),
-            };
-            lines.push(format!("{key}\u{0}{value}"));
+            let (schema, value) = canonical(r.payload.as_deref());
+            out.push(Canonical { key, schema, value });
         }
     }
+    Ok(out)
+}
+
+/// The digest of one catalogue topic as it is now; with `lines`, its
+/// canonical lines are written to `lines/<topic>.lines`. Blocking.
+pub fn topic_digest(
+    settings: &ClientSettings,
+    logical: &str,
+    lines_dir: Option<&Path>,
+) -> Result<TopicDigest> {
+    let mut lines: Vec<String> = canonical_records(settings, logical, &BTreeMap::new())?
+        .iter()
+        .map(Canonical::line)
+        .collect();
     lines.sort_unstable();
     if let Some(dir) = lines_dir {
         std::fs::create_dir_all(dir)?;

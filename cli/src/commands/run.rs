@@ -1,7 +1,6 @@
 //! `autotrain run PROCESSOR`: one processor as a long-running service in its
 //! consumer group, until Ctrl-C / SIGTERM (then it drains and commits).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -11,10 +10,11 @@ use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{run_sink, Processor, RunStats, SinkConfig};
 use autotrain_schemas::{ModelVersion, RegimePosterior};
 use autotrain_topics::{MODEL_UPDATES, REGIMES};
-use autotrain_validator::{Calendar, ValidatorProcessor};
+use autotrain_validator::Calendar;
 
 use crate::config::Config;
 use crate::context::{shutdown_signal, Context};
+use crate::topology::{Build, Stage};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RunCommand {
@@ -166,21 +166,11 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
     let ctx = Context::connect(config).await?;
     match cmd {
         RunCommand::Validator(args) => {
-            let mut calendars: HashMap<String, Calendar> = config
-                .validator
-                .calendars
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
-            calendars.extend(args.calendars);
-            let (core, stats) = serve(
-                &ctx,
-                config,
-                "validator",
-                &args.group,
-                autotrain_validator::processor::INPUTS,
-                || std::future::ready(Ok(ValidatorProcessor::new(calendars.clone()))),
-            )
+            let mut build = Build::deployment(config)?;
+            build.calendars.extend(args.calendars);
+            let (core, stats) = serve(&ctx, config, Stage::Validator, &args.group, || {
+                std::future::ready(Ok(build.validator()))
+            })
             .await?;
             eprintln!(
                 "validator stopped: {}",
@@ -188,19 +178,10 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             );
         }
         RunCommand::Features(args) => {
-            let contract = autotrain_features::Contract::bundled()?;
-            let (core, stats) = serve(
-                &ctx,
-                config,
-                "features",
-                &args.group,
-                autotrain_features::processor::INPUTS,
-                || {
-                    std::future::ready(Ok(autotrain_features::FeaturesProcessor::new(
-                        contract.clone(),
-                    )))
-                },
-            )
+            let build = Build::deployment(config)?;
+            let (core, stats) = serve(&ctx, config, Stage::Features, &args.group, || {
+                std::future::ready(build.features())
+            })
             .await?;
             eprintln!(
                 "features stopped: {}",
@@ -208,21 +189,10 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             );
         }
         RunCommand::Drift(args) => {
-            let (core, stats) = serve(
-                &ctx,
-                config,
-                "drift",
-                &args.group,
-                autotrain_drift::processor::INPUTS,
-                || {
-                    std::future::ready(
-                        autotrain_drift::DriftProcessor::new(config.drift.clone())
-                            .aligned(config.runner.align_event_time)
-                            .with_event_schedules(config.scheduler.event_schedules())
-                            .map_err(anyhow::Error::from),
-                    )
-                },
-            )
+            let build = Build::deployment(config)?;
+            let (core, stats) = serve(&ctx, config, Stage::Drift, &args.group, || {
+                std::future::ready(build.drift())
+            })
             .await?;
             eprintln!(
                 "drift stopped: {}",
@@ -230,6 +200,8 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             );
         }
         RunCommand::Regime(args) => {
+            let mut build = Build::deployment(config)?;
+            build.regime_model_key = args.model_key.clone();
             let restore = || async {
                 let settings = ctx.settings.clone();
                 let (models, regimes) = tokio::task::spawn_blocking(move || {
@@ -244,8 +216,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 for p in autotrain_kafka::values(REGIMES.name(), regimes)? {
                     latest.insert((p.instrument.clone(), p.timeframe.clone()), p);
                 }
-                let mut core = autotrain_regime::RegimeProcessor::new(&args.model_key)
-                    .aligned(config.runner.align_event_time);
+                let mut core = build.regime();
                 core.restore(
                     autotrain_kafka::values(MODEL_UPDATES.name(), models)?,
                     latest.into_values(),
@@ -253,19 +224,12 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("restoring: {e}"))?;
                 Ok(core)
             };
-            let (core, stats) = serve(
-                &ctx,
-                config,
-                "regime",
-                &args.group,
-                autotrain_regime::processor::INPUTS,
-                restore,
-            )
-            .await?;
+            let (core, stats) = serve(&ctx, config, Stage::Regime, &args.group, restore).await?;
             eprintln!("regime stopped: {stats:?} {:?}", core.stats);
         }
         RunCommand::Trainer(args) => {
-            let mut rc = ctx.runner_config(config, &args.group, autotrain_trainer::service::INPUTS);
+            let build = Build::deployment(config)?;
+            let mut rc = ctx.runner_config(config, &args.group, Stage::Trainer.wiring().inputs);
             // The trainer's effects are published by its executor, outside
             // the intake's loop, and it restores from what it published
             // (training ids make repeats idempotent): at-least-once intake.
@@ -285,7 +249,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 let started = std::time::Instant::now();
                 let outcome = autotrain_trainer::service::run(
                     &ctx.settings,
-                    config.trainer.clone(),
+                    build.trainer.clone(),
                     rc.clone(),
                     crate::context::now_ms,
                     counters.clone(),
@@ -311,13 +275,9 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             eprintln!("trainer stopped: {report:?} {counters:?}");
         }
         RunCommand::Params(args) => {
-            let schemas =
-                autotrain_params::StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
+            let build = Build::deployment(config)?;
             let restore = || async {
-                let mut core = autotrain_params::ParamsProcessor::new(
-                    autotrain_params::Controller::new(config.params.clone(), schemas.clone()),
-                )
-                .aligned(config.runner.align_event_time);
+                let mut core = build.params();
                 let (settings, group) = (ctx.settings.clone(), args.group.clone());
                 let state = tokio::task::spawn_blocking(move || {
                     autotrain_params::processor::load_state(
@@ -330,36 +290,15 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 core.restore(state);
                 Ok(core)
             };
-            let (core, stats) = serve(
-                &ctx,
-                config,
-                "params",
-                &args.group,
-                autotrain_params::processor::INPUTS,
-                restore,
-            )
-            .await?;
+            let (core, stats) = serve(&ctx, config, Stage::Params, &args.group, restore).await?;
             eprintln!("params stopped: {stats:?} {:?}", core.controller.stats);
         }
         RunCommand::Engine(args) => {
-            let schemas =
-                autotrain_params::StrategySchema::load_dir(&crate::config::schemas_dir(config))?;
-            let (core, stats) = serve(
-                &ctx,
-                config,
-                "engine",
-                &args.group,
-                autotrain_params::processor::ENGINE_INPUTS,
-                || {
-                    std::future::ready(Ok(autotrain_params::EngineProcessor::new(
-                        autotrain_params::Engine::new(
-                            autotrain_params::controlled(schemas.clone(), &config.params),
-                            args.cost_bps,
-                        ),
-                    )
-                    .aligned(config.runner.align_event_time)))
-                },
-            )
+            let mut build = Build::deployment(config)?;
+            build.cost_bps = args.cost_bps;
+            let (core, stats) = serve(&ctx, config, Stage::Engine, &args.group, || {
+                std::future::ready(Ok(build.engine()))
+            })
             .await?;
             eprintln!("engine stopped: {stats:?} {:?}", core.engine.stats());
         }
@@ -406,9 +345,8 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
 async fn serve<P, F, Fut>(
     ctx: &Context,
     config: &Config,
-    processor: &str,
+    stage: Stage,
     group: &str,
-    topics: &[&str],
     mut make: F,
 ) -> Result<(P, RunStats)>
 where
@@ -416,7 +354,8 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<P>>,
 {
-    let rc = ctx.runner_config(config, group, topics);
+    let processor = stage.name();
+    let rc = ctx.runner_config(config, group, stage.wiring().inputs);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -44,27 +44,15 @@ pub struct TokenArgs {
 /// The consumer groups `autotrain run …` uses by default, with their
 /// inputs (the lag `/metrics` reports).
 pub fn default_groups() -> Vec<(String, Vec<String>)> {
-    let g = |name: &str, topics: &[&str]| {
-        (
-            name.to_string(),
-            topics.iter().map(|t| t.to_string()).collect(),
-        )
-    };
-    vec![
-        g(
-            "autotrain-validator",
-            autotrain_validator::processor::INPUTS,
-        ),
-        g("autotrain-features", autotrain_features::processor::INPUTS),
-        g("autotrain-drift", autotrain_drift::processor::INPUTS),
-        g("autotrain-trainer", autotrain_trainer::service::INPUTS),
-        g("autotrain-regime", autotrain_regime::processor::INPUTS),
-        g("autotrain-params", autotrain_params::processor::INPUTS),
-        g(
-            "autotrain-engine",
-            autotrain_params::processor::ENGINE_INPUTS,
-        ),
-    ]
+    crate::topology::Stage::ALL
+        .iter()
+        .map(|s| {
+            (
+                format!("autotrain-{s}"),
+                s.wiring().inputs.iter().map(|t| t.to_string()).collect(),
+            )
+        })
+        .collect()
 }
 
 /// The API's state over this broker.

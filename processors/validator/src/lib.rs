@@ -24,7 +24,7 @@ pub mod timeframe;
 pub mod validator;
 
 pub use calendar::Calendar;
-pub use processor::{release_id, unusable, ValidatorInput, ValidatorProcessor};
+pub use processor::{ops_decision, release_id, unusable, ValidatorInput, ValidatorProcessor};
 pub use review::{Action, ReviewError, ReviewItem, ReviewQueue, StateFilter};
 pub use summary::{GapReport, Summary};
 pub use timeframe::parse_timeframe;

@@ -49,7 +49,7 @@ pub fn release_id(flag_id: &str) -> EventId {
 
 /// Is this flag an ops decision the validator acts on? `Some(true)` releases
 /// the held bar, `Some(false)` discards it.
-fn decision(flag: &ValidationFlag) -> Option<bool> {
+pub fn ops_decision(flag: &ValidationFlag) -> Option<bool> {
     if flag.kind != FlagKind::Anomaly {
         return None;
     }
@@ -193,7 +193,7 @@ impl ValidatorProcessor {
     }
 
     fn on_flag(&mut self, flag: &ValidationFlag, out: &mut Outputs) -> Result<(), ProcessError> {
-        let Some(release) = decision(flag) else {
+        let Some(release) = ops_decision(flag) else {
             return Ok(());
         };
         self.apply(flag, release, out)
