@@ -1079,3 +1079,173 @@ fn a_processor_serves_its_metrics() -> Result<()> {
     );
     Ok(())
 }
+
+/// Issue 13: the whole pipeline as seven `autotrain run` processes over
+/// 8,000 real bars, each process killed -9 once at a seeded moment and
+/// restarted, decides what one uninterrupted `autotrain demo` over the same
+/// bars decides: every output topic's content digest is equal (bars, flags,
+/// features, triggers, model versions, posteriors, parameter updates,
+/// trades). Both run exactly-once on the same Kafka, with one config that
+/// makes a deployment build its processors as the demo does.
+#[test]
+fn the_pipeline_killed_9_once_per_processor_decides_as_an_uninterrupted_demo() -> Result<()> {
+    use autotrain_integration_tests::{data_sample, unique};
+    let _alone = alone();
+    let bootstrap = shared_kafka();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("bars");
+    std::fs::create_dir_all(&data)?;
+    data_sample(&data, "bitfinex_BTCUSD_30m.csv", 8_000)?;
+    let config = dir.path().join("autotrain.toml");
+    std::fs::write(
+        &config,
+        r#"replication_factor = 1
+[scheduler]
+clock = "event"
+[[scheduler.schedule]]
+model_key = "hmm/bitfinex:BTCUSD"
+cron = "0 0 1 */3 *"
+timezone = "UTC"
+instruments = ["bitfinex:BTCUSD"]
+auto_promote = true
+[trainer]
+block_on = []
+"#,
+    )?;
+    let config_env = config.to_str().unwrap_or_default();
+    let env = [("AUTOTRAIN_CONFIG", config_env)];
+    let data_arg = data.to_str().unwrap_or_default();
+    let cli = |prefix: &str, args: &[&str]| -> Result<std::process::Output> {
+        let out = Command::new(env!("CARGO_BIN_EXE_autotrain"))
+            .args(["--brokers", &bootstrap])
+            .args(args)
+            .env_remove("AUTOTRAIN_BROKERS")
+            .env("AUTOTRAIN_CONFIG", config_env)
+            .env("AUTOTRAIN__TOPIC_PREFIX", prefix)
+            .env(
+                "AUTOTRAIN__LOG__LEVEL",
+                "warn,librdkafka=error,rdkafka=error",
+            )
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "autotrain {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(out)
+    };
+    let digests = |prefix: &str| -> Result<serde_json::Value> {
+        Ok(serde_json::from_slice(
+            &cli(prefix, &["digest", "--json"])?.stdout,
+        )?)
+    };
+
+    // Uninterrupted.
+    let whole = format!("{}.", unique("crash-whole"));
+    let out = cli(
+        &whole,
+        &[
+            "demo",
+            "--json",
+            "--api-bind",
+            "127.0.0.1:0",
+            "--data",
+            data_arg,
+        ],
+    )?;
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let want = summary["digests"].clone();
+    assert!(
+        summary["promotions"].as_u64().unwrap_or(0) >= 1,
+        "{summary}"
+    );
+    assert_eq!(want, digests(&whole)?, "the demo's digests are its topics'");
+    let whole_settings = ClientSettings::new(bootstrap.as_str()).with_prefix(whole.as_str());
+
+    // Seven processes, each killed -9 once.
+    let prefix = format!("{}.", unique("crash-killed"));
+    let settings = ClientSettings::new(bootstrap.as_str()).with_prefix(prefix.as_str());
+    cli(&prefix, &["topics", "create"])?;
+    let logs = tempfile::tempdir()?;
+    let stages = [
+        ("validator", "market.bars"),
+        ("features", "features"),
+        ("drift", "training.triggers"),
+        ("trainer", "model.updates"),
+        ("regime", "regimes"),
+        ("params", "param.updates"),
+        ("engine", "trade.outcomes"),
+    ];
+    let mut services = stages
+        .iter()
+        .map(|(p, _)| Service::spawn(&bootstrap, &prefix, p, "a", logs.path(), &env))
+        .collect::<Result<Vec<_>>>()?;
+    // Bars paced over ~15 s (a million times real time), so the first
+    // stages are killed mid-stream too.
+    let mut producer = Service::command(
+        &bootstrap,
+        &prefix,
+        &[
+            "produce", "--quiet", "--pace", "1000000", "--input", data_arg,
+        ],
+        "produce",
+        "a",
+        logs.path(),
+        &env,
+    )?;
+    // Kill moments: seeded fractions of what each stage wrote in the
+    // uninterrupted run (end offsets: records, progress and markers).
+    let fractions = fractions(0x5eed_0013, stages.len());
+    let mut kills = Vec::new();
+    for (i, (stage, topic)) in stages.iter().enumerate() {
+        let total = end_offsets(&whole_settings, topic)? as f64;
+        kills.push((fractions[(i * 3) % stages.len()] * total, i, *stage, *topic));
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !kills.is_empty() {
+        ensure_alive(&mut services)?;
+        anyhow::ensure!(Instant::now() < deadline, "kills not done: {kills:?}");
+        let mut left = Vec::new();
+        for (at, i, stage, topic) in kills {
+            let now = end_offsets(&settings, topic)? as f64;
+            if now < at {
+                left.push((at, i, stage, topic));
+                continue;
+            }
+            eprintln!("kill -9 {stage} at {now} of {topic}");
+            services[i].kill9()?;
+            services[i] = Service::spawn(&bootstrap, &prefix, stage, "a", logs.path(), &env)?;
+        }
+        kills = left;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let produced = producer.ended_within(Duration::from_secs(300))?;
+    anyhow::ensure!(
+        produced.is_some_and(|s| s.success()),
+        "produce: {produced:?}\n{}",
+        producer.log_tail()
+    );
+    // Until the digests match, or nothing changes for a minute.
+    let (mut last, mut since) = (serde_json::Value::Null, Instant::now());
+    loop {
+        ensure_alive(&mut services)?;
+        let got = digests(&prefix)?;
+        if got == want {
+            break;
+        }
+        if got != last {
+            (last, since) = (got, Instant::now());
+        } else if since.elapsed() > Duration::from_secs(60) || Instant::now() > deadline {
+            let logs: Vec<String> = services
+                .iter()
+                .map(|s| format!("--- {} ---\n{}", s.what, s.log_tail()))
+                .collect();
+            bail!(
+                "after the kills the topics settled on\n{last:#}\nthe uninterrupted run has\n{want:#}\n{}",
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    Ok(())
+}
