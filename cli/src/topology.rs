@@ -10,8 +10,10 @@ use std::collections::{BTreeSet, HashMap};
 use anyhow::Result;
 use autotrain_drift::{DriftProcessor, Schedule};
 use autotrain_features::{Contract, FeaturesProcessor};
+use autotrain_kafka::{read_topic, values, ClientSettings};
 use autotrain_params::{Controller, Engine, EngineProcessor, ParamsProcessor, StrategySchema};
 use autotrain_regime::RegimeProcessor;
+use autotrain_schemas::{ModelVersion, RegimePosterior};
 use autotrain_topics::{
     FEATURES, MARKET_BARS, MARKET_BARS_DLQ, MARKET_FLAGS, MODEL_UPDATES, PARAM_UPDATES, REGIMES,
     TRADE_OUTCOMES, TRAINING_CLAIMS, TRAINING_STATUS, TRAINING_TRIGGERS,
@@ -20,6 +22,9 @@ use autotrain_trainer::core::TrainerConfig;
 use autotrain_validator::{Calendar, ValidatorProcessor};
 
 use crate::config::Config;
+
+/// How long a restore waits for a topic read.
+const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The processors of the pipeline, in the order bars flow through them.
 #[derive(
@@ -298,6 +303,45 @@ impl Build {
 
     pub fn regime(&self) -> RegimeProcessor {
         RegimeProcessor::new(&self.regime_model_key).aligned(self.align_event_time)
+    }
+
+    /// The regime core with the registry's events and each instrument's
+    /// newest posterior read back ([`Restore::Topics`]).
+    pub async fn regime_restored(&self, settings: &ClientSettings) -> Result<RegimeProcessor> {
+        let settings = settings.clone();
+        let (models, regimes) = tokio::task::spawn_blocking(move || {
+            Ok::<_, autotrain_kafka::KafkaError>((
+                read_topic::<ModelVersion>(&settings, MODEL_UPDATES.name(), RESTORE_TIMEOUT)?,
+                read_topic::<RegimePosterior>(&settings, REGIMES.name(), RESTORE_TIMEOUT)?,
+            ))
+        })
+        .await??;
+        let mut latest = std::collections::BTreeMap::new();
+        for p in values(REGIMES.name(), regimes)? {
+            latest.insert((p.instrument.clone(), p.timeframe.clone()), p);
+        }
+        let mut core = self.regime();
+        core.restore(values(MODEL_UPDATES.name(), models)?, latest.into_values())
+            .map_err(|e| anyhow::anyhow!("restoring: {e}"))?;
+        Ok(core)
+    }
+
+    /// The controller with its presets, the updates in force and the
+    /// outcomes its committed decisions had learnt read back up to `group`'s
+    /// committed offsets ([`Restore::Topics`]).
+    pub async fn params_restored(
+        &self,
+        settings: &ClientSettings,
+        group: &str,
+    ) -> Result<ParamsProcessor> {
+        let (settings, group) = (settings.clone(), group.to_string());
+        let state = tokio::task::spawn_blocking(move || {
+            autotrain_params::processor::load_state(&settings, &group, RESTORE_TIMEOUT)
+        })
+        .await??;
+        let mut core = self.params();
+        core.restore(state);
+        Ok(core)
     }
 
     pub fn params(&self) -> ParamsProcessor {

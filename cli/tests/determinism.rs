@@ -193,6 +193,9 @@ fn same_bars_same_decisions_on_either_broker_at_any_capacity() -> Result<()> {
         one["features_published"].as_u64(),
         "the digests cover every record: {one}"
     );
+    for (topic, digest) in one["digests"].as_object().into_iter().flatten() {
+        assert_eq!(digest["complete"], true, "{topic}: {one}");
+    }
     assert!(
         one["regimes_published"].as_u64().unwrap_or(0) > 4_000,
         "{one}"

@@ -250,8 +250,35 @@ pub struct Counters {
     pub held: AtomicU64,
     /// Progress records received.
     pub progress: AtomicU64,
+    /// Records handled per input topic (catalogue name; progress records
+    /// not counted): how far a stage has read each input, for callers
+    /// pacing a producer by it (records held for alignment are not yet
+    /// handled).
+    pub handled: HandledByTopic,
     /// Time to process one input.
     pub processing: crate::metrics::ProcessingTime,
+}
+
+/// Records handled per input topic; see [`Counters::handled`].
+#[derive(Debug, Default)]
+pub struct HandledByTopic(std::sync::Mutex<BTreeMap<String, u64>>);
+
+impl HandledByTopic {
+    fn bump(&self, logical: &str) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match counts.get_mut(logical) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(logical.to_string(), 1);
+            }
+        }
+    }
+
+    /// Records of `logical` handled so far.
+    pub fn get(&self, logical: &str) -> u64 {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(logical).copied().unwrap_or(0)
+    }
 }
 
 /// A snapshot of [`Counters`].
@@ -307,17 +334,26 @@ async fn announce(
     producer: Option<&Producer>,
     records: &[OutRecord],
 ) -> Result<(), KafkaError> {
-    for record in records {
-        match (txn, producer) {
-            (Some(txn), _) => {
+    match (txn, producer) {
+        (Some(txn), _) => {
+            for record in records {
                 txn.begin()?;
                 txn.producer().enqueue(record).await?;
             }
-            (None, Some(p)) => {
-                p.send(record).await?;
-            }
-            (None, None) => unreachable!("a runner has a producer or a transaction"),
         }
+        // All enqueued, then all confirmed: they go out in one batch (a
+        // reader waiting for them sees them one linger later, not one per
+        // record).
+        (None, Some(p)) => {
+            let mut pending = Vec::with_capacity(records.len());
+            for record in records {
+                pending.push(p.enqueue(record).await?);
+            }
+            for sent in pending {
+                sent.confirm().await?;
+            }
+        }
+        (None, None) => unreachable!("a runner has a producer or a transaction"),
     }
     Ok(())
 }
@@ -979,6 +1015,9 @@ impl<P: Processor> Loop<'_, P> {
 
     async fn handle(&mut self, consumer: &Consumer_, raw: Raw) -> Result<Ack, KafkaError> {
         bump(&self.counters.received);
+        if raw.progress.is_none() {
+            self.counters.handled.bump(&raw.logical);
+        }
         if let Some(txn) = &self.txn {
             txn.begin()?;
         }

@@ -23,7 +23,7 @@ use autotrain_kafka::reader::group_caught_up;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{OutRecord, Producer};
 use autotrain_schemas::Bar;
-use autotrain_topics::{MARKET_BARS_RAW, TRAINING_TRIGGERS};
+use autotrain_topics::{FEATURES, MARKET_BARS, MARKET_BARS_RAW, REGIMES, TRAINING_TRIGGERS};
 use autotrain_trainer::service::ServiceCounters;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -174,8 +174,9 @@ pub struct Summary {
     pub training_load_seconds: f64,
     pub training_fit_seconds: f64,
     /// Content digests of the output topics (see `autotrain digest`):
-    /// equal across runs over the same bars for
-    /// [`super::digest::DETERMINISTIC`] topics.
+    /// equal across runs over the same bars where `complete` (on the
+    /// embedded broker, which drops a long topic's oldest records, only
+    /// the short ones are).
     pub digests: BTreeMap<String, super::digest::TopicDigest>,
     pub seconds: f64,
     pub bars_per_second: f64,
@@ -498,12 +499,7 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         let s = ctx.settings.clone();
         let lines = args.digest_lines.clone();
         tokio::task::spawn_blocking(move || {
-            let topics: Vec<&str> = super::digest::DETERMINISTIC
-                .iter()
-                .chain(super::digest::ARRIVAL_ORDER)
-                .copied()
-                .collect();
-            super::digest::digests(&s, &topics, lines.as_deref())
+            super::digest::digests(&s, super::digest::OUTPUTS, lines.as_deref())
         })
         .await??
     };
@@ -688,6 +684,8 @@ async fn publish_with_backpressure(
     );
     let (mut bars_in, mut bad) = (0u64, 0u64);
     let mut pending = Vec::new();
+    // Milliseconds the replay waited, by the first reason it had.
+    let mut paced: BTreeMap<&str, u64> = BTreeMap::new();
     let replay_started = Instant::now();
     for (key, row) in rows {
         match row {
@@ -717,24 +715,67 @@ async fn publish_with_backpressure(
                 ]
                 .map(|c| c.snapshot());
                 let cached = trainer.cache.cached.load(Ordering::Relaxed);
-                let behind = bars_in.saturating_sub(v.received) > LAG
-                    || v.outputs.saturating_sub(f.received) > LAG
-                    || f.outputs.saturating_sub(d.received) > LAG
-                    || f.outputs.saturating_sub(r.received) > LAG
-                    || r.outputs.saturating_sub(p.received) > LAG
-                    || f.outputs.saturating_sub(e.received) > LAG
-                    || f.outputs.saturating_sub(cached) > LAG
-                    // Replay no faster than the trainer keeps up with the
+                // Per input topic, data records only: a stage waiting for
+                // event time reads progress records (and its own control
+                // topic) meanwhile, and its held records are not read yet.
+                let read = |stage: usize, topic: &str| stages[stage].handled.get(topic);
+                let aligned = decisions.is_none();
+                let reasons = [
+                    (
+                        "validator",
+                        bars_in.saturating_sub(read(0, MARKET_BARS_RAW.name())) > LAG,
+                    ),
+                    (
+                        "features",
+                        v.outputs.saturating_sub(read(1, MARKET_BARS.name())) > LAG,
+                    ),
+                    (
+                        "drift",
+                        f.outputs.saturating_sub(read(2, FEATURES.name())) > LAG,
+                    ),
+                    (
+                        "regime",
+                        f.outputs.saturating_sub(read(3, FEATURES.name())) > LAG,
+                    ),
+                    (
+                        "params",
+                        r.outputs.saturating_sub(read(4, REGIMES.name())) > LAG,
+                    ),
+                    (
+                        "engine",
+                        f.outputs.saturating_sub(read(5, FEATURES.name())) > LAG,
+                    ),
+                    ("trainer cache", f.outputs.saturating_sub(cached) > LAG),
+                    // Unaligned, nothing makes a stage wait for another:
+                    // replay no faster than the trainer keeps up with the
                     // triggers, so models exist while the bars they are
-                    // for go by (as they would live).
-                    || trainer.pending.load(Ordering::Relaxed) > 1
-                    || f.outputs.saturating_sub(r.received) > DECISION_LAG
-                    || decisions.as_ref().is_some_and(|[decided, learned]| {
-                        r.outputs.saturating_sub(decided.load(Ordering::Relaxed)) > DECISION_LAG
-                            || e.outputs.saturating_sub(learned.load(Ordering::Relaxed))
-                                > DECISION_LAG
-                    });
-                if !behind {
+                    // for go by (as they would live), and keep the regime,
+                    // the controller and the engine within a few bars.
+                    // Aligned, each waits for what it depends on, and
+                    // only the broker's bound above paces the replay.
+                    (
+                        "trainer queue",
+                        !aligned && trainer.pending.load(Ordering::Relaxed) > 1,
+                    ),
+                    (
+                        "regime decisions",
+                        !aligned
+                            && f.outputs.saturating_sub(read(3, FEATURES.name())) > DECISION_LAG,
+                    ),
+                    (
+                        "controller decisions",
+                        decisions.as_ref().is_some_and(|[decided, learned]| {
+                            r.outputs.saturating_sub(decided.load(Ordering::Relaxed)) > DECISION_LAG
+                                || e.outputs.saturating_sub(learned.load(Ordering::Relaxed))
+                                    > DECISION_LAG
+                        }),
+                    ),
+                ];
+                let behind = reasons.iter().find(|(_, b)| *b).map(|(why, _)| *why);
+                if let Some(why) = behind {
+                    *paced.entry(why).or_default() += 5;
+                }
+                if behind.is_none() {
                     break;
                 }
                 if waited.elapsed() > Duration::from_secs(15) {
@@ -753,6 +794,7 @@ async fn publish_with_backpressure(
         p.confirm().await?;
     }
     bar.finish_and_clear();
+    tracing::info!(waited_ms = ?paced, "replay paced by");
     Ok((bars_in, bad))
 }
 

@@ -27,26 +27,29 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::context::Context;
 
-/// Topics whose content is a function of the input bars (event-time
-/// aligned end to end).
-pub const DETERMINISTIC: &[&str] = &[
+/// The topics the pipeline decides: each a function of the input bars
+/// (event-time aligned end to end, the controller ⇄ engine cycle too).
+pub const OUTPUTS: &[&str] = &[
     MARKET_BARS.name(),
     MARKET_FLAGS.name(),
     FEATURES.name(),
     TRAINING_TRIGGERS.name(),
     MODEL_UPDATES.name(),
     REGIMES.name(),
+    PARAM_UPDATES.name(),
+    TRADE_OUTCOMES.name(),
 ];
-
-/// Outputs of the parameter controller and the simulated engine: digested
-/// too, but still decided in arrival order (see `docs/determinism.md`).
-pub const ARRIVAL_ORDER: &[&str] = &[PARAM_UPDATES.name(), TRADE_OUTCOMES.name()];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TopicDigest {
     pub records: u64,
     /// SHA-256 of the sorted canonical lines, hex.
     pub sha256: String,
+    /// `false`: the broker no longer holds the topic's first records (the
+    /// embedded broker keeps only the newest of each partition), so the
+    /// digest covers the records it still holds, which depends on when
+    /// it dropped the others; compare only complete digests.
+    pub complete: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,13 +144,24 @@ pub fn canonical_records(
     logical: &str,
     starts: &BTreeMap<i32, i64>,
 ) -> Result<Vec<Canonical>> {
+    Ok(read_canonical(settings, logical, starts)?.0)
+}
+
+/// [`canonical_records`], and whether every partition's log still starts
+/// at offset 0.
+fn read_canonical(
+    settings: &ClientSettings,
+    logical: &str,
+    starts: &BTreeMap<i32, i64>,
+) -> Result<(Vec<Canonical>, bool)> {
     let timeout = Duration::from_secs(60);
     let physical = settings.physical(logical);
     let probe: BaseConsumer = settings.reader_config().create()?;
-    let mut out = Vec::new();
+    let (mut out, mut complete) = (Vec::new(), true);
     for partition in partitions_of(&probe, &physical, timeout)? {
         let (low, high) =
             autotrain_kafka::reader::query_watermarks(&probe, &physical, partition, timeout)?;
+        complete &= low == 0;
         let low = low.max(starts.get(&partition).copied().unwrap_or(0));
         for r in read_range(
             &settings.reader_config(),
@@ -165,7 +179,7 @@ pub fn canonical_records(
             out.push(Canonical { key, schema, value });
         }
     }
-    Ok(out)
+    Ok((out, complete))
 }
 
 /// The digest of one catalogue topic as it is now; with `lines`, its
@@ -175,10 +189,8 @@ pub fn topic_digest(
     logical: &str,
     lines_dir: Option<&Path>,
 ) -> Result<TopicDigest> {
-    let mut lines: Vec<String> = canonical_records(settings, logical, &BTreeMap::new())?
-        .iter()
-        .map(Canonical::line)
-        .collect();
+    let (records, complete) = read_canonical(settings, logical, &BTreeMap::new())?;
+    let mut lines: Vec<String> = records.iter().map(Canonical::line).collect();
     lines.sort_unstable();
     if let Some(dir) = lines_dir {
         std::fs::create_dir_all(dir)?;
@@ -197,6 +209,7 @@ pub fn topic_digest(
     Ok(TopicDigest {
         records: lines.len() as u64,
         sha256: hex::encode(h.finalize()),
+        complete,
     })
 }
 
@@ -215,11 +228,7 @@ pub fn digests(
 pub async fn run(config: &Config, args: Args) -> Result<()> {
     let ctx = Context::connect(config).await?;
     let topics: Vec<String> = if args.topics.is_empty() {
-        DETERMINISTIC
-            .iter()
-            .chain(ARRIVAL_ORDER)
-            .map(|t| t.to_string())
-            .collect()
+        OUTPUTS.iter().map(|t| t.to_string()).collect()
     } else {
         args.topics
     };
@@ -236,7 +245,15 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         for (topic, d) in out {
-            println!("{topic:<20} {:>9} records  {}", d.records, d.sha256);
+            let partial = if d.complete {
+                ""
+            } else {
+                "  (partial: the log no longer starts at offset 0)"
+            };
+            println!(
+                "{topic:<20} {:>9} records  {}{partial}",
+                d.records, d.sha256
+            );
         }
     }
     Ok(())

@@ -552,7 +552,12 @@ async fn settle(
                 t.started.load(Ordering::Relaxed) + t.published.load(Ordering::Relaxed)
             }),
         );
-        if now != last {
+        // A fit in progress is not standing still, however long it takes.
+        let fitting = trainer.is_some_and(|t| {
+            let ended = t.completed.load(Ordering::Relaxed) + t.failed.load(Ordering::Relaxed);
+            t.started.load(Ordering::Relaxed) > ended
+        });
+        if now != last || fitting {
             last = now;
             still_since = Instant::now();
         } else if still_since.elapsed() >= settle && counters.received.load(Ordering::Relaxed) > 0 {

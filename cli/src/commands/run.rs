@@ -5,11 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use autotrain_connector_questdb::QuestDbSink;
-use autotrain_kafka::read_topic;
 use autotrain_kafka::runner::Counters;
 use autotrain_kafka::{run_sink, Processor, RunStats, SinkConfig};
-use autotrain_schemas::{ModelVersion, RegimePosterior};
-use autotrain_topics::{MODEL_UPDATES, REGIMES};
 use autotrain_validator::Calendar;
 
 use crate::config::Config;
@@ -202,28 +199,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
         RunCommand::Regime(args) => {
             let mut build = Build::deployment(config)?;
             build.regime_model_key = args.model_key.clone();
-            let restore = || async {
-                let settings = ctx.settings.clone();
-                let (models, regimes) = tokio::task::spawn_blocking(move || {
-                    let t = std::time::Duration::from_secs(60);
-                    Ok::<_, autotrain_kafka::KafkaError>((
-                        read_topic::<ModelVersion>(&settings, MODEL_UPDATES.name(), t)?,
-                        read_topic::<RegimePosterior>(&settings, REGIMES.name(), t)?,
-                    ))
-                })
-                .await??;
-                let mut latest = std::collections::BTreeMap::new();
-                for p in autotrain_kafka::values(REGIMES.name(), regimes)? {
-                    latest.insert((p.instrument.clone(), p.timeframe.clone()), p);
-                }
-                let mut core = build.regime();
-                core.restore(
-                    autotrain_kafka::values(MODEL_UPDATES.name(), models)?,
-                    latest.into_values(),
-                )
-                .map_err(|e| anyhow::anyhow!("restoring: {e}"))?;
-                Ok(core)
-            };
+            let restore = || build.regime_restored(&ctx.settings);
             let (core, stats) = serve(&ctx, config, Stage::Regime, &args.group, restore).await?;
             eprintln!("regime stopped: {stats:?} {:?}", core.stats);
         }
@@ -276,20 +252,7 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
         }
         RunCommand::Params(args) => {
             let build = Build::deployment(config)?;
-            let restore = || async {
-                let mut core = build.params();
-                let (settings, group) = (ctx.settings.clone(), args.group.clone());
-                let state = tokio::task::spawn_blocking(move || {
-                    autotrain_params::processor::load_state(
-                        &settings,
-                        &group,
-                        std::time::Duration::from_secs(60),
-                    )
-                })
-                .await??;
-                core.restore(state);
-                Ok(core)
-            };
+            let restore = || build.params_restored(&ctx.settings, &args.group);
             let (core, stats) = serve(&ctx, config, Stage::Params, &args.group, restore).await?;
             eprintln!("params stopped: {stats:?} {:?}", core.controller.stats);
         }
