@@ -30,6 +30,8 @@ async fn poison(tb: TestBroker) -> Result<()> {
         reward: 1.0,
         context: vec![],
         ts: 0,
+        baseline_reward: None,
+        flat: false,
     };
     let bad: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
         ("garbage", b"this is not avro".to_vec(), ErrorKind::BadMagic),

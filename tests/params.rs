@@ -89,6 +89,8 @@ fn outcomes_for(updates: &[ParamUpdate], from: i64, n: i64) -> Vec<TradeOutcome>
                 reward: ((from + i) % 7) as f64 * 0.1 - 0.3,
                 context: u.context.clone(),
                 ts: (from + i) * 1_800_000,
+                baseline_reward: None,
+                flat: false,
             })
         })
         .collect()
@@ -229,6 +231,7 @@ fn closed_loop_on_real_bars() -> Result<()> {
         std::collections::BTreeMap::<String, f64>::new(),
         Default::default(),
     ];
+    let mut outcomes = 0u64;
     for (i, v) in vectors.iter().enumerate() {
         c.on_features(v);
         let vol = v
@@ -244,6 +247,7 @@ fn closed_loop_on_real_bars() -> Result<()> {
             e.on_update(&u);
         }
         for o in e.on_bar(v) {
+            outcomes += 1;
             *by_half[usize::from(i >= vectors.len() / 2)]
                 .entry(o.strategy.clone())
                 .or_default() += o.reward;
@@ -264,10 +268,19 @@ fn closed_loop_on_real_bars() -> Result<()> {
         "{:?}",
         e.stats()
     );
+    // Conservative: on every strategy, at least (1 − α) × the safe
+    // preset's reward (safe − α·|safe| when it loses).
+    let alpha = ParamsConfig::default().conservative_alpha;
+    for (strategy, (policy, safe)) in &e.stats().by_strategy {
+        assert!(
+            *policy >= safe - alpha * safe.abs(),
+            "{strategy}: {policy} under the controller vs {safe} safe"
+        );
+    }
     assert!(
         by_half[1]["market_making"] > by_half[0]["market_making"],
         "{by_half:?}"
     );
-    assert_eq!(c.stats.outcomes, e.stats().trades);
+    assert_eq!(c.stats.outcomes, outcomes);
     Ok(())
 }

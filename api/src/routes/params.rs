@@ -196,6 +196,11 @@ pub async fn advise(
 #[serde(deny_unknown_fields)]
 pub struct Outcome {
     pub reward: f64,
+    /// What the strategy's safe preset would have earned on the same
+    /// trade, if the engine scores it (the conservative controller's
+    /// budget counts it).
+    #[serde(default)]
+    pub baseline_reward: Option<f64>,
     /// The decision the trade was opened under (from `GET /param` or a
     /// `param.updates` record); its context is what the policy learns on.
     #[serde(default)]
@@ -221,6 +226,11 @@ pub async fn outcome(
     let Body(b) = body?;
     if !b.reward.is_finite() {
         return Err(ApiError::Unprocessable("reward is not a number".into()));
+    }
+    if b.baseline_reward.is_some_and(|r| !r.is_finite()) {
+        return Err(ApiError::Unprocessable(
+            "baseline_reward is not a number".into(),
+        ));
     }
     let context = {
         let v = s.views();
@@ -280,6 +290,8 @@ pub async fn outcome(
         ts: b
             .ts
             .unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
+        baseline_reward: b.baseline_reward,
+        flat: false,
     };
     s.publish(TRADE_OUTCOMES, &update_key(&strategy, &instrument), &o)
         .await?;

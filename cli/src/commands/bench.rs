@@ -244,6 +244,8 @@ fn bench_params(args: &ParamsBenchArgs) -> Result<()> {
                 reward: calm - 0.5,
                 context: u.context.clone(),
                 ts: p.ts,
+                baseline_reward: None,
+                flat: false,
             };
             updates += c.on_outcome(&o).map(|v| v.len()).unwrap_or(0);
         }

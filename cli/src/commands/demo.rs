@@ -170,6 +170,15 @@ pub struct Summary {
     pub reward_by_preset: BTreeMap<String, (u64, f64)>,
     pub reward_policy: f64,
     pub reward_safe_preset: f64,
+    /// Per instrument, then strategy: (reward under the controller, under
+    /// the safe preset), a walk-forward per instrument.
+    pub reward_by_instrument: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
+    /// The conservative controller's α (`None`: not conservative), the
+    /// decisions for another preset its budget did not cover, and the
+    /// safe preset published in place of another for that.
+    pub conservative_alpha: Option<f64>,
+    pub held_by_budget: u64,
+    pub conservative_fallbacks: u64,
     /// Summed over trainings: reading data, and fitting + evaluating.
     pub training_load_seconds: f64,
     pub training_fit_seconds: f64,
@@ -541,6 +550,13 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
             reward_by_preset: engine.engine.stats().by_preset.clone(),
             reward_policy: engine.engine.stats().reward_policy,
             reward_safe_preset: engine.engine.stats().reward_safe_preset,
+            reward_by_instrument: engine.engine.stats().by_instrument,
+            conservative_alpha: config
+                .params
+                .conservative
+                .then_some(config.params.conservative_alpha),
+            held_by_budget: params.controller.stats.held_by_budget,
+            conservative_fallbacks: params.controller.stats.conservative_fallbacks,
             training_load_seconds: views
                 .values()
                 .filter_map(|v| v.metric("load_seconds"))
@@ -873,13 +889,33 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
             "engine            {} trades; reward {:.1} % under the controller vs {:.1} % under the safe presets",
             summary.trades, summary.reward_policy, summary.reward_safe_preset
         );
+        if let Some(alpha) = summary.conservative_alpha {
+            println!(
+                "  conservative, α = {alpha}: {} decisions for another preset held by the budget, {} fallbacks to safe",
+                summary.held_by_budget, summary.conservative_fallbacks
+            );
+        }
+        let floor = |safe: f64| safe - summary.conservative_alpha.unwrap_or(0.0) * safe.abs();
         for (strategy, (policy, safe)) in &summary.reward_by_strategy {
-            println!("  {strategy:<20} {policy:>9.1} % vs {safe:>9.1} % safe");
+            let mark = if *policy >= floor(*safe) {
+                "within (1 − α) of safe or ahead"
+            } else {
+                "BELOW (1 − α) × safe"
+            };
+            println!("  {strategy:<20} {policy:>9.1} % vs {safe:>9.1} % safe  {mark}");
             for (preset, (n, r)) in &summary.reward_by_preset {
                 if let Some(id) = preset.strip_prefix(&format!("{strategy}/")) {
                     println!("    {id:<18} {n:>7} positions {r:>9.1} %");
                 }
             }
+        }
+        println!("walk-forward per instrument (controller vs safe preset, %)");
+        for (instrument, strategies) in &summary.reward_by_instrument {
+            let cells: Vec<String> = strategies
+                .iter()
+                .map(|(s, (policy, safe))| format!("{s} {policy:.1} vs {safe:.1}"))
+                .collect();
+            println!("  {instrument:<20} {}", cells.join(", "));
         }
         println!(
             "time              {:.2} s ({:.0} bars/s end to end)",

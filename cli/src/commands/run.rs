@@ -217,8 +217,9 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                 shutdown_signal().await;
                 let _ = stop_tx.send(true);
             });
-            // The service restores from its topics: transport trouble after
-            // a broker restart restarts it, within the outage limit.
+            // The service restores from its topics: transport trouble or a
+            // fenced membership after a broker restart restarts it, within
+            // the outage limit.
             let mut troubled = Troubled::default();
             let report = loop {
                 let mut stop = stop_rx.clone();
@@ -238,7 +239,9 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                     troubled = Troubled::default();
                 }
                 match outcome {
-                    Err(e) if e.is_retriable() && !*stop_rx.borrow() => {
+                    // Fenced too: after a broker restart its static
+                    // membership can be fenced by its own rejoin.
+                    Err(e) if (e.is_retriable() || e.is_fenced()) && !*stop_rx.borrow() => {
                         let e = anyhow::Error::from(e);
                         let wait = troubled.next(&e, rc.unreachable_limit)?;
                         tracing::warn!(error = %e, ?wait, "broker trouble: the trainer restores and starts again");

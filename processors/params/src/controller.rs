@@ -10,7 +10,19 @@
 //!   instrument per UTC day of event time;
 //! - **kill-switch**: when the realised reward's drawdown from its peak
 //!   exceeds `kill_switch_drawdown`, the safe preset is published and
-//!   changes stop until ops publish a `manual` update for that key.
+//!   changes stop until ops publish a `manual` update for that key;
+//! - **conservative** (`conservative = true`, the default): a preset other
+//!   than the safe one is played only while the reward realised so far,
+//!   less what the safe preset would have earned on the same bars (the
+//!   engine scores it beside: `TradeOutcome.baseline_reward`), leaves a
+//!   budget of `conservative_alpha` × |the safe preset's reward| that
+//!   covers a pessimistic loss over the bars still at risk (those whose
+//!   outcomes are not yet known, and the next one); otherwise the safe
+//!   preset is played (published as `conservative` when it replaces
+//!   another). Cumulative reward thus stays above (1 − α) × the safe
+//!   preset's (for a positive one; baseline − α·|baseline| in general)
+//!   but for a loss beyond the bound (the spirit of conservative bandits:
+//!   Wu et al., ICML 2016; Kazerouni et al., NeurIPS 2017).
 //!
 //! Learning is a fold over `trade.outcomes` alone (each outcome carries the
 //! preset and the decision's context, echoed by the engine), so replaying
@@ -57,6 +69,15 @@ pub struct ParamsConfig {
     /// strategy and instrument (the engine waits for them; more are
     /// published whenever the inputs go quiet).
     pub progress_every_ms: i64,
+    /// Play a preset other than the safe one only within the budget
+    /// `conservative_alpha` leaves (see the module doc).
+    pub conservative: bool,
+    /// The share of the safe preset's cumulative reward the controller may
+    /// give up exploring, at most (0 ≤ α < 1).
+    pub conservative_alpha: f64,
+    /// Standard deviations of the per-bar loss against the safe preset in
+    /// the pessimistic bound over the bars at risk.
+    pub conservative_z: f64,
 }
 
 impl Default for ParamsConfig {
@@ -72,6 +93,9 @@ impl Default for ParamsConfig {
             seed: 42,
             learn_lag_ms: DAY_MS,
             progress_every_ms: 4 * 3_600_000,
+            conservative: true,
+            conservative_alpha: 0.05,
+            conservative_z: 3.0,
         }
     }
 }
@@ -86,6 +110,10 @@ pub struct ParamsStats {
     pub held_by_daily_limit: u64,
     pub held_by_kill_switch: u64,
     pub kill_switches: u64,
+    /// Decisions for another preset the conservative budget did not cover.
+    pub held_by_budget: u64,
+    /// Of those, the safe preset published in place of another.
+    pub conservative_fallbacks: u64,
     pub outcomes: u64,
     /// Outcomes that passed the checks on arrival and were refused when
     /// their time came (a preset unknown by then); each is logged.
@@ -125,6 +153,88 @@ pub struct Slot {
     /// Presets registered at run time for this slot: arms after the
     /// schema's own.
     pub registered: Vec<Preset>,
+    /// The conservative budget's evidence, folded from outcomes.
+    pub budget: Budget,
+    /// Bar time from which the preset in force is in force.
+    since: i64,
+}
+
+/// What the conservative rule knows of a (strategy, instrument): a fold
+/// over its outcomes (so a restore rebuilds it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Budget {
+    /// What the safe preset would have earned on the same bars.
+    pub baseline: f64,
+    /// Outcomes folded, and the newest bar they settle.
+    pub outcomes: u64,
+    pub known_through: Option<i64>,
+    /// The shortest step between two outcomes' bars: one bar.
+    pub bar_ms: Option<i64>,
+    /// Per-bar loss against the safe preset (`baseline_reward − reward`)
+    /// under other presets: count, mean and sum of squared deviations
+    /// (Welford).
+    gaps: u64,
+    gap_mean: f64,
+    gap_m2: f64,
+    /// Mean square of the safe preset's per-bar reward: the scale of a
+    /// bar's loss before any other preset has been seen.
+    baseline_sq: f64,
+}
+
+impl Budget {
+    fn fold(&mut self, o: &TradeOutcome, under_safe: bool) {
+        let baseline = o.baseline_reward.unwrap_or(o.reward);
+        self.baseline += baseline;
+        self.outcomes += 1;
+        self.baseline_sq += (baseline * baseline - self.baseline_sq) / self.outcomes as f64;
+        if let Some(last) = self.known_through {
+            let step = o.ts - last;
+            if step > 0 {
+                self.bar_ms = Some(self.bar_ms.map_or(step, |b| b.min(step)));
+            }
+        }
+        self.known_through = Some(self.known_through.map_or(o.ts, |t| t.max(o.ts)));
+        if !under_safe && o.baseline_reward.is_some() {
+            let gap = baseline - o.reward;
+            self.gaps += 1;
+            let delta = gap - self.gap_mean;
+            self.gap_mean += delta / self.gaps as f64;
+            self.gap_m2 += delta * (gap - self.gap_mean);
+        }
+    }
+
+    /// A pessimistic loss against the safe preset over `bars` bars: the
+    /// mean loss per bar (when positive) plus `z` standard deviations of
+    /// the sum, `z` widened to √(2 ln n) after n outcomes (a bound checked
+    /// at every bar must hold at all of them). Before 10 losses under
+    /// other presets are known, a bar's loss is taken as wide as two of
+    /// the safe preset's rewards.
+    fn risk(&self, bars: f64, z: f64) -> f64 {
+        let z = z.max((2.0 * (self.outcomes.max(1) as f64).ln()).sqrt());
+        let (mean, var) = if self.gaps >= 10 {
+            (self.gap_mean.max(0.0), self.gap_m2 / (self.gaps - 1) as f64)
+        } else {
+            (0.0, 2.0 * self.baseline_sq)
+        };
+        bars * mean + z * (bars * var).sqrt()
+    }
+}
+
+impl Slot {
+    /// Whether the budget covers another preset at bar `t`: the bars at
+    /// risk are those under another preset whose outcomes are not known
+    /// yet, and this one.
+    fn covered(&self, safe: usize, t: i64, alpha: f64, z: f64) -> bool {
+        let b = &self.budget;
+        let (Some(known), Some(bar)) = (b.known_through, b.bar_ms) else {
+            return false;
+        };
+        let other = self.current.as_ref().is_some_and(|(arm, _)| *arm != safe);
+        let from = if other { known.max(self.since) } else { t };
+        let bars = 1.0 + ((t - from).max(0) / bar) as f64;
+        let slack = self.realised - b.baseline + alpha * b.baseline.abs();
+        slack >= b.risk(bars, z)
+    }
 }
 
 /// What [`Controller::advise`] recommends for a context, without acting.
@@ -248,6 +358,8 @@ impl Controller {
             peak: 0.0,
             killed: false,
             registered: Vec::new(),
+            budget: Budget::default(),
+            since: i64::MIN,
         })
     }
 
@@ -597,6 +709,12 @@ impl Controller {
             };
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let (hysteresis, limit) = (self.config.hysteresis, self.config.max_changes_per_day);
+            let (conservative, alpha, z) = (
+                self.config.conservative,
+                self.config.conservative_alpha,
+                self.config.conservative_z,
+            );
+            let safe = self.schemas[schema].safe_preset();
             let mut scratch = std::mem::take(&mut self.scratch);
             let slot = self.slot_mut(schema, &p.instrument);
             let scores = slot.policy.scores(&x, &mut rng, &mut scratch);
@@ -610,13 +728,26 @@ impl Controller {
                 slot.day = day;
                 slot.changes_today = 0;
             }
+            // Another preset, chosen now or in force, must be covered.
+            let covered = !conservative || slot.covered(safe, p.ts, alpha, z);
+            let choice = if covered { best } else { safe };
             let decision = match &slot.current {
                 _ if slot.killed => {
                     self.stats.held_by_kill_switch += 1;
                     None
                 }
                 None => Some(UpdateReason::Initial),
-                Some((cur, _)) if *cur == best => None,
+                Some((cur, _)) if *cur == choice => {
+                    self.stats.held_by_budget += u64::from(!covered && best != safe);
+                    None
+                }
+                // Back to safety at once, whatever the hysteresis or the
+                // day's changes.
+                Some(_) if !covered => {
+                    self.stats.held_by_budget += 1;
+                    self.stats.conservative_fallbacks += 1;
+                    Some(UpdateReason::Conservative)
+                }
                 Some((cur, _)) if scores[best] - scores[*cur] < hysteresis => {
                     self.stats.held_by_hysteresis += 1;
                     None
@@ -634,18 +765,22 @@ impl Controller {
                     &name,
                     &p.instrument,
                     p.ts,
-                    &self.preset(schema, &p.instrument, best).id,
+                    &self.preset(schema, &p.instrument, choice).id,
                 );
                 let slot = self.slot_mut(schema, &p.instrument);
-                if reason != UpdateReason::Initial {
+                if matches!(
+                    reason,
+                    UpdateReason::Exploration | UpdateReason::Exploitation
+                ) {
                     slot.changes_today += 1;
                 }
-                slot.current = Some((best, id.clone()));
-                self.remember(&id, &name, &p.instrument, best, &x);
+                slot.current = Some((choice, id.clone()));
+                slot.since = p.ts;
+                self.remember(&id, &name, &p.instrument, choice, &x);
                 out.push(self.update(
                     schema,
                     &p.instrument,
-                    best,
+                    choice,
                     reason,
                     &id,
                     &x,
@@ -678,6 +813,9 @@ impl Controller {
         if !o.reward.is_finite() {
             return Err(format!("reward {} is not a number", o.reward));
         }
+        if let Some(b) = o.baseline_reward.filter(|b| !b.is_finite()) {
+            return Err(format!("baseline_reward {b} is not a number"));
+        }
         let d = self.dim(schema);
         if o.context.len() != d && !self.decisions.contains_key(&o.config_id) {
             return Err(format!(
@@ -707,6 +845,9 @@ impl Controller {
         if !o.reward.is_finite() {
             return Err(format!("reward {} is not a number", o.reward));
         }
+        if let Some(b) = o.baseline_reward.filter(|b| !b.is_finite()) {
+            return Err(format!("baseline_reward {b} is not a number"));
+        }
         let d = self.dim(schema);
         let context = if o.context.len() == d {
             o.context.clone()
@@ -724,7 +865,10 @@ impl Controller {
         let limit = self.config.kill_switch_drawdown;
         let safe = self.schemas[schema].safe_preset();
         let slot = self.slot_mut(schema, &o.instrument);
-        slot.policy.update(arm, &context, o.reward);
+        if !o.flat {
+            slot.policy.update(arm, &context, o.reward);
+        }
+        slot.budget.fold(o, arm == safe);
         slot.realised += o.reward;
         slot.peak = slot.peak.max(slot.realised);
         if slot.killed || slot.peak - slot.realised <= limit {
@@ -733,7 +877,9 @@ impl Controller {
         slot.killed = true;
         self.stats.kill_switches += 1;
         let id = config_id(&o.strategy, &o.instrument, o.ts, "kill-switch");
-        self.slot_mut(schema, &o.instrument).current = Some((safe, id.clone()));
+        let slot = self.slot_mut(schema, &o.instrument);
+        slot.current = Some((safe, id.clone()));
+        slot.since = at;
         self.remember(&id, &o.strategy, &o.instrument, safe, &context);
         self.stats.published += 1;
         Ok(vec![self.update(
@@ -809,6 +955,7 @@ impl Controller {
         }
         let slot = self.slot_mut(schema, &u.instrument);
         slot.current = Some((arm, u.config_id.clone()));
+        slot.since = u.at;
         if matches!(
             u.reason,
             UpdateReason::Exploration | UpdateReason::Exploitation
@@ -869,6 +1016,8 @@ mod tests {
             reward,
             context: u.context.clone(),
             ts,
+            baseline_reward: None,
+            flat: false,
         }
     }
 
@@ -885,6 +1034,7 @@ mod tests {
             ParamsConfig {
                 hysteresis: 0.0,
                 max_changes_per_day: 2,
+                conservative: false,
                 ..only("momentum_breakout")
             },
             schemas(),
@@ -1070,6 +1220,8 @@ mod tests {
             reward: 5.0,
             context: vec![1.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0],
             ts: 1,
+            baseline_reward: None,
+            flat: false,
         };
         assert!(u.len() <= 1);
         c.on_outcome(&o).expect("mid is an arm of x:A");
@@ -1088,5 +1240,88 @@ mod tests {
             .advise("market_making", "x:A", &[("nope".to_string(), 1.0)].into())
             .unwrap_err()
             .contains("no context feature"));
+    }
+
+    /// A seeded environment for one strategy and instrument: each preset
+    /// earns a normal reward per bar around its mean (the safe one beside
+    /// it every bar, as the engine scores it); outcomes are known the next
+    /// bar. Returns the controller's and the safe preset's cumulative
+    /// rewards, and the lowest margin over (1 − α) × safe seen on the way.
+    fn conservative_run(means: &[f64], bars: i64, seed: u64) -> (f64, f64, f64) {
+        use rand::Rng;
+        let schema: Vec<StrategySchema> = schemas()
+            .into_iter()
+            .filter(|s| s.name == "trend_following")
+            .collect();
+        assert_eq!(schema[0].presets.len(), means.len());
+        let safe = schema[0].safe_preset();
+        let cfg = ParamsConfig {
+            max_changes_per_day: 1_000,
+            ..ParamsConfig::default()
+        };
+        let alpha = cfg.conservative_alpha;
+        let mut c = Controller::new(cfg, schema);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let noise = |rng: &mut ChaCha8Rng| -> f64 {
+            // Sum of uniforms: close enough to normal, sd 1.
+            (0..12).map(|_| rng.random::<f64>()).sum::<f64>() - 6.0
+        };
+        let (mut policy, mut baseline, mut worst) = (0.0, 0.0, f64::INFINITY);
+        let mut in_force: Option<ParamUpdate> = None;
+        for bar in 0..bars {
+            let ts = bar * 1_800_000;
+            if let Some(u) = in_force.clone() {
+                let arm = c
+                    .slot("trend_following", "x:A")
+                    .and_then(|s| s.current.clone())
+                    .map(|(a, _)| a)
+                    .unwrap_or(safe);
+                let common = noise(&mut rng);
+                let reward = means[arm] + common + 0.5 * noise(&mut rng);
+                let safe_reward = if arm == safe {
+                    reward
+                } else {
+                    means[safe] + common + 0.5 * noise(&mut rng)
+                };
+                policy += reward;
+                baseline += safe_reward;
+                let mut o = outcome(&u, reward, ts);
+                o.trade_id = format!("t{bar}");
+                o.baseline_reward = Some(safe_reward);
+                c.on_outcome(&o).expect("outcome");
+                worst = worst.min(policy - (baseline - alpha * baseline.abs()));
+            }
+            let calm = rng.random::<f64>();
+            for u in c.on_regime(&posterior(ts, calm)) {
+                in_force = Some(u);
+            }
+        }
+        (policy, baseline, worst)
+    }
+
+    #[test]
+    fn the_conservative_controller_stays_within_alpha_of_the_safe_preset_and_gets_ahead_when_it_can(
+    ) {
+        // The safe preset is the best arm: the others lose per bar.
+        for seed in [1, 2, 3] {
+            let (policy, baseline, worst) =
+                conservative_run(&[0.10, -0.05, 0.02, -0.20], 20_000, seed);
+            assert!(baseline > 0.0, "{baseline}");
+            assert!(
+                worst >= 0.0,
+                "seed {seed}: fell below (1 − α) × safe by {worst} (policy {policy}, safe {baseline})"
+            );
+        }
+        // Another preset is better: the budget pays for finding it, and the
+        // controller ends ahead.
+        for seed in [1, 2, 3] {
+            let (policy, baseline, worst) =
+                conservative_run(&[0.10, -0.05, 0.40, -0.20], 20_000, seed);
+            assert!(worst >= 0.0, "seed {seed}: below by {worst}");
+            assert!(
+                policy > 1.5 * baseline,
+                "seed {seed}: policy {policy} not ahead of safe {baseline}"
+            );
+        }
     }
 }

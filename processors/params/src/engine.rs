@@ -5,8 +5,9 @@
 //! when the next bar closes posts the realised reward (percent of notional,
 //! after costs) on `trade.outcomes` with the update's `config_id`, preset
 //! and context. Beside it, the same rule under each strategy's fixed safe
-//! preset is scored, so the controller's reward can be compared with
-//! never changing anything.
+//! preset is scored (`baseline_reward` in each outcome; a bar where only
+//! the safe preset held a position is reported as a `flat` outcome), so
+//! the controller's reward can be compared with never changing anything.
 //!
 //! Rules (features of the bar the position opens on; `lr` of the next):
 //! - `momentum_breakout`: z = ret_mean_20 / (ret_std_20 / √20); side of z
@@ -30,6 +31,9 @@ pub struct EngineStats {
     pub trades: u64,
     /// Per strategy: (reward under the controller, under the safe preset).
     pub by_strategy: BTreeMap<String, (f64, f64)>,
+    /// The same per instrument, then strategy: a walk-forward per
+    /// instrument (every decision made on earlier bars only).
+    pub by_instrument: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
     /// Per `strategy/preset`: (positions taken, their summed reward).
     pub by_preset: BTreeMap<String, (u64, f64)>,
     /// Summed reward of the positions taken under the controller's presets.
@@ -181,7 +185,11 @@ impl Engine {
             updates_applied: self.updates_applied,
             ..EngineStats::default()
         };
-        for ((strategy, _), l) in &self.ledger {
+        for ((strategy, instrument), l) in &self.ledger {
+            s.by_instrument
+                .entry(instrument.clone())
+                .or_default()
+                .insert(strategy.clone(), (l.policy, l.safe));
             s.trades += l.trades;
             s.reward_policy += l.policy;
             s.reward_safe_preset += l.safe;
@@ -264,7 +272,8 @@ impl Engine {
             );
             let l = self.ledger.entry(key.clone()).or_default();
             l.safe += safe;
-            if o.position != 0.0 {
+            let flat = o.position == 0.0;
+            if !flat {
                 l.trades += 1;
                 l.policy += policy;
                 let p = l
@@ -273,15 +282,22 @@ impl Engine {
                     .or_default();
                 p.0 += 1;
                 p.1 += policy;
+            }
+            // A flat position is reported too when the safe preset held
+            // one: the controller's conservative budget counts what it
+            // would have earned.
+            if !flat || o.safe_position != 0.0 {
                 out.push(TradeOutcome {
                     trade_id: format!("{}/{}/{}", key.0, key.1, o.ts),
                     strategy: key.0.clone(),
                     instrument: key.1.clone(),
                     config_id: o.update.config_id.clone(),
                     preset_id: o.update.preset_id.clone(),
-                    reward: policy,
+                    reward: if flat { 0.0 } else { policy },
                     context: o.update.context.clone(),
                     ts: v.ts,
+                    baseline_reward: Some(safe),
+                    flat,
                 });
             }
         }

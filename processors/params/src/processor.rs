@@ -762,6 +762,8 @@ mod tests {
                         reward: -0.5,
                         context: u.context.clone(),
                         ts,
+                        baseline_reward: None,
+                        flat: false,
                     };
                     self.outcomes.push(o.clone());
                     let out = feed(

@@ -38,6 +38,9 @@ pub enum UpdateReason {
     Exploitation,
     KillSwitch,
     Manual,
+    /// The conservative controller's fallback to the safe preset: its
+    /// budget no longer covers the risk of the preset in force.
+    Conservative,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,5 +54,6 @@ payload!(
     "ParamUpdate",
     "param_update.avsc",
     "param_update.v1.avsc",
-    "param_update.v2.avsc"
+    "param_update.v2.avsc",
+    "param_update.v3.avsc"
 );

@@ -212,6 +212,8 @@ pub fn all() -> Vec<Samples> {
             reward: -0.25,
             context: vec![0.2, 0.8],
             ts: 1_700_000_000_000,
+            baseline_reward: None,
+            flat: false,
         }]),
         entry(vec![
             SourceWatermark {
