@@ -395,3 +395,31 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn current_trade_outcome_schema_reads_records_written_with_v1() {
+    let v1 =
+        Schema::parse_str(include_str!("../history/trade_outcome.v1.avsc")).expect("v1 parses");
+    let old = Value::Record(vec![
+        ("trade_id".into(), Value::String("t-1".into())),
+        ("strategy".into(), Value::String("trend_following".into())),
+        ("instrument".into(), Value::String("bitfinex:BTCUSD".into())),
+        ("config_id".into(), Value::String("cfg-1".into())),
+        ("preset_id".into(), Value::String("safe".into())),
+        ("reward".into(), Value::Double(0.25)),
+        ("context".into(), Value::Array(vec![Value::Double(1.0)])),
+        ("ts".into(), Value::TimestampMillis(1_700_000_000_000)),
+    ]);
+    let mut bytes = MAGIC.to_vec();
+    let fp = TradeOutcome::schemas().history[0].0;
+    bytes.extend_from_slice(&fp.to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&v1, old).expect("encode v1"));
+    assert_ne!(fp, TradeOutcome::schemas().fingerprint);
+    let o: TradeOutcome = decode(&bytes).expect("current reader reads v1");
+    assert_eq!(o.reward, 0.25);
+    assert_eq!(
+        (o.baseline_reward, o.flat),
+        (None, false),
+        "defaults of the added fields"
+    );
+}
