@@ -60,8 +60,16 @@ fn tampered_copy(kafka: &str, from: &str, to: &str) -> Result<i64> {
         ClientSettings::new(kafka).with_prefix(to),
     );
     let altered_at = Cell::new(None);
-    // The 100th update, so a range can end before it and still hold some.
-    let (model_done, updates_seen) = (Cell::new(false), Cell::new(0u32));
+    // The middle update, so a range can end before it and still hold some.
+    let updates = autotrain_kafka::read_topic::<ParamUpdate>(
+        &source,
+        "param.updates",
+        Duration::from_secs(60),
+    )?
+    .len();
+    ensure!(updates >= 2, "{updates} controller update(s) published");
+    let pick = updates / 2;
+    let (model_done, updates_seen) = (Cell::new(false), Cell::new(0usize));
     for spec in &autotrain_topics::catalogue().topics {
         let topic = spec.name.as_str();
         let decide = |m: &BorrowedMessage<'_>| {
@@ -78,10 +86,10 @@ fn tampered_copy(kafka: &str, from: &str, to: &str) -> Result<i64> {
                     }
                 }
             }
-            if topic == "param.updates" && updates_seen.get() < 100 {
+            if topic == "param.updates" && updates_seen.get() < pick {
                 if let Ok(mut u) = decode::<ParamUpdate>(payload) {
                     updates_seen.set(updates_seen.get() + 1);
-                    if updates_seen.get() == 100 {
+                    if updates_seen.get() == pick {
                         u.note = Some("edited after the fact".into());
                         altered_at.set(Some(u.at));
                         return Verdict::Replace(encode(&u).expect("encode"));

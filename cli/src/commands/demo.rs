@@ -886,7 +886,7 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
             summary.param_decisions, summary.param_changes, summary.kill_switches
         );
         println!(
-            "engine            {} trades; reward {:.1} % under the controller vs {:.1} % under the safe presets",
+            "engine            {} one-bar trades; summed per-trade return {:.1} % of notional under the controller vs {:.1} % under the safe presets (after 2 bp costs, not compounded)",
             summary.trades, summary.reward_policy, summary.reward_safe_preset
         );
         if let Some(alpha) = summary.conservative_alpha {
