@@ -160,6 +160,21 @@ impl Producer {
         self.enqueue(record).await?.confirm().await
     }
 
+    /// Sends records in order and waits for every acknowledgement: all are
+    /// handed to the client first, so they go out in one batch (a reader
+    /// waiting for them sees them one linger later, not one per record).
+    pub async fn send_all(&self, records: &[OutRecord]) -> Result<Vec<Delivered>, KafkaError> {
+        let mut pending = Vec::with_capacity(records.len());
+        for record in records {
+            pending.push(self.enqueue(record).await?);
+        }
+        let mut delivered = Vec::with_capacity(pending.len());
+        for sent in pending {
+            delivered.push(sent.confirm().await?);
+        }
+        Ok(delivered)
+    }
+
     /// Encodes and sends a payload from outside content (id from content).
     pub async fn publish<T: Payload>(
         &self,

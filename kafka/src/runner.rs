@@ -341,17 +341,8 @@ async fn announce(
                 txn.producer().enqueue(record).await?;
             }
         }
-        // All enqueued, then all confirmed: they go out in one batch (a
-        // reader waiting for them sees them one linger later, not one per
-        // record).
         (None, Some(p)) => {
-            let mut pending = Vec::with_capacity(records.len());
-            for record in records {
-                pending.push(p.enqueue(record).await?);
-            }
-            for sent in pending {
-                sent.confirm().await?;
-            }
+            p.send_all(records).await?;
         }
         (None, None) => unreachable!("a runner has a producer or a transaction"),
     }

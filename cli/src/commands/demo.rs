@@ -787,13 +787,10 @@ async fn publish_with_backpressure(
                         }),
                     ),
                 ];
-                let behind = reasons.iter().find(|(_, b)| *b).map(|(why, _)| *why);
-                if let Some(why) = behind {
-                    *paced.entry(why).or_default() += 5;
-                }
-                if behind.is_none() {
+                let Some((why, _)) = reasons.iter().find(|(_, behind)| *behind) else {
                     break;
-                }
+                };
+                *paced.entry(why).or_default() += 5;
                 if waited.elapsed() > Duration::from_secs(15) {
                     tracing::info!(
                         validator = ?v, features = ?f, drift = ?d, regime = ?r, params = ?p,

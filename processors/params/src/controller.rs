@@ -237,6 +237,17 @@ impl Slot {
     }
 }
 
+/// An outcome's rewards are numbers.
+fn check_rewards(o: &TradeOutcome) -> Result<(), String> {
+    if !o.reward.is_finite() {
+        return Err(format!("reward {} is not a number", o.reward));
+    }
+    if let Some(b) = o.baseline_reward.filter(|b| !b.is_finite()) {
+        return Err(format!("baseline_reward {b} is not a number"));
+    }
+    Ok(())
+}
+
 /// What [`Controller::advise`] recommends for a context, without acting.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Advice {
@@ -810,12 +821,7 @@ impl Controller {
                 o.strategy, o.instrument, o.preset_id
             ));
         }
-        if !o.reward.is_finite() {
-            return Err(format!("reward {} is not a number", o.reward));
-        }
-        if let Some(b) = o.baseline_reward.filter(|b| !b.is_finite()) {
-            return Err(format!("baseline_reward {b} is not a number"));
-        }
+        check_rewards(o)?;
         let d = self.dim(schema);
         if o.context.len() != d && !self.decisions.contains_key(&o.config_id) {
             return Err(format!(
@@ -842,12 +848,7 @@ impl Controller {
                     o.strategy, o.instrument, o.preset_id
                 )
             })?;
-        if !o.reward.is_finite() {
-            return Err(format!("reward {} is not a number", o.reward));
-        }
-        if let Some(b) = o.baseline_reward.filter(|b| !b.is_finite()) {
-            return Err(format!("baseline_reward {b} is not a number"));
-        }
+        check_rewards(o)?;
         let d = self.dim(schema);
         let context = if o.context.len() == d {
             o.context.clone()

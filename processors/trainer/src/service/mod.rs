@@ -93,14 +93,9 @@ async fn publish(
     events: &[Event],
     counters: &ServiceCounters,
 ) -> Result<(), KafkaError> {
-    // All enqueued, then confirmed in order: one batch rather than a
-    // linger per event (the order within a partition is the producer's).
-    let mut pending = Vec::with_capacity(events.len());
+    let records = events.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+    producer.send_all(&records).await?;
     for e in events {
-        pending.push(producer.enqueue(&record(e)?).await?);
-    }
-    for (e, sent) in events.iter().zip(pending) {
-        sent.confirm().await?;
         counters.published.fetch_add(1, Ordering::Relaxed);
         let c = match e {
             Event::Status(s) => match s.state {
