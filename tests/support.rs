@@ -567,6 +567,7 @@ pub fn read_topic(
                     break;
                 }
             }
+            Some(Err(e)) if autotrain_kafka::link::is_transport(e.rdkafka_error_code()) => {}
             Some(Err(e)) => bail!("reading {topic}: {e}"),
             None => {
                 if out.len() >= min

@@ -125,6 +125,8 @@ pub fn copy_topic(
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 ends.remove(&p);
             }
+            // librdkafka reconnects by itself; the deadline bounds the wait.
+            Some(Err(e)) if crate::link::is_transport(e.rdkafka_error_code()) => {}
             Some(Err(e)) => return Err(e.into()),
             None => {
                 // Markers and aborted records end a partition without a

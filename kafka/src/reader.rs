@@ -74,6 +74,8 @@ pub fn read_range(
                 }
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(out),
+            // librdkafka reconnects by itself; the deadline bounds the wait.
+            Some(Err(e)) if crate::link::is_transport(e.rdkafka_error_code()) => {}
             Some(Err(e)) => return Err(e.into()),
             None => {
                 // Aborted records and transaction markers are skipped
@@ -405,7 +407,10 @@ pub fn nothing_readable_between(
                     return Ok(false);
                 }
             }
-            Some(Err(e)) if !matches!(e, rdkafka::error::KafkaError::PartitionEOF(_)) => {
+            Some(Err(e))
+                if !matches!(e, rdkafka::error::KafkaError::PartitionEOF(_))
+                    && !crate::link::is_transport(e.rdkafka_error_code()) =>
+            {
                 return Err(e.into())
             }
             _ => {

@@ -1467,6 +1467,7 @@ impl<P: Processor> Loop<'_, P> {
                             }
                         }
                         Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                        Some(Err(e)) if crate::link::is_transport(e.rdkafka_error_code()) => {}
                         Some(Err(e)) => return Err(e.into()),
                         None => {}
                     }

@@ -120,6 +120,8 @@ fn tail(settings: &autotrain_kafka::ClientSettings, topic: &str, args: &Args) ->
                     break;
                 }
             }
+            // librdkafka reconnects by itself.
+            Some(Err(e)) if autotrain_kafka::link::is_transport(e.rdkafka_error_code()) => {}
             Some(Err(e)) => bail!("reading {topic}: {e}"),
             None => {
                 if !args.follow && idle_since.elapsed() > Duration::from_secs(5) {
