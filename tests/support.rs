@@ -7,6 +7,8 @@
 pub mod cycle;
 #[path = "support/exchange.rs"]
 pub mod exchange;
+#[path = "support/mlflow.rs"]
+pub mod mlflow;
 #[path = "support/questdb.rs"]
 pub mod questdb;
 #[path = "support/reference.rs"]

@@ -42,6 +42,10 @@ pub struct Config {
     /// (no auth, localhost only), `[[api.tokens]]` (name, sha256 of the
     /// token, scopes, tenant).
     pub api: autotrain_api::ApiConfig,
+    /// The MLflow mirror (`autotrain run mlflow`, and the demo when set):
+    /// `tracking_uri` (unset: off), `name_prefix`, `group`,
+    /// `retry_attempts` (0: for ever), `timeout_s`.
+    pub mlflow: autotrain_connector_mlflow::MlflowConfig,
     pub log: LogSettings,
 }
 
@@ -190,6 +194,7 @@ impl Default for Config {
             trainer: autotrain_trainer::core::TrainerConfig::default(),
             params: autotrain_params::ParamsConfig::default(),
             api: autotrain_api::ApiConfig::default(),
+            mlflow: autotrain_connector_mlflow::MlflowConfig::default(),
             log: LogSettings::default(),
         }
     }

@@ -9,6 +9,12 @@
 //! store absorbs through its upsert keys. Failing flushes are retried with
 //! exponential backoff and jitter; a flush still failing after
 //! `retry_attempts` stops the loop with the error (nothing is skipped).
+//! A shutdown during the retries stops at once: the batch's offsets are
+//! not stored, so its records are read again on restart.
+//!
+//! Progress records (event-time alignment, on e.g. `regimes` and
+//! `model.updates`) are not data: passed over and acknowledged with the
+//! batch they arrive in.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use autotrain_schemas::ErrorKind;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::future::{FusedFuture, FutureExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 
@@ -94,15 +101,19 @@ pub async fn run_sink<S: Sink>(
     let mut batch_inputs = 0u64;
     let mut oldest: Option<Instant> = None;
     let mut tick = tokio::time::interval(config.max_age.max(Duration::from_millis(10)) / 2);
+    let shutdown = shutdown.fuse();
     tokio::pin!(shutdown);
     let result: Result<(), KafkaError> = async {
         loop {
+            if shutdown.is_terminated() {
+                return Ok(());
+            }
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
                 _ = tick.tick() => {
                     if oldest.is_some_and(|t| t.elapsed() >= config.max_age) {
-                        flush(&mut sink, config, &consumer, &mut batch, &mut batch_inputs, &counters).await?;
+                        flush(&mut sink, config, &consumer, &mut batch, &mut batch_inputs, &counters, &mut shutdown).await?;
                         oldest = None;
                     }
                 }
@@ -119,11 +130,15 @@ pub async fn run_sink<S: Sink>(
                     };
                     bump(&counters.received);
                     let topic = m.topic().to_string();
+                    if crate::reader::progress_of(&m).is_some() {
+                        batch.insert((topic, m.partition()), m.offset());
+                        batch_inputs += 1;
+                        continue;
+                    }
                     let logical = settings.logical(&topic).unwrap_or(&topic).to_string();
                     let (partition, offset) = (m.partition(), m.offset());
                     let id = event_id_of(&m).unwrap_or_else(|| EventId::for_position(&logical, partition, offset));
                     let decoded = match m.payload() {
-                        _ if crate::reader::progress_of(&m).is_some() => Err((ErrorKind::Malformed, "a progress record on a sink's input".to_string())),
                         Some(bytes) => S::Input::decode(&logical, bytes).map_err(|e| (e.kind().into(), e.to_string())),
                         None => Err((ErrorKind::Malformed, "record has no value (tombstone)".to_string())),
                     };
@@ -166,7 +181,7 @@ pub async fn run_sink<S: Sink>(
                     batch.insert((topic, partition), offset);
                     batch_inputs += 1;
                     if sink.pending() >= config.max_rows {
-                        flush(&mut sink, config, &consumer, &mut batch, &mut batch_inputs, &counters).await?;
+                        flush(&mut sink, config, &consumer, &mut batch, &mut batch_inputs, &counters, &mut shutdown).await?;
                         oldest = None;
                     }
                 }
@@ -181,6 +196,7 @@ pub async fn run_sink<S: Sink>(
         &mut batch,
         &mut batch_inputs,
         &counters,
+        &mut shutdown,
     )
     .await;
     if result.is_ok() {
@@ -192,6 +208,10 @@ pub async fn run_sink<S: Sink>(
     Ok((sink, counters.snapshot()))
 }
 
+/// Writes the pending batch, then stores its offsets. Once `shutdown` has
+/// fired, a failing flush is not retried (nor waited for): its offsets
+/// stay unstored.
+#[allow(clippy::too_many_arguments)]
 async fn flush<S: Sink>(
     sink: &mut S,
     config: &SinkConfig,
@@ -199,13 +219,19 @@ async fn flush<S: Sink>(
     batch: &mut HashMap<(String, i32), i64>,
     batch_inputs: &mut u64,
     counters: &Counters,
+    shutdown: &mut std::pin::Pin<&mut impl FusedFuture<Output = ()>>,
 ) -> Result<(), KafkaError> {
     let rows = sink.pending();
     if rows > 0 {
+        let retries = if shutdown.is_terminated() {
+            0
+        } else {
+            config.retry_attempts.saturating_sub(1)
+        };
         let mut delays = ExponentialBuilder::new()
             .with_min_delay(config.retry_min_delay)
             .with_max_delay(config.retry_max_delay)
-            .with_max_times(config.retry_attempts.saturating_sub(1))
+            .with_max_times(retries)
             .with_jitter()
             .build();
         let mut attempts = 0;
@@ -217,7 +243,17 @@ async fn flush<S: Sink>(
                     (true, Some(delay)) => {
                         bump(&counters.retries);
                         tracing::warn!(sink = sink.name(), attempts, ?delay, error = %e, "flush failed; retrying");
-                        tokio::time::sleep(delay).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.as_mut() => {
+                                tracing::warn!(sink = sink.name(), rows, "stopped while the flush failed: its records are read again on restart");
+                                return Ok(());
+                            }
+                        }
+                    }
+                    (true, None) if shutdown.is_terminated() => {
+                        tracing::warn!(sink = sink.name(), rows, error = %e, "stopping with a failed flush: its records are read again on restart");
+                        return Ok(());
                     }
                     _ => {
                         return Err(KafkaError::RetriesExhausted {

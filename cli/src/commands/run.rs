@@ -28,6 +28,13 @@ pub enum RunCommand {
     /// training and each trainer alert, POSTed in batches with retries;
     /// offsets stored after the receiver's 2xx (at least once, stable ids).
     Notify(NotifyArgs),
+    /// `model.updates` + `training.status` ⇒ MLflow (`[mlflow]`): each
+    /// registered version a finished run (params, metrics, lineage tags,
+    /// the model's files) and a registered model version; each failed or
+    /// cancelled training a failed or killed run; `prod`/`staging` moves
+    /// and rollbacks ⇒ MLflow aliases. Idempotent; MLflow down ⇒ retried
+    /// with backoff, then caught up.
+    Mlflow(MlflowArgs),
     /// `market.bars` ⇒ `features` under the bundled feature contract;
     /// engines rebuilt on start by replaying what the group processed.
     Features(FeaturesArgs),
@@ -116,6 +123,16 @@ pub struct NotifyArgs {
     /// … or the oldest is this many milliseconds old.
     #[arg(long, default_value_t = 1_000)]
     pub max_age_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MlflowArgs {
+    /// MLflow's tracking server (overrides `[mlflow] tracking_uri`).
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
+    /// Consumer group (overrides `[mlflow] group`).
+    #[arg(long)]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -284,6 +301,17 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let (sink, stats) = serve_sink(&ctx, &args.group, inputs, limits, sink).await?;
             eprintln!("webhook sink stopped: {stats:?} {:?}", sink.stats);
         }
+        RunCommand::Mlflow(args) => {
+            let mut mlflow = config.mlflow.clone();
+            if let Some(uri) = args.tracking_uri {
+                mlflow.tracking_uri = Some(uri);
+            }
+            if let Some(group) = args.group {
+                mlflow.group = group;
+            }
+            let (mirror, stats) = serve_mlflow(&ctx, &mlflow, shutdown_signal()).await?;
+            eprintln!("mlflow mirror stopped: {stats:?} {:?}", mirror.stats);
+        }
         RunCommand::Questdb(args) => {
             if !args.no_create_tables {
                 let n = autotrain_connector_questdb::create_tables(
@@ -433,6 +461,31 @@ async fn serve_sink<S: autotrain_kafka::Sink>(
     sc.max_age = std::time::Duration::from_millis(limits.1);
     let counters = Arc::new(Counters::default());
     Ok(run_sink(&ctx.settings, &sc, sink, counters, shutdown_signal()).await?)
+}
+
+/// Runs the MLflow mirror of `mlflow` until `shutdown`.
+pub async fn serve_mlflow(
+    ctx: &Context,
+    mlflow: &autotrain_connector_mlflow::MlflowConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(autotrain_connector_mlflow::MlflowMirror, RunStats)> {
+    use autotrain_connector_mlflow::{MlflowClient, MlflowMirror, INPUTS};
+    let Some(uri) = &mlflow.tracking_uri else {
+        anyhow::bail!("no MLflow to mirror to: set [mlflow] tracking_uri (or --tracking-uri, MLFLOW_TRACKING_URI)");
+    };
+    let client = MlflowClient::new(uri, std::time::Duration::from_secs(mlflow.timeout_s.max(1)))?;
+    let mut sc = SinkConfig::new(&mlflow.group, INPUTS);
+    sc.max_rows = 100;
+    sc.max_age = std::time::Duration::from_millis(500);
+    sc.retry_attempts = if mlflow.retry_attempts == 0 {
+        usize::MAX
+    } else {
+        mlflow.retry_attempts
+    };
+    tracing::info!(tracking_uri = %uri, group = %mlflow.group, "mirroring the registry to MLflow");
+    let counters = Arc::new(Counters::default());
+    let mirror = MlflowMirror::new(client, &mlflow.name_prefix);
+    Ok(run_sink(&ctx.settings, &sc, mirror, counters, shutdown).await?)
 }
 
 /// With `[runner] metrics_bind`, serves `GET /metrics` of this process's

@@ -476,7 +476,6 @@ impl Trainer {
                     .and_then(|m| m.versions.get(&version))
                     .cloned()
                     .ok_or("no such version")?;
-                let rescored = rescore(&target)?;
                 let prod = self
                     .registry
                     .model(&key)
@@ -484,10 +483,18 @@ impl Trainer {
                     .map(|v| v.metrics.clone())
                     .unwrap_or_default();
                 let mut tags = by;
-                match self.config.guardrails.rollback_check(&prod, &rescored) {
+                // A re-score that cannot run (the reference set is gone)
+                // refuses like a failed one: only force with a reason
+                // goes through, recorded as unverified.
+                let rescored = rescore(&target);
+                let verdict = rescored
+                    .as_ref()
+                    .map_err(|why| format!("cannot re-score: {why}"))
+                    .and_then(|rescored| self.config.guardrails.rollback_check(&prod, rescored));
+                match verdict {
                     Ok(_) => tags.push("rescore:passed".into()),
                     Err(why) if c.force && !c.reason.trim().is_empty() => {
-                        tags.push("rescore:forced".into());
+                        tags.push(if rescored.is_ok() { "rescore:forced" } else { "rescore:unavailable" }.into());
                         tracing::warn!(%key, version, actor = %c.actor, reason = %c.reason, %why, "rollback forced");
                     }
                     Err(why) if c.force => {
@@ -499,7 +506,7 @@ impl Trainer {
                         ))
                     }
                 }
-                e.metrics = rescored;
+                e.metrics = rescored.unwrap_or_default();
                 e.tags = tags;
                 e.effective_from = self.effective_after(&key);
                 self.registry.apply(&e).map_err(|e| e.to_string())?;
