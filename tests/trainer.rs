@@ -344,6 +344,44 @@ async fn train_promote_rollback_rerun_and_regimes_follow_prod() -> Result<()> {
     let _ = stop_regime.send(());
     regime.await??;
 
+    // Retention: 40 days on, a restarted trainer's sweep deletes an
+    // orphaned reference set past `references_days` (30) and keeps the
+    // one every registered version names, and a recent orphan.
+    let aged = std::time::SystemTime::now() - Duration::from_secs(40 * 86_400);
+    let age = |path: &std::path::Path| -> Result<()> {
+        std::fs::File::options()
+            .write(true)
+            .open(path)?
+            .set_modified(aged)?;
+        Ok(())
+    };
+    let needed = store
+        .path()
+        .join(format!("{}.json", manifest.reference_hash));
+    let (old_orphan, new_orphan) = (
+        store.path().join(format!("{}.json", "0".repeat(64))),
+        store.path().join(format!("{}.json", "1".repeat(64))),
+    );
+    std::fs::copy(&needed, &old_orphan)?;
+    std::fs::copy(&needed, &new_orphan)?;
+    age(&needed)?;
+    age(&old_orphan)?;
+    let trainer = start_trainer(&settings, trainer_config(store.path()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while old_orphan.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old orphan was not swept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    trainer.stop().await?;
+    assert!(
+        needed.exists(),
+        "a registered version's reference set was deleted"
+    );
+    assert!(new_orphan.exists(), "a recent reference set was deleted");
+
     // The regime processor followed prod: every bar published after a
     // move is filtered under the version that move put in prod.
     let posteriors: Vec<RegimePosterior> =

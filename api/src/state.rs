@@ -240,12 +240,39 @@ impl ApiState {
                     Views::new((self.fresh_params.0)(), self.config.feature_window_days);
             }
             first = false;
+            // Retention is applied once caught up and then every minute.
+            let mut swept = std::time::Instant::now();
+            let sweep = |views: &mut crate::views::Views| {
+                let (trainings, events) = views.sweep(
+                    &self.trainer.retention,
+                    chrono::Utc::now().timestamp_millis(),
+                );
+                if trainings + events > 0 {
+                    tracing::info!(
+                        trainings,
+                        events,
+                        "retention: finished trainings and old log events no longer served"
+                    );
+                }
+            };
             let result = follow(&self.settings, FOLLOWED, stop, |f| match f {
                 Followed::Record { topic, payload, .. } => {
-                    self.views_mut().apply(topic, payload);
+                    let mut views = self.views_mut();
+                    views.apply(topic, payload);
+                    if views.caught_up && swept.elapsed() > Duration::from_secs(60) {
+                        sweep(&mut views);
+                        swept = std::time::Instant::now();
+                    }
+                    drop(views);
                     self.changes.send_modify(|n| *n += 1);
                 }
                 Followed::CaughtUp => {
+                    let mut views = self.views_mut();
+                    if !views.caught_up {
+                        sweep(&mut views);
+                        swept = std::time::Instant::now();
+                    }
+                    drop(views);
                     self.views_mut().caught_up = true;
                     *self
                         .follower_error

@@ -69,6 +69,8 @@ pub struct Tallies {
     pub param_changes: BTreeMap<(String, String), u64>,
     /// Moves of `prod` per model key.
     pub promotions: BTreeMap<String, u64>,
+    /// Finished trainings no longer listed under retention.
+    pub expired_trainings: u64,
     pub outcomes: u64,
 }
 
@@ -118,6 +120,34 @@ impl Views {
     }
 
     /// Folds one record of a followed topic.
+    /// Applies retention (`[trainer.retention]`) at `now`: finished
+    /// trainings past it are no longer listed (their trigger goes too),
+    /// old logs are cut to their first and last event. The registry is
+    /// untouched. Returns (trainings removed, events removed).
+    pub fn sweep(
+        &mut self,
+        retention: &autotrain_trainer::retention::Retention,
+        now: i64,
+    ) -> (usize, usize) {
+        let expired: Vec<String> = self
+            .trainings
+            .iter()
+            .filter(|(_, t)| retention.expired(t, now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.trainings.remove(id);
+            self.triggers.remove(id);
+        }
+        let events = self
+            .trainings
+            .values_mut()
+            .map(|t| retention.prune_log(t, now))
+            .sum();
+        self.tallies.expired_trainings += expired.len() as u64;
+        (expired.len(), events)
+    }
+
     pub fn apply(&mut self, topic: &str, payload: Option<&[u8]>) {
         *self.tallies.records.entry(topic.to_string()).or_default() += 1;
         let Some(bytes) = payload else {
@@ -295,5 +325,46 @@ mod tests {
         rerun.rerun_of = Some(id.clone());
         v.on_trigger(rerun.clone());
         assert_eq!(v.training_tenant(&training_id(&rerun)), Some("desk-a"));
+    }
+
+    #[test]
+    fn retention_unlists_old_finished_trainings_and_cuts_old_logs() {
+        const DAY: i64 = 86_400_000;
+        let now = 1_000 * DAY;
+        let mut v = views();
+        for (name, end, days_ago) in [
+            ("old", TrainingState::Completed, 100),
+            ("recent", TrainingState::Completed, 10),
+        ] {
+            let t = trigger(name, None);
+            v.apply(TRAINING_TRIGGERS.name(), Some(&encode(&t).expect("enc")));
+            for (i, state) in [TrainingState::Queued, TrainingState::Running, end]
+                .into_iter()
+                .enumerate()
+            {
+                let s = TrainingStatus {
+                    training_id: training_id(&t),
+                    model_key: "hmm/x:A".into(),
+                    state,
+                    stage: None,
+                    progress: 0.0,
+                    message: String::new(),
+                    metrics: vec![],
+                    error: None,
+                    attempt: 1,
+                    model_version: None,
+                    at: now - days_ago * DAY + i as i64,
+                };
+                v.apply(TRAINING_STATUS.name(), Some(&encode(&s).expect("enc")));
+            }
+        }
+        let retention = autotrain_trainer::retention::Retention::default();
+        assert_eq!(v.sweep(&retention, now), (1, 1));
+        let old = training_id(&trigger("old", None));
+        let recent = training_id(&trigger("recent", None));
+        assert!(!v.trainings.contains_key(&old) && !v.triggers.contains_key(&old));
+        assert_eq!(v.trainings[&recent].events.len(), 2);
+        assert_eq!(v.trainings[&recent].pruned_events, 1);
+        assert_eq!(v.tallies.expired_trainings, 1);
     }
 }

@@ -625,10 +625,23 @@ pub async fn logs(
         }
         lines.push(line);
     }
+    let pruned = t.map_or(0, |t| t.pruned_events);
+    if pruned > 0 {
+        // After the first event: the rest were cut under retention.
+        let at = usize::from(v.triggers.contains_key(&id)) + 1;
+        lines.insert(
+            at.min(lines.len()),
+            format!(
+                "… {pruned} event(s) removed under retention ([trainer.retention] logs_days = {})",
+                s.trainer.retention.logs_days
+            ),
+        );
+    }
     let total = lines.len();
     let tail = q.tail.unwrap_or(total).min(total);
     Ok(Json(json!({
         "training_id": id,
+        "pruned": pruned,
         "total": total,
         "lines": lines[total - tail..],
     })))

@@ -65,6 +65,10 @@ pub struct TrainerConfig {
     /// wall-clock fit time; readers of `model.updates`
     /// may run this far ahead of the trainer before they wait for it.
     pub activation_delay_ms: i64,
+    /// How long finished trainings and their logs are listed, and when
+    /// reference sets no registered version needs are deleted
+    /// (`[trainer.retention]`, seed 003's 90/30/7 days by default).
+    pub retention: crate::retention::Retention,
 }
 
 impl Default for TrainerConfig {
@@ -86,6 +90,7 @@ impl Default for TrainerConfig {
             defaults: TrainSpec::default(),
             guardrails: Guardrails::default(),
             activation_delay_ms: 86_400_000,
+            retention: crate::retention::Retention::default(),
         }
     }
 }
@@ -572,6 +577,17 @@ impl Trainer {
             });
         }
         plans
+    }
+
+    /// Every reference set a registered version's lineage names (what
+    /// retention never deletes).
+    pub fn needed_references(&self) -> std::collections::HashSet<String> {
+        self.registry
+            .keys()
+            .filter_map(|k| self.registry.model(k))
+            .flat_map(|m| m.versions.values())
+            .filter_map(|v| v.manifest.as_ref().map(|m| m.reference_hash.clone()))
+            .collect()
     }
 
     /// The reference set of a split version: the hash in the manifest of

@@ -35,6 +35,7 @@ pub mod par;
 pub mod pipeline;
 pub mod queue;
 pub mod registry;
+pub mod retention;
 pub mod service;
 pub mod simulate;
 pub mod spec;

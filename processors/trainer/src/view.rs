@@ -22,8 +22,11 @@ pub struct TrainingView {
     pub created_at: i64,
     pub updated_at: i64,
     pub alerts: Vec<String>,
-    /// Every event, in order.
+    /// Every event, in order (the first and the last only, once its logs
+    /// are past retention).
     pub events: Vec<TrainingStatus>,
+    /// Events removed under retention (`[trainer.retention] logs_days`).
+    pub pruned_events: usize,
 }
 
 impl TrainingView {
@@ -76,6 +79,7 @@ pub fn apply_status(views: &mut BTreeMap<String, TrainingView>, s: TrainingStatu
             updated_at: s.at,
             alerts: Vec::new(),
             events: Vec::new(),
+            pruned_events: 0,
         });
     v.updated_at = s.at;
     if s.state == TrainingState::Alert {

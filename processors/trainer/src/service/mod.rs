@@ -130,6 +130,7 @@ pub async fn run(
     let store = ReferenceStore::new(&config.store_dir);
     let tick = Duration::from_millis(config.recheck_ms.clamp(50, 1_000) as u64);
     let cache_features = config.cache_features;
+    let retention = config.retention.clone();
     let mut core = Trainer::new(config);
 
     let s = settings.clone();
@@ -265,7 +266,29 @@ pub async fn run(
     };
     let executor = async {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let mut next_sweep = std::time::Instant::now();
         loop {
+            if std::time::Instant::now() >= next_sweep {
+                next_sweep = std::time::Instant::now()
+                    + Duration::from_secs(60 * u64::from(retention.sweep_minutes.max(1)));
+                let needed = core
+                    .lock()
+                    .map_err(|_| KafkaError::Admin("trainer state poisoned".into()))?
+                    .needed_references();
+                let (store, retention, now) = (ctx.store.clone(), retention.clone(), clock());
+                match tokio::task::spawn_blocking(move || store.sweep(&retention, &needed, now))
+                    .await
+                {
+                    Ok(Ok(deleted)) if !deleted.is_empty() => {
+                        tracing::info!(deleted = deleted.len(), hashes = ?deleted, "reference sets past retention deleted (none a registered version needs)");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "reference store sweep failed; trying again next sweep")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reference store sweep task failed"),
+                }
+            }
             let (plans, alerts) = {
                 let mut c = core
                     .lock()

@@ -77,6 +77,55 @@ impl ReferenceStore {
         }
         Ok(table)
     }
+
+    /// The stored sets: hash and when the file was written (epoch ms).
+    /// An absent store is empty.
+    pub fn list(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let io = |source| StoreError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(hash) = name.strip_suffix(".json").filter(|h| !h.starts_with('.')) else {
+                continue;
+            };
+            let written = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(io)?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            out.push((hash.to_string(), written));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Deletes the sets `retention` lets go at `now`: none that `needed`
+    /// names. Returns the hashes deleted.
+    pub fn sweep(
+        &self,
+        retention: &crate::retention::Retention,
+        needed: &std::collections::HashSet<String>,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let stored = self.list()?;
+        let mut deleted = Vec::new();
+        for hash in retention.unneeded_references(&stored, needed, now) {
+            let path = self.path(hash);
+            std::fs::remove_file(&path).map_err(|source| StoreError::Io { path, source })?;
+            deleted.push(hash.to_string());
+        }
+        Ok(deleted)
+    }
 }
 
 #[cfg(test)]
@@ -104,5 +153,35 @@ mod tests {
         assert!(matches!(store.load(&h), Err(StoreError::Corrupt { .. })));
         assert!(matches!(store.load("00"), Err(StoreError::Missing(_))));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_sweep_deletes_only_old_unneeded_sets() {
+        let dir = tempfile_dir("sweep");
+        let store = ReferenceStore::new(&dir);
+        let a = store.save(&Table::default()).expect("save");
+        std::fs::write(dir.join(format!("{}.json", "f".repeat(64))), b"x").expect("write");
+        std::fs::write(dir.join(".partial.tmp"), b"x").expect("write");
+        let listed = store.list().expect("list");
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        let later = listed[0].1 + 31 * 86_400_000;
+        let needed = [a.clone()].into_iter().collect();
+        let deleted = store
+            .sweep(&crate::retention::Retention::default(), &needed, later)
+            .expect("sweep");
+        assert_eq!(deleted, vec!["f".repeat(64)]);
+        assert!(store.load(&a).is_ok());
+        assert!(ReferenceStore::new(dir.join("absent"))
+            .list()
+            .expect("empty")
+            .is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("autotrain-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
     }
 }
