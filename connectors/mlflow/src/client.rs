@@ -304,6 +304,25 @@ impl MlflowClient {
         tags: &[(String, String)],
         timestamp: i64,
     ) -> Result<(), MlflowError> {
+        let metric = |(k, v): &(String, f64)| json!({ "key": k, "value": v, "timestamp": timestamp, "step": 0 });
+        if params.len() <= 100
+            && tags.len() <= 100
+            && params.len() + metrics.len() + tags.len() <= 1000
+        {
+            // The usual case: one request.
+            let params: Vec<Value> = params
+                .iter()
+                .map(|(k, v)| json!({ "key": k, "value": v }))
+                .collect();
+            let metrics: Vec<Value> = metrics.iter().map(metric).collect();
+            return self
+                .post(
+                    "runs/log-batch",
+                    json!({ "run_id": run_id, "params": params, "metrics": metrics, "tags": self::tags(tags) }),
+                )
+                .await
+                .map(|_| ());
+        }
         for chunk in params.chunks(100) {
             let params: Vec<Value> = chunk
                 .iter()
@@ -316,10 +335,7 @@ impl MlflowClient {
             .await?;
         }
         for chunk in metrics.chunks(1000) {
-            let metrics: Vec<Value> = chunk
-                .iter()
-                .map(|(k, v)| json!({ "key": k, "value": v, "timestamp": timestamp, "step": 0 }))
-                .collect();
+            let metrics: Vec<Value> = chunk.iter().map(metric).collect();
             self.post(
                 "runs/log-batch",
                 json!({ "run_id": run_id, "metrics": metrics }),

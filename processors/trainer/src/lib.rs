@@ -29,6 +29,7 @@ pub mod core;
 pub mod dataset;
 pub mod evaluate;
 pub mod flags;
+pub mod forecast;
 pub mod hmm;
 pub mod kmeans;
 pub mod par;
