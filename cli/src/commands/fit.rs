@@ -1,10 +1,12 @@
-//! `autotrain fit hmm`: fit a Gaussian HMM to columns of a CSV file offline
-//! (the trainer's model code) and report the fit.
+//! `autotrain fit hmm|gbdt`: fit the trainer's models offline to columns of
+//! a CSV file and report the fit: a Gaussian HMM, or a gradient-boosted
+//! forecast scored on its reference set (and exported to ONNX or JSON).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use autotrain_trainer::dataset::{Row, Table};
 use autotrain_trainer::{Covariance, FitOptions, GaussianHmm};
 use serde_json::json;
 
@@ -14,6 +16,61 @@ use crate::config::Config;
 pub enum FitCommand {
     /// Gaussian hidden Markov model (Baum-Welch).
     Hmm(HmmArgs),
+    /// Gradient-boosted trees forecasting a target (the absolute return or
+    /// realised volatility over the next bars) from a feature table
+    /// (`autotrain features`); scored on the last `--reference-fraction`
+    /// of the rows (purged), MAE, RMSE, MAPE, R², RMSLE.
+    Gbdt(GbdtArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GbdtArgs {
+    /// A feature table (CSV with `ts` and the feature columns).
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Feature columns, comma-separated (an empty cell is missing).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub columns: Vec<String>,
+    /// `abs_return:H` or `realised_vol:H`: over the next H bars.
+    #[arg(long, default_value = "abs_return:1")]
+    pub target: String,
+    /// The column holding each bar's log return (the target's source).
+    #[arg(long, default_value = "lr")]
+    pub return_column: String,
+    #[arg(long, default_value_t = 0.2)]
+    pub reference_fraction: f64,
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub learning_rate: f32,
+    #[arg(long, default_value_t = 5)]
+    pub max_depth: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub l2: f32,
+    #[arg(long, default_value_t = 20.0)]
+    pub min_leaf_weight: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub subsample: f32,
+    #[arg(long, default_value_t = 256)]
+    pub nbins: u16,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fitting threads (default: every core; the trees do not depend on it).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Write the model as ONNX (`TreeEnsembleRegressor`).
+    #[arg(long)]
+    pub export_onnx: Option<PathBuf>,
+    /// Write the model in autotrain's JSON layout (docs/forecast.md).
+    #[arg(long)]
+    pub export_json: Option<PathBuf>,
+    /// Write the reference rows: their features, target and prediction
+    /// (CSV; what another runtime should reproduce).
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,8 +143,135 @@ pub fn read_columns(path: &PathBuf, columns: &[String]) -> Result<(Vec<f64>, usi
     Ok((x, skipped))
 }
 
+/// A feature table CSV (`ts` first) as the trainer's [`Table`] of one
+/// instrument.
+fn read_table(path: &PathBuf) -> Result<Table> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| path.display().to_string())?;
+    let header = reader.headers()?.clone();
+    let names: Vec<String> = header.iter().skip(1).map(str::to_string).collect();
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record?;
+        let ts: i64 = record
+            .get(0)
+            .and_then(|t| t.trim().parse().ok())
+            .with_context(|| format!("{} row {}: no ts", path.display(), i + 1))?;
+        let values = record
+            .iter()
+            .skip(1)
+            .map(|v| v.trim().parse::<f64>().ok().filter(|v| v.is_finite()))
+            .collect();
+        rows.push(Row {
+            instrument: String::new(),
+            ts,
+            values,
+        });
+    }
+    Ok(Table { names, rows })
+}
+
+async fn gbdt(args: GbdtArgs) -> Result<()> {
+    use autotrain_trainer::forecast::{dataset, onnx, ForecastModel, GbdtOptions, Scores, Target};
+    let Some(target) = Target::parse(&args.target) else {
+        bail!("--target is abs_return:H or realised_vol:H, not {:?}", args.target);
+    };
+    let table = read_table(&args.input)?;
+    let data = dataset::prepare(
+        &table,
+        &args.columns,
+        &args.return_column,
+        target,
+        args.reference_fraction,
+    )?;
+    let options = GbdtOptions {
+        iterations: args.iterations,
+        learning_rate: args.learning_rate,
+        max_depth: args.max_depth,
+        l2: args.l2,
+        min_leaf_weight: args.min_leaf_weight,
+        subsample: args.subsample,
+        nbins: args.nbins,
+        seed: args.seed,
+        threads: args.threads,
+    };
+    let started = Instant::now();
+    let (model, data) = tokio::task::spawn_blocking(move || {
+        ForecastModel::fit(&data.x_train, &data.y_train, &data.columns, target, &options)
+            .map(|m| (m, data))
+    })
+    .await??;
+    let fit_seconds = started.elapsed().as_secs_f64();
+    let predicted = model.predict(&data.x_reference);
+    let scores = Scores::of(&predicted, &data.y_reference);
+    if let Some(path) = &args.export_onnx {
+        std::fs::write(path, onnx::export(&model, env!("CARGO_PKG_VERSION")))
+            .with_context(|| path.display().to_string())?;
+    }
+    if let Some(path) = &args.export_json {
+        std::fs::write(path, model.to_json()).with_context(|| path.display().to_string())?;
+    }
+    if let Some(path) = &args.predictions {
+        let mut w = csv::Writer::from_path(path).with_context(|| path.display().to_string())?;
+        let mut header = vec!["ts".to_string()];
+        header.extend(data.columns.iter().cloned());
+        header.extend(["target".to_string(), "prediction".to_string()]);
+        w.write_record(&header)?;
+        let d = data.columns.len();
+        for (i, (_, ts)) in data.reference_rows.iter().enumerate() {
+            let mut record = vec![ts.to_string()];
+            record.extend(data.x_reference[i * d..(i + 1) * d].iter().map(|v| {
+                if v.is_nan() {
+                    String::new()
+                } else {
+                    format!("{v:?}")
+                }
+            }));
+            record.push(format!("{:?}", data.y_reference[i]));
+            record.push(format!("{:?}", predicted[i]));
+            w.write_record(&record)?;
+        }
+        w.flush()?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "target": target.name(),
+                "columns": data.columns,
+                "train_rows": data.train_rows(),
+                "reference_rows": data.y_reference.len(),
+                "trees": model.trees.len(),
+                "nodes": model.nodes(),
+                "fit_seconds": fit_seconds,
+                "reference": scores,
+                "parameter_hash": model.param_hash(),
+            })
+        );
+    } else {
+        println!(
+            "{} from {}: {} train / {} reference rows, {} trees ({} nodes), fit {:.3} s",
+            target.name(),
+            data.columns.join(","),
+            data.train_rows(),
+            data.y_reference.len(),
+            model.trees.len(),
+            model.nodes(),
+            fit_seconds
+        );
+        println!(
+            "reference: MAE {:.6}  RMSE {:.6}  MAPE {:.4}  R² {:.4}  RMSLE {:.6}",
+            scores.mae, scores.rmse, scores.mape, scores.r2, scores.rmsle
+        );
+        println!("parameter hash {}", model.param_hash());
+    }
+    Ok(())
+}
+
 pub async fn run(_config: &Config, cmd: FitCommand) -> Result<()> {
-    let FitCommand::Hmm(args) = cmd;
+    let args = match cmd {
+        FitCommand::Hmm(args) => args,
+        FitCommand::Gbdt(args) => return gbdt(args).await,
+    };
     let Some(covariance) = Covariance::parse(&args.covariance) else {
         bail!("--covariance is diag or full, not {:?}", args.covariance);
     };

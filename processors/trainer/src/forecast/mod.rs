@@ -14,6 +14,7 @@
 //! Deterministic: the same rows, options and seed give the same trees, bit
 //! for bit, whatever the thread count (tested).
 
+pub mod dataset;
 pub mod metrics;
 pub mod model;
 pub mod onnx;
