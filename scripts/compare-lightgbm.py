@@ -76,14 +76,14 @@ def main():
 
     # The same rows: a target where the next bar's return exists, the last
     # fraction for reference, the one row before it purged.
-    table = pd.read_csv(table_path)
+    table = pd.read_csv(table_path, float_precision="round_trip")
     lr = table["lr"].to_numpy()
     target = np.abs(np.append(lr[1:], np.nan))
     usable = np.flatnonzero(~np.isnan(target))
     n_ref = int(round(len(usable) * args.reference_fraction))
     cut = len(usable) - n_ref
     train, ref = usable[:cut - 1], usable[cut:]
-    ours = pd.read_csv(pred_path)
+    ours = pd.read_csv(pred_path, float_precision="round_trip")
     assert (table["ts"].to_numpy()[ref] == ours["ts"].to_numpy()).all(), "different reference rows"
     assert len(train) == report["train_rows"], (len(train), report["train_rows"])
     x = table[COLUMNS].to_numpy(dtype=np.float64)

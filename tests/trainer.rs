@@ -869,3 +869,119 @@ async fn kafka_compacted_registry_fails_the_restore_loudly() -> Result<()> {
     );
     Ok(())
 }
+
+/// The gbdt family through the same trainer, registry and commands: a
+/// forecast trains and is auto-promoted, a challenger is judged on the
+/// same reference set by RMSLE, ops promote it and roll back to v1 (its
+/// re-score gating the rollback), and a rerun reproduces the trees bit
+/// for bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gbdt_forecasts_train_promote_roll_back_and_rerun_identically() -> Result<()> {
+    use autotrain_trainer::forecast::ForecastModel;
+    const GBDT: &[(&str, &str)] = &[
+        ("family", "gbdt"),
+        ("columns", "lr,ret_std_20,rvol_20,rsi_14"),
+        ("target", "abs_return:1"),
+        ("iterations", "60"),
+    ];
+    let broker = TestBroker::embedded();
+    let settings = broker.fresh_topics("trainer-gbdt").await?;
+    let store = tempfile::tempdir()?;
+    let vectors = vectors(5_000)?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[..4_000]).await?;
+    let trainer = start_trainer(&settings, trainer_config(store.path()));
+
+    let a = trigger(&unique("ga"), GBDT, true);
+    publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&a)).await?;
+    let va = ended(&settings, &format!("tr-{}", a.trigger_id)).await?;
+    assert_eq!(va.state, TrainingState::Completed, "{va:#?}");
+    assert_eq!(metric(&va, "promoted"), 1.0);
+    for m in ["mae", "rmse", "mape", "r2", "rmsle"] {
+        assert!(metric(&va, m).is_finite(), "{m}");
+    }
+    let r = wait_prod(&settings, 1).await?;
+    let v1 = r
+        .model(KEY)
+        .and_then(|m| m.versions.get(&1))
+        .cloned()
+        .expect("v1");
+    let model = ForecastModel::from_json(v1.parameters.as_deref().unwrap_or_default())?;
+    assert_eq!(model.columns, ["lr", "ret_std_20", "rvol_20", "rsi_14"]);
+    assert_eq!(model.trees.len(), 60);
+    let manifest = v1.manifest.clone().expect("manifest");
+    assert!(manifest
+        .hyperparams
+        .iter()
+        .any(|p| p.name == "family" && p.value == "gbdt"));
+
+    // A deeper challenger, judged against v1 on v1's reference set.
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[4_000..]).await?;
+    let mut deeper = GBDT.to_vec();
+    deeper.push(("max_depth", "8"));
+    let b = trigger(&unique("gb"), &deeper, true);
+    publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&b)).await?;
+    let vb = ended(&settings, &format!("tr-{}", b.trigger_id)).await?;
+    assert_eq!(
+        (vb.state, vb.model_version),
+        (TrainingState::Completed, Some(2))
+    );
+    let (challenger, champion) = (metric(&vb, "rmsle"), metric(&vb, "champion_rmsle"));
+    assert!(champion.is_finite(), "the champion is re-scored");
+    assert_eq!(
+        metric(&vb, "promoted"),
+        f64::from(u8::from(challenger <= champion)),
+        "promoted exactly when its RMSLE is no worse ({challenger} vs {champion})"
+    );
+    let r = registry(&settings).await?;
+    let v2 = r
+        .model(KEY)
+        .and_then(|m| m.versions.get(&2))
+        .cloned()
+        .expect("v2");
+    assert_eq!(
+        v2.manifest.as_ref().map(|m| m.reference_hash.clone()),
+        Some(manifest.reference_hash.clone())
+    );
+
+    // Ops promote v2 (if the guardrails did not), then roll back to v1:
+    // the rollback carries v1's re-scored metrics.
+    if r.model(KEY).and_then(|m| m.aliases.get(PROD)) != Some(&2) {
+        publish(
+            &settings,
+            TRAINING_COMMANDS,
+            KEY,
+            &[command(CommandAction::Promote, None, Some(2))],
+        )
+        .await?;
+        wait_prod(&settings, 2).await?;
+    }
+    publish(&settings, TRAINING_COMMANDS, KEY, &[forced_rollback(1)]).await?;
+    let r = wait_prod(&settings, 1).await?;
+    let back = r
+        .model(KEY)
+        .and_then(|m| m.events.last())
+        .cloned()
+        .expect("rollback");
+    assert!(back
+        .metrics
+        .iter()
+        .any(|m| m.name == "rescored_rmsle" && m.value.is_finite()));
+
+    // A rerun of v1's training: the same trees.
+    let mut rerun = trigger(&unique("grerun"), &[], false);
+    rerun.reason = TriggerReason::Rerun;
+    rerun.rerun_of = Some(format!("tr-{}", a.trigger_id));
+    rerun.instruments.clear();
+    publish(
+        &settings,
+        TRAINING_TRIGGERS,
+        KEY,
+        std::slice::from_ref(&rerun),
+    )
+    .await?;
+    let vr = ended(&settings, &format!("tr-{}", rerun.trigger_id)).await?;
+    assert_eq!(vr.state, TrainingState::Completed, "{vr:#?}");
+    assert_eq!(metric(&vr, "rerun_parameter_hash_matches"), 1.0);
+    trainer.stop().await?;
+    Ok(())
+}

@@ -44,6 +44,7 @@ fn ops() -> Vec<Op> {
         Op { method: "get", path: "/api/trainings/{id}/logs", scope: Some("ml:read"), summary: "The training's lifecycle as log lines; query tail=N", body: None, ok: 200 },
         Op { method: "get", path: "/api/models", scope: Some("ml:read"), summary: "Model keys with version counts and aliases", body: None, ok: 200 },
         Op { method: "get", path: "/api/models/{model_key}", scope: Some("ml:read"), summary: "Versions (metrics, manifest, tags) and aliases of a model key (the key may hold '/')", body: None, ok: 200 },
+        Op { method: "get", path: "/api/models/{model_key}/predict", scope: Some("ml:read"), summary: "A forecast (gbdt) model's prediction for one feature vector under prod, or ?version=N: every column the model reads as a query parameter (?lr=0.001&rvol_20=0.02; empty for missing). 400 names a missing or unknown feature; 422 for an HMM key", body: None, ok: 200 },
         Op { method: "post", path: "/api/models/{model_key}/promote", scope: Some("ml:write"), summary: "Move prod to a version (a TrainingCommand to the trainer)", body: Some(json!({"type": "object", "required": ["model_version"], "additionalProperties": false, "properties": {"model_version": {"type": "integer", "minimum": 1, "maximum": 2147483647}, "reason": {"type": "string"}, "force": {"type": "boolean", "enum": [false], "description": "rollback only"}, "plan": {"type": "boolean", "enum": [false], "description": "rollback only"}}})), ok: 202 },
         Op { method: "post", path: "/api/models/{model_key}/rollback", scope: Some("ml:write"), summary: "Move prod back to an older version after the trainer re-scores it on prod's reference set: the trainer refuses (dead letter with the reason) one that scores below prod by more than [trainer.guardrails] rollback_tolerance unless force is set with a reason. With plan: true, the API re-scores it here and answers the verdict (200) without sending anything", body: Some(json!({"type": "object", "required": ["model_version"], "additionalProperties": false, "properties": {"model_version": {"type": "integer", "minimum": 1, "maximum": 2147483647}, "reason": {"type": "string"}, "force": {"type": "boolean"}, "plan": {"type": "boolean"}}})), ok: 202 },
         Op { method: "get", path: "/api/features/{instrument}/window", scope: Some("ml:read"), summary: "The instrument's training window now: per feature n, mean, std over the last api.feature_window_days days up to its newest bar (differential dataflow over features; corrections replace what they correct)", body: None, ok: 200 },
@@ -131,7 +132,7 @@ pub fn document() -> Value {
             );
             responses.insert("404".into(), error_response("no such resource"));
         }
-        if op.body.is_some() {
+        if op.body.is_some() || op.path.ends_with("/predict") {
             responses.insert(
                 "422".into(),
                 error_response("well-formed but refused, with the reason"),

@@ -254,6 +254,11 @@ impl Config {
             .context("invalid configuration")?;
         config.kafka.extend(kafka_env(std::env::vars()));
         config.trainer.guardrails.check()?;
+        config
+            .trainer
+            .forecast_guardrails
+            .check()
+            .map_err(|e| anyhow::anyhow!(e))?;
         Ok(config)
     }
 }

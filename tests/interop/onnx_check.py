@@ -20,7 +20,9 @@ def main(model_path: str, predictions_path: str) -> int:
     onnx.checker.check_model(model, full_check=True)
     meta = {p.key: p.value for p in model.metadata_props}
     columns = meta["columns"].split(",")
-    table = pd.read_csv(predictions_path)
+    # round_trip: the exact doubles autotrain wrote (the default parser can
+    # be an ulp off, and a value on a split threshold then takes the other side).
+    table = pd.read_csv(predictions_path, float_precision="round_trip")
     x = table[columns].to_numpy(dtype=np.float64)  # empty cells: NaN
     session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     (y,) = session.run(None, {"X": x})

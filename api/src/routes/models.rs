@@ -16,7 +16,7 @@ use autotrain_trainer::{Model, PROD, STAGING};
 
 use crate::auth::Principal;
 use crate::config::Scope;
-use crate::error::{ApiError, Body, Path};
+use crate::error::{ApiError, Body, Path, Query};
 use crate::state::ApiState;
 use crate::views::Views;
 
@@ -54,8 +54,12 @@ pub async fn show(
     State(s): State<ApiState>,
     p: Principal,
     Path(key): Path<String>,
+    Query(q): Query<std::collections::BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     p.require(Scope::Read)?;
+    if let Some(key) = key.strip_suffix("/predict") {
+        return predict(&s, &p, key, &q);
+    }
     let v = s.views();
     let m = visible(&v, &p, &key)?;
     Ok(Json(json!({
@@ -66,6 +70,85 @@ pub async fn show(
         "staging": m.aliases.get(STAGING),
         "versions": m.versions.values().collect::<Vec<_>>(),
         "events": m.events.len(),
+    })))
+}
+
+/// `GET /api/models/{model_key}/predict?{column}={value}…[&version=N]`:
+/// a forecast model's prediction for one feature vector, under `prod`
+/// (or the version named). Every column the model reads must be given
+/// (a number, or empty for missing); an HMM key has no point forecast.
+fn predict(
+    s: &ApiState,
+    p: &Principal,
+    key: &str,
+    q: &std::collections::BTreeMap<String, String>,
+) -> Result<Json<Value>, ApiError> {
+    use autotrain_trainer::forecast::ForecastModel;
+    use autotrain_trainer::spec::Family;
+    let v = s.views();
+    let m = visible(&v, p, key)?;
+    let version = match q.get("version") {
+        Some(n) => n
+            .parse::<i32>()
+            .map_err(|_| ApiError::BadRequest(format!("version {n:?} is not a number")))?,
+        None => *m
+            .aliases
+            .get(PROD)
+            .ok_or_else(|| ApiError::Unprocessable(format!("{key} has no prod version")))?,
+    };
+    let mv = m
+        .versions
+        .get(&version)
+        .ok_or_else(|| ApiError::NotFound(format!("{key} has no version {version}")))?;
+    if Family::of(mv) != Family::Gbdt {
+        return Err(ApiError::Unprocessable(format!(
+            "{key} v{version} is an HMM: it has no point forecast (its regimes are on the regimes topic)"
+        )));
+    }
+    let model = mv
+        .parameters
+        .as_deref()
+        .and_then(|b| ForecastModel::from_json(b).ok())
+        .ok_or_else(|| {
+            ApiError::Unprocessable(format!("{key} v{version}: parameters do not load"))
+        })?;
+    let unknown: Vec<&String> = q
+        .keys()
+        .filter(|k| *k != "version" && !model.columns.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "unknown feature(s) {unknown:?}; the model reads {:?}",
+            model.columns
+        )));
+    }
+    let mut row = Vec::with_capacity(model.columns.len());
+    for c in &model.columns {
+        let raw = q.get(c).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "feature {c:?} missing; the model reads {:?} (empty for a missing value)",
+                model.columns
+            ))
+        })?;
+        row.push(if raw.trim().is_empty() {
+            f64::NAN
+        } else {
+            raw.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("feature {c:?}: {raw:?} is not a number"))
+                })?
+        });
+    }
+    Ok(Json(json!({
+        "model_key": key,
+        "version": version,
+        "target": model.target.name(),
+        "columns": model.columns,
+        "prediction": model.predict_row(&row),
+        "parameter_hash": mv.parameter_hash,
     })))
 }
 

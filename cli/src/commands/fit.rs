@@ -173,7 +173,10 @@ fn read_table(path: &PathBuf) -> Result<Table> {
 async fn gbdt(args: GbdtArgs) -> Result<()> {
     use autotrain_trainer::forecast::{dataset, onnx, ForecastModel, GbdtOptions, Scores, Target};
     let Some(target) = Target::parse(&args.target) else {
-        bail!("--target is abs_return:H or realised_vol:H, not {:?}", args.target);
+        bail!(
+            "--target is abs_return:H or realised_vol:H, not {:?}",
+            args.target
+        );
     };
     let table = read_table(&args.input)?;
     let data = dataset::prepare(
@@ -196,8 +199,14 @@ async fn gbdt(args: GbdtArgs) -> Result<()> {
     };
     let started = Instant::now();
     let (model, data) = tokio::task::spawn_blocking(move || {
-        ForecastModel::fit(&data.x_train, &data.y_train, &data.columns, target, &options)
-            .map(|m| (m, data))
+        ForecastModel::fit(
+            &data.x_train,
+            &data.y_train,
+            &data.columns,
+            target,
+            &options,
+        )
+        .map(|m| (m, data))
     })
     .await??;
     let fit_seconds = started.elapsed().as_secs_f64();

@@ -33,6 +33,24 @@ pub enum ModelsCommand {
     /// `--force` with a `--reason`. `--plan` re-scores here and says what
     /// would happen, without acting.
     Rollback(AliasArgs),
+    /// Write a version's model to a file for other runtimes: a gbdt
+    /// forecast as ONNX (`TreeEnsembleRegressor`, checked against
+    /// onnxruntime in the tests) or JSON; an HMM as JSON (the layout in
+    /// docs/forecast.md and docs/hmm.md).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    pub model_key: String,
+    /// Default: the version in `prod`.
+    #[arg(long)]
+    pub version: Option<i32>,
+    /// `onnx` (gbdt only) or `json`.
+    #[arg(long, default_value = "json")]
+    pub format: String,
+    #[arg(long, short)]
+    pub output: std::path::PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +104,7 @@ pub async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
     let ctx = Context::connect(config).await?;
     let registry = load(&ctx.settings).await?;
     let (action, a) = match cmd {
+        ModelsCommand::Export(args) => return export(&registry, &args),
         ModelsCommand::List { json } => {
             for key in registry.keys() {
                 let Some(m) = registry.model(key) else {
@@ -285,5 +304,56 @@ fn plan(config: &Config, registry: &Registry, a: &AliasArgs) -> Result<()> {
             a.model_key, a.version
         ),
     }
+    Ok(())
+}
+
+/// `autotrain models export`.
+fn export(registry: &Registry, args: &ExportArgs) -> Result<()> {
+    use autotrain_trainer::forecast::{onnx, ForecastModel};
+    use autotrain_trainer::spec::Family;
+    let model = registry
+        .model(&args.model_key)
+        .with_context(|| format!("no model key {:?}", args.model_key))?;
+    let version = match args.version {
+        Some(v) => v,
+        None => *model
+            .aliases
+            .get(autotrain_trainer::PROD)
+            .with_context(|| {
+                format!(
+                    "{} has no prod version: name one with --version",
+                    args.model_key
+                )
+            })?,
+    };
+    let v = model
+        .versions
+        .get(&version)
+        .with_context(|| format!("{} has no version {version}", args.model_key))?;
+    let bytes = v
+        .parameters
+        .as_deref()
+        .context("the version carries no inline parameters")?;
+    let family = Family::of(v);
+    let out = match (args.format.as_str(), family) {
+        ("json", _) => bytes.to_vec(),
+        ("onnx", Family::Gbdt) => onnx::export(
+            &ForecastModel::from_json(bytes).context("its parameters do not load as a forecast")?,
+            env!("CARGO_PKG_VERSION"),
+        ),
+        ("onnx", Family::Hmm) => anyhow::bail!(
+            "{} v{version} is an HMM: ONNX has no HMM operator; export it as json",
+            args.model_key
+        ),
+        (other, _) => anyhow::bail!("--format is onnx or json, not {other:?}"),
+    };
+    std::fs::write(&args.output, &out).with_context(|| args.output.display().to_string())?;
+    eprintln!(
+        "{} v{version} ({family:?}) written as {} to {} ({} bytes)",
+        args.model_key,
+        args.format,
+        args.output.display(),
+        out.len()
+    );
     Ok(())
 }

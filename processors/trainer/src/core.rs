@@ -69,6 +69,9 @@ pub struct TrainerConfig {
     /// reference sets no registered version needs are deleted
     /// (`[trainer.retention]`, seed 003's 90/30/7 days by default).
     pub retention: crate::retention::Retention,
+    /// Promotion and rollback rules of the gbdt family
+    /// (`[trainer.forecast_guardrails]`; the HMMs' are `guardrails`).
+    pub forecast_guardrails: crate::forecast::ForecastGuardrails,
 }
 
 impl Default for TrainerConfig {
@@ -91,6 +94,7 @@ impl Default for TrainerConfig {
             guardrails: Guardrails::default(),
             activation_delay_ms: 86_400_000,
             retention: crate::retention::Retention::default(),
+            forecast_guardrails: crate::forecast::ForecastGuardrails::default(),
         }
     }
 }
@@ -495,7 +499,15 @@ impl Trainer {
                 let verdict = rescored
                     .as_ref()
                     .map_err(|why| format!("cannot re-score: {why}"))
-                    .and_then(|rescored| self.config.guardrails.rollback_check(&prod, rescored));
+                    .and_then(|rescored| {
+                        if crate::spec::Family::of(&target) == crate::spec::Family::Gbdt {
+                            self.config
+                                .forecast_guardrails
+                                .rollback_check(&prod, rescored)
+                        } else {
+                            self.config.guardrails.rollback_check(&prod, rescored)
+                        }
+                    });
                 match verdict {
                     Ok(_) => tags.push("rescore:passed".into()),
                     Err(why) if c.force && !c.reason.trim().is_empty() => {
@@ -779,13 +791,19 @@ impl Trainer {
                 now,
             ));
         }
-        let decision = decide(
-            &self.config.guardrails,
-            &self
+        let decision = match plan.spec.family {
+            crate::spec::Family::Hmm => decide(
+                &self.config.guardrails,
+                &self
+                    .config
+                    .guardrails
+                    .evidence(&metrics, done.critical_flags),
+            ),
+            crate::spec::Family::Gbdt => self
                 .config
-                .guardrails
-                .evidence(&metrics, done.critical_flags),
-        );
+                .forecast_guardrails
+                .decide(&metrics, done.critical_flags),
+        };
         let promoted =
             plan.trigger.auto_promote && plan.rerun_of.is_none() && decision == Decision::Promote;
         let mut message = format!("version {version} registered in staging");

@@ -7,6 +7,8 @@
 use crate::artifact::{Distribution, TrainedModel};
 use crate::dataset::{DatasetError, Table};
 use crate::evaluate::{evaluate, EvalError, Evaluation};
+use crate::forecast::dataset as forecast_dataset;
+use crate::forecast::{ForecastModel, Scores};
 use crate::hmm::{fit_reporting, FitReport, HmmError};
 use crate::spec::TrainSpec;
 
@@ -21,6 +23,8 @@ pub enum TrainError {
     Fit(#[from] HmmError),
     #[error("evaluation: {0}")]
     Eval(#[from] EvalError),
+    #[error("forecast: {0}")]
+    Forecast(String),
 }
 
 /// What a run produced.
@@ -131,6 +135,124 @@ pub fn train(
         model,
         fit,
         evaluation,
+        champion,
+        reference,
+        reference_hash,
+        new_reference,
+        train_rows: rows,
+        excluded_rows: excluded,
+    })
+}
+
+/// What a forecast (gbdt) run produced.
+#[derive(Debug, Clone)]
+pub struct TrainedForecast {
+    pub model: ForecastModel,
+    /// On the reference set.
+    pub scores: Scores,
+    /// The prod model on the same reference set.
+    pub champion: Option<Scores>,
+    pub reference: Table,
+    pub reference_hash: String,
+    pub new_reference: bool,
+    pub train_rows: usize,
+    pub excluded_rows: usize,
+}
+
+/// The forecast metrics of `scores`, names prefixed (`champion_`,
+/// `rescored_`).
+pub fn forecast_metrics(scores: &Scores, prefix: &str) -> Vec<autotrain_schemas::Metric> {
+    [
+        ("mae", scores.mae),
+        ("rmse", scores.rmse),
+        ("mape", scores.mape),
+        ("r2", scores.r2),
+        ("rmsle", scores.rmsle),
+        ("reference_rows", scores.n as f64),
+    ]
+    .into_iter()
+    .map(|(n, value)| autotrain_schemas::Metric {
+        name: format!("{prefix}{n}"),
+        value,
+    })
+    .collect()
+}
+
+/// Scores `model` on a reference table (its target computed within it).
+pub fn score_forecast(model: &ForecastModel, reference: &Table) -> Result<Scores, TrainError> {
+    let data = forecast_dataset::prepare(reference, &model.columns, "lr", model.target, 1.0)
+        .map_err(|e| TrainError::Forecast(e.to_string()))?;
+    Ok(Scores::of(
+        &model.predict(&data.x_reference),
+        &data.y_reference,
+    ))
+}
+
+/// A gbdt run on `table`: the same reference-set rules as [`train`] (the
+/// split version's set reused, or cut), the target computed within the
+/// training rows (its last `horizon` rows, whose targets would read the
+/// reference's bars, have none) and within the reference rows.
+pub fn train_forecast(
+    spec: &TrainSpec,
+    seed: u64,
+    table: &Table,
+    reference: Option<Table>,
+    champion: Option<&ForecastModel>,
+    budget: Budget,
+    progress: &mut dyn FnMut(&str, f64),
+) -> Result<TrainedForecast, TrainError> {
+    progress("split", 0.0);
+    let (train_set, reference, new_reference, excluded) = match reference {
+        Some(r) => {
+            let (t, dropped) = table.without(&r);
+            (t, r, false, dropped)
+        }
+        None => {
+            let (t, r) = table.carve_reference(spec.reference_fraction);
+            (t, r, true, 0)
+        }
+    };
+    let reference_hash = reference.content_hash();
+    let Some((target, options)) = spec.gbdt(seed, budget.threads) else {
+        return Err(TrainError::Forecast(format!("target {:?}", spec.target)));
+    };
+    let data = forecast_dataset::prepare(&train_set, &spec.columns, "lr", target, 0.0);
+    let data = match data {
+        Ok(d) => d,
+        Err(forecast_dataset::PrepareError::NoTarget(_)) => {
+            return Err(TrainError::NotEnoughData {
+                rows: 0,
+                min: spec.min_rows.max(1),
+            })
+        }
+        Err(e) => return Err(TrainError::Forecast(e.to_string())),
+    };
+    let rows = data.train_rows();
+    if rows < spec.min_rows.max(1) {
+        return Err(TrainError::NotEnoughData {
+            rows,
+            min: spec.min_rows.max(1),
+        });
+    }
+    progress("split", 1.0);
+    progress("fit", 0.0);
+    let model = ForecastModel::fit(
+        &data.x_train,
+        &data.y_train,
+        &spec.columns,
+        target,
+        &options,
+    )
+    .map_err(|e| TrainError::Forecast(e.to_string()))?;
+    progress("fit", 1.0);
+    progress("evaluate", 0.0);
+    let scores = score_forecast(&model, &reference)?;
+    // A champion that cannot be scored (other columns) is treated as absent.
+    let champion = champion.and_then(|c| score_forecast(c, &reference).ok());
+    progress("evaluate", 1.0);
+    Ok(TrainedForecast {
+        model,
+        scores,
         champion,
         reference,
         reference_hash,

@@ -24,6 +24,8 @@ pub enum SpecError {
 /// `train_window × states² × max_iter × restarts`).
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
+    pub iterations: usize,
+    pub max_depth: usize,
     pub states: usize,
     pub max_iter: usize,
     pub restarts: usize,
@@ -33,6 +35,8 @@ pub struct Bounds {
 }
 
 pub const BOUNDS: Bounds = Bounds {
+    iterations: 5_000,
+    max_depth: 16,
     states: 16,
     max_iter: 10_000,
     restarts: 32,
@@ -41,8 +45,10 @@ pub const BOUNDS: Bounds = Bounds {
     name_bytes: 128,
 };
 
-const KNOWN: &str = "mode, train_window, min_rows, columns, split_version, reference_fraction, \
-                     states, covariance, max_iter, tol, restarts, min_covar, cost_bps, as_of";
+const KNOWN: &str = "family, mode, train_window, min_rows, columns, split_version, \
+                     reference_fraction, states, covariance, max_iter, tol, restarts, min_covar, \
+                     cost_bps, as_of, target, iterations, learning_rate, max_depth, l2, \
+                     min_leaf_weight, subsample, nbins";
 
 /// What a name (a feature column, a split version) may hold: letters,
 /// digits and `_ . : -`, 1 to [`Bounds::name_bytes`] bytes.
@@ -79,6 +85,7 @@ pub enum Kind {
 /// requests against it and documents it in `/openapi.json`, and
 /// [`TrainSpec::check`] enforces the same ranges.
 pub const HYPERPARAMS: &[(&str, Kind)] = &[
+    ("family", Kind::OneOf(&["hmm", "gbdt"])),
     ("mode", Kind::OneOf(&["strict", "sliding"])),
     (
         "train_window",
@@ -162,12 +169,91 @@ pub const HYPERPARAMS: &[(&str, Kind)] = &[
             max: i64::MAX,
         },
     ),
+    // The gbdt family (a forecast of `target` from `columns`).
+    ("target", Kind::Name),
+    (
+        "iterations",
+        Kind::Integer {
+            min: 1,
+            max: BOUNDS.iterations as i64,
+        },
+    ),
+    (
+        "learning_rate",
+        Kind::Number {
+            min: 1e-9,
+            max: 1.0,
+            open: false,
+        },
+    ),
+    (
+        "max_depth",
+        Kind::Integer {
+            min: 1,
+            max: BOUNDS.max_depth as i64,
+        },
+    ),
+    (
+        "l2",
+        Kind::Number {
+            min: 0.0,
+            max: 1e6,
+            open: false,
+        },
+    ),
+    (
+        "min_leaf_weight",
+        Kind::Number {
+            min: 0.0,
+            max: 1e9,
+            open: false,
+        },
+    ),
+    (
+        "subsample",
+        Kind::Number {
+            min: 1e-9,
+            max: 1.0,
+            open: false,
+        },
+    ),
+    ("nbins", Kind::Integer { min: 2, max: 1024 }),
 ];
+
+/// Which model a run fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// A Gaussian HMM of the regimes (the default).
+    #[default]
+    Hmm,
+    /// Gradient-boosted trees forecasting `target` ([`crate::forecast`]).
+    Gbdt,
+}
+
+impl Family {
+    /// The family a registered version was trained as (its manifest's
+    /// `family`; none: an HMM).
+    pub fn of(version: &autotrain_schemas::ModelVersion) -> Family {
+        let gbdt = version.manifest.as_ref().is_some_and(|m| {
+            m.hyperparams
+                .iter()
+                .any(|p| p.name == "family" && p.value == "gbdt")
+        });
+        if gbdt {
+            Family::Gbdt
+        } else {
+            Family::Hmm
+        }
+    }
+}
 
 /// How a run trains. Defaults are the trainer's `[trainer.defaults]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSpec {
+    /// `hmm` (regimes) or `gbdt` (a forecast).
+    pub family: Family,
     /// `strict`: each bar trains at most once (claims unclaimed offsets);
     /// `sliding`: the newest `train_window` bars per instrument.
     pub mode: Mode,
@@ -195,6 +281,17 @@ pub struct TrainSpec {
     /// time that fired it), so what it trains on does not depend on when
     /// it ran; written to the manifest for reruns.
     pub as_of: Option<i64>,
+    /// gbdt: what is forecast, `abs_return:H` or `realised_vol:H`.
+    pub target: String,
+    /// gbdt: boosting rounds, learning rate, depth, L2, minimum hessian
+    /// per leaf, row sampling, histogram bins ([`crate::forecast::GbdtOptions`]).
+    pub iterations: usize,
+    pub learning_rate: f64,
+    pub max_depth: usize,
+    pub l2: f64,
+    pub min_leaf_weight: f64,
+    pub subsample: f64,
+    pub nbins: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +327,15 @@ impl Default for TrainSpec {
             min_covar: 1e-3,
             cost_bps: 1.0,
             as_of: None,
+            family: Family::Hmm,
+            target: "abs_return:1".into(),
+            iterations: 200,
+            learning_rate: 0.05,
+            max_depth: 5,
+            l2: 1.0,
+            min_leaf_weight: 20.0,
+            subsample: 1.0,
+            nbins: 256,
         }
     }
 }
@@ -263,6 +369,21 @@ impl TrainSpec {
         for Param { name, value } in params {
             let n = name.as_str();
             match n {
+                "family" => {
+                    s.family = match value.trim() {
+                        "hmm" => Family::Hmm,
+                        "gbdt" => Family::Gbdt,
+                        _ => return Err(invalid(n, value, "hmm or gbdt")),
+                    }
+                }
+                "target" => s.target = value.trim().to_string(),
+                "iterations" => s.iterations = parse(n, value)?,
+                "learning_rate" => s.learning_rate = parse(n, value)?,
+                "max_depth" => s.max_depth = parse(n, value)?,
+                "l2" => s.l2 = parse(n, value)?,
+                "min_leaf_weight" => s.min_leaf_weight = parse(n, value)?,
+                "subsample" => s.subsample = parse(n, value)?,
+                "nbins" => s.nbins = parse(n, value)?,
                 "mode" => {
                     s.mode = match value.trim() {
                         "strict" => Mode::Strict,
@@ -316,6 +437,28 @@ impl TrainSpec {
         within("train_window", self.train_window, 2, BOUNDS.train_window)?;
         within("min_rows", self.min_rows, 0, BOUNDS.train_window)?;
         within("columns", self.columns.len(), 1, BOUNDS.columns)?;
+        within("iterations", self.iterations, 1, BOUNDS.iterations)?;
+        within("max_depth", self.max_depth, 1, BOUNDS.max_depth)?;
+        within("nbins", self.nbins, 2, 1024)?;
+        if crate::forecast::Target::parse(&self.target).is_none() {
+            return bad(
+                "target",
+                self.target.clone(),
+                "abs_return:H or realised_vol:H, H >= 1",
+            );
+        }
+        for (n, v, open_low, hi) in [
+            ("learning_rate", self.learning_rate, true, 1.0),
+            ("subsample", self.subsample, true, 1.0),
+            ("l2", self.l2, false, 1e6),
+            ("min_leaf_weight", self.min_leaf_weight, false, 1e9),
+        ] {
+            let low_ok = if open_low { v > 0.0 } else { v >= 0.0 };
+            if !(v.is_finite() && low_ok && v <= hi) {
+                let low = if open_low { "(0" } else { "[0" };
+                return bad(n, v.to_string(), &format!("a number in {low}, {hi}]"));
+            }
+        }
         for (n, v, hi) in [
             ("tol", self.tol, 1e6),
             ("min_covar", self.min_covar, 1e6),
@@ -396,8 +539,45 @@ impl TrainSpec {
         if let Some(t) = self.as_of {
             out.push(p("as_of", t.to_string()));
         }
+        // An HMM run's list is what it was before the gbdt family existed.
+        if self.family == Family::Gbdt {
+            out.extend([
+                p("family", "gbdt".into()),
+                p("target", self.target.clone()),
+                p("iterations", self.iterations.to_string()),
+                p("learning_rate", self.learning_rate.to_string()),
+                p("max_depth", self.max_depth.to_string()),
+                p("l2", self.l2.to_string()),
+                p("min_leaf_weight", self.min_leaf_weight.to_string()),
+                p("subsample", self.subsample.to_string()),
+                p("nbins", self.nbins.to_string()),
+            ]);
+        }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// The gbdt family's fitting options and target (`None`: not a valid
+    /// target, which [`TrainSpec::check`] refuses).
+    pub fn gbdt(
+        &self,
+        seed: u64,
+        threads: usize,
+    ) -> Option<(crate::forecast::Target, crate::forecast::GbdtOptions)> {
+        Some((
+            crate::forecast::Target::parse(&self.target)?,
+            crate::forecast::GbdtOptions {
+                iterations: self.iterations,
+                learning_rate: self.learning_rate as f32,
+                max_depth: self.max_depth,
+                l2: self.l2 as f32,
+                min_leaf_weight: self.min_leaf_weight as f32,
+                subsample: self.subsample as f32,
+                nbins: self.nbins as u16,
+                seed,
+                threads: (threads > 0).then_some(threads),
+            },
+        ))
     }
 
     pub fn fit_options(&self, seed: u64) -> FitOptions {

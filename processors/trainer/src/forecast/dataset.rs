@@ -91,7 +91,7 @@ pub fn prepare(
         }
         start = end;
     }
-    if out.y_train.is_empty() {
+    if out.y_train.is_empty() && out.y_reference.is_empty() {
         return Err(PrepareError::NoTarget(table.rows.len()));
     }
     Ok(out)
@@ -131,9 +131,18 @@ mod tests {
         assert_eq!(p.y_reference.len(), 4);
         assert_eq!(p.reference_rows[0], ("a".to_string(), 7));
         assert!(p.x_train[0].is_nan(), "a missing feature stays NaN");
-        assert!((p.y_train[0] - 0.01).abs() < 1e-12, "row 0's target is bar 1's return");
+        assert!(
+            (p.y_train[0] - 0.01).abs() < 1e-12,
+            "row 0's target is bar 1's return"
+        );
         assert_eq!(
-            prepare(&table, &["g".into()], "lr", Target::AbsReturn { horizon: 1 }, 0.2),
+            prepare(
+                &table,
+                &["g".into()],
+                "lr",
+                Target::AbsReturn { horizon: 1 },
+                0.2
+            ),
             Err(PrepareError::NoColumn("g".into(), "lr, f".into()))
         );
     }

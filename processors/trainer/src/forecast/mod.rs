@@ -23,3 +23,6 @@ pub mod target;
 pub use metrics::Scores;
 pub use model::{ForecastModel, GbdtOptions};
 pub use target::{Split, Target};
+
+pub mod guardrails;
+pub use guardrails::ForecastGuardrails;

@@ -79,6 +79,8 @@ impl Split {
         let n = usable.len();
         let n_ref = ((n as f64) * reference_fraction.clamp(0.0, 1.0)).round() as usize;
         let cut = n - n_ref.min(n);
+        // Nothing follows the training rows: nothing to purge.
+        let purge = if cut == n { 0 } else { purge };
         Split {
             train: usable[..cut.saturating_sub(purge)].to_vec(),
             reference: usable[cut..].to_vec(),

@@ -25,8 +25,9 @@ use crate::artifact::TrainedModel;
 use crate::core::{Done, Event, Outcome, Plan, Trainer};
 use crate::dataset::Table;
 use crate::flags::FlagBook;
-use crate::pipeline::{train, Budget, TrainError};
-use crate::spec::Mode;
+use crate::forecast::ForecastModel;
+use crate::pipeline::{forecast_metrics, train, train_forecast, Budget, TrainError};
+use crate::spec::{Family, Mode};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -261,11 +262,7 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         Some(h) => Some(ctx.store.load(h).map_err(|e| e.to_string())?),
         None => None,
     };
-    let champion = plan
-        .champion
-        .as_ref()
-        .and_then(|v| v.parameters.as_deref())
-        .and_then(|b| TrainedModel::from_bytes(b).ok());
+    let gbdt = plan.spec.family == Family::Gbdt;
 
     // 5. Train.
     let load_seconds = started.elapsed().as_secs_f64();
@@ -283,23 +280,41 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         deadline: started.checked_add(Duration::from_millis(timeout)),
     };
     let mut begun = false;
-    let trained = train(
-        &plan.spec,
-        plan.seed,
-        &table,
-        reference,
-        champion.as_ref(),
-        budget,
-        &mut |stage, p| {
-            if !begun && stage == "fit" {
-                begun = true;
-                if let Ok(mut core) = ctx.core.lock() {
-                    send(tx, core.begin(id, (ctx.clock)()));
-                }
+    let mut on_progress = |stage: &str, p: f64| {
+        if !begun && stage == "fit" {
+            begun = true;
+            if let Ok(mut core) = ctx.core.lock() {
+                send(tx, core.begin(id, (ctx.clock)()));
             }
-            progress(stage, p);
-        },
-    );
+        }
+        progress(stage, p);
+    };
+    let champion_bytes = plan.champion.as_ref().and_then(|v| v.parameters.as_deref());
+    let trained = if gbdt {
+        let champion = champion_bytes.and_then(|b| ForecastModel::from_json(b).ok());
+        train_forecast(
+            &plan.spec,
+            plan.seed,
+            &table,
+            reference,
+            champion.as_ref(),
+            budget,
+            &mut on_progress,
+        )
+        .map(|t| Fitted::Forecast(Box::new(t)))
+    } else {
+        let champion = champion_bytes.and_then(|b| TrainedModel::from_bytes(b).ok());
+        train(
+            &plan.spec,
+            plan.seed,
+            &table,
+            reference,
+            champion.as_ref(),
+            budget,
+            &mut on_progress,
+        )
+        .map(|t| Fitted::Hmm(Box::new(t)))
+    };
     let train_seconds = started.elapsed().as_secs_f64() - load_seconds;
     let trained = match trained {
         Ok(t) => t,
@@ -318,10 +333,12 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         }
         Err(e) => return Err(e.to_string()),
     };
-    if trained.new_reference {
-        ctx.store
-            .save(&trained.reference)
-            .map_err(|e| e.to_string())?;
+    let (reference, new_reference) = match &trained {
+        Fitted::Hmm(t) => (&t.reference, t.new_reference),
+        Fitted::Forecast(t) => (&t.reference, t.new_reference),
+    };
+    if new_reference {
+        ctx.store.save(reference).map_err(|e| e.to_string())?;
     }
 
     // 6. The manifest and metrics.
@@ -329,22 +346,54 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         name: name.into(),
         value,
     };
-    let mut metrics = trained.evaluation.metrics("");
-    if let Some(c) = &trained.champion {
-        metrics.extend(c.metrics("champion_"));
-    }
+    let (mut metrics, parameters, parameter_hash, loglik_per_bar, reference_hash) = match &trained {
+        Fitted::Hmm(t) => {
+            let mut metrics = t.evaluation.metrics("");
+            if let Some(c) = &t.champion {
+                metrics.extend(c.metrics("champion_"));
+            }
+            metrics.extend([
+                m("train_rows", t.train_rows as f64),
+                m("excluded_rows", t.excluded_rows as f64),
+                m("fit_loglik", t.fit.loglik),
+                m("fit_iters", t.fit.iters as f64),
+                m("fit_converged", f64::from(u8::from(t.fit.converged))),
+            ]);
+            (
+                metrics,
+                t.model.to_bytes(),
+                t.model.hmm.param_hash(),
+                t.evaluation.loglik_per_bar,
+                t.reference_hash.clone(),
+            )
+        }
+        Fitted::Forecast(t) => {
+            let mut metrics = forecast_metrics(&t.scores, "");
+            if let Some(c) = &t.champion {
+                metrics.extend(forecast_metrics(c, "champion_"));
+            }
+            metrics.extend([
+                m("train_rows", t.train_rows as f64),
+                m("excluded_rows", t.excluded_rows as f64),
+                m("trees", t.model.trees.len() as f64),
+                m("nodes", t.model.nodes() as f64),
+            ]);
+            (
+                metrics,
+                t.model.to_json(),
+                t.model.param_hash(),
+                f64::NAN,
+                t.reference_hash.clone(),
+            )
+        }
+    };
     metrics.extend([
-        m("train_rows", trained.train_rows as f64),
-        m("excluded_rows", trained.excluded_rows as f64),
         m("records_read", stats.records as f64),
         m("records_superseded", stats.superseded as f64),
         m("records_other_instruments", stats.other_instruments as f64),
         m("records_outside_window", stats.outside_window as f64),
         m("records_undecodable", undecodable as f64),
         m("records_other_contract", other_contract as f64),
-        m("fit_loglik", trained.fit.loglik),
-        m("fit_iters", trained.fit.iters as f64),
-        m("fit_converged", f64::from(u8::from(trained.fit.converged))),
         m("critical_flags", critical as f64),
         m("load_seconds", load_seconds),
         m("train_seconds", train_seconds),
@@ -355,7 +404,7 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         feature_contract_version: contract,
         inputs: ranges,
         split_version: plan.spec.split_version.clone(),
-        reference_hash: trained.reference_hash.clone(),
+        reference_hash,
         hyperparams: plan.spec.to_params(),
         seed: plan.seed as i64,
         dataset_version: plan.trigger.dataset_version.clone().or_else(|| {
@@ -369,11 +418,17 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
             .map(str::to_string),
     };
     Ok(Outcome::Done(Box::new(Done {
-        parameters: trained.model.to_bytes(),
-        parameter_hash: trained.model.hmm.param_hash(),
+        parameters,
+        parameter_hash,
         metrics,
         manifest,
-        loglik_per_bar: trained.evaluation.loglik_per_bar,
+        loglik_per_bar,
         critical_flags: critical,
     })))
+}
+
+/// A run's fitted model, of either family.
+enum Fitted {
+    Hmm(Box<crate::pipeline::Trained>),
+    Forecast(Box<crate::pipeline::TrainedForecast>),
 }

@@ -75,6 +75,24 @@ pub fn rescore(
         .map(|m| m.reference_hash.clone())
         .ok_or("no manifest names a reference set")?;
     let reference = store.load(&hash).map_err(|e| e.to_string())?;
+    if crate::spec::Family::of(target) == crate::spec::Family::Gbdt {
+        let model = target
+            .parameters
+            .as_deref()
+            .ok_or("the version has no inline parameters")
+            .and_then(|b| {
+                crate::forecast::ForecastModel::from_json(b)
+                    .map_err(|_| "its parameters do not load")
+            })?;
+        let scores =
+            crate::pipeline::score_forecast(&model, &reference).map_err(|e| e.to_string())?;
+        let mut metrics = crate::pipeline::forecast_metrics(&scores, "rescored_");
+        metrics.push(Metric {
+            name: "rescored_on_reference".into(),
+            value: 1.0,
+        });
+        return Ok(metrics);
+    }
     let model = target
         .parameters
         .as_deref()
