@@ -985,3 +985,121 @@ async fn gbdt_forecasts_train_promote_roll_back_and_rerun_identically() -> Resul
     trainer.stop().await?;
     Ok(())
 }
+
+/// Hyper-parameter search: a seeded search registers its best trial (by
+/// the reference RMSLE), records every trial, writes the winner's
+/// parameters to the manifest so a rerun refits it to the identical hash,
+/// and a cancelled search stops before its remaining trials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gbdt_search_registers_its_best_trial_reruns_it_and_stops_on_cancel() -> Result<()> {
+    const SEARCH: &[(&str, &str)] = &[
+        ("family", "gbdt"),
+        ("columns", "lr,ret_std_20,rvol_20,rsi_14"),
+        ("iterations", "40"),
+        ("search_trials", "6"),
+    ];
+    let broker = TestBroker::embedded();
+    let settings = broker.fresh_topics("trainer-search").await?;
+    let store = tempfile::tempdir()?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors(4_000)?).await?;
+    let trainer = start_trainer(&settings, trainer_config(store.path()));
+
+    let a = trigger(&unique("sa"), SEARCH, true);
+    publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&a)).await?;
+    let va = ended(&settings, &format!("tr-{}", a.trigger_id)).await?;
+    assert_eq!(va.state, TrainingState::Completed, "{va:#?}");
+    assert_eq!(metric(&va, "search_trials"), 6.0);
+    let scores: Vec<f64> = (0..6)
+        .map(|i| metric(&va, &format!("trial_{i:03}_rmsle")))
+        .collect();
+    let best = metric(&va, "search_best_trial") as usize;
+    assert!(scores.iter().all(|s| *s >= scores[best]), "{scores:?}");
+    assert_eq!(
+        metric(&va, "rmsle"),
+        scores[best],
+        "the winner is registered"
+    );
+    let r = wait_prod(&settings, 1).await?;
+    let manifest = r
+        .model(KEY)
+        .and_then(|m| m.versions.get(&1))
+        .and_then(|v| v.manifest.clone())
+        .expect("manifest");
+    let param = |n: &str| {
+        manifest
+            .hyperparams
+            .iter()
+            .find(|p| p.name == n)
+            .map(|p| p.value.parse::<f64>().unwrap_or(f64::NAN))
+    };
+    assert_eq!(
+        param("learning_rate"),
+        Some(metric(&va, &format!("trial_{best:03}_learning_rate")))
+    );
+    assert_eq!(
+        param("max_depth"),
+        Some(metric(&va, &format!("trial_{best:03}_max_depth")))
+    );
+    assert_eq!(
+        param("search_trials"),
+        None,
+        "the manifest holds the winner, not the search"
+    );
+
+    let mut rerun = trigger(&unique("srerun"), &[], false);
+    rerun.reason = TriggerReason::Rerun;
+    rerun.rerun_of = Some(format!("tr-{}", a.trigger_id));
+    rerun.instruments.clear();
+    publish(
+        &settings,
+        TRAINING_TRIGGERS,
+        KEY,
+        std::slice::from_ref(&rerun),
+    )
+    .await?;
+    let vr = ended(&settings, &format!("tr-{}", rerun.trigger_id)).await?;
+    assert_eq!(metric(&vr, "rerun_parameter_hash_matches"), 1.0, "{vr:#?}");
+
+    // A long search, cancelled once it is searching: it ends cancelled
+    // well before its last trial, and registers nothing.
+    let mut long = SEARCH.to_vec();
+    long.retain(|(n, _)| *n != "search_trials");
+    long.push(("search_trials", "200"));
+    let c = trigger(&unique("slong"), &long, true);
+    let id = format!("tr-{}", c.trigger_id);
+    publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&c)).await?;
+    wait_for(&settings, &id, "searched", |v| {
+        v.events
+            .iter()
+            .any(|e| e.stage.as_deref() == Some("search") && e.progress > 0.0)
+    })
+    .await?;
+    publish(
+        &settings,
+        TRAINING_COMMANDS,
+        KEY,
+        &[command(CommandAction::Cancel, Some(&id), None)],
+    )
+    .await?;
+    let vc = ended(&settings, &id).await?;
+    assert_eq!(vc.state, TrainingState::Cancelled, "{vc:#?}");
+    let searched = vc
+        .events
+        .iter()
+        .filter(|e| e.stage.as_deref() == Some("search"))
+        .map(|e| e.progress)
+        .fold(0.0, f64::max);
+    assert!(
+        searched < 0.5,
+        "searched {searched} of the trials before stopping"
+    );
+    trainer.stop().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = registry(&settings).await?;
+    assert_eq!(
+        r.model(KEY).map(|m| m.versions.len()),
+        Some(2),
+        "nothing registered after the cancel"
+    );
+    Ok(())
+}

@@ -1037,7 +1037,29 @@ fn a_processor_serves_its_metrics() -> Result<()> {
     let text = loop {
         let text = scrape().unwrap_or_default();
         if metric(&text, &lag) == Some(0.0) {
-            break text;
+            // The counters are rendered before the lag is read from the
+            // broker (slow under load): scrape again once nothing moves,
+            // for counters taken after everything was consumed.
+            let mut last = text;
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let again = scrape().unwrap_or_default();
+                let counts = |t: &str| {
+                    metric(
+                        t,
+                        "autotrain_processing_seconds_count{processor=\"validator\"}",
+                    )
+                };
+                if counts(&again).is_some() && counts(&again) == counts(&last) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the counters never settled:\n{again}"
+                );
+                last = again;
+            }
+            break scrape()?;
         }
         assert!(
             Instant::now() < deadline,

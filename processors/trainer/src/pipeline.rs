@@ -25,6 +25,8 @@ pub enum TrainError {
     Eval(#[from] EvalError),
     #[error("forecast: {0}")]
     Forecast(String),
+    #[error("cancelled {0}")]
+    Cancelled(String),
 }
 
 /// What a run produced.
@@ -147,6 +149,11 @@ pub fn train(
 /// What a forecast (gbdt) run produced.
 #[derive(Debug, Clone)]
 pub struct TrainedForecast {
+    /// The spec the model was fitted with: the run's, or the best trial's
+    /// of a search (what the manifest records, so a rerun refits it).
+    pub spec: TrainSpec,
+    /// A search's trials in order: each one's spec and reference scores.
+    pub trials: Vec<(TrainSpec, Scores)>,
     pub model: ForecastModel,
     /// On the reference set.
     pub scores: Scores,
@@ -192,6 +199,7 @@ pub fn score_forecast(model: &ForecastModel, reference: &Table) -> Result<Scores
 /// split version's set reused, or cut), the target computed within the
 /// training rows (its last `horizon` rows, whose targets would read the
 /// reference's bars, have none) and within the reference rows.
+#[allow(clippy::too_many_arguments)]
 pub fn train_forecast(
     spec: &TrainSpec,
     seed: u64,
@@ -200,6 +208,7 @@ pub fn train_forecast(
     champion: Option<&ForecastModel>,
     budget: Budget,
     progress: &mut dyn FnMut(&str, f64),
+    stopped: &dyn Fn() -> bool,
 ) -> Result<TrainedForecast, TrainError> {
     progress("split", 0.0);
     let (train_set, reference, new_reference, excluded) = match reference {
@@ -235,22 +244,70 @@ pub fn train_forecast(
         });
     }
     progress("split", 1.0);
-    progress("fit", 0.0);
-    let model = ForecastModel::fit(
-        &data.x_train,
-        &data.y_train,
-        &spec.columns,
-        target,
-        &options,
-    )
-    .map_err(|e| TrainError::Forecast(e.to_string()))?;
-    progress("fit", 1.0);
+    let mut trials = Vec::new();
+    let mut chosen = spec.clone();
+    let (model, scores) = if spec.search_trials > 0 {
+        let metric = spec.search_metric.as_str();
+        let higher = Scores::higher_is_better(metric);
+        let mut best: Option<(ForecastModel, Scores, TrainSpec)> = None;
+        let candidates = crate::forecast::search::trials(spec, seed, spec.search_trials);
+        let n = candidates.len();
+        for (i, candidate) in candidates.into_iter().enumerate() {
+            if stopped() {
+                return Err(TrainError::Cancelled(format!("after {i} of {n} trials")));
+            }
+            progress("search", i as f64 / n as f64);
+            let Some((_, options)) = candidate.gbdt(seed, budget.threads) else {
+                return Err(TrainError::Forecast(format!("trial {i}: no target")));
+            };
+            let model = ForecastModel::fit(
+                &data.x_train,
+                &data.y_train,
+                &candidate.columns,
+                target,
+                &options,
+            )
+            .map_err(|e| TrainError::Forecast(format!("trial {i}: {e}")))?;
+            let scores = score_forecast(&model, &reference)?;
+            let value = scores.get(metric).unwrap_or(f64::NAN);
+            let better = best.as_ref().is_none_or(|(_, b, _)| {
+                let current = b.get(metric).unwrap_or(f64::NAN);
+                if higher {
+                    value > current || current.is_nan()
+                } else {
+                    value < current || current.is_nan()
+                }
+            });
+            trials.push((candidate.clone(), scores));
+            if better {
+                best = Some((model, scores, candidate));
+            }
+        }
+        progress("search", 1.0);
+        let (model, scores, spec) = best.ok_or(TrainError::Forecast("no trial".into()))?;
+        chosen = spec;
+        (model, scores)
+    } else {
+        progress("fit", 0.0);
+        let model = ForecastModel::fit(
+            &data.x_train,
+            &data.y_train,
+            &spec.columns,
+            target,
+            &options,
+        )
+        .map_err(|e| TrainError::Forecast(e.to_string()))?;
+        progress("fit", 1.0);
+        let scores = score_forecast(&model, &reference)?;
+        (model, scores)
+    };
     progress("evaluate", 0.0);
-    let scores = score_forecast(&model, &reference)?;
     // A champion that cannot be scored (other columns) is treated as absent.
     let champion = champion.and_then(|c| score_forecast(c, &reference).ok());
     progress("evaluate", 1.0);
     Ok(TrainedForecast {
+        spec: chosen,
+        trials,
         model,
         scores,
         champion,

@@ -24,6 +24,7 @@ pub enum SpecError {
 /// `train_window × states² × max_iter × restarts`).
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
+    pub search_trials: usize,
     pub iterations: usize,
     pub max_depth: usize,
     pub states: usize,
@@ -35,6 +36,7 @@ pub struct Bounds {
 }
 
 pub const BOUNDS: Bounds = Bounds {
+    search_trials: 200,
     iterations: 5_000,
     max_depth: 16,
     states: 16,
@@ -48,7 +50,7 @@ pub const BOUNDS: Bounds = Bounds {
 const KNOWN: &str = "family, mode, train_window, min_rows, columns, split_version, \
                      reference_fraction, states, covariance, max_iter, tol, restarts, min_covar, \
                      cost_bps, as_of, target, iterations, learning_rate, max_depth, l2, \
-                     min_leaf_weight, subsample, nbins";
+                     min_leaf_weight, subsample, nbins, search_trials, search_metric";
 
 /// What a name (a feature column, a split version) may hold: letters,
 /// digits and `_ . : -`, 1 to [`Bounds::name_bytes`] bytes.
@@ -218,6 +220,17 @@ pub const HYPERPARAMS: &[(&str, Kind)] = &[
         },
     ),
     ("nbins", Kind::Integer { min: 2, max: 1024 }),
+    (
+        "search_trials",
+        Kind::Integer {
+            min: 0,
+            max: BOUNDS.search_trials as i64,
+        },
+    ),
+    (
+        "search_metric",
+        Kind::OneOf(&["rmsle", "rmse", "mae", "mape", "r2"]),
+    ),
 ];
 
 /// Which model a run fits.
@@ -292,6 +305,12 @@ pub struct TrainSpec {
     pub min_leaf_weight: f64,
     pub subsample: f64,
     pub nbins: usize,
+    /// gbdt: a seeded random search of this many trials over
+    /// [`crate::forecast::search::RANGES`] (0: fit the parameters as
+    /// given); the best on the reference set by `search_metric` is
+    /// registered, its parameters in the manifest.
+    pub search_trials: usize,
+    pub search_metric: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,6 +355,8 @@ impl Default for TrainSpec {
             min_leaf_weight: 20.0,
             subsample: 1.0,
             nbins: 256,
+            search_trials: 0,
+            search_metric: "rmsle".into(),
         }
     }
 }
@@ -384,6 +405,8 @@ impl TrainSpec {
                 "min_leaf_weight" => s.min_leaf_weight = parse(n, value)?,
                 "subsample" => s.subsample = parse(n, value)?,
                 "nbins" => s.nbins = parse(n, value)?,
+                "search_trials" => s.search_trials = parse(n, value)?,
+                "search_metric" => s.search_metric = value.trim().to_string(),
                 "mode" => {
                     s.mode = match value.trim() {
                         "strict" => Mode::Strict,
@@ -440,6 +463,14 @@ impl TrainSpec {
         within("iterations", self.iterations, 1, BOUNDS.iterations)?;
         within("max_depth", self.max_depth, 1, BOUNDS.max_depth)?;
         within("nbins", self.nbins, 2, 1024)?;
+        within("search_trials", self.search_trials, 0, BOUNDS.search_trials)?;
+        if !crate::forecast::guardrails::METRICS.contains(&self.search_metric.as_str()) {
+            return bad(
+                "search_metric",
+                self.search_metric.clone(),
+                "rmsle, rmse, mae, mape or r2",
+            );
+        }
         if crate::forecast::Target::parse(&self.target).is_none() {
             return bad(
                 "target",
@@ -552,6 +583,12 @@ impl TrainSpec {
                 p("subsample", self.subsample.to_string()),
                 p("nbins", self.nbins.to_string()),
             ]);
+            if self.search_trials > 0 {
+                out.extend([
+                    p("search_trials", self.search_trials.to_string()),
+                    p("search_metric", self.search_metric.clone()),
+                ]);
+            }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out

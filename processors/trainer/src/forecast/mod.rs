@@ -18,6 +18,7 @@ pub mod dataset;
 pub mod metrics;
 pub mod model;
 pub mod onnx;
+pub mod search;
 pub mod target;
 
 pub use metrics::Scores;

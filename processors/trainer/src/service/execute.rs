@@ -300,6 +300,15 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
             champion.as_ref(),
             budget,
             &mut on_progress,
+            &|| {
+                // Cancelled (or superseded) while searching: the remaining
+                // trials are not run.
+                ctx.core.lock().map_or(true, |c| {
+                    !c.queue.job(id).is_some_and(|j| {
+                        j.state == TrainingState::Running && j.attempt == plan.attempt
+                    })
+                })
+            },
         )
         .map(|t| Fitted::Forecast(Box::new(t)))
     } else {
@@ -378,6 +387,24 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
                 m("trees", t.model.trees.len() as f64),
                 m("nodes", t.model.nodes() as f64),
             ]);
+            if !t.trials.is_empty() {
+                let metric = plan.spec.search_metric.as_str();
+                metrics.push(m("search_trials", t.trials.len() as f64));
+                for (i, (spec, scores)) in t.trials.iter().enumerate() {
+                    let p = |name: &str, v: f64| m(&format!("trial_{i:03}_{name}"), v);
+                    metrics.extend([
+                        p(metric, scores.get(metric).unwrap_or(f64::NAN)),
+                        p("learning_rate", spec.learning_rate),
+                        p("max_depth", spec.max_depth as f64),
+                        p("min_leaf_weight", spec.min_leaf_weight),
+                        p("subsample", spec.subsample),
+                        p("l2", spec.l2),
+                    ]);
+                }
+                if let Some(i) = t.trials.iter().position(|(s, _)| *s == t.spec) {
+                    metrics.push(m("search_best_trial", i as f64));
+                }
+            }
             (
                 metrics,
                 t.model.to_json(),
@@ -405,7 +432,11 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         inputs: ranges,
         split_version: plan.spec.split_version.clone(),
         reference_hash,
-        hyperparams: plan.spec.to_params(),
+        hyperparams: match &trained {
+            // A search's winner: what a rerun fits again.
+            Fitted::Forecast(t) => t.spec.to_params(),
+            Fitted::Hmm(_) => plan.spec.to_params(),
+        },
         seed: plan.seed as i64,
         dataset_version: plan.trigger.dataset_version.clone().or_else(|| {
             plan.rerun_of
