@@ -92,6 +92,7 @@ fn a_gbdt_forecast_trains_exports_to_onnx_and_predicts_over_http() -> Result<()>
             .args(["--param", "family=gbdt"])
             .args(["--param", &format!("columns={COLUMNS}")])
             .args(["--param", "iterations=80", "--param", "target=abs_return:1"])
+            .args(["--search", "trials=3,metric=rmse"])
             .args(["--auto-promote", "--timeout-s", "180"])
             .output()?,
         "train",

@@ -34,6 +34,11 @@ pub struct TrainArgs {
     /// train_window, split_version, max_iter, tol, restarts, …).
     #[arg(long = "param")]
     pub params: Vec<String>,
+    /// gbdt: a seeded hyper-parameter search, `trials=N[,metric=rmsle]`
+    /// (the `search_trials` and `search_metric` hyper-parameters;
+    /// docs/forecast.md).
+    #[arg(long)]
+    pub search: Option<String>,
     #[arg(long, default_value_t = 42)]
     pub seed: i64,
     #[arg(long, value_enum, default_value = "normal")]
@@ -242,6 +247,19 @@ pub async fn train(config: &Config, a: TrainArgs) -> Result<()> {
             name: "mode".into(),
             value: mode.clone(),
         });
+    }
+    if let Some(search) = &a.search {
+        for part in search.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = match part.split_once('=') {
+                Some(("trials", v)) => ("search_trials", v),
+                Some(("metric", v)) => ("search_metric", v),
+                _ => bail!("--search takes trials=N[,metric=M], not {part:?}"),
+            };
+            hyperparams.push(Param {
+                name: name.into(),
+                value: value.trim().into(),
+            });
+        }
     }
     // Refuse what the trainer would refuse, before publishing.
     autotrain_trainer::spec::TrainSpec::with_params(&config.trainer.defaults, &hyperparams)?;

@@ -382,6 +382,95 @@ mod tests {
         assert_eq!(champion.loglik_per_bar, a.evaluation.loglik_per_bar);
     }
 
+    /// A target the features explain exactly, and only 20 rounds: a
+    /// search must find the high learning rates (the known-best region).
+    #[test]
+    fn a_search_finds_the_known_best_region_and_records_every_trial() {
+        let n = 3_000;
+        let vol: Vec<f64> = (0..n)
+            .map(|i| 0.001 + 0.01 * ((i * 7919) % 97) as f64 / 97.0)
+            .collect();
+        let table = Table {
+            names: vec!["lr".into(), "vol".into()],
+            rows: (0..n)
+                .map(|t| Row {
+                    instrument: "sim".into(),
+                    ts: t as i64,
+                    // Bar t's return has size vol[t-1]: |lr[t+1]| = vol[t].
+                    values: vec![
+                        Some(if t == 0 {
+                            0.0
+                        } else {
+                            vol[t - 1] * if t % 2 == 0 { 1.0 } else { -1.0 }
+                        }),
+                        Some(vol[t]),
+                    ],
+                })
+                .collect(),
+        };
+        let spec = TrainSpec {
+            family: crate::spec::Family::Gbdt,
+            columns: vec!["vol".into()],
+            iterations: 20,
+            search_trials: 12,
+            search_metric: "rmse".into(),
+            min_rows: 100,
+            ..TrainSpec::default()
+        };
+        let t = train_forecast(
+            &spec,
+            3,
+            &table,
+            None,
+            None,
+            Budget::default(),
+            &mut |_, _| {},
+            &|| false,
+        )
+        .expect("search");
+        assert_eq!(t.trials.len(), 12);
+        let best = t
+            .trials
+            .iter()
+            .map(|(_, s)| s.rmse)
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(t.scores.rmse, best, "the best trial is registered");
+        let mut rates: Vec<f64> = t.trials.iter().map(|(s, _)| s.learning_rate).collect();
+        rates.sort_by(f64::total_cmp);
+        assert!(
+            t.spec.learning_rate >= rates[rates.len() / 2],
+            "chose {} of {rates:?}",
+            t.spec.learning_rate
+        );
+        // Refitting the winner's spec gives the same model.
+        let again = train_forecast(
+            &t.spec,
+            3,
+            &table,
+            None,
+            None,
+            Budget::default(),
+            &mut |_, _| {},
+            &|| false,
+        )
+        .expect("refit");
+        assert_eq!(again.model.param_hash(), t.model.param_hash());
+        // Stopped before the first trial: cancelled.
+        assert!(matches!(
+            train_forecast(
+                &spec,
+                3,
+                &table,
+                None,
+                None,
+                Budget::default(),
+                &mut |_, _| {},
+                &|| true
+            ),
+            Err(TrainError::Cancelled(_))
+        ));
+    }
+
     #[test]
     fn too_little_data_waits() {
         let spec = TrainSpec::default();
