@@ -161,6 +161,72 @@ fn a_gbdt_forecast_trains_exports_to_onnx_and_predicts_over_http() -> Result<()>
         "onnxruntime check",
     )?;
 
+    // An HMM of the same features, exported as JSON: a loader written
+    // from docs/hmm.md reproduces autotrain's forward filter.
+    ok(
+        autotrain(&kafka, &prefix)
+            .args(["train", "--model-key", "hmm/bitfinex:BTCUSD"])
+            .args([
+                "--instrument",
+                INSTRUMENT,
+                "--auto-promote",
+                "--timeout-s",
+                "180",
+            ])
+            .args(["--param", "max_iter=30", "--param", "restarts=1"])
+            .output()?,
+        "train hmm",
+    )?;
+    let features_csv = tmp.path().join("features.csv");
+    let mut table = format!("ts,{}\n", names.join(","));
+    for v in &vectors {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|n| {
+                v.values
+                    .iter()
+                    .find(|f| f.name == *n)
+                    .and_then(|f| f.value)
+                    .map_or(String::new(), |x| format!("{x:?}"))
+            })
+            .collect();
+        table.push_str(&format!("{},{}\n", v.ts, cells.join(",")));
+    }
+    std::fs::write(&features_csv, table)?;
+    let (hmm_json, posteriors) = (tmp.path().join("hmm.json"), tmp.path().join("post.csv"));
+    ok(
+        autotrain(&kafka, &prefix)
+            .args([
+                "models",
+                "export",
+                "hmm/bitfinex:BTCUSD",
+                "--format",
+                "json",
+                "-o",
+            ])
+            .arg(&hmm_json)
+            .output()?,
+        "export hmm",
+    )?;
+    ok(
+        autotrain(&kafka, &prefix)
+            .args(["models", "posteriors", "hmm/bitfinex:BTCUSD", "-i"])
+            .arg(&features_csv)
+            .arg("-o")
+            .arg(&posteriors)
+            .output()?,
+        "models posteriors",
+    )?;
+    ok(
+        Command::new("python3")
+            .arg(repo_root().join("tests/interop/hmm_loader.py"))
+            .arg(&hmm_json)
+            .arg(&features_csv)
+            .arg(&posteriors)
+            .output()?,
+        "the HMM loader",
+    )?;
+
     // The API's prediction for one feature vector.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

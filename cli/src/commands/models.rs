@@ -38,6 +38,25 @@ pub enum ModelsCommand {
     /// onnxruntime in the tests) or JSON; an HMM as JSON (the layout in
     /// docs/forecast.md and docs/hmm.md).
     Export(ExportArgs),
+    /// An HMM version's online forward filter over a feature table
+    /// (`autotrain features`), as the regime processor runs it after a
+    /// `prod` move: from the start distribution, rows with a missing
+    /// column passed over. CSV `ts,p0,…,loglik` (what the documented JSON
+    /// layout must reproduce elsewhere; docs/hmm.md).
+    Posteriors(PosteriorsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PosteriorsArgs {
+    pub model_key: String,
+    /// Default: the version in `prod`.
+    #[arg(long)]
+    pub version: Option<i32>,
+    /// A feature table CSV (`ts` and the model's columns).
+    #[arg(long, short)]
+    pub input: std::path::PathBuf,
+    #[arg(long, short)]
+    pub output: std::path::PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +124,7 @@ pub async fn run(config: &Config, cmd: ModelsCommand) -> Result<()> {
     let registry = load(&ctx.settings).await?;
     let (action, a) = match cmd {
         ModelsCommand::Export(args) => return export(&registry, &args),
+        ModelsCommand::Posteriors(args) => return posteriors(&registry, &args),
         ModelsCommand::List { json } => {
             for key in registry.keys() {
                 let Some(m) = registry.model(key) else {
@@ -307,29 +327,98 @@ fn plan(config: &Config, registry: &Registry, a: &AliasArgs) -> Result<()> {
     Ok(())
 }
 
+/// The version `version` (default: prod) of `key`.
+fn version_of<'a>(
+    registry: &'a Registry,
+    key: &str,
+    version: Option<i32>,
+) -> Result<&'a ModelVersion> {
+    let model = registry
+        .model(key)
+        .with_context(|| format!("no model key {key:?}"))?;
+    let version = match version {
+        Some(v) => v,
+        None => *model
+            .aliases
+            .get(PROD)
+            .with_context(|| format!("{key} has no prod version: name one with --version"))?,
+    };
+    model
+        .versions
+        .get(&version)
+        .with_context(|| format!("{key} has no version {version}"))
+}
+
+/// `autotrain models posteriors`.
+fn posteriors(registry: &Registry, args: &PosteriorsArgs) -> Result<()> {
+    use autotrain_trainer::{OnlineFilter, TrainedModel};
+    let v = version_of(registry, &args.model_key, args.version)?;
+    let model = v
+        .parameters
+        .as_deref()
+        .context("the version carries no inline parameters")
+        .and_then(|b| {
+            TrainedModel::from_bytes(b).context("its parameters do not load as an HMM")
+        })?;
+    let mut reader =
+        csv::Reader::from_path(&args.input).with_context(|| args.input.display().to_string())?;
+    let header = reader.headers()?.clone();
+    let idx: Vec<usize> = model
+        .columns
+        .iter()
+        .map(|c| {
+            header
+                .iter()
+                .position(|h| h == c)
+                .with_context(|| format!("no column {c:?} in {}", args.input.display()))
+        })
+        .collect::<Result<_>>()?;
+    let mut w =
+        csv::Writer::from_path(&args.output).with_context(|| args.output.display().to_string())?;
+    let mut head = vec!["ts".to_string()];
+    head.extend((0..model.hmm.k).map(|s| format!("p{s}")));
+    head.push("loglik".into());
+    w.write_record(&head)?;
+    let mut filter = OnlineFilter::new();
+    let (mut rows, mut skipped) = (0usize, 0usize);
+    for record in reader.records() {
+        let record = record?;
+        let row: Option<Vec<f64>> = idx
+            .iter()
+            .map(|i| {
+                record
+                    .get(*i)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|v| v.is_finite())
+            })
+            .collect();
+        let Some(row) = row else {
+            skipped += 1;
+            continue;
+        };
+        let (p, loglik) = filter.step(&model.hmm, &model.standardise(&row))?;
+        let mut out = vec![record.get(0).unwrap_or_default().to_string()];
+        out.extend(p.iter().map(|x| format!("{x:?}")));
+        out.push(format!("{loglik:?}"));
+        w.write_record(&out)?;
+        rows += 1;
+    }
+    w.flush()?;
+    eprintln!(
+        "{} v{}: {rows} posterior(s) to {} ({skipped} row(s) with a missing column passed over)",
+        args.model_key,
+        v.version,
+        args.output.display()
+    );
+    Ok(())
+}
+
 /// `autotrain models export`.
 fn export(registry: &Registry, args: &ExportArgs) -> Result<()> {
     use autotrain_trainer::forecast::{onnx, ForecastModel};
     use autotrain_trainer::spec::Family;
-    let model = registry
-        .model(&args.model_key)
-        .with_context(|| format!("no model key {:?}", args.model_key))?;
-    let version = match args.version {
-        Some(v) => v,
-        None => *model
-            .aliases
-            .get(autotrain_trainer::PROD)
-            .with_context(|| {
-                format!(
-                    "{} has no prod version: name one with --version",
-                    args.model_key
-                )
-            })?,
-    };
-    let v = model
-        .versions
-        .get(&version)
-        .with_context(|| format!("{} has no version {version}", args.model_key))?;
+    let v = version_of(registry, &args.model_key, args.version)?;
+    let version = v.version;
     let bytes = v
         .parameters
         .as_deref()
