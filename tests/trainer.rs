@@ -889,7 +889,27 @@ async fn gbdt_forecasts_train_promote_roll_back_and_rerun_identically() -> Resul
     let store = tempfile::tempdir()?;
     let vectors = vectors(5_000)?;
     publish(&settings, FEATURES, INSTRUMENT, &vectors[..4_000]).await?;
+
+    // The forecast processor runs throughout.
+    let forecast_group = unique("forecast");
+    let mut frc = RunnerConfig::new(&forecast_group, autotrain_forecast::processor::INPUTS);
+    frc.strict_log_start = true;
+    let (stop_forecast, forecast_stopped) = oneshot::channel::<()>();
+    let fs = settings.clone();
+    let forecasting = tokio::spawn(async move {
+        run(
+            &fs,
+            &frc,
+            autotrain_forecast::ForecastProcessor::new("hmm/{instrument}"),
+            Arc::new(Counters::default()),
+            async move {
+                let _ = forecast_stopped.await;
+            },
+        )
+        .await
+    });
     let trainer = start_trainer(&settings, trainer_config(store.path()));
+    let forecasts_settled = || settled(&settings, &forecast_group, &["model.updates", "features"]);
 
     let a = trigger(&unique("ga"), GBDT, true);
     publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&a)).await?;
@@ -914,8 +934,12 @@ async fn gbdt_forecasts_train_promote_roll_back_and_rerun_identically() -> Resul
         .iter()
         .any(|p| p.name == "family" && p.value == "gbdt"));
 
+    // Bars after v1 took prod are forecast by v1.
+    forecasts_settled().await?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[4_000..4_500]).await?;
+    forecasts_settled().await?;
+
     // A deeper challenger, judged against v1 on v1's reference set.
-    publish(&settings, FEATURES, INSTRUMENT, &vectors[4_000..]).await?;
     let mut deeper = GBDT.to_vec();
     deeper.push(("max_depth", "8"));
     let b = trigger(&unique("gb"), &deeper, true);
@@ -955,8 +979,14 @@ async fn gbdt_forecasts_train_promote_roll_back_and_rerun_identically() -> Resul
         .await?;
         wait_prod(&settings, 2).await?;
     }
+    forecasts_settled().await?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[4_500..4_750]).await?;
+    forecasts_settled().await?;
     publish(&settings, TRAINING_COMMANDS, KEY, &[forced_rollback(1)]).await?;
     let r = wait_prod(&settings, 1).await?;
+    forecasts_settled().await?;
+    publish(&settings, FEATURES, INSTRUMENT, &vectors[4_750..]).await?;
+    forecasts_settled().await?;
     let back = r
         .model(KEY)
         .and_then(|m| m.events.last())
@@ -983,6 +1013,52 @@ async fn gbdt_forecasts_train_promote_roll_back_and_rerun_identically() -> Resul
     assert_eq!(vr.state, TrainingState::Completed, "{vr:#?}");
     assert_eq!(metric(&vr, "rerun_parameter_hash_matches"), 1.0);
     trainer.stop().await?;
+    let _ = stop_forecast.send(());
+    forecasting.await??;
+
+    // Every bar published after a move of prod is forecast by the version
+    // that move put in prod, with that version's own prediction.
+    let forecasts: Vec<autotrain_schemas::Forecast> = read_decoded::<autotrain_schemas::Forecast>(
+        &settings,
+        "forecasts",
+        Duration::from_secs(30),
+    )?
+    .into_iter()
+    .filter_map(|r| r.value.ok())
+    .collect();
+    let r = registry(&settings).await?;
+    let models: BTreeMap<i32, ForecastModel> = r
+        .model(KEY)
+        .map(|m| {
+            m.versions
+                .iter()
+                .filter_map(|(n, v)| {
+                    Some((*n, ForecastModel::from_json(v.parameters.as_deref()?).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let by_ts: BTreeMap<i64, &autotrain_schemas::Forecast> =
+        forecasts.iter().map(|f| (f.ts, f)).collect();
+    for (range, version) in [(4_000..4_500, 1), (4_500..4_750, 2), (4_750..5_000, 1)] {
+        for v in &vectors[range] {
+            let f = by_ts.get(&v.ts).expect("every bar forecast");
+            assert_eq!(f.model_version, version, "bar {}", v.ts);
+            let m = &models[&version];
+            let row: Vec<f64> = m
+                .columns
+                .iter()
+                .map(|c| {
+                    v.values
+                        .iter()
+                        .find(|x| &x.name == c)
+                        .and_then(|x| x.value)
+                        .unwrap_or(f64::NAN)
+                })
+                .collect();
+            assert_eq!(f.prediction, m.predict_row(&row));
+        }
+    }
     Ok(())
 }
 

@@ -10,9 +10,13 @@ use std::collections::{BTreeSet, HashMap};
 use anyhow::Result;
 use autotrain_drift::{DriftProcessor, Schedule};
 use autotrain_features::{Contract, FeaturesProcessor};
+use autotrain_forecast::ForecastProcessor;
 use autotrain_kafka::{read_topic, values, ClientSettings};
 use autotrain_params::{Controller, Engine, EngineProcessor, ParamsProcessor, StrategySchema};
 use autotrain_regime::RegimeProcessor;
+
+/// The forecast processor's model key per instrument, by default.
+pub const FORECAST_MODEL_KEY: &str = "gbdt/{instrument}";
 use autotrain_schemas::{ModelVersion, RegimePosterior};
 use autotrain_topics::{
     FEATURES, MARKET_BARS, MARKET_BARS_DLQ, MARKET_FLAGS, MODEL_UPDATES, PARAM_UPDATES, REGIMES,
@@ -37,6 +41,7 @@ pub enum Stage {
     Drift,
     Trainer,
     Regime,
+    Forecast,
     Params,
     Engine,
 }
@@ -99,6 +104,7 @@ const TRAINER_OUT: &[&str] = &[
     TRAINING_CLAIMS.name(),
 ];
 const REGIMES_ONLY: &[&str] = &[REGIMES.name()];
+const FORECASTS_ONLY: &[&str] = &[autotrain_topics::FORECASTS.name()];
 const PARAMS_OUT: &[&str] = &[PARAM_UPDATES.name()];
 const OUTCOMES: &[&str] = &[TRADE_OUTCOMES.name()];
 const TRAINER_RESTORE: &[&str] = &[
@@ -115,12 +121,13 @@ const PARAMS_RESTORE: &[&str] = &[
 ];
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Validator,
         Stage::Features,
         Stage::Drift,
         Stage::Trainer,
         Stage::Regime,
+        Stage::Forecast,
         Stage::Params,
         Stage::Engine,
     ];
@@ -132,6 +139,7 @@ impl Stage {
             Stage::Drift => "drift",
             Stage::Trainer => "trainer",
             Stage::Regime => "regime",
+            Stage::Forecast => "forecast",
             Stage::Params => "params",
             Stage::Engine => "engine",
         }
@@ -185,6 +193,15 @@ impl Stage {
                 restore: Restore::Topics(REGIME_RESTORE),
                 time: Time::Aligned { control: MODELS },
             },
+            Stage::Forecast => Wiring {
+                stage: self,
+                inputs: autotrain_forecast::processor::INPUTS,
+                reads: NONE,
+                outputs: FORECASTS_ONLY,
+                decisions: FORECASTS_ONLY,
+                restore: Restore::Topics(MODELS),
+                time: Time::Aligned { control: MODELS },
+            },
             Stage::Params => Wiring {
                 stage: self,
                 inputs: autotrain_params::processor::INPUTS,
@@ -230,6 +247,8 @@ pub struct Build {
     pub trainer: TrainerConfig,
     /// Model key per instrument the regime processor follows.
     pub regime_model_key: String,
+    /// Model key per instrument the forecast processor follows.
+    pub forecast_model_key: String,
     pub params: autotrain_params::ParamsConfig,
     pub strategies: Vec<StrategySchema>,
     /// The simulated engine's cost per unit of position, basis points.
@@ -254,6 +273,7 @@ impl Build {
             event_schedules: config.scheduler.event_schedules(),
             trainer: config.trainer.clone(),
             regime_model_key: config.drift.model_key.clone(),
+            forecast_model_key: FORECAST_MODEL_KEY.to_string(),
             params: config.params.clone(),
             strategies: StrategySchema::load_dir(&crate::config::schemas_dir(config))?,
             cost_bps: DEFAULT_COST_BPS,
@@ -303,6 +323,24 @@ impl Build {
 
     pub fn regime(&self) -> RegimeProcessor {
         RegimeProcessor::new(&self.regime_model_key).aligned(self.align_event_time)
+    }
+
+    pub fn forecast(&self) -> ForecastProcessor {
+        ForecastProcessor::new(&self.forecast_model_key).aligned(self.align_event_time)
+    }
+
+    /// The forecast core with the registry's events read back
+    /// ([`Restore::Topics`]): a forecast depends on its bar and the model.
+    pub async fn forecast_restored(&self, settings: &ClientSettings) -> Result<ForecastProcessor> {
+        let settings = settings.clone();
+        let models = tokio::task::spawn_blocking(move || {
+            read_topic::<ModelVersion>(&settings, MODEL_UPDATES.name(), RESTORE_TIMEOUT)
+        })
+        .await??;
+        let mut core = self.forecast();
+        core.restore(values(MODEL_UPDATES.name(), models)?)
+            .map_err(|e| anyhow::anyhow!("restoring: {e}"))?;
+        Ok(core)
     }
 
     /// The regime core with the registry's events and each instrument's

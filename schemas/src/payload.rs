@@ -143,6 +143,7 @@ pub fn registry() -> &'static [&'static SchemaSet] {
             DeadLetter::schemas(),
             FeatureVector::schemas(),
             RegimePosterior::schemas(),
+            Forecast::schemas(),
             TrainingTrigger::schemas(),
             TrainingStatus::schemas(),
             ModelVersion::schemas(),

@@ -10,6 +10,7 @@ pub const MARKET_FLAGS: Topic<ValidationFlag> = Topic::new("market.flags");
 pub const MARKET_BARS_DLQ: Topic<DeadLetter> = Topic::new("market.bars.dlq");
 pub const FEATURES: Topic<FeatureVector> = Topic::new("features");
 pub const REGIMES: Topic<RegimePosterior> = Topic::new("regimes");
+pub const FORECASTS: Topic<Forecast> = Topic::new("forecasts");
 pub const TRAINING_TRIGGERS: Topic<TrainingTrigger> = Topic::new("training.triggers");
 pub const TRAINING_STATUS: Topic<TrainingStatus> = Topic::new("training.status");
 pub const MODEL_UPDATES: Topic<ModelVersion> = Topic::new("model.updates");
@@ -33,6 +34,7 @@ pub fn all_handles() -> Vec<(&'static str, &'static str)> {
         h(MARKET_BARS_DLQ),
         h(FEATURES),
         h(REGIMES),
+        h(FORECASTS),
         h(TRAINING_TRIGGERS),
         h(TRAINING_STATUS),
         h(MODEL_UPDATES),

@@ -409,6 +409,7 @@ async fn replay_stage(
         Stage::Features => spawn(&target, rc, build.features()?, &counters, stop),
         Stage::Drift => spawn(&target, rc, build.drift()?, &counters, stop),
         Stage::Regime => spawn(&target, rc, build.regime(), &counters, stop),
+        Stage::Forecast => spawn(&target, rc, build.forecast(), &counters, stop),
         Stage::Params => spawn(&target, rc, build.params(), &counters, stop),
         Stage::Engine => spawn(&target, rc, build.engine(), &counters, stop),
         Stage::Trainer => {

@@ -47,6 +47,10 @@ pub enum RunCommand {
     /// every bar under the model key's `prod` version, switching when
     /// `prod` moves; restored on start from `model.updates` and `regimes`.
     Regime(RegimeArgs),
+    /// `features` + `model.updates` ⇒ `forecasts`: each bar predicted by
+    /// its model key's `prod` forecast (gbdt) version, switching when `prod`
+    /// moves; the registry restored from `model.updates` on start.
+    Forecast(ForecastArgs),
     /// Cron schedules (`[[scheduler.schedule]]`) ⇒ `training.triggers`
     /// on the wall clock; missed runs caught up once; the last run of each
     /// schedule is read back from `training.triggers` on start. With
@@ -95,6 +99,15 @@ pub struct RegimeArgs {
     pub group: String,
     /// Model key per instrument (`{instrument}` is replaced).
     #[arg(long, default_value = "hmm/{instrument}")]
+    pub model_key: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ForecastArgs {
+    #[arg(long, default_value = "autotrain-forecast")]
+    pub group: String,
+    /// Model key per instrument (`{instrument}` is replaced).
+    #[arg(long, default_value = crate::topology::FORECAST_MODEL_KEY)]
     pub model_key: String,
 }
 
@@ -219,6 +232,13 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
             let restore = || build.regime_restored(&ctx.settings);
             let (core, stats) = serve(&ctx, config, Stage::Regime, &args.group, restore).await?;
             eprintln!("regime stopped: {stats:?} {:?}", core.stats);
+        }
+        RunCommand::Forecast(args) => {
+            let mut build = Build::deployment(config)?;
+            build.forecast_model_key = args.model_key.clone();
+            let restore = || build.forecast_restored(&ctx.settings);
+            let (core, stats) = serve(&ctx, config, Stage::Forecast, &args.group, restore).await?;
+            eprintln!("forecast stopped: {stats:?} {:?}", core.stats);
         }
         RunCommand::Trainer(args) => {
             let build = Build::deployment(config)?;

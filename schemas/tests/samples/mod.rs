@@ -122,6 +122,15 @@ pub fn all() -> Vec<Samples> {
                 value: Some(0.41),
             }],
         }]),
+        entry(vec![Forecast {
+            instrument: "bitfinex:BTCUSD".into(),
+            timeframe: "30m".into(),
+            ts: 1_506_816_000_000,
+            model_key: "gbdt/bitfinex:BTCUSD".into(),
+            model_version: 2,
+            target: "abs_return:1".into(),
+            prediction: 0.0041,
+        }]),
         entry(vec![
             TrainingTrigger {
                 trigger_id: "t-1".into(),
