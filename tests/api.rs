@@ -556,7 +556,7 @@ async fn every_endpoint_answers_its_errors_in_json() -> Result<()> {
             }
         }
     }
-    assert_eq!(operations, 27);
+    assert_eq!(operations, 28);
     let (status, body) = api
         .call("GET", "/api/trainings", Some("not-a-token"), None)
         .await?;

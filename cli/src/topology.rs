@@ -67,6 +67,11 @@ pub enum Time {
     /// Several inputs merged in event time; the control topics' progress
     /// records say how far each is complete (`docs/determinism.md`).
     Aligned { control: &'static [&'static str] },
+    /// Data in partition order; the control topic's events take effect at
+    /// their event time (`effective_from`) when they carry one, else on
+    /// arrival: no writer vouches for the keys it reads (a forecast model
+    /// is trained by ops, not by the data), so waiting could last for ever.
+    Arrival { control: &'static [&'static str] },
 }
 
 /// One processor's declaration.
@@ -200,7 +205,7 @@ impl Stage {
                 outputs: FORECASTS_ONLY,
                 decisions: FORECASTS_ONLY,
                 restore: Restore::Topics(MODELS),
-                time: Time::Aligned { control: MODELS },
+                time: Time::Arrival { control: MODELS },
             },
             Stage::Params => Wiring {
                 stage: self,
@@ -326,7 +331,8 @@ impl Build {
     }
 
     pub fn forecast(&self) -> ForecastProcessor {
-        ForecastProcessor::new(&self.forecast_model_key).aligned(self.align_event_time)
+        // Not aligned: see [`Time::Arrival`].
+        ForecastProcessor::new(&self.forecast_model_key)
     }
 
     /// The forecast core with the registry's events read back

@@ -280,6 +280,9 @@ async fn the_registry_is_mirrored_to_mlflow_through_outages_promotions_and_rollb
     let trainer_log = tmp.path().join("trainer.log");
     let trainer = autotrain(&kafka, &prefix)
         .args(["run", "trainer", "--group", &unique("mlflow-trainer")])
+        // Nobody decides the demo slice's flags here (the demo trains with
+        // block_on = [] too).
+        .env("AUTOTRAIN__TRAINER__BLOCK_ON", "[]")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&trainer_log)?)
         .spawn()?;
@@ -297,9 +300,43 @@ async fn the_registry_is_mirrored_to_mlflow_through_outages_promotions_and_rollb
         .args(["models", "rollback", KEY, "--version", "1", "--force"])
         .args(["--reason", "mlflow test: back to v1"])
         .output()?;
+    // A gbdt forecast trained with a search of 3 trials: its run, and each
+    // trial a child run of it.
+    let searched = autotrain(&kafka, &prefix)
+        .args(["train", "--model-key", "gbdt/bitfinex:BTCUSD"])
+        .args(["--instrument", "bitfinex:BTCUSD", "--timeout-s", "180"])
+        .args(["--param", "family=gbdt", "--param", "iterations=30"])
+        .args(["--search", "trials=3"])
+        .output()?;
     let _ = stop(trainer, &trainer_log);
     ok(promoted, "models promote")?;
     ok(rolled, "models rollback")?;
+    ok(searched, "train gbdt with a search")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let runs = match client.experiment("gbdt/bitfinex:BTCUSD").await {
+            Ok(id) => client.runs(&id).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let parent = runs
+            .iter()
+            .find(|r| tag(r, "autotrain.outcome") == Some("registered"));
+        let children = runs
+            .iter()
+            .filter(|r| {
+                parent.is_some_and(|p| tag(r, "mlflow.parentRunId") == p["info"]["run_id"].as_str())
+            })
+            .count();
+        if parent.is_some() && children == 3 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "MLflow shows {} gbdt run(s), {children} child run(s) of the search",
+            runs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let (registry_now, events) = registry(&settings)?;
     ensure!(
         registry_now.model(KEY).and_then(|m| m.aliases.get("prod")) == Some(&1),

@@ -144,7 +144,7 @@ fn a_demo_log_replays_identically_and_an_altered_log_shows_exactly_the_edits() -
     assert!(ok, "{report}");
     assert_eq!(report["differences"], serde_json::json!([]), "{report}");
     let processors = report["processors"].as_array().cloned().unwrap_or_default();
-    assert_eq!(processors.len(), 7, "{report}");
+    assert_eq!(processors.len(), 8, "{report}");
     for p in &processors {
         for t in p["topics"].as_array().into_iter().flatten() {
             assert_eq!(t["published"], t["replayed"], "{p}");

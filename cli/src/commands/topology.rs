@@ -37,6 +37,10 @@ pub fn run(args: &Args) -> Result<()> {
                 "  time       event-time aligned on the progress of {}",
                 control.join(", ")
             ),
+            Time::Arrival { control } => println!(
+                "  time       partition order; {} take effect at their event time, else on arrival",
+                control.join(", ")
+            ),
         }
     }
     Ok(())

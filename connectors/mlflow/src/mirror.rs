@@ -209,10 +209,18 @@ impl MlflowMirror {
             Step::Register {
                 model_key,
                 run,
+                trials,
                 version,
                 alias,
             } => {
                 let info = self.ensure_run(run).await?;
+                for trial in trials {
+                    let mut child = trial.clone();
+                    child
+                        .tags
+                        .push(("mlflow.parentRunId".into(), info.run_id.clone()));
+                    self.ensure_run(&child).await?;
+                }
                 self.ensure_model(&version.name, model_key).await?;
                 let v = self.ensure_version(version, &info).await?;
                 if let Some(a) = alias {

@@ -79,10 +79,12 @@ pub struct AliasSpec {
 /// What one input asks of MLflow.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// A version registered: its run, the version, and its alias (staging).
+    /// A version registered: its run, the version, and its alias (staging);
+    /// a hyper-parameter search's trials as child runs of its run.
     Register {
         model_key: String,
         run: Box<RunSpec>,
+        trials: Vec<RunSpec>,
         version: VersionSpec,
         alias: Option<AliasSpec>,
     },
@@ -222,9 +224,10 @@ pub fn from_registry(prefix: &str, e: &ModelVersion) -> Step {
             let identity = vec![
                 (TAG_MODEL_KEY.to_string(), e.model_key.clone()),
                 (TAG_VERSION.to_string(), e.version.to_string()),
+                (TAG_OUTCOME.to_string(), "registered".to_string()),
             ];
             tags.push((TAG_TRAINING_ID.into(), training_id.clone()));
-            tags.push((TAG_OUTCOME.into(), "registered".into()));
+            let trials = search_trials(prefix, e, &training_id);
             let version = VersionSpec {
                 name: name.clone(),
                 version: e.version,
@@ -242,6 +245,7 @@ pub fn from_registry(prefix: &str, e: &ModelVersion) -> Step {
             };
             Step::Register {
                 model_key: e.model_key.clone(),
+                trials,
                 run: Box::new(RunSpec {
                     experiment: experiment_name(prefix, &e.model_key),
                     run_name: format!("v{} {training_id}", e.version),
@@ -263,6 +267,61 @@ pub fn from_registry(prefix: &str, e: &ModelVersion) -> Step {
             }
         }
     }
+}
+
+/// A search's trials (`trial_NNN_<name>` metrics of a registered gbdt
+/// version) as child runs: the metric searched on and the parameters
+/// tried. The parent link (`mlflow.parentRunId`) is added by the mirror
+/// once the parent run exists.
+fn search_trials(prefix: &str, e: &ModelVersion, training_id: &str) -> Vec<RunSpec> {
+    let mut by_trial: std::collections::BTreeMap<&str, Vec<(&str, f64)>> = Default::default();
+    for m in &e.metrics {
+        let Some(rest) = m.name.strip_prefix("trial_") else {
+            continue;
+        };
+        let Some((n, name)) = rest.split_once('_') else {
+            continue;
+        };
+        by_trial.entry(n).or_default().push((name, m.value));
+    }
+    const PARAMS: [&str; 5] = [
+        "learning_rate",
+        "max_depth",
+        "min_leaf_weight",
+        "subsample",
+        "l2",
+    ];
+    by_trial
+        .into_iter()
+        .map(|(n, values)| {
+            let (params, metrics): (Vec<_>, Vec<_>) = values
+                .into_iter()
+                .partition(|(name, _)| PARAMS.contains(name));
+            RunSpec {
+                experiment: experiment_name(prefix, &e.model_key),
+                run_name: format!("v{} trial {n}", e.version),
+                identity: vec![
+                    (TAG_MODEL_KEY.to_string(), e.model_key.clone()),
+                    (TAG_VERSION.to_string(), e.version.to_string()),
+                    (TAG_OUTCOME.to_string(), format!("trial {n}")),
+                ],
+                start_time: e.at,
+                end_time: e.at,
+                status: RunStatus::Finished,
+                params: params
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                metrics: metrics
+                    .into_iter()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(k, v)| (key_name(k), v))
+                    .collect(),
+                tags: vec![(TAG_TRAINING_ID.to_string(), training_id.to_string())],
+                artifacts: Vec::new(),
+            }
+        })
+        .collect()
 }
 
 /// The step a training status calls for: only failures and cancellations
@@ -367,6 +426,7 @@ mod tests {
             version,
             alias,
             model_key,
+            ..
         } = from_registry("p-", &registered())
         else {
             panic!("not a registration");
@@ -398,6 +458,39 @@ mod tests {
                 alias: "staging".into(),
                 version: 3
             })
+        );
+    }
+
+    #[test]
+    fn a_search_s_trials_become_child_runs() {
+        let mut e = registered();
+        e.metrics.extend([
+            Metric {
+                name: "trial_000_rmsle".into(),
+                value: 0.2,
+            },
+            Metric {
+                name: "trial_000_learning_rate".into(),
+                value: 0.05,
+            },
+            Metric {
+                name: "trial_001_rmsle".into(),
+                value: 0.1,
+            },
+        ]);
+        let Step::Register { trials, run, .. } = from_registry("", &e) else {
+            panic!("not a registration");
+        };
+        assert_eq!(trials.len(), 2);
+        assert_eq!(trials[0].run_name, "v3 trial 000");
+        assert_eq!(
+            trials[0].params,
+            vec![("learning_rate".to_string(), "0.05".to_string())]
+        );
+        assert_eq!(trials[1].metrics, vec![("rmsle".to_string(), 0.1)]);
+        assert_ne!(
+            trials[0].identity, run.identity,
+            "a child is never taken for its parent"
         );
     }
 
