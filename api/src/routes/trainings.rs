@@ -234,6 +234,12 @@ fn typed(name: &str, kind: Kind, v: &Value) -> Result<String, String> {
                 choices.join(", ")
             )),
         },
+        Kind::Target => match v.as_str() {
+            Some(s) if autotrain_trainer::forecast::Target::parse(s).is_some() => Ok(s.to_string()),
+            _ => Err(format!(
+                "hyperparams.{name}: {v} is not abs_return:H or realised_vol:H (H 1 to 999999)"
+            )),
+        },
         Kind::Name => match v.as_str() {
             Some(s) if name_ok(s) => Ok(s.to_string()),
             _ => Err(format!(
@@ -284,6 +290,10 @@ pub fn hyperparams_schema() -> Value {
                 } => json!({"type": "number", "minimum": min, "maximum": max}),
                 Kind::OneOf(choices) => json!({"type": "string", "enum": choices}),
                 Kind::Name => json!({"type": "string", "pattern": NAME_PATTERN}),
+                Kind::Target => json!({
+                    "type": "string",
+                    "pattern": autotrain_trainer::forecast::target::TARGET_PATTERN
+                }),
                 Kind::Names { max } => json!({
                     "type": "array", "minItems": 1, "maxItems": max,
                     "items": {"type": "string", "pattern": NAME_PATTERN}

@@ -77,6 +77,8 @@ pub enum Kind {
     },
     OneOf(&'static [&'static str]),
     Name,
+    /// A forecast target ([`crate::forecast::target::TARGET_PATTERN`]).
+    Target,
     /// A list of 1 to `max` names.
     Names {
         max: usize,
@@ -172,7 +174,7 @@ pub const HYPERPARAMS: &[(&str, Kind)] = &[
         },
     ),
     // The gbdt family (a forecast of `target` from `columns`).
-    ("target", Kind::Name),
+    ("target", Kind::Target),
     (
         "iterations",
         Kind::Integer {

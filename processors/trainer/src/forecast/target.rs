@@ -10,6 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What a `target` hyper-parameter may be (the API documents it).
+pub const TARGET_PATTERN: &str = "^(abs_return|realised_vol|realized_vol)(:[1-9][0-9]{0,5})?$";
+
 /// The predicted quantity, over the next `horizon` bars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -21,10 +24,17 @@ pub enum Target {
 }
 
 impl Target {
-    /// `abs_return:H` or `realised_vol:H` (`:H` defaults to 1).
+    /// `abs_return:H` or `realised_vol:H` (`:H` defaults to 1): exactly
+    /// what [`TARGET_PATTERN`] matches.
     pub fn parse(s: &str) -> Option<Target> {
         let (kind, h) = s.split_once(':').unwrap_or((s, "1"));
-        let horizon: usize = h.parse().ok().filter(|h| *h >= 1)?;
+        let digits = (1..=6).contains(&h.len())
+            && h.bytes().all(|b| b.is_ascii_digit())
+            && !h.starts_with('0');
+        if !digits {
+            return None;
+        }
+        let horizon: usize = h.parse().ok()?;
         match kind {
             "abs_return" => Some(Target::AbsReturn { horizon }),
             "realised_vol" | "realized_vol" => Some(Target::RealisedVol { horizon }),
@@ -111,6 +121,8 @@ mod tests {
             Some(Target::AbsReturn { horizon: 1 })
         );
         assert_eq!(Target::parse("abs_return:0"), None);
+        assert_eq!(Target::parse("abs_return:07"), None);
+        assert_eq!(Target::parse("abs_return:+7"), None);
     }
 
     #[test]
