@@ -1,13 +1,15 @@
-//! [`ForecastProcessor`]: see the crate docs.
+//! [`ForecastProcessor`]: see the crate docs. It does not hold bars for
+//! event-time progress on `model.updates` (the regime processor does):
+//! forecast models are trained by ops, and no writer vouches for their
+//! keys in event time, so a held bar could wait for ever. Registry events
+//! take effect at their `effective_from`, else on arrival.
 
-use autotrain_kafka::{Inbound, Incoming, OutRecord, Outputs, ProcessError, Processor, Wait};
+use autotrain_kafka::{Inbound, Incoming, Outputs, ProcessError, Processor};
 use autotrain_schemas::{decode, FeatureVector, Forecast, ModelVersion, WireError};
 use autotrain_topics::{FEATURES, FORECASTS, MODEL_UPDATES};
 use autotrain_trainer::forecast::ForecastModel;
 use autotrain_trainer::{TimedRegistry, PROD};
 use rustc_hash::FxHashMap;
-
-const MODEL_UPDATES_NAME: &str = MODEL_UPDATES.name();
 
 /// The topics the forecast processor consumes.
 pub const INPUTS: &[&str] = &[FEATURES.name(), MODEL_UPDATES.name()];
@@ -38,20 +40,13 @@ pub struct ForecastStats {
     pub reloads: u64,
 }
 
-/// Event time between progress records on `forecasts` per instrument
-/// while bars pass without a forecast (aligned only).
-const PROGRESS_EVERY_MS: i64 = 4 * 3_600_000;
-
 #[derive(Debug)]
 pub struct ForecastProcessor {
     /// Model key per instrument; `{instrument}` is replaced.
     model_key: String,
     registry: TimedRegistry,
-    aligned: bool,
     /// Per model key: the version loaded and its model.
     loaded: FxHashMap<String, (i32, ForecastModel)>,
-    /// Per instrument: the newest bar, and the newest progress published.
-    seen: FxHashMap<String, (i64, i64)>,
     pub stats: ForecastStats,
 }
 
@@ -60,19 +55,9 @@ impl ForecastProcessor {
         ForecastProcessor {
             model_key: model_key.to_string(),
             registry: TimedRegistry::new(),
-            aligned: false,
             loaded: FxHashMap::default(),
-            seen: FxHashMap::default(),
             stats: ForecastStats::default(),
         }
-    }
-
-    /// Event-time alignment: each bar waits until `model.updates` is
-    /// complete through its time, so it is predicted by the version in
-    /// `prod` at that bar whatever the timing (docs/determinism.md).
-    pub fn aligned(mut self, on: bool) -> Self {
-        self.aligned = on;
-        self
     }
 
     /// The registry a previous run left, from `model.updates`.
@@ -164,57 +149,12 @@ impl Processor for ForecastProcessor {
                 .apply(e)
                 .map_err(|err| ProcessError::invalid(format!("registry event refused: {err}"))),
             ForecastInput::Features(v) => {
-                let forecast = self.on_features(v)?;
-                if let Some(f) = &forecast {
-                    out.send(FORECASTS, &f.instrument.clone(), f)?;
-                }
-                if self.aligned {
-                    let (seen, vouched) = self
-                        .seen
-                        .entry(v.instrument.clone())
-                        .or_insert((i64::MIN, i64::MIN));
-                    *seen = (*seen).max(v.ts);
-                    if forecast.is_none() && *seen >= vouched.saturating_add(PROGRESS_EVERY_MS) {
-                        *vouched = *seen;
-                        out.progress(FORECASTS, &v.instrument, *seen);
-                    }
+                if let Some(f) = self.on_features(v)? {
+                    out.send(FORECASTS, &f.instrument.clone(), &f)?;
                 }
                 Ok(())
             }
         }
-    }
-
-    fn control_topics(&self) -> &'static [&'static str] {
-        if self.aligned {
-            &[MODEL_UPDATES_NAME]
-        } else {
-            &[]
-        }
-    }
-
-    fn flush(&mut self) -> Vec<OutRecord> {
-        self.seen
-            .iter_mut()
-            .filter(|(_, (seen, vouched))| vouched < seen)
-            .map(|(instrument, (seen, vouched))| {
-                *vouched = *seen;
-                OutRecord::progress(FORECASTS.name(), instrument, *seen)
-            })
-            .collect()
-    }
-
-    fn wait(&self, input: &ForecastInput) -> Option<Wait> {
-        let ForecastInput::Features(v) = input else {
-            return None;
-        };
-        self.aligned.then(|| Wait {
-            until: v.ts,
-            on: vec![(
-                MODEL_UPDATES_NAME,
-                self.model_key.replace("{instrument}", &v.instrument),
-            )],
-            announce: Vec::new(),
-        })
     }
 }
 

@@ -29,6 +29,23 @@ pub enum TrainError {
     Cancelled(String),
 }
 
+/// The training rows and the reference set: the split version's stored
+/// set (its span left out of training), or one cut now from each
+/// instrument's tail. Returns (training rows, reference set, whether it was
+/// cut now, rows left out).
+fn split(table: &Table, reference: Option<Table>, fraction: f64) -> (Table, Table, bool, usize) {
+    match reference {
+        Some(r) => {
+            let (t, dropped) = table.without(&r);
+            (t, r, false, dropped)
+        }
+        None => {
+            let (t, r) = table.carve_reference(fraction);
+            (t, r, true, 0)
+        }
+    }
+}
+
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct Trained {
@@ -67,16 +84,8 @@ pub fn train(
     progress: &mut dyn FnMut(&str, f64),
 ) -> Result<Trained, TrainError> {
     progress("split", 0.0);
-    let (train_set, reference, new_reference, excluded) = match reference {
-        Some(r) => {
-            let (t, dropped) = table.without(&r);
-            (t, r, false, dropped)
-        }
-        None => {
-            let (t, r) = table.carve_reference(spec.reference_fraction);
-            (t, r, true, 0)
-        }
-    };
+    let (train_set, reference, new_reference, excluded) =
+        split(table, reference, spec.reference_fraction);
     let reference_hash = reference.content_hash();
     let seqs = train_set.sequences(&spec.columns)?;
     let rows: usize = seqs.iter().map(|s| s.ts.len()).sum();
@@ -211,16 +220,8 @@ pub fn train_forecast(
     stopped: &dyn Fn() -> bool,
 ) -> Result<TrainedForecast, TrainError> {
     progress("split", 0.0);
-    let (train_set, reference, new_reference, excluded) = match reference {
-        Some(r) => {
-            let (t, dropped) = table.without(&r);
-            (t, r, false, dropped)
-        }
-        None => {
-            let (t, r) = table.carve_reference(spec.reference_fraction);
-            (t, r, true, 0)
-        }
-    };
+    let (train_set, reference, new_reference, excluded) =
+        split(table, reference, spec.reference_fraction);
     let reference_hash = reference.content_hash();
     let Some((target, options)) = spec.gbdt(seed, budget.threads) else {
         return Err(TrainError::Forecast(format!("target {:?}", spec.target)));
