@@ -68,6 +68,8 @@ fn releases(v1: &TrainedModel, v2: &TrainedModel, first: i64, second: i64) -> Ve
         seed: 1,
         dataset_version: None,
         code_commit: None,
+        feature_contract_hash: None,
+        feature_build: None,
     };
     let mut out = Vec::new();
     for (m, from) in [(v1, first), (v2, second)] {

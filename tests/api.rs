@@ -27,12 +27,12 @@ use autotrain_params::{
 };
 use autotrain_regime::RegimeProcessor;
 use autotrain_schemas::{
-    FlagKind, HitlState, ParamUpdate, PresetRegistration, Severity, TradeOutcome, UpdateReason,
-    ValidationFlag,
+    BuildKind, FeatureBuild, FlagKind, HitlState, ParamUpdate, PresetRegistration, Severity,
+    TradeOutcome, UpdateReason, ValidationFlag,
 };
 use autotrain_topics::{
-    FEATURES, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES, PARAM_PRESETS,
-    PARAM_UPDATES, TRADE_OUTCOMES,
+    FEATURES, FEATURE_BUILDS, MARKET_BARS, MARKET_BARS_RAW, MARKET_FLAGS, MODEL_UPDATES,
+    PARAM_PRESETS, PARAM_UPDATES, TRADE_OUTCOMES,
 };
 use autotrain_validator::ValidatorProcessor;
 use serde_json::{json, Value};
@@ -326,6 +326,59 @@ async fn bars_in_a_training_through_the_api_promoted_and_param_updates_out() -> 
         commit.len() >= 40 && commit[..40].chars().all(|c| c.is_ascii_hexdigit()),
         "{v1}"
     );
+    // … the feature contract's hash and the training set's build record.
+    let contract = Contract::bundled()?;
+    assert_eq!(
+        v1["manifest"]["feature_contract_hash"],
+        json!(contract.definition_hash()),
+        "{v1}"
+    );
+    let build_id = v1["manifest"]["feature_build"].as_str().unwrap_or_default();
+    let builds = until_topic::<FeatureBuild>(
+        &settings,
+        FEATURE_BUILDS.name(),
+        "the training set's build",
+        |bs| bs.iter().any(|b| b.build_id == build_id),
+    )
+    .await?;
+    let build = builds
+        .iter()
+        .find(|b| b.build_id == build_id)
+        .expect("found");
+    assert_eq!(build.kind, BuildKind::TrainingSet);
+    assert_eq!(
+        (
+            build.contract_version.as_str(),
+            build.contract_hash.as_str()
+        ),
+        (
+            contract.version.as_str(),
+            contract.definition_hash().as_str()
+        )
+    );
+    assert!(
+        build.rows > 1_000 && build.output_sha256.is_some(),
+        "{build:?}"
+    );
+    assert!(build.source.contains(first.as_str()), "{build:?}");
+    let inputs: Vec<(String, i64, i64)> = build
+        .inputs
+        .iter()
+        .map(|r| (r.topic.clone(), r.first_offset, r.next_offset))
+        .collect();
+    let manifest_inputs: Vec<(String, i64, i64)> = v1["manifest"]["inputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["topic"].as_str().unwrap_or_default().to_string(),
+                r["start"].as_i64().unwrap_or(-1),
+                r["end"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(inputs, manifest_inputs, "the build names what was read");
 
     // 3. New bars: regimes under the prod model ⇒ the controller's
     //    decisions on param.updates, read by a plain consumer ⇒ outcomes.

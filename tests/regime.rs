@@ -67,6 +67,8 @@ fn manifest() -> Manifest {
         seed: 5,
         dataset_version: None,
         code_commit: None,
+        feature_contract_hash: None,
+        feature_build: None,
     }
 }
 

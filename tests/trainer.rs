@@ -817,6 +817,8 @@ async fn kafka_compacted_registry_fails_the_restore_loudly() -> Result<()> {
         seed: 1,
         dataset_version: None,
         code_commit: None,
+        feature_contract_hash: None,
+        feature_build: None,
     };
     let mut events = Vec::new();
     for v in 1..=2 {

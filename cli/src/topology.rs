@@ -105,6 +105,7 @@ const TRIGGERS: &[&str] = &[TRAINING_TRIGGERS.name()];
 const MODELS: &[&str] = &[MODEL_UPDATES.name()];
 const TRAINER_OUT: &[&str] = &[
     MODEL_UPDATES.name(),
+    autotrain_topics::FEATURE_BUILDS.name(),
     TRAINING_STATUS.name(),
     TRAINING_CLAIMS.name(),
 ];

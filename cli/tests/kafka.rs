@@ -329,11 +329,12 @@ fn exactly_once_through_kill_9_of_each_processor_three_times() -> Result<()> {
             // A stage can finish its whole input between two polls; its
             // remaining kills then land on the finished stage, whose restart
             // must write nothing twice.
-            let done = now >= if which == "validator" {
-                expected_bars
-            } else {
-                expected_features
-            };
+            let done = now
+                >= if which == "validator" {
+                    expected_bars
+                } else {
+                    expected_features
+                };
             let fresh = done || last_kill.get(which).is_none_or(|last| now > *last);
             if now < at || killed.contains(&which) || !fresh {
                 left.push((at, which));
@@ -812,6 +813,8 @@ fn kafka_acls_keep_a_principal_without_write_from_promoting() -> Result<()> {
             seed: 7,
             dataset_version: None,
             code_commit: None,
+            feature_contract_hash: None,
+            feature_build: None,
         },
         1,
     );

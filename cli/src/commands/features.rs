@@ -188,7 +188,7 @@ pub async fn run(_config: &Config, args: Args) -> Result<()> {
         rows: latest.len() as i64,
         output_sha256: Some(sha256_hex(&bytes)),
         built_at: chrono::Utc::now().timestamp_millis(),
-        contract: &contract,
+        contract: (&contract).into(),
     });
     let manifest_path = PathBuf::from(format!("{}.manifest.json", output.display()));
     std::fs::write(&manifest_path, serde_json::to_string_pretty(&build)?)?;

@@ -80,7 +80,7 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
         rows: table.len() as i64,
         output_sha256: Some(sha256_hex(&bytes)),
         built_at: chrono::Utc::now().timestamp_millis(),
-        contract: &contract,
+        contract: (&contract).into(),
     });
     let producer = Producer::new(&ctx.settings)?;
     let record = OutRecord::from_content(FEATURE_BUILDS, &build.build_id, &build)?;

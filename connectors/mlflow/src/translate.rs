@@ -198,6 +198,14 @@ pub fn from_registry(prefix: &str, e: &ModelVersion) -> Step {
                     ("autotrain.reference_hash".into(), m.reference_hash.clone()),
                     ("autotrain.manifest_hash".into(), manifest_hash(m)),
                 ]);
+                tags.extend(
+                    [
+                        ("autotrain.feature_contract_hash", &m.feature_contract_hash),
+                        ("autotrain.feature_build", &m.feature_build),
+                    ]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v))),
+                );
             }
             let mut metrics = Vec::new();
             for m in &e.metrics {
@@ -411,6 +419,8 @@ mod tests {
                 seed: 42,
                 dataset_version: Some("snap-1".into()),
                 code_commit: Some("deadbeef".into()),
+                feature_contract_hash: None,
+                feature_build: None,
             }),
             alias: Some("staging".into()),
             previous_version: None,

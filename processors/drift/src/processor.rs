@@ -668,6 +668,8 @@ mod tests {
             seed: 1,
             dataset_version: None,
             code_commit: None,
+            feature_contract_hash: None,
+            feature_build: None,
         };
         let v1 = registry.register(
             "hmm/x:A",

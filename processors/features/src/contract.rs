@@ -128,6 +128,13 @@ impl Contract {
         }
     }
 
+    /// The hash `contract.lock` records for a released version (what a
+    /// trainer that only sees a vector's `contract_version` links to).
+    pub fn released_hash(version: &str) -> Option<String> {
+        let locked: BTreeMap<String, String> = toml::from_str(BUNDLED_LOCK).ok()?;
+        locked.get(version).cloned()
+    }
+
     pub fn names(&self) -> Vec<&str> {
         self.features.iter().map(|f| f.name.as_str()).collect()
     }
@@ -136,6 +143,16 @@ impl Contract {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_released_version_has_its_locked_hash() {
+        let c = Contract::bundled().expect("bundled contract");
+        assert_eq!(
+            Contract::released_hash(&c.version),
+            Some(c.definition_hash())
+        );
+        assert_eq!(Contract::released_hash("no such version"), None);
+    }
 
     #[test]
     fn the_bundled_contract_is_locked() {

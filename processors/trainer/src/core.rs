@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use autotrain_schemas::{
-    ClaimState, CommandAction, DataClaim, FlagKind, Manifest, Metric, ModelVersion, OffsetRange,
-    TrainingCommand, TrainingState, TrainingStatus, TrainingTrigger, TriggerReason,
+    ClaimState, CommandAction, DataClaim, FeatureBuild, FlagKind, Manifest, Metric, ModelVersion,
+    OffsetRange, TrainingCommand, TrainingState, TrainingStatus, TrainingTrigger, TriggerReason,
 };
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +105,8 @@ pub enum Event {
     Status(TrainingStatus),
     Model(Box<ModelVersion>),
     Claim(DataClaim),
+    /// The training set a registered version was fitted on.
+    Build(Box<FeatureBuild>),
     /// Progress on `model.updates`: every event of `model_key` taking
     /// effect at or before `through` has been published.
     Progress {
@@ -142,6 +144,9 @@ pub struct Done {
     pub loglik_per_bar: f64,
     /// Unresolved critical flags in the training window (a guardrail).
     pub critical_flags: usize,
+    /// The training set's manifest, published on `features.builds` with the
+    /// version (the manifest's `feature_build` names it).
+    pub build: Option<FeatureBuild>,
 }
 
 /// How a run ended.
@@ -781,6 +786,9 @@ impl Trainer {
                 now,
             );
         }
+        if let Some(b) = done.build {
+            out.push(Event::Build(Box::new(b)));
+        }
         out.push(Event::Model(Box::new(registered)));
         let held: Vec<DataClaim> = self.claims.held_by(id).cloned().collect();
         for c in held {
@@ -981,9 +989,12 @@ mod tests {
                 seed: plan.seed as i64,
                 dataset_version: None,
                 code_commit: None,
+                feature_contract_hash: None,
+                feature_build: None,
             },
             loglik_per_bar: loglik,
             critical_flags: 0,
+            build: None,
         }))
     }
 
@@ -994,6 +1005,7 @@ mod tests {
                 Event::Status(s) => format!("status:{:?}", s.state).to_lowercase(),
                 Event::Model(m) => format!("model:{:?}:{}", m.event, m.version).to_lowercase(),
                 Event::Claim(c) => format!("claim:{:?}", c.state).to_lowercase(),
+                Event::Build(b) => format!("build:{}", b.build_id),
                 Event::Progress { through, .. } => format!("progress:{through}"),
             })
             .collect()

@@ -449,6 +449,8 @@ mod tests {
             seed: 7,
             dataset_version: None,
             code_commit: None,
+            feature_contract_hash: None,
+            feature_build: None,
         }
     }
 

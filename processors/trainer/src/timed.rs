@@ -93,6 +93,8 @@ mod tests {
             seed: 1,
             dataset_version: None,
             code_commit: None,
+            feature_contract_hash: None,
+            feature_build: None,
         }
     }
 

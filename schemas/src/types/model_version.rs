@@ -51,6 +51,12 @@ pub struct Manifest {
     /// Git commit of the trainer's build (`-dirty` when the tree had changes).
     #[serde(default)]
     pub code_commit: Option<String>,
+    /// SHA-256 of the feature contract's definitions.
+    #[serde(default)]
+    pub feature_contract_hash: Option<String>,
+    /// `build_id` of the training set's `FeatureBuild` (`features.builds`).
+    #[serde(default)]
+    pub feature_build: Option<String>,
 }
 
 /// `[start, end)` offsets of one topic partition.
@@ -67,5 +73,6 @@ payload!(
     "ModelVersion",
     "model_version.avsc",
     "model_version.v1.avsc",
-    "model_version.v2.avsc"
+    "model_version.v2.avsc",
+    "model_version.v3.avsc"
 );

@@ -390,6 +390,8 @@ pub fn model_version() -> ModelVersion {
             seed: 7,
             dataset_version: Some("2019-10".into()),
             code_commit: Some("0123abc".into()),
+            feature_contract_hash: Some("c2".repeat(32)),
+            feature_build: Some("fb-0123456789abcdef".into()),
         }),
         alias: Some("prod".into()),
         previous_version: Some(2),

@@ -13,8 +13,8 @@ use autotrain_kafka::{read_topic, ClientSettings, KafkaError};
 use rdkafka::consumer::BaseConsumer;
 
 use autotrain_schemas::{
-    decode, FeatureVector, Manifest, Metric, OffsetRange, TrainingState, TriggerReason,
-    ValidationFlag,
+    decode, BuildKind, FeatureBuild, FeatureVector, InputRange, Manifest, Metric, OffsetRange,
+    TrainingState, TriggerReason, ValidationFlag,
 };
 use autotrain_topics::{FEATURES, MARKET_FLAGS};
 use tokio::sync::mpsc::UnboundedSender;
@@ -205,6 +205,16 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
             ),
         ));
     }
+
+    let contract_hash = autotrain_features::Contract::released_hash(&contract);
+    let build = feature_build(
+        plan,
+        &table,
+        &ranges,
+        &contract,
+        contract_hash.as_deref(),
+        ctx,
+    );
 
     // 3. Flags in the window (a rerun repeats a decision already taken).
     let spans = table.spans();
@@ -447,6 +457,8 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         code_commit: Some(env!("AUTOTRAIN_GIT_COMMIT"))
             .filter(|c| !c.is_empty())
             .map(str::to_string),
+        feature_contract_hash: contract_hash,
+        feature_build: Some(build.build_id.clone()),
     };
     Ok(Outcome::Done(Box::new(Done {
         parameters,
@@ -455,7 +467,57 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         manifest,
         loglik_per_bar,
         critical_flags: critical,
+        build: Some(build),
     })))
+}
+
+/// The training set's `FeatureBuild`: the contract, the offset ranges read,
+/// the query (instruments, as-of, window) and the table's content hash,
+/// which with the query identifies the build.
+fn feature_build(
+    plan: &Plan,
+    table: &Table,
+    ranges: &[OffsetRange],
+    contract: &str,
+    contract_hash: Option<&str>,
+    ctx: &Context,
+) -> FeatureBuild {
+    let instruments = if plan.trigger.instruments.is_empty() {
+        "*".to_string()
+    } else {
+        plan.trigger.instruments.join(",")
+    };
+    let window = match plan.spec.mode {
+        Mode::Sliding => format!("sliding {} bars", plan.spec.train_window),
+        _ => "expanding".to_string(),
+    };
+    autotrain_features::manifest::manifest(autotrain_features::manifest::BuildInput {
+        kind: BuildKind::TrainingSet,
+        source: format!(
+            "trainer {}: {instruments} as of {}, {window}",
+            plan.training_id,
+            plan.spec
+                .as_of
+                .map_or_else(|| "the log end".to_string(), |t| t.to_string())
+        ),
+        inputs: ranges
+            .iter()
+            .map(|r| InputRange {
+                topic: r.topic.clone(),
+                partition: r.partition,
+                first_offset: r.start,
+                next_offset: r.end,
+            })
+            .collect(),
+        as_of: plan.spec.as_of,
+        rows: table.len() as i64,
+        output_sha256: Some(table.content_hash()),
+        built_at: (ctx.clock)(),
+        contract: autotrain_features::manifest::ContractId {
+            version: contract.to_string(),
+            hash: contract_hash.unwrap_or("unreleased").to_string(),
+        },
+    })
 }
 
 /// A run's fitted model, of either family.

@@ -12,7 +12,8 @@ use autotrain_schemas::{
     decode, Metric, ModelVersion, TrainingCommand, TrainingTrigger, WireError,
 };
 use autotrain_topics::{
-    MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS, TRAINING_STATUS, TRAINING_TRIGGERS,
+    FEATURE_BUILDS, MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS, TRAINING_STATUS,
+    TRAINING_TRIGGERS,
 };
 use tokio::sync::Notify;
 
@@ -53,6 +54,7 @@ pub fn emit(events: &[Event], out: &mut Outputs) -> Result<(), ProcessError> {
             Event::Status(s) => out.send(TRAINING_STATUS, &s.training_id, s)?,
             Event::Model(m) => out.send(MODEL_UPDATES, &m.model_key, m.as_ref())?,
             Event::Claim(c) => out.send(TRAINING_CLAIMS, &c.model_key, c)?,
+            Event::Build(b) => out.send(FEATURE_BUILDS, &b.build_id, b.as_ref())?,
             Event::Progress { model_key, through } => {
                 out.progress(MODEL_UPDATES, model_key, *through)
             }

@@ -31,7 +31,8 @@ use autotrain_kafka::{
 };
 use autotrain_schemas::{DataClaim, ModelVersion, TrainingState, TrainingStatus, TrainingTrigger};
 use autotrain_topics::{
-    MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS, TRAINING_STATUS, TRAINING_TRIGGERS,
+    FEATURE_BUILDS, MODEL_UPDATES, TRAINING_CLAIMS, TRAINING_COMMANDS, TRAINING_STATUS,
+    TRAINING_TRIGGERS,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -82,6 +83,7 @@ fn record(e: &Event) -> Result<OutRecord, KafkaError> {
         Event::Status(s) => OutRecord::from_content(TRAINING_STATUS, &s.training_id, s)?,
         Event::Model(m) => OutRecord::from_content(MODEL_UPDATES, &m.model_key, m.as_ref())?,
         Event::Claim(c) => OutRecord::from_content(TRAINING_CLAIMS, &c.model_key, c)?,
+        Event::Build(b) => OutRecord::from_content(FEATURE_BUILDS, &b.build_id, b.as_ref())?,
         Event::Progress { model_key, through } => {
             OutRecord::progress(MODEL_UPDATES.name(), model_key, *through)
         }
