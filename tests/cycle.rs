@@ -236,3 +236,107 @@ async fn a_controller_restored_mid_stream_ends_where_an_uninterrupted_one_does()
     same(&whole.1, &got.1, "trade.outcomes");
     Ok(())
 }
+
+/// Strategies that declare a forecast as context (`forecast:<target>`):
+/// a posterior waits for the forecast processor's progress through its bar,
+/// so the decisions are the same whether the forecasts come first or long
+/// after the posteriors; and the forecasts are in the decisions' context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forecasts_as_context_are_waited_for_and_read_at_their_bar() -> Result<()> {
+    use autotrain_integration_tests::cycle::{forecast_schemas, BEFORE_FORECASTS};
+    let s = scenario()?;
+    let broker = TestBroker::embedded();
+    let mut runs = Vec::new();
+    let mut contexts: Vec<(i64, f64)> = Vec::new();
+    for forecasts_first in [true, false] {
+        let name = format!("cycle-forecasts-{forecasts_first}");
+        let settings = broker.fresh_topics(&name).await?;
+        let groups = [
+            unique(&format!("{name}-params")),
+            unique(&format!("{name}-engine")),
+        ];
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let params_counters = Arc::new(Counters::default());
+        let params = spawn(
+            &settings,
+            params_rc(&groups[0]),
+            ParamsProcessor::new(Controller::new(config(), forecast_schemas()?)).aligned(true),
+            params_counters.clone(),
+            rx.clone(),
+        );
+        let engine = spawn(
+            &settings,
+            engine_rc(&groups[1]),
+            EngineProcessor::new(Engine::new(forecast_schemas()?, 2.0)).aligned(true),
+            Arc::new(Counters::default()),
+            rx,
+        );
+        if forecasts_first {
+            s.publish_forecasts(&settings).await?;
+            s.publish_all(&settings).await?;
+        } else {
+            s.publish_all(&settings).await?;
+            stop_when(params_counters.clone(), Duration::from_secs(60), |st| {
+                st.held >= 1
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            assert!(params_counters.snapshot().held >= 1, "posteriors held");
+            let (updates, _) = outputs(&settings).await?;
+            assert!(
+                updates.is_empty(),
+                "no decision before its forecast: {updates:?}"
+            );
+            s.publish_forecasts(&settings).await?;
+        }
+        both_caught_up(settings.clone(), groups, Duration::from_secs(120)).await;
+        let _ = tx.send(true);
+        let (params, _) = (params.await??, engine.await??);
+        let stats = &params.controller.stats;
+        assert_eq!(stats.decisions, 3 * s.posteriors.len() as u64);
+        assert_eq!(
+            stats.forecasts_used as usize,
+            s.forecasts().len(),
+            "every forecast read once, at its bar"
+        );
+        assert_eq!(stats.late_forecasts, 0);
+        runs.push(outputs(&settings).await?);
+        if forecasts_first {
+            let st = settings.clone();
+            contexts = tokio::task::spawn_blocking(move || {
+                autotrain_kafka::read_topic::<autotrain_schemas::ParamUpdate>(
+                    &st,
+                    "param.updates",
+                    Duration::from_secs(30),
+                )
+            })
+            .await??
+            .into_iter()
+            .filter_map(|r| r.value.ok())
+            .filter_map(|u| u.context.last().map(|x| (u.at, *x)))
+            .collect();
+        }
+    }
+    same(&runs[0].0, &runs[1].0, "param.updates, forecasts late");
+    same(&runs[0].1, &runs[1].1, "trade.outcomes, forecasts late");
+    // The forecast is the context's last entry: at its centre (0 scaled)
+    // before the first forecast, the bar's forecast after.
+    let first_forecast = s.vectors[BEFORE_FORECASTS].ts;
+    assert!(contexts
+        .iter()
+        .filter(|(at, _)| *at < first_forecast)
+        .all(|(_, x)| *x == 0.0));
+    let after: Vec<f64> = contexts
+        .iter()
+        .filter(|(at, _)| *at >= first_forecast)
+        .map(|(_, x)| *x)
+        .collect();
+    assert!(
+        after.len() > 5 && after.iter().any(|x| *x != 0.0),
+        "{after:?}"
+    );
+    // Without forecast context the controller decides otherwise.
+    let plain = case(&broker, &s, Order::RegimesFirst).await?;
+    assert_ne!(plain.0, runs[0].0, "forecasts change the decisions");
+    Ok(())
+}

@@ -124,6 +124,7 @@ const PARAMS_RESTORE: &[&str] = &[
     PARAM_UPDATES.name(),
     TRADE_OUTCOMES.name(),
     REGIMES.name(),
+    autotrain_topics::FORECASTS.name(),
 ];
 
 impl Stage {

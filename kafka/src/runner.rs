@@ -129,6 +129,10 @@ pub struct Wait {
     pub until: i64,
     /// `(catalogue topic, record key)` whose progress must reach `until`.
     pub on: Vec<(&'static str, String)>,
+    /// Further `(catalogue topic, record key, event time)` conditions with
+    /// a time of their own (the controller waits for outcomes a lap late
+    /// and for forecasts of the bar itself).
+    pub also: Vec<(&'static str, String, i64)>,
     /// Progress records this core can vouch for while it waits (its outputs
     /// before `until` are complete), published when the input is held: a
     /// writer it waits on may itself wait on them (a cycle such as drift ⇄
@@ -352,11 +356,18 @@ async fn announce(
 /// True once every `(topic, key)` a wait names has progress at or after
 /// its event time.
 fn is_over(frontier: &HashMap<(String, String), i64>, wait: &Wait) -> bool {
-    wait.on.iter().all(|(topic, key)| {
+    let reached = |topic: &str, key: &str, until: i64| {
         frontier
-            .get(&(topic.to_string(), key.clone()))
-            .is_some_and(|t| *t >= wait.until)
-    })
+            .get(&(topic.to_string(), key.to_string()))
+            .is_some_and(|t| *t >= until)
+    };
+    wait.on
+        .iter()
+        .all(|(topic, key)| reached(topic, key, wait.until))
+        && wait
+            .also
+            .iter()
+            .all(|(topic, key, until)| reached(topic, key, *until))
 }
 
 fn bump(a: &AtomicU64) {

@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::Result;
 use autotrain_features::{dataflow, Contract};
 use autotrain_kafka::{read_topic, ClientSettings, OutRecord, Producer};
+use autotrain_params::schema::ContextFeature;
 use autotrain_params::{ParamsConfig, StrategySchema};
 use autotrain_schemas::{
-    Effective, FeatureVector, ParamUpdate, RegimePosterior, TradeOutcome, UpdateReason,
+    Effective, FeatureVector, Forecast, ParamUpdate, RegimePosterior, TradeOutcome, UpdateReason,
 };
-use autotrain_topics::{FEATURES, REGIMES};
+use autotrain_topics::{FEATURES, FORECASTS, REGIMES};
 
 use crate::{bars, publish, repo_root};
 
@@ -30,6 +31,25 @@ pub fn schemas() -> Result<Vec<StrategySchema>> {
         &repo_root().join("strategy_schemas"),
     )?)
 }
+
+/// The bundled strategies, each also reading the bar's forecast of the
+/// next bar's absolute return as context.
+pub fn forecast_schemas() -> Result<Vec<StrategySchema>> {
+    let mut schemas = schemas()?;
+    for s in &mut schemas {
+        s.context_features.push(ContextFeature {
+            name: format!("forecast:{FORECAST_TARGET}"),
+            center: 0.004,
+            scale: 0.004,
+        });
+    }
+    Ok(schemas)
+}
+
+/// The target of the scenario's forecasts.
+pub const FORECAST_TARGET: &str = "abs_return:1";
+/// Bars before the first forecast (no forecast model yet: progress only).
+pub const BEFORE_FORECASTS: usize = 700;
 
 pub fn config() -> ParamsConfig {
     ParamsConfig {
@@ -91,6 +111,46 @@ impl Scenario {
         regimes_progress(settings, self.last_without_model()).await?;
         publish(settings, REGIMES, INSTRUMENT, &self.posteriors).await?;
         publish(settings, FEATURES, INSTRUMENT, &self.vectors).await
+    }
+}
+
+impl Scenario {
+    /// A forecast per bar from bar [`BEFORE_FORECASTS`] on, as a forecast
+    /// processor under a `prod` model would publish: here the next bar's
+    /// absolute log return, shrunk (a forecast that knows something).
+    pub fn forecasts(&self) -> Vec<Forecast> {
+        self.vectors
+            .windows(2)
+            .skip(BEFORE_FORECASTS)
+            .map(|w| {
+                let next = w[1]
+                    .values
+                    .iter()
+                    .find(|f| f.name == "lr")
+                    .and_then(|f| f.value)
+                    .unwrap_or(0.0);
+                Forecast {
+                    instrument: w[0].instrument.clone(),
+                    timeframe: w[0].timeframe.clone(),
+                    ts: w[0].ts,
+                    model_key: format!("gbdt/{INSTRUMENT}"),
+                    model_version: 1,
+                    target: FORECAST_TARGET.into(),
+                    prediction: 0.7 * next.abs(),
+                }
+            })
+            .collect()
+    }
+
+    /// The forecasts, then the forecast processor's progress through the
+    /// last bar.
+    pub async fn publish_forecasts(&self, settings: &ClientSettings) -> Result<()> {
+        publish(settings, FORECASTS, INSTRUMENT, &self.forecasts()).await?;
+        let last = self.vectors.last().map_or(0, |v| v.ts);
+        Producer::new(settings)?
+            .send(&OutRecord::progress(FORECASTS.name(), INSTRUMENT, last))
+            .await?;
+        Ok(())
     }
 }
 

@@ -532,6 +532,7 @@ impl Processor for DriftProcessor {
         Some(Wait {
             until: v.ts,
             on: vec![(MODEL_UPDATES_NAME, key.clone())],
+            also: Vec::new(),
             announce: vec![OutRecord::progress(
                 TRAINING_TRIGGERS.name(),
                 &key,

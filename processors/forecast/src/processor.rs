@@ -3,13 +3,22 @@
 //! forecast models are trained by ops, and no writer vouches for their
 //! keys in event time, so a held bar could wait for ever. Registry events
 //! take effect at their `effective_from`, else on arrival.
+//!
+//! It vouches for what it wrote: progress records on `forecasts` per
+//! instrument ("no forecast of a bar at or before t will follow"), every
+//! few hours of bar time and when its input goes quiet, so a controller
+//! that takes forecasts as context can wait for a bar's forecast, or for
+//! the word that there is none (no `prod` model yet).
 
-use autotrain_kafka::{Inbound, Incoming, Outputs, ProcessError, Processor};
+use autotrain_kafka::{Inbound, Incoming, OutRecord, Outputs, ProcessError, Processor};
 use autotrain_schemas::{decode, FeatureVector, Forecast, ModelVersion, WireError};
 use autotrain_topics::{FEATURES, FORECASTS, MODEL_UPDATES};
 use autotrain_trainer::forecast::ForecastModel;
 use autotrain_trainer::{TimedRegistry, PROD};
 use rustc_hash::FxHashMap;
+
+/// Bar time between two progress records of an instrument.
+const PROGRESS_EVERY_MS: i64 = 4 * 3_600_000;
 
 /// The topics the forecast processor consumes.
 pub const INPUTS: &[&str] = &[FEATURES.name(), MODEL_UPDATES.name()];
@@ -47,6 +56,9 @@ pub struct ForecastProcessor {
     registry: TimedRegistry,
     /// Per model key: the version loaded and its model.
     loaded: FxHashMap<String, (i32, ForecastModel)>,
+    /// Per instrument: the newest bar forecast (or passed without a
+    /// model), and the newest one vouched for on `forecasts`.
+    seen: FxHashMap<String, (i64, i64)>,
     pub stats: ForecastStats,
 }
 
@@ -56,6 +68,7 @@ impl ForecastProcessor {
             model_key: model_key.to_string(),
             registry: TimedRegistry::new(),
             loaded: FxHashMap::default(),
+            seen: FxHashMap::default(),
             stats: ForecastStats::default(),
         }
     }
@@ -152,9 +165,32 @@ impl Processor for ForecastProcessor {
                 if let Some(f) = self.on_features(v)? {
                     out.send(FORECASTS, &f.instrument.clone(), &f)?;
                 }
+                let (seen, vouched) = self
+                    .seen
+                    .entry(v.instrument.clone())
+                    .or_insert((i64::MIN, i64::MIN));
+                *seen = (*seen).max(v.ts);
+                if *seen >= vouched.saturating_add(PROGRESS_EVERY_MS) {
+                    *vouched = *seen;
+                    out.progress(FORECASTS, &v.instrument, *seen);
+                }
                 Ok(())
             }
         }
+    }
+
+    fn flush(&mut self) -> Vec<OutRecord> {
+        let mut out: Vec<OutRecord> = self
+            .seen
+            .iter_mut()
+            .filter(|(_, (seen, vouched))| vouched < seen)
+            .map(|(instrument, (seen, vouched))| {
+                *vouched = *seen;
+                OutRecord::progress(FORECASTS.name(), instrument, *seen)
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
     }
 }
 

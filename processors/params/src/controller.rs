@@ -125,6 +125,11 @@ pub struct ParamsStats {
     /// Aligned: ops' manual updates read after their bar was decided
     /// (applied on arrival).
     pub late_manual_updates: u64,
+    /// Forecasts used as context of a decision (`forecast:<target>`).
+    pub forecasts_used: u64,
+    /// Forecasts for a bar already decided (a revised bar's): logged, not
+    /// used.
+    pub late_forecasts: u64,
 }
 
 /// Why [`Controller::resume`] refuses.

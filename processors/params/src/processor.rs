@@ -8,7 +8,10 @@
 //! `trade.outcomes` through then, and applies them in a fixed order), and
 //! the engine opens positions at bar `t` only once the controller's
 //! progress on `param.updates` reaches `t`. The bar's context features come
-//! inside the posterior. Outputs are then a function of the input logs.
+//! inside the posterior; a strategy that declares `forecast:<target>`
+//! context features also waits for the forecast processor's progress on
+//! `forecasts` through `t` and reads the bar's forecast. Outputs are then a
+//! function of the input logs.
 //!
 //! Restored on start by [`ParamsProcessor::restore`]: the registered
 //! presets from `param.presets`, the updates in force from
@@ -26,10 +29,12 @@ use autotrain_kafka::{
     ProcessError, Processor, Wait,
 };
 use autotrain_schemas::{
-    decode, FeatureVector, ParamUpdate, PresetRegistration, RegimePosterior, TradeOutcome,
-    UpdateReason, WireError,
+    decode, FeatureValue, FeatureVector, Forecast, ParamUpdate, PresetRegistration,
+    RegimePosterior, TradeOutcome, UpdateReason, WireError,
 };
-use autotrain_topics::{FEATURES, PARAM_PRESETS, PARAM_UPDATES, REGIMES, TRADE_OUTCOMES};
+use autotrain_topics::{
+    FEATURES, FORECASTS, PARAM_PRESETS, PARAM_UPDATES, REGIMES, TRADE_OUTCOMES,
+};
 use rustc_hash::FxHashMap;
 
 use crate::controller::{update_key, Controller};
@@ -41,6 +46,7 @@ pub enum ParamsInput {
     Outcome(TradeOutcome),
     Update(Box<ParamUpdate>),
     Preset(PresetRegistration),
+    Forecast(Forecast),
 }
 
 impl Inbound for ParamsInput {
@@ -49,6 +55,8 @@ impl Inbound for ParamsInput {
             decode::<TradeOutcome>(bytes).map(ParamsInput::Outcome)
         } else if topic == PARAM_PRESETS.name() {
             decode::<PresetRegistration>(bytes).map(ParamsInput::Preset)
+        } else if topic == FORECASTS.name() {
+            decode::<Forecast>(bytes).map(ParamsInput::Forecast)
         } else if topic == PARAM_UPDATES.name() {
             decode::<ParamUpdate>(bytes).map(|u| ParamsInput::Update(Box::new(u)))
         } else {
@@ -63,6 +71,7 @@ pub const INPUTS: &[&str] = &[
     TRADE_OUTCOMES.name(),
     PARAM_UPDATES.name(),
     PARAM_PRESETS.name(),
+    FORECASTS.name(),
 ];
 
 /// The topics the simulated engine consumes.
@@ -70,6 +79,7 @@ pub const ENGINE_INPUTS: &[&str] = &[FEATURES.name(), PARAM_UPDATES.name()];
 
 const TRADE_OUTCOMES_NAME: &str = TRADE_OUTCOMES.name();
 const PARAM_UPDATES_NAME: &str = PARAM_UPDATES.name();
+const FORECASTS_NAME: &str = FORECASTS.name();
 
 /// Per instrument: the newest bar time this core is complete through, and
 /// the newest it has published progress for.
@@ -137,6 +147,11 @@ pub struct ParamsProcessor {
     /// Aligned: ops' manual updates (a kill-switch reset) waiting for their
     /// bar, per instrument, by (bar time, config id).
     manual: FxHashMap<String, BTreeMap<(i64, String), ParamUpdate>>,
+    /// Whether a strategy reads forecasts as context.
+    uses_forecasts: bool,
+    /// Forecasts of bars not decided yet, per instrument, by (bar time,
+    /// target): the prediction.
+    forecasts: FxHashMap<String, BTreeMap<(i64, String), f64>>,
     /// Bars decided (or passed without a posterior) per instrument.
     decided: Vouched,
     /// Regime posteriors decided on so far, readable from other tasks (the
@@ -149,10 +164,12 @@ pub struct ParamsProcessor {
 impl ParamsProcessor {
     pub fn new(controller: Controller) -> Self {
         ParamsProcessor {
+            uses_forecasts: controller.schemas().iter().any(|s| s.uses_forecasts()),
             controller,
             aligned: false,
             outcomes: FxHashMap::default(),
             manual: FxHashMap::default(),
+            forecasts: FxHashMap::default(),
             decided: Vouched::default(),
             decisions_made: Default::default(),
             learned: Default::default(),
@@ -220,6 +237,47 @@ impl ParamsProcessor {
         updates
     }
 
+    /// Keeps a forecast for its bar's decision; one for a bar already
+    /// decided (a revised bar's) is counted and logged.
+    fn hold_forecast(&mut self, f: &Forecast) {
+        if !self.uses_forecasts {
+            return;
+        }
+        if self
+            .decided
+            .through(&f.instrument)
+            .is_some_and(|t| f.ts <= t)
+        {
+            self.controller.stats.late_forecasts += 1;
+            tracing::warn!(instrument = %f.instrument, ts = f.ts, model = %f.model_key,
+                "forecast for a bar already decided: not used");
+            return;
+        }
+        self.forecasts
+            .entry(f.instrument.clone())
+            .or_default()
+            .insert((f.ts, f.target.clone()), f.prediction);
+    }
+
+    /// The newest forecast per target at or before bar `t` of
+    /// `instrument`, as `forecast:<target>` values; older ones are dropped.
+    fn take_forecasts(&mut self, instrument: &str, t: i64) -> Vec<FeatureValue> {
+        let Some(queue) = self.forecasts.get_mut(instrument) else {
+            return Vec::new();
+        };
+        let later = queue.split_off(&(t.saturating_add(1), String::new()));
+        let due = std::mem::replace(queue, later);
+        let newest: BTreeMap<String, f64> = due.into_iter().map(|((_, k), v)| (k, v)).collect();
+        self.controller.stats.forecasts_used += newest.len() as u64;
+        newest
+            .into_iter()
+            .map(|(target, v)| FeatureValue {
+                name: format!("{}{target}", crate::schema::FORECAST_PREFIX),
+                value: Some(v),
+            })
+            .collect()
+    }
+
     fn hold_manual(&mut self, u: &ParamUpdate) {
         self.manual
             .entry(u.instrument.clone())
@@ -237,6 +295,7 @@ impl ParamsProcessor {
             mut updates,
             outcomes,
             decided,
+            forecasts,
         } = state;
         for p in &presets {
             // Refused registrations were dead-lettered the first time.
@@ -247,6 +306,12 @@ impl ParamsProcessor {
             let every = self.controller.config().progress_every_ms;
             for (instrument, t) in &decided {
                 self.decided.reach(instrument, *t, every);
+            }
+            for f in forecasts
+                .iter()
+                .filter(|f| decided.get(&f.instrument).is_none_or(|t| f.ts > *t))
+            {
+                self.hold_forecast(f);
             }
             for o in outcomes {
                 if self.controller.check_outcome(&o).is_ok() {
@@ -310,6 +375,9 @@ pub struct ParamsState {
     pub outcomes: Vec<TradeOutcome>,
     /// Per instrument: the newest posterior the group already decided on.
     pub decided: HashMap<String, i64>,
+    /// Forecasts the group already consumed (below its committed offsets),
+    /// for the bars still to decide.
+    pub forecasts: Vec<Forecast>,
 }
 
 /// What [`ParamsProcessor::restore`] needs, read from the topics
@@ -351,11 +419,22 @@ pub fn load_state(
             *t = (*t).max(p.ts);
         }
     }
+    // Forecasts are written by autotrain's forecast processor alone.
+    let done = committed(settings, group, FORECASTS.name(), timeout)?;
+    let forecasts = read_topic::<Forecast>(settings, FORECASTS.name(), timeout)?
+        .into_iter()
+        .filter(|r| done.get(&r.partition).is_some_and(|c| r.offset < *c))
+        .map(|r| r.into_value(FORECASTS.name()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|f| decided.get(&f.instrument).is_none_or(|t| f.ts > *t))
+        .collect();
     Ok(ParamsState {
         presets,
         updates,
         outcomes,
         decided,
+        forecasts,
     })
 }
 
@@ -389,14 +468,16 @@ impl Processor for ParamsProcessor {
                 } else {
                     Vec::new()
                 };
-                if !p.features.is_empty() {
+                let mut values = p.features.clone();
+                values.extend(self.take_forecasts(&p.instrument, p.ts));
+                if !values.is_empty() {
                     self.controller.on_features(&FeatureVector {
                         instrument: p.instrument.clone(),
                         timeframe: p.timeframe.clone(),
                         ts: p.ts,
                         contract_version: String::new(),
                         bar_revision: 0,
-                        values: p.features.clone(),
+                        values,
                     });
                 }
                 self.decisions_made
@@ -457,6 +538,10 @@ impl Processor for ParamsProcessor {
                 register(&mut self.controller, p).map_err(ProcessError::invalid)?;
                 Vec::new()
             }
+            ParamsInput::Forecast(f) => {
+                self.hold_forecast(f);
+                Vec::new()
+            }
         };
         for u in updates {
             out.send(PARAM_UPDATES, &update_key(&u.strategy, &u.instrument), &u)?;
@@ -465,15 +550,16 @@ impl Processor for ParamsProcessor {
     }
 
     fn control_topics(&self) -> &'static [&'static str] {
-        if self.aligned {
-            &[TRADE_OUTCOMES_NAME]
-        } else {
-            &[]
+        match (self.aligned, self.uses_forecasts) {
+            (true, true) => &[TRADE_OUTCOMES_NAME, FORECASTS_NAME],
+            (true, false) => &[TRADE_OUTCOMES_NAME],
+            (false, _) => &[],
         }
     }
 
     /// A posterior at `t` waits for the engine's outcomes through
-    /// `t − lag`; meanwhile the controller vouches for its updates before
+    /// `t − lag` (and, with forecast context, for the forecasts through
+    /// `t`); meanwhile the controller vouches for its updates before
     /// `t`, which is what lets the engine get there.
     fn wait(&self, input: &ParamsInput) -> Option<Wait> {
         let ParamsInput::Regime(p) = input else {
@@ -489,6 +575,11 @@ impl Processor for ParamsProcessor {
                 .iter()
                 .map(|s| (TRADE_OUTCOMES_NAME, update_key(s, &p.instrument)))
                 .collect(),
+            also: if self.uses_forecasts {
+                vec![(FORECASTS_NAME, p.instrument.clone(), p.ts)]
+            } else {
+                Vec::new()
+            },
             announce: progress_records(
                 PARAM_UPDATES_NAME,
                 &strategies,
@@ -641,6 +732,7 @@ impl Processor for EngineProcessor {
                 .iter()
                 .map(|s| (PARAM_UPDATES_NAME, update_key(s, &v.instrument)))
                 .collect(),
+            also: Vec::new(),
             announce: progress_records(
                 TRADE_OUTCOMES_NAME,
                 &strategies,
@@ -711,6 +803,8 @@ mod tests {
     /// losing outcome of the update in force (the kill-switch trips early).
     struct Sim {
         core: ParamsProcessor,
+        /// Bars from which a forecast precedes the posterior.
+        forecasts_from: usize,
         /// Updates published, with the bar they were published on.
         published: Vec<(usize, ParamUpdate)>,
         outcomes: Vec<TradeOutcome>,
@@ -721,6 +815,7 @@ mod tests {
         fn new(core: ParamsProcessor) -> Self {
             Sim {
                 core,
+                forecasts_from: usize::MAX,
                 published: Vec::new(),
                 outcomes: Vec::new(),
                 in_force: None,
@@ -736,6 +831,10 @@ mod tests {
                     self.published.extend(out.into_iter().map(|u| (i, u)));
                 }
                 let ts = i as i64 * BAR;
+                if i >= self.forecasts_from {
+                    let f = ParamsInput::Forecast(forecast(i));
+                    assert!(feed(&mut self.core, FORECASTS.name(), f).is_empty());
+                }
                 let p = RegimePosterior {
                     instrument: "x:A".into(),
                     timeframe: "30m".into(),
@@ -781,6 +880,104 @@ mod tests {
         }
     }
 
+    fn forecast(i: usize) -> Forecast {
+        Forecast {
+            instrument: "x:A".into(),
+            timeframe: "30m".into(),
+            ts: i as i64 * BAR,
+            model_key: "gbdt/x:A".into(),
+            model_version: 1,
+            target: "abs_return:1".into(),
+            prediction: 0.001 * (i % 7) as f64,
+        }
+    }
+
+    fn forecast_core() -> ParamsProcessor {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../strategy_schemas");
+        let mut schemas = StrategySchema::load_dir(&dir).expect("schemas");
+        for s in &mut schemas {
+            s.context_features.push(crate::schema::ContextFeature {
+                name: "forecast:abs_return:1".into(),
+                center: 0.003,
+                scale: 0.003,
+            });
+        }
+        let config = ParamsConfig {
+            strategies: vec!["trend_following".into()],
+            kill_switch_drawdown: 1e9,
+            learn_lag_ms: LAG,
+            ..ParamsConfig::default()
+        };
+        ParamsProcessor::new(Controller::new(config, schemas)).aligned(true)
+    }
+
+    /// Restored with the forecasts the group had consumed ahead of its
+    /// posteriors, the controller decides the rest of the bars with the
+    /// same forecasts in context as an uninterrupted one.
+    #[test]
+    fn a_restore_keeps_the_forecasts_of_bars_still_to_decide() {
+        let mut whole = Sim::new(forecast_core());
+        whole.forecasts_from = 20;
+        whole.bars(0..200, None);
+        assert!(
+            whole
+                .updates()
+                .iter()
+                .any(|u| u.context.last().is_some_and(|x| *x != 0.0)),
+            "the forecast is in the context"
+        );
+        assert!(whole.core.uses_forecasts);
+        let p = RegimePosterior {
+            instrument: "x:A".into(),
+            timeframe: "30m".into(),
+            ts: 300 * BAR,
+            model_key: "hmm/x:A".into(),
+            model_version: 1,
+            probabilities: vec![0.6, 0.4],
+            regime: 0,
+            loglik: 0.0,
+            features: Vec::new(),
+        };
+        let wait = whole.core.wait(&ParamsInput::Regime(p)).expect("waits");
+        assert_eq!(
+            wait.also,
+            vec![(FORECASTS_NAME, "x:A".to_string(), 300 * BAR)]
+        );
+        assert!(whole.core.control_topics().contains(&FORECASTS_NAME));
+        for k in [50, 120] {
+            let mut first = Sim::new(forecast_core());
+            first.forecasts_from = 20;
+            first.bars(0..k, None);
+            let mut restored = forecast_core();
+            restored.restore(ParamsState {
+                presets: Vec::new(),
+                updates: first.updates(),
+                outcomes: first.outcomes.clone(),
+                decided: HashMap::from([("x:A".to_string(), (k as i64 - 1) * BAR)]),
+                // Consumed before the stop: up to 30 bars ahead, and some
+                // of bars already decided (left out by the restore).
+                forecasts: (20..k + 30).map(forecast).collect(),
+            });
+            let mut second = Sim::new(restored);
+            second.in_force = first.in_force.clone();
+            second.forecasts_from = k + 30;
+            second.bars(k..200, None);
+            let want: Vec<&ParamUpdate> = whole
+                .published
+                .iter()
+                .filter(|(i, _)| *i >= k)
+                .map(|(_, u)| u)
+                .collect();
+            let got: Vec<&ParamUpdate> = second.published.iter().map(|(_, u)| u).collect();
+            assert_eq!(want, got, "restored before bar {k}");
+            assert_eq!(second.core.controller.stats.late_forecasts, 0);
+        }
+        // A forecast for a bar already decided is counted, not used.
+        let late = ParamsInput::Forecast(forecast(10));
+        assert!(feed(&mut whole.core, FORECASTS.name(), late).is_empty());
+        assert_eq!(whole.core.controller.stats.late_forecasts, 1);
+    }
+
     fn run(manual: Option<&ParamUpdate>, read_at: usize) -> (Vec<ParamUpdate>, ParamsProcessor) {
         let mut sim = Sim::new(core());
         sim.bars(0..200, manual.map(|m| (m, read_at)));
@@ -821,6 +1018,7 @@ mod tests {
                 updates,
                 outcomes: first.outcomes.clone(),
                 decided: HashMap::from([("x:A".to_string(), (k as i64 - 1) * BAR)]),
+                forecasts: Vec::new(),
             });
             let mut second = Sim::new(restored);
             second.in_force = first.in_force.clone();

@@ -35,12 +35,25 @@ pub struct Preset {
     pub values: BTreeMap<String, f64>,
 }
 
+/// A context feature named `forecast:<target>` (e.g.
+/// `forecast:abs_return:1`) is the prediction on `forecasts` for the
+/// decision's bar with that target; any other name is a feature of the
+/// bar's vector.
+pub const FORECAST_PREFIX: &str = "forecast:";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContextFeature {
     pub name: String,
     pub center: f64,
     pub scale: f64,
+}
+
+impl ContextFeature {
+    /// The forecast target this feature reads, if it is a forecast.
+    pub fn forecast_target(&self) -> Option<&str> {
+        self.name.strip_prefix(FORECAST_PREFIX)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +69,13 @@ pub struct StrategySchema {
 }
 
 impl StrategySchema {
+    /// Whether a context feature of this strategy is a forecast.
+    pub fn uses_forecasts(&self) -> bool {
+        self.context_features
+            .iter()
+            .any(|f| f.forecast_target().is_some())
+    }
+
     pub fn from_yaml(text: &str) -> Result<Self, String> {
         let s: StrategySchema = serde_norway::from_str(text).map_err(|e| e.to_string())?;
         s.check().map_err(|e| e.to_string())?;
@@ -127,6 +147,12 @@ impl StrategySchema {
         for f in &self.context_features {
             if !(f.scale.is_finite() && f.scale > 0.0 && f.center.is_finite()) {
                 return Err(self.invalid(format!("context feature {}: scale must be > 0", f.name)));
+            }
+            if f.forecast_target().is_some_and(str::is_empty) {
+                return Err(self.invalid(format!(
+                    "context feature {}: name the forecast's target, e.g. forecast:abs_return:1",
+                    f.name
+                )));
             }
         }
         Ok(())

@@ -276,6 +276,7 @@ impl Processor for RegimeProcessor {
                 MODEL_UPDATES_NAME,
                 self.model_key.replace("{instrument}", &v.instrument),
             )],
+            also: Vec::new(),
             announce: Vec::new(),
         })
     }
