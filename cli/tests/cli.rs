@@ -83,6 +83,7 @@ fn every_subcommand_has_help() -> Result<()> {
         ["run", "params"],
         ["run", "engine"],
         ["bench", "params"],
+        ["bench", "pipeline"],
         ["trainings", "list"],
         ["trainings", "show"],
         ["trainings", "cancel"],
@@ -101,6 +102,51 @@ fn every_subcommand_has_help() -> Result<()> {
     ] {
         ok(&[sub[0], sub[1], "--help"])?;
     }
+    Ok(())
+}
+
+/// `bench pipeline` on the embedded broker: every bar the validator passes
+/// becomes a feature row, and each stage's profile covers its inputs.
+#[test]
+fn the_pipeline_bench_profiles_every_bar() -> Result<()> {
+    let out = ok(&["bench", "pipeline", "--bars", "3000"])?;
+    let head = out.lines().next().unwrap_or_default();
+    let number = |after: &str, before: &str| -> Result<u64> {
+        let tail = head
+            .split_once(after)
+            .with_context(|| format!("{after:?} in {head}"))?
+            .1;
+        Ok(tail
+            .split_once(before)
+            .with_context(|| format!("{before:?} in {tail}"))?
+            .0
+            .trim()
+            .parse()?)
+    };
+    let passed = number("3000 bars (", " passed)")?;
+    let rows = number("bars/s end to end (", " feature rows)")?;
+    assert!(passed > 2_900 && passed == rows, "{out}");
+    let inputs = |stage: &str| -> Result<(u64, Vec<f64>)> {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(stage))
+            .with_context(|| format!("{stage} in {out}"))?;
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        let figures = cells[3..]
+            .iter()
+            .map(|c| c.parse::<f64>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((cells[1].parse()?, figures))
+    };
+    let (validated, v) = inputs("validator")?;
+    let (featured, f) = inputs("features")?;
+    assert!(validated >= 3_000, "{out}");
+    assert_eq!(featured, rows, "{out}");
+    // decode and core take time in both stages.
+    assert!(
+        v[0] > 0.0 && v[1] > 0.0 && f[0] > 0.0 && f[1] > 0.0,
+        "{out}"
+    );
     Ok(())
 }
 

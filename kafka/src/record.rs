@@ -103,6 +103,8 @@ pub struct Outputs {
     processor: String,
     source: EventId,
     records: Vec<OutRecord>,
+    /// Time spent encoding outputs (the runner's phase profile).
+    encoding: std::time::Duration,
 }
 
 impl Outputs {
@@ -111,6 +113,7 @@ impl Outputs {
             processor: processor.to_string(),
             source,
             records: Vec::new(),
+            encoding: std::time::Duration::ZERO,
         }
     }
 
@@ -121,12 +124,7 @@ impl Outputs {
         value: &T,
     ) -> Result<(), ProcessError> {
         let id = EventId::for_output(&self.processor, self.source, self.records.len());
-        let record = OutRecord::new(topic, key, value, id).map_err(|e| ProcessError::Poison {
-            kind: ErrorKind::Processing,
-            reason: format!("output does not encode: {e}"),
-        })?;
-        self.records.push(record);
-        Ok(())
+        self.send_with_id(topic, key, value, id)
     }
 
     /// Sends with an id the core derives itself, for an output that more
@@ -139,12 +137,19 @@ impl Outputs {
         value: &T,
         id: EventId,
     ) -> Result<(), ProcessError> {
+        let started = std::time::Instant::now();
         let record = OutRecord::new(topic, key, value, id).map_err(|e| ProcessError::Poison {
             kind: ErrorKind::Processing,
             reason: format!("output does not encode: {e}"),
         })?;
+        self.encoding += started.elapsed();
         self.records.push(record);
         Ok(())
+    }
+
+    /// Time spent encoding the outputs so far.
+    pub fn encoding(&self) -> std::time::Duration {
+        self.encoding
     }
 
     /// Publishes progress: this processor's records on `topic` for `key`

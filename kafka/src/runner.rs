@@ -261,6 +261,36 @@ pub struct Counters {
     pub handled: HandledByTopic,
     /// Time to process one input.
     pub processing: crate::metrics::ProcessingTime,
+    /// Where the runner's time goes, summed (`autotrain bench pipeline`).
+    pub phases: Phases,
+}
+
+/// Nanoseconds a runner spent in each phase of handling its inputs,
+/// summed over them. Consuming (fetch, the wait for input) is what is left
+/// of a stage's wall time.
+#[derive(Debug, Default)]
+pub struct Phases {
+    /// Avro decoding of inputs.
+    pub decode_ns: AtomicU64,
+    /// The core's `process`, encoding excluded.
+    pub core_ns: AtomicU64,
+    /// Avro encoding of outputs.
+    pub encode_ns: AtomicU64,
+    /// Handing outputs to the producer (librdkafka's queue).
+    pub enqueue_ns: AtomicU64,
+    /// From enqueue to the broker's acknowledgement, summed over inputs
+    /// (a latency: acknowledgements overlap with the work above).
+    pub ack_ns: AtomicU64,
+    /// Inputs whose outputs were acknowledged.
+    pub acked: AtomicU64,
+    /// Exactly-once: committing transactions.
+    pub commit_ns: AtomicU64,
+}
+
+impl Phases {
+    fn add(slot: &AtomicU64, d: Duration) {
+        slot.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Records handled per input topic; see [`Counters::handled`].
@@ -966,6 +996,7 @@ impl<P: Processor> Loop<'_, P> {
             "transaction committed"
         );
         bump(&self.counters.transactions);
+        Phases::add(&self.counters.phases.commit_ns, started.elapsed());
         self.counters
             .acknowledged
             .fetch_add(done.inputs as u64, Ordering::Relaxed);
@@ -1089,6 +1120,7 @@ impl<P: Processor> Loop<'_, P> {
             (None, None) => unreachable!("a runner has a producer or a transaction"),
         };
         let mut pending: Vec<Pending> = Vec::with_capacity(outputs.len());
+        let enqueuing = Instant::now();
         for record in &outputs {
             let sent = match producer.enqueue(record).await {
                 Err(KafkaError::Client(e))
@@ -1111,10 +1143,15 @@ impl<P: Processor> Loop<'_, P> {
                 bump(&self.counters.outputs);
             }
         }
+        Phases::add(&self.counters.phases.enqueue_ns, enqueuing.elapsed());
+        let enqueued = Instant::now();
+        let counters = self.counters.clone();
         Ok(Box::pin(async move {
             for p in pending {
                 p.confirm().await?;
             }
+            Phases::add(&counters.phases.ack_ns, enqueued.elapsed());
+            bump(&counters.phases.acked);
             Ok(done)
         }))
     }
@@ -1155,10 +1192,12 @@ impl<P: Processor> Loop<'_, P> {
                 "record has no value (tombstone)".into(),
             )));
         };
+        let decoding = Instant::now();
         let value = match P::Input::decode(&raw.logical, bytes) {
             Ok(v) => v,
             Err(e) => return Ok(Err((e.kind().into(), e.to_string()))),
         };
+        Phases::add(&self.counters.phases.decode_ns, decoding.elapsed());
         let input = Incoming {
             topic: raw.logical.clone(),
             partition: raw.partition,
@@ -1178,7 +1217,15 @@ impl<P: Processor> Loop<'_, P> {
         loop {
             attempts += 1;
             let mut out = Outputs::new(self.processor.name(), id);
-            match self.processor.process(&input, &mut out) {
+            let processing = Instant::now();
+            let processed = self.processor.process(&input, &mut out);
+            let (total, encoding) = (processing.elapsed(), out.encoding());
+            Phases::add(&self.counters.phases.encode_ns, encoding);
+            Phases::add(
+                &self.counters.phases.core_ns,
+                total.saturating_sub(encoding),
+            );
+            match processed {
                 Ok(()) => return Ok(Ok(out.into_records())),
                 Err(ProcessError::Poison { kind, reason }) => return Ok(Err((kind, reason))),
                 Err(ProcessError::Retriable(reason)) => match delays.next() {

@@ -39,7 +39,14 @@ pub enum BenchCommand {
     /// outcome); then the control-plane API's request latency (p50/p99) under
     /// concurrent local load.
     Params(ParamsBenchArgs),
+    /// Where a bar's time goes from `market.bars.raw` to `features`: per
+    /// stage, decode, core, encode, enqueue, commit, consume and the
+    /// acknowledgement latency, and raw → features bars/s, on the embedded
+    /// broker and (with `--brokers`) on a real cluster.
+    Pipeline(pipeline::PipelineBenchArgs),
 }
+
+mod pipeline;
 
 #[derive(Debug, clap::Args)]
 pub struct ParamsBenchArgs {
@@ -1100,6 +1107,7 @@ pub async fn run(config: &Config, cmd: BenchCommand) -> Result<()> {
             }
         }
         BenchCommand::Drift(args) => bench_drift(&args)?,
+        BenchCommand::Pipeline(args) => pipeline::run(config, &args).await?,
         BenchCommand::Hmm(args) => bench_hmm(&args)?,
         BenchCommand::Params(args) => {
             bench_params(&args)?;

@@ -202,7 +202,7 @@ const STAGES: [Stage; 6] = [
     Stage::Engine,
 ];
 
-fn bundled_data() -> PathBuf {
+pub(crate) fn bundled_data() -> PathBuf {
     let here = PathBuf::from("data");
     if here.is_dir() {
         return here;
