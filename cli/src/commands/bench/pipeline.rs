@@ -105,7 +105,7 @@ fn feed(dir: &std::path::Path, limit: usize) -> Result<Vec<Bar>> {
             bars.push(b?);
         }
     }
-    bars.sort_by(|a, b| (a.ts, a.instrument()).cmp(&(b.ts, b.instrument())));
+    bars.sort_by_key(|b| (b.ts, b.instrument()));
     if limit > 0 {
         bars.truncate(limit);
     }
