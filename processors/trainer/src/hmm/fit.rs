@@ -228,6 +228,7 @@ fn fit_once(
     let mut history: Vec<f64> = Vec::new();
     let mut converged = false;
     let mut buffers = kernel::Buffers::default();
+    buffers.threads = threads;
     for _ in 0..o.max_iter {
         if deadline.is_some_and(|at| Instant::now() >= at) {
             return Err(HmmError::DeadlinePassed {
@@ -304,7 +305,7 @@ pub fn fit_reporting(
                     *mean += shift;
                 }
                 let model = canonical(&model);
-                let loglik = model.score(x)?;
+                let loglik = model.score_on(x, inner)?;
                 Ok((model, history, converged, loglik))
             })
         },

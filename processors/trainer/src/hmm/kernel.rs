@@ -56,6 +56,9 @@ pub struct Buffers {
     c: Vec<f64>,
     /// Each row's largest log density (fixed shapes).
     top: Vec<f64>,
+    /// Threads the emission densities may use (fixed shapes; 0 or 1: the
+    /// calling thread). The result is the same bits whatever the count.
+    pub threads: usize,
 }
 
 /// Log-likelihood of `x` under `m` (the forward sweep alone).

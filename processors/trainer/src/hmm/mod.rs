@@ -95,9 +95,17 @@ impl GaussianHmm {
 
     /// Log-likelihood of `x` (row-major, `d` columns).
     pub fn score(&self, x: &[f64]) -> Result<f64, HmmError> {
+        self.score_on(x, 1)
+    }
+
+    /// [`GaussianHmm::score`] with the emission densities on up to
+    /// `threads` threads (the same bits whatever the count).
+    pub fn score_on(&self, x: &[f64], threads: usize) -> Result<f64, HmmError> {
         check(x, self.d, 1)?;
         if (1..=MAX_STATES).contains(&self.k) {
-            return kernel::loglik(self, x, &mut kernel::Buffers::default());
+            let mut buffers = kernel::Buffers::default();
+            buffers.threads = threads;
+            return kernel::loglik(self, x, &mut buffers);
         }
         let log_b = emission::log_densities(self, x)?;
         Ok(forward_backward::forward(self, &log_b, x.len() / self.d)?.0)

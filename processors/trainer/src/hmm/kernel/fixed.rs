@@ -177,6 +177,11 @@ fn rows<const D: usize>(
 /// each loop running over rows so that it vectorises across them: the log
 /// densities of one state, each row's maximum, the exponentials. Returns
 /// Σ maxima (summed in row order).
+///
+/// Rows are independent here: with `buf.threads` > 1 and enough rows, row
+/// ranges go to scoped threads (each dispatched to the CPU's widest
+/// vectors again); every value is the same bits whoever computes it, and
+/// the maxima are still summed in row order.
 #[inline(always)]
 fn emissions<const K: usize, const D: usize, const FULL: bool>(
     p: &Params<K, D>,
@@ -186,26 +191,97 @@ fn emissions<const K: usize, const D: usize, const FULL: bool>(
     let n = x.len() / D;
     buf.b.resize(n * K, 0.0);
     buf.top.resize(n, 0.0);
-    for (s, out) in buf.b.chunks_exact_mut(n.max(1)).enumerate().take(K) {
+    let threads = buf.threads.clamp(1, (n / PARALLEL_ROWS).max(1));
+    if threads == 1 {
+        let mut states: Vec<&mut [f64]> = buf.b.chunks_exact_mut(n.max(1)).take(K).collect();
+        emission_rows::<K, D, FULL>(p, x, &mut states, &mut buf.top);
+    } else {
+        let step = n.div_ceil(threads);
+        // Per row range: its slice of each state's block, and of `top`.
+        let mut parts: Vec<(Vec<&mut [f64]>, &mut [f64], &[f64])> = Vec::new();
+        let mut blocks: Vec<&mut [f64]> = buf.b.chunks_exact_mut(n).take(K).collect();
+        let mut top: &mut [f64] = &mut buf.top;
+        let mut rows_left = x;
+        while !top.is_empty() {
+            let len = step.min(top.len());
+            let mut states = Vec::with_capacity(K);
+            for block in &mut blocks {
+                let (head, tail) = std::mem::take(block).split_at_mut(len);
+                states.push(head);
+                *block = tail;
+            }
+            let (head, tail) = top.split_at_mut(len);
+            top = tail;
+            let (xs, rest) = rows_left.split_at(len * D);
+            rows_left = rest;
+            parts.push((states, head, xs));
+        }
+        std::thread::scope(|scope| {
+            for (mut states, top, xs) in parts {
+                scope.spawn(move || {
+                    pulp::Arch::new().dispatch(EmissionRows::<K, D, FULL> {
+                        p,
+                        x: xs,
+                        states: &mut states,
+                        top,
+                    })
+                });
+            }
+        });
+    }
+    buf.top.iter().fold(0.0, |sum, v| sum + v)
+}
+
+/// Rows per thread below which the emissions stay on one thread.
+const PARALLEL_ROWS: usize = 50_000;
+
+/// [`emission_rows`] on a helper thread, at the widest vectors.
+struct EmissionRows<'a, 'b, const K: usize, const D: usize, const FULL: bool> {
+    p: &'a Params<K, D>,
+    x: &'a [f64],
+    states: &'a mut [&'b mut [f64]],
+    top: &'a mut [f64],
+}
+
+impl<const K: usize, const D: usize, const FULL: bool> pulp::WithSimd
+    for EmissionRows<'_, '_, K, D, FULL>
+{
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        emission_rows::<K, D, FULL>(self.p, self.x, self.states, self.top);
+    }
+}
+
+/// The shifted densities of the rows `x` into `states[s]` and each row's
+/// largest log density into `top`.
+#[inline(always)]
+fn emission_rows<const K: usize, const D: usize, const FULL: bool>(
+    p: &Params<K, D>,
+    x: &[f64],
+    states: &mut [&mut [f64]],
+    top: &mut [f64],
+) {
+    for (s, out) in states.iter_mut().enumerate() {
         for (o, row) in out.iter_mut().zip(rows::<D>(x)) {
             *o = p.log_density::<FULL>(s, row);
         }
     }
-    let (first, rest) = buf.b.split_at(n);
-    buf.top.copy_from_slice(first);
-    for other in rest.chunks_exact(n.max(1)) {
-        for (top, v) in buf.top.iter_mut().zip(other) {
-            if *v > *top {
-                *top = *v;
+    if let Some((first, rest)) = states.split_first() {
+        top.copy_from_slice(first);
+        for other in rest {
+            for (top, v) in top.iter_mut().zip(other.iter()) {
+                if *v > *top {
+                    *top = *v;
+                }
             }
         }
     }
-    for out in buf.b.chunks_exact_mut(n.max(1)) {
-        for (o, top) in out.iter_mut().zip(&buf.top) {
+    for out in states.iter_mut() {
+        for (o, top) in out.iter_mut().zip(top.iter()) {
             *o = exp_nonpositive(*o - top);
         }
     }
-    buf.top.iter().fold(0.0, |sum, v| sum + v)
 }
 
 /// Row t's densities from the state-major array.
