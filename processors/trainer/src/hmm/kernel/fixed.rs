@@ -198,7 +198,7 @@ fn emissions<const K: usize, const D: usize, const FULL: bool>(
     } else {
         let step = n.div_ceil(threads);
         // Per row range: its slice of each state's block, and of `top`.
-        let mut parts: Vec<(Vec<&mut [f64]>, &mut [f64], &[f64])> = Vec::new();
+        let mut parts: Vec<RowRange<'_>> = Vec::new();
         let mut blocks: Vec<&mut [f64]> = buf.b.chunks_exact_mut(n).take(K).collect();
         let mut top: &mut [f64] = &mut buf.top;
         let mut rows_left = x;
@@ -231,6 +231,10 @@ fn emissions<const K: usize, const D: usize, const FULL: bool>(
     }
     buf.top.iter().fold(0.0, |sum, v| sum + v)
 }
+
+/// One thread's share of the emissions: its slice of each state's block,
+/// of `top`, and its rows.
+type RowRange<'a> = (Vec<&'a mut [f64]>, &'a mut [f64], &'a [f64]);
 
 /// Rows per thread below which the emissions stay on one thread.
 const PARALLEL_ROWS: usize = 50_000;
