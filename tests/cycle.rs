@@ -241,11 +241,12 @@ async fn a_controller_restored_mid_stream_ends_where_an_uninterrupted_one_does()
 /// a posterior waits for the forecast processor's progress through its bar,
 /// so the decisions are the same whether the forecasts come first or long
 /// after the posteriors; and the forecasts are in the decisions' context.
+/// On the shared Apache Kafka.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forecasts_as_context_are_waited_for_and_read_at_their_bar() -> Result<()> {
     use autotrain_integration_tests::cycle::{forecast_schemas, BEFORE_FORECASTS};
     let s = scenario()?;
-    let broker = TestBroker::embedded();
+    let broker = TestBroker::kafka();
     let mut runs = Vec::new();
     let mut contexts: Vec<(i64, f64)> = Vec::new();
     for forecasts_first in [true, false] {
