@@ -243,12 +243,11 @@ fn current_param_update_schema_reads_records_written_with_v2() {
     );
 }
 
-#[test]
-fn current_model_version_schema_reads_records_written_with_v2() {
-    let v2 =
-        Schema::parse_str(include_str!("../history/model_version.v2.avsc")).expect("v2 parses");
+/// The sample `ModelVersion` written with an older schema (`history[index]`,
+/// whose manifest lacks `dropped`), as its writer framed it.
+fn old_model_version(schema: &str, index: usize, dropped: &[&str]) -> Vec<u8> {
+    let old_schema = Schema::parse_str(schema).expect("history parses");
     let mut value = apache_avro::to_value(samples::model_version()).expect("to value");
-    // A v2 manifest: the same record without the fields added since.
     let Value::Record(fields) = &mut value else {
         panic!("a record: {value:?}")
     };
@@ -263,22 +262,29 @@ fn current_model_version_schema_reads_records_written_with_v2() {
         panic!("a record: {inner:?}")
     };
     let before = m.len();
-    m.retain(|(n, _)| {
-        ![
+    m.retain(|(n, _)| !dropped.contains(&n.as_str()));
+    assert_eq!(m.len(), before - dropped.len());
+    let old = value.resolve(&old_schema).expect("an old record");
+    let fp = ModelVersion::schemas().history[index].0;
+    assert_ne!(fp, ModelVersion::schemas().fingerprint);
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&fp.to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&old_schema, old).expect("encode"));
+    bytes
+}
+
+#[test]
+fn current_model_version_schema_reads_records_written_with_v2() {
+    let bytes = old_model_version(
+        include_str!("../history/model_version.v2.avsc"),
+        1,
+        &[
             "dataset_version",
             "code_commit",
             "feature_contract_hash",
             "feature_build",
-        ]
-        .contains(&n.as_str())
-    });
-    assert_eq!(m.len(), before - 4);
-    let old = value.resolve(&v2).expect("a v2 record");
-    let fp = ModelVersion::schemas().history[1].0;
-    let mut bytes = MAGIC.to_vec();
-    bytes.extend_from_slice(&fp.to_le_bytes());
-    bytes.extend(apache_avro::to_avro_datum(&v2, old).expect("encode v2"));
-    assert_ne!(fp, ModelVersion::schemas().fingerprint);
+        ],
+    );
     let v: ModelVersion = decode(&bytes).expect("current reader reads v2");
     let m = v.manifest.expect("manifest");
     assert_eq!((m.seed, m.dataset_version, m.code_commit), (7, None, None));
@@ -286,32 +292,11 @@ fn current_model_version_schema_reads_records_written_with_v2() {
 
 #[test]
 fn current_model_version_schema_reads_records_written_with_v3() {
-    let v3 =
-        Schema::parse_str(include_str!("../history/model_version.v3.avsc")).expect("v3 parses");
-    let mut value = apache_avro::to_value(samples::model_version()).expect("to value");
-    // A v3 manifest: the same record without the fields added since.
-    let Value::Record(fields) = &mut value else {
-        panic!("a record: {value:?}")
-    };
-    let (_, manifest) = fields
-        .iter_mut()
-        .find(|(n, _)| n == "manifest")
-        .expect("manifest");
-    let Value::Union(_, inner) = manifest else {
-        panic!("a union: {manifest:?}")
-    };
-    let Value::Record(m) = inner.as_mut() else {
-        panic!("a record: {inner:?}")
-    };
-    let before = m.len();
-    m.retain(|(n, _)| n != "feature_contract_hash" && n != "feature_build");
-    assert_eq!(m.len(), before - 2);
-    let old = value.resolve(&v3).expect("a v3 record");
-    let fp = ModelVersion::schemas().history[2].0;
-    let mut bytes = MAGIC.to_vec();
-    bytes.extend_from_slice(&fp.to_le_bytes());
-    bytes.extend(apache_avro::to_avro_datum(&v3, old).expect("encode v3"));
-    assert_ne!(fp, ModelVersion::schemas().fingerprint);
+    let bytes = old_model_version(
+        include_str!("../history/model_version.v3.avsc"),
+        2,
+        &["feature_contract_hash", "feature_build"],
+    );
     let v: ModelVersion = decode(&bytes).expect("current reader reads v3");
     let m = v.manifest.expect("manifest");
     assert_eq!(

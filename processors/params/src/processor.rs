@@ -768,16 +768,45 @@ mod tests {
     const BAR: i64 = 1_800_000;
     const LAG: i64 = 4 * BAR;
 
-    fn core() -> ParamsProcessor {
+    /// Trend following alone, aligned; `forecast` adds the forecast of the
+    /// next bar's absolute return to its context.
+    fn core_with(kill_switch_drawdown: f64, forecast: bool) -> ParamsProcessor {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../strategy_schemas");
-        let schemas = StrategySchema::load_dir(&dir).expect("schemas");
+        let mut schemas = StrategySchema::load_dir(&dir).expect("schemas");
+        if forecast {
+            for s in &mut schemas {
+                s.context_features.push(crate::schema::ContextFeature {
+                    name: "forecast:abs_return:1".into(),
+                    center: 0.003,
+                    scale: 0.003,
+                });
+            }
+        }
         let config = ParamsConfig {
             strategies: vec!["trend_following".into()],
-            kill_switch_drawdown: 2.0,
+            kill_switch_drawdown,
             learn_lag_ms: LAG,
             ..ParamsConfig::default()
         };
         ParamsProcessor::new(Controller::new(config, schemas)).aligned(true)
+    }
+
+    fn core() -> ParamsProcessor {
+        core_with(2.0, false)
+    }
+
+    fn posterior(ts: i64) -> RegimePosterior {
+        RegimePosterior {
+            instrument: "x:A".into(),
+            timeframe: "30m".into(),
+            ts,
+            model_key: "hmm/x:A".into(),
+            model_version: 1,
+            probabilities: vec![0.6, 0.4],
+            regime: 0,
+            loglik: 0.0,
+            features: Vec::new(),
+        }
     }
 
     fn feed(core: &mut ParamsProcessor, topic: &str, value: ParamsInput) -> Vec<ParamUpdate> {
@@ -835,18 +864,8 @@ mod tests {
                     let f = ParamsInput::Forecast(forecast(i));
                     assert!(feed(&mut self.core, FORECASTS.name(), f).is_empty());
                 }
-                let p = RegimePosterior {
-                    instrument: "x:A".into(),
-                    timeframe: "30m".into(),
-                    ts,
-                    model_key: "hmm/x:A".into(),
-                    model_version: 1,
-                    probabilities: vec![0.6, 0.4],
-                    regime: 0,
-                    loglik: 0.0,
-                    features: Vec::new(),
-                };
-                let updates = feed(&mut self.core, REGIMES.name(), ParamsInput::Regime(p));
+                let p = ParamsInput::Regime(posterior(ts));
+                let updates = feed(&mut self.core, REGIMES.name(), p);
                 if let Some(u) = updates.last() {
                     self.in_force = Some(u.clone());
                 }
@@ -893,22 +912,7 @@ mod tests {
     }
 
     fn forecast_core() -> ParamsProcessor {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../strategy_schemas");
-        let mut schemas = StrategySchema::load_dir(&dir).expect("schemas");
-        for s in &mut schemas {
-            s.context_features.push(crate::schema::ContextFeature {
-                name: "forecast:abs_return:1".into(),
-                center: 0.003,
-                scale: 0.003,
-            });
-        }
-        let config = ParamsConfig {
-            strategies: vec!["trend_following".into()],
-            kill_switch_drawdown: 1e9,
-            learn_lag_ms: LAG,
-            ..ParamsConfig::default()
-        };
-        ParamsProcessor::new(Controller::new(config, schemas)).aligned(true)
+        core_with(1e9, true)
     }
 
     /// Restored with the forecasts the group had consumed ahead of its
@@ -927,18 +931,10 @@ mod tests {
             "the forecast is in the context"
         );
         assert!(whole.core.uses_forecasts);
-        let p = RegimePosterior {
-            instrument: "x:A".into(),
-            timeframe: "30m".into(),
-            ts: 300 * BAR,
-            model_key: "hmm/x:A".into(),
-            model_version: 1,
-            probabilities: vec![0.6, 0.4],
-            regime: 0,
-            loglik: 0.0,
-            features: Vec::new(),
-        };
-        let wait = whole.core.wait(&ParamsInput::Regime(p)).expect("waits");
+        let wait = whole
+            .core
+            .wait(&ParamsInput::Regime(posterior(300 * BAR)))
+            .expect("waits");
         assert_eq!(
             wait.also,
             vec![(FORECASTS_NAME, "x:A".to_string(), 300 * BAR)]

@@ -112,6 +112,27 @@ fn feed(dir: &std::path::Path, limit: usize) -> Result<Vec<Bar>> {
     Ok(bars)
 }
 
+/// `stage`'s runner, configured as `autotrain run` configures it, on its own
+/// task until `stop` turns true.
+fn spawn_stage<P: autotrain_kafka::Processor + 'static>(
+    config: &Config,
+    ctx: &Context,
+    tag: &str,
+    stage: Stage,
+    core: P,
+    counters: &Arc<Counters>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(P, autotrain_kafka::RunStats), autotrain_kafka::KafkaError>> {
+    let rc = ctx.runner_config(config, &format!("{tag}-{stage}"), stage.wiring().inputs);
+    let (settings, counters, mut stop) = (ctx.settings.clone(), counters.clone(), stop.clone());
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        autotrain_kafka::run(&settings, &rc, core, counters, stopped).await
+    })
+}
+
 /// Runs the two stages over `bars` on `ctx`'s broker and prints where the
 /// time went.
 async fn through(config: &Config, ctx: &Context, bars: &[Bar], ahead: u64) -> Result<()> {
@@ -123,41 +144,25 @@ async fn through(config: &Config, ctx: &Context, bars: &[Bar], ahead: u64) -> Re
     let build = Build::deployment(config)?;
     let counters = [Arc::new(Counters::default()), Arc::new(Counters::default())];
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |rx: &tokio::sync::watch::Receiver<bool>| {
-        let mut rx = rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
     let started = Instant::now();
-    let validator = {
-        let rc = ctx.runner_config(
-            config,
-            &format!("{tag}-validator"),
-            Stage::Validator.wiring().inputs,
-        );
-        let (settings, core, c, stop) = (
-            ctx.settings.clone(),
-            build.validator(),
-            counters[0].clone(),
-            stopped(&stop_rx),
-        );
-        tokio::spawn(async move { autotrain_kafka::run(&settings, &rc, core, c, stop).await })
-    };
-    let features = {
-        let rc = ctx.runner_config(
-            config,
-            &format!("{tag}-features"),
-            Stage::Features.wiring().inputs,
-        );
-        let (settings, core, c, stop) = (
-            ctx.settings.clone(),
-            build.features()?,
-            counters[1].clone(),
-            stopped(&stop_rx),
-        );
-        tokio::spawn(async move { autotrain_kafka::run(&settings, &rc, core, c, stop).await })
-    };
+    let validator = spawn_stage(
+        config,
+        ctx,
+        &tag,
+        Stage::Validator,
+        build.validator(),
+        &counters[0],
+        &stop_rx,
+    );
+    let features = spawn_stage(
+        config,
+        ctx,
+        &tag,
+        Stage::Features,
+        build.features()?,
+        &counters[1],
+        &stop_rx,
+    );
 
     // The producer, at most `ahead` bars before what the validator handled.
     let producer = Producer::new(&ctx.settings)?;
