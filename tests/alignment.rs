@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
+
 use anyhow::Result;
 use autotrain_features::{dataflow, Contract};
 use autotrain_integration_tests::*;
@@ -101,22 +103,42 @@ async fn progress(settings: &ClientSettings, through: i64) -> Result<()> {
     Ok(())
 }
 
+/// Runs `core` until `published` fires and its group has then consumed
+/// both topics. Without the gate, a group that has committed
+/// `model.updates` while `features` is still empty counts as caught up and
+/// stops before the first bar.
 fn start(
     settings: &ClientSettings,
     rc: &RunnerConfig,
     core: RegimeProcessor,
     counters: Arc<Counters>,
+    published: oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<Result<RegimeProcessor>> {
     let (settings, rc) = (settings.clone(), rc.clone());
     tokio::spawn(async move {
-        let done = stop_when_caught_up(
-            settings.clone(),
-            rc.group_id.clone(),
-            vec!["features", "model.updates"],
-            Duration::from_secs(120),
-        );
+        let group = rc.group_id.clone();
+        let s = settings.clone();
+        let done = async move {
+            published
+                .await
+                .expect("the test signals when it has published");
+            stop_when_caught_up(
+                s,
+                group,
+                vec!["features", "model.updates"],
+                Duration::from_secs(120),
+            )
+            .await
+        };
         Ok(run(&settings, &rc, core, counters, done).await?.0)
     })
+}
+
+/// A gate already open: everything was published before the run starts.
+fn all_published() -> oneshot::Receiver<()> {
+    let (tx, rx) = oneshot::channel();
+    tx.send(()).expect("receiver alive");
+    rx
 }
 
 async fn posteriors(settings: &ClientSettings) -> Result<BTreeMap<i64, RegimePosterior>> {
@@ -191,11 +213,13 @@ async fn arrival_order_and_a_silent_input_do_not_change_the_posteriors() -> Resu
         );
         rc.strict_log_start = true;
         let counters = Arc::new(Counters::default());
+        let (published, gate) = oneshot::channel();
         let running = start(
             &settings,
             &rc,
             RegimeProcessor::new("hmm/{instrument}").aligned(true),
             counters.clone(),
+            gate,
         );
         if models_first {
             publish(&settings, MODEL_UPDATES, KEY, &s.events).await?;
@@ -223,6 +247,7 @@ async fn arrival_order_and_a_silent_input_do_not_change_the_posteriors() -> Resu
             publish(&settings, MODEL_UPDATES, KEY, &s.events[2..]).await?;
             progress(&settings, i64::MAX).await?;
         }
+        published.send(()).expect("runner alive");
         running.await??;
         let got = posteriors(&settings).await?;
         check(&s, &got);
@@ -281,7 +306,8 @@ async fn a_restart_in_the_middle_of_a_time_step_ends_where_an_uninterrupted_run_
     let mut restored = RegimeProcessor::new("hmm/{instrument}").aligned(true);
     restored.restore(models.into_iter().filter_map(|r| r.value.ok()), latest)?;
     let counters = Arc::new(Counters::default());
-    let running = start(&settings, &rc, restored, counters.clone());
+    let (published, gate) = oneshot::channel();
+    let running = start(&settings, &rc, restored, counters.clone(), gate);
     stop_when(counters.clone(), Duration::from_secs(60), |st| st.held >= 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -290,6 +316,7 @@ async fn a_restart_in_the_middle_of_a_time_step_ends_where_an_uninterrupted_run_
         "the restored runner waits at the same bar"
     );
     progress(&settings, i64::MAX).await?;
+    published.send(()).expect("runner alive");
     running.await??;
     let got = posteriors(&settings).await?;
     check(&s, &got);
@@ -306,6 +333,7 @@ async fn a_restart_in_the_middle_of_a_time_step_ends_where_an_uninterrupted_run_
         &rc,
         RegimeProcessor::new("hmm/{instrument}").aligned(true),
         Arc::new(Counters::default()),
+        all_published(),
     )
     .await??;
     assert_eq!(got, posteriors(&fresh).await?);

@@ -136,7 +136,9 @@ async fn topics_reach_a_real_questdb_through_its_restart_a_crash_and_a_replay() 
     let mut config = SinkConfig::new(&group, INPUTS);
     config.max_rows = 500;
     config.max_age = Duration::from_millis(200);
-    config.retry_attempts = 60;
+    // Enough retries to outlast QuestDB's restart (a JVM start, up to a
+    // minute on two busy cores): about 150 s at the 500 ms ceiling.
+    config.retry_attempts = 300;
     config.retry_min_delay = Duration::from_millis(100);
     config.retry_max_delay = Duration::from_millis(500);
 

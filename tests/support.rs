@@ -137,6 +137,38 @@ pub(crate) fn run_tool(c: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Runs `c` to its end like [`Command::output`], but kills it after
+/// `limit`: a process that hangs fails its test with its output so far
+/// instead of holding CI until CI's own limit.
+pub fn output_within(c: &mut Command, limit: Duration) -> Result<std::process::Output> {
+    let dir = tempfile::tempdir()?;
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = c
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(std::fs::File::create(&err)?)
+        .spawn()?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let said = std::fs::read_to_string(&err).unwrap_or_default();
+            let from = said.char_indices().rev().nth(4_000).map_or(0, |(i, _)| i);
+            let tail = &said[from..];
+            bail!("{c:?} still running after {limit:?}; killed. stderr (tail):\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: std::fs::read(&out)?,
+        stderr: std::fs::read(&err)?,
+    })
+}
+
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -7,16 +7,24 @@
 //! 100,000 records per partition and drops older ones without telling
 //! anyone. The runner detects such a drop and fails loudly instead of
 //! skipping data (see `runner`).
+//!
+//! Its group coordinator answers a new group's first join only after
+//! `group.initial.rebalance.delay.ms`, 3 s by default (as Kafka's broker
+//! default), so every processor's start waited 3 s. With one process
+//! starting all its members at once there is nothing to wait for: the
+//! embedded broker sets it to 0 (the `mock` module below).
 
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseProducer, Producer as _};
+use rdkafka::ClientConfig;
 
 use crate::error::KafkaError;
 use crate::settings::ClientSettings;
 
 pub enum Broker {
     Embedded {
-        cluster: MockCluster<'static, DefaultProducerContext>,
+        /// The client whose mock cluster this is: the cluster lives as
+        /// long as it does.
+        host: BaseProducer,
         bootstrap: String,
     },
     External {
@@ -46,9 +54,20 @@ impl Broker {
 
     /// Starts the in-process broker (one node, in memory, bounded).
     pub fn embedded() -> Result<Self, KafkaError> {
-        let cluster = MockCluster::new(1).map_err(|e| KafkaError::Embedded(e.to_string()))?;
-        let bootstrap = cluster.bootstrap_servers();
-        Ok(Broker::Embedded { cluster, bootstrap })
+        let embedded = |e: &dyn std::fmt::Display| KafkaError::Embedded(e.to_string());
+        let host: BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", "1")
+            .create()
+            .map_err(|e| embedded(&e))?;
+        let bootstrap = host
+            .client()
+            .mock_cluster()
+            .ok_or_else(|| embedded(&"librdkafka started no mock cluster"))?
+            .bootstrap_servers();
+        if !mock::no_initial_rebalance_delay(host.client()) {
+            return Err(embedded(&"the mock cluster has no handle"));
+        }
+        Ok(Broker::Embedded { host, bootstrap })
     }
 
     pub fn bootstrap(&self) -> &str {
@@ -85,12 +104,41 @@ impl Broker {
         partitions: i32,
     ) -> Option<Result<(), KafkaError>> {
         match self {
-            Broker::Embedded { cluster, .. } => Some(
-                cluster
-                    .create_topic(name, partitions, 1)
-                    .map_err(|e| KafkaError::Embedded(format!("create {name}: {e}"))),
+            Broker::Embedded { host, .. } => Some(
+                host.client()
+                    .mock_cluster()
+                    .ok_or_else(|| KafkaError::Embedded("the mock cluster is gone".into()))
+                    .and_then(|cluster| {
+                        cluster
+                            .create_topic(name, partitions, 1)
+                            .map_err(|e| KafkaError::Embedded(format!("create {name}: {e}")))
+                    }),
             ),
             Broker::External { .. } => None,
         }
+    }
+}
+
+/// The workspace's only `unsafe`: librdkafka's mock cluster has a setting
+/// the `rdkafka` crate does not wrap.
+#[allow(unsafe_code)]
+mod mock {
+    use rdkafka::bindings;
+    use rdkafka::client::{Client, ClientContext};
+
+    /// Sets the mock cluster's `group.initial.rebalance.delay.ms` to 0;
+    /// `false` if `client` hosts no mock cluster.
+    pub(super) fn no_initial_rebalance_delay<C: ClientContext>(client: &Client<C>) -> bool {
+        // SAFETY: `client.native_ptr()` is a live handle for the duration of
+        // the call (`client` is borrowed); the cluster it returns is owned
+        // by that handle, and the setter takes the cluster's own lock.
+        unsafe {
+            let cluster = bindings::rd_kafka_handle_mock_cluster(client.native_ptr());
+            if cluster.is_null() {
+                return false;
+            }
+            bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
+        }
+        true
     }
 }

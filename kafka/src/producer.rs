@@ -157,7 +157,29 @@ impl Producer {
 
     /// Sends one record and waits for the broker's acknowledgement.
     pub async fn send(&self, record: &OutRecord) -> Result<Delivered, KafkaError> {
-        self.enqueue(record).await?.confirm().await
+        let sent = self.enqueue(record).await?.confirm().await;
+        sent.map_err(|e| self.explain(e))
+    }
+
+    /// A failed delivery named by the producer's fatal error when it has
+    /// one: after one, librdkafka purges its queue, and "purged in queue"
+    /// alone does not say that the broker refused the producer an id (an
+    /// idempotent producer needs Write on a topic it writes to).
+    fn explain(&self, e: KafkaError) -> KafkaError {
+        match (e, self.inner.client().fatal_error()) {
+            (KafkaError::Delivery { topic, .. }, Some((code, reason))) => {
+                let hint = if code == RDKafkaErrorCode::ClusterAuthorizationFailed {
+                    " (this principal may write to no topic: an idempotent producer needs Write on the topics it writes to)"
+                } else {
+                    ""
+                };
+                KafkaError::Delivery {
+                    topic,
+                    reason: format!("{code:?}: {reason}{hint}"),
+                }
+            }
+            (e, _) => e,
+        }
     }
 
     /// Sends records in order and waits for every acknowledgement: all are
@@ -170,7 +192,7 @@ impl Producer {
         }
         let mut delivered = Vec::with_capacity(pending.len());
         for sent in pending {
-            delivered.push(sent.confirm().await?);
+            delivered.push(sent.confirm().await.map_err(|e| self.explain(e))?);
         }
         Ok(delivered)
     }

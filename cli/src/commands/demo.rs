@@ -409,7 +409,15 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
                 _ = stopped.wait_for(|s| *s) => Err(anyhow::anyhow!("a stage stopped; see the error above")),
             };
             if published.is_ok() {
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    "published every bar"
+                );
                 wait_caught_up(ctx, &groups, &trainer_group, &trainer_counters).await;
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    "every stage drained"
+                );
             }
             let _ = stop_tx.send(true);
             published
@@ -456,10 +464,16 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
     trained?;
     let (params, _) = controlled?;
     let (engine, _) = traded?;
-    let views = super::trainings::load(&ctx.settings).await?;
-    let registry = super::models::load(&ctx.settings).await?;
-    let mut trainings_by_reason: BTreeMap<String, u64> = BTreeMap::new();
-    let triggers = {
+    // The outputs are final: digest them while the summary is read back
+    // (both wait on the broker far more than they compute).
+    let digesting = {
+        let s = ctx.settings.clone();
+        let lines = args.digest_lines.clone();
+        tokio::task::spawn_blocking(move || {
+            super::digest::digests(&s, super::digest::OUTPUTS, lines.as_deref())
+        })
+    };
+    let reading_triggers = {
         let s = ctx.settings.clone();
         tokio::task::spawn_blocking(move || {
             autotrain_kafka::read_topic::<autotrain_schemas::TrainingTrigger>(
@@ -468,8 +482,13 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
                 Duration::from_secs(30),
             )
         })
-        .await??
     };
+    let (views, registry, triggers) = tokio::try_join!(
+        super::trainings::load(&ctx.settings),
+        super::models::load(&ctx.settings),
+        async { Ok(reading_triggers.await??) },
+    )?;
+    let mut trainings_by_reason: BTreeMap<String, u64> = BTreeMap::new();
     for t in triggers.into_iter().filter_map(|r| r.value.ok()) {
         if views.contains_key(&autotrain_trainer::queue::training_id(&t)) {
             *trainings_by_reason
@@ -504,14 +523,12 @@ pub async fn run_demo(config: &Config, args: &Args, ctx: &Context) -> Result<(Su
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let digests = {
-        let s = ctx.settings.clone();
-        let lines = args.digest_lines.clone();
-        tokio::task::spawn_blocking(move || {
-            super::digest::digests(&s, super::digest::OUTPUTS, lines.as_deref())
-        })
-        .await??
-    };
+    tracing::info!(seconds, "summary read back");
+    let digests = digesting.await??;
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "outputs digested"
+    );
     let v = &validator.summary;
     let checksum_duplicates = v.flags.get("duplicate").copied().unwrap_or(0);
     Ok((

@@ -154,7 +154,8 @@ pub fn canonical_records(
 }
 
 /// [`canonical_records`], and whether every partition's log still starts
-/// at offset 0.
+/// at offset 0. The partitions are read at once, one reader each: a read
+/// waits on the broker's round trips far more than it computes.
 fn read_canonical(
     settings: &ClientSettings,
     logical: &str,
@@ -163,29 +164,51 @@ fn read_canonical(
     let timeout = Duration::from_secs(60);
     let physical = settings.physical(logical);
     let probe: BaseConsumer = settings.reader_config().create()?;
-    let (mut out, mut complete) = (Vec::new(), true);
+    let mut ranges = Vec::new();
+    let mut complete = true;
     for partition in partitions_of(&probe, &physical, timeout)? {
         let (low, high) =
             autotrain_kafka::reader::query_watermarks(&probe, &physical, partition, timeout)?;
         complete &= low == 0;
         let low = low.max(starts.get(&partition).copied().unwrap_or(0));
-        for r in read_range(
-            &settings.reader_config(),
-            &physical,
-            partition,
-            low,
-            high,
-            timeout,
-        )? {
-            if r.progress.is_some() {
-                continue;
-            }
-            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
-            let (schema, value) = canonical(r.payload.as_deref());
-            out.push(Canonical { key, schema, value });
+        if low < high {
+            ranges.push((partition, low, high));
         }
     }
-    Ok((out, complete))
+    drop(probe);
+    let parts = std::thread::scope(|scope| {
+        let readers: Vec<_> = ranges
+            .iter()
+            .map(|&(partition, low, high)| {
+                let physical = &physical;
+                scope.spawn(move || -> Result<Vec<Canonical>> {
+                    let records = read_range(
+                        &settings.reader_config(),
+                        physical,
+                        partition,
+                        low,
+                        high,
+                        timeout,
+                    )?;
+                    Ok(records
+                        .into_iter()
+                        .filter(|r| r.progress.is_none())
+                        .map(|r| {
+                            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default())
+                                .into_owned();
+                            let (schema, value) = canonical(r.payload.as_deref());
+                            Canonical { key, schema, value }
+                        })
+                        .collect())
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|h| h.join().expect("a partition reader panicked"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok((parts.into_iter().flatten().collect(), complete))
 }
 
 /// The digest of one catalogue topic as it is now; with `lines`, its
@@ -219,16 +242,22 @@ pub fn topic_digest(
     })
 }
 
-/// Digests of several topics (blocking).
+/// Digests of several topics, read at once (blocking).
 pub fn digests(
     settings: &ClientSettings,
     topics: &[&str],
     lines_dir: Option<&Path>,
 ) -> Result<BTreeMap<String, TopicDigest>> {
-    topics
-        .iter()
-        .map(|t| Ok((t.to_string(), topic_digest(settings, t, lines_dir)?)))
-        .collect()
+    std::thread::scope(|scope| {
+        let digesting: Vec<_> = topics
+            .iter()
+            .map(|t| (t, scope.spawn(move || topic_digest(settings, t, lines_dir))))
+            .collect();
+        digesting
+            .into_iter()
+            .map(|(t, h)| Ok((t.to_string(), h.join().expect("a digest panicked")?)))
+            .collect()
+    })
 }
 
 pub async fn run(config: &Config, args: Args) -> Result<()> {

@@ -272,13 +272,16 @@ pub async fn run(config: &Config, cmd: RunCommand) -> Result<()> {
                     },
                 )
                 .await;
-                if started.elapsed() > std::time::Duration::from_secs(60) {
+                if started.elapsed() > std::time::Duration::from_secs(60)
+                    && ctx.settings.link.outage().is_none()
+                {
                     troubled = Troubled::default();
                 }
                 match outcome {
                     // Fenced too: after a broker restart its static
                     // membership can be fenced by its own rejoin.
                     Err(e) if (e.is_retriable() || e.is_fenced()) && !*stop_rx.borrow() => {
+                        outage_within(&ctx, rc.unreachable_limit)?;
                         let e = anyhow::Error::from(e);
                         let wait = troubled.next(&e, rc.unreachable_limit)?;
                         tracing::warn!(error = %e, ?wait, "broker trouble: the trainer restores and starts again");
@@ -380,16 +383,7 @@ where
     let (mut restarts, mut fenced) = (0u32, 0u32);
     let mut troubled = Troubled::default();
     loop {
-        if let Some(o) = ctx.settings.link.outage() {
-            if o.lasted >= rc.unreachable_limit {
-                return Err(autotrain_kafka::KafkaError::Unreachable {
-                    since_ms: o.since_ms,
-                    limit_s: rc.unreachable_limit.as_secs(),
-                    reason: o.reason,
-                }
-                .into());
-            }
-        }
+        outage_within(ctx, rc.unreachable_limit)?;
         // A core restores from the topics: while the brokers are out (and
         // within the limit) that is retried, not a reason to exit.
         let core = match make().await {
@@ -414,7 +408,9 @@ where
         let started = std::time::Instant::now();
         let outcome =
             autotrain_kafka::run(&ctx.settings, &rc, core, counters.clone(), stopped).await;
-        if started.elapsed() > std::time::Duration::from_secs(60) {
+        if started.elapsed() > std::time::Duration::from_secs(60)
+            && ctx.settings.link.outage().is_none()
+        {
             troubled = Troubled::default();
         }
         match outcome {
@@ -556,6 +552,23 @@ async fn serve_metrics(
         }
     });
     Ok(())
+}
+
+/// Fails with [`Unreachable`](autotrain_kafka::KafkaError::Unreachable)
+/// once the brokers have been out for the limit. Checked between a
+/// supervised runner's attempts: one attempt can itself outlast the limit
+/// (a metadata request times out after a minute), so the count of failed
+/// attempts alone never says the outage is over the limit.
+fn outage_within(ctx: &Context, limit: std::time::Duration) -> Result<()> {
+    match ctx.settings.link.outage() {
+        Some(o) if o.lasted >= limit => Err(autotrain_kafka::KafkaError::Unreachable {
+            since_ms: o.since_ms,
+            limit_s: limit.as_secs(),
+            reason: o.reason,
+        }
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// Whether an error out of a core's restore is transport trouble worth

@@ -31,6 +31,9 @@ pub struct Row {
     pub values: Vec<Option<f64>>,
 }
 
+/// A bar's time and values, while a table is built.
+type Bar = (i64, Vec<Option<f64>>);
+
 /// Feature rows sorted by (instrument, ts).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Table {
@@ -75,7 +78,13 @@ impl Table {
     ) -> (Table, BuildStats) {
         let mut stats = BuildStats::default();
         let mut names: Vec<String> = Vec::new();
-        let mut latest: BTreeMap<(String, i64), Vec<Option<f64>>> = BTreeMap::new();
+        // Per instrument, bars in time order: records come mostly in time
+        // order, so a bar is appended; a correction replaces its bar, a
+        // late bar is inserted in place.
+        let mut bars: BTreeMap<&'a str, Vec<Bar>> = BTreeMap::new();
+        // Column of each position of the previous record's values: records
+        // of one contract list their features in the same order.
+        let mut columns: Vec<usize> = Vec::new();
         for v in records {
             stats.records += 1;
             if !instruments.is_empty() && !instruments.contains(&v.instrument) {
@@ -86,45 +95,54 @@ impl Table {
                 stats.after_as_of += 1;
                 continue;
             }
+            columns.truncate(v.values.len());
+            for (at, f) in v.values.iter().enumerate() {
+                if columns.get(at).is_some_and(|&i| names[i] == f.name) {
+                    continue;
+                }
+                let i = names.iter().position(|n| *n == f.name).unwrap_or_else(|| {
+                    names.push(f.name.clone());
+                    names.len() - 1
+                });
+                if at < columns.len() {
+                    columns[at] = i;
+                } else {
+                    columns.push(i);
+                }
+            }
             let mut values = vec![None; names.len()];
-            for f in &v.values {
-                let i = match names.iter().position(|n| *n == f.name) {
-                    Some(i) => i,
-                    None => {
-                        names.push(f.name.clone());
-                        values.push(None);
-                        names.len() - 1
-                    }
-                };
+            for (f, &i) in v.values.iter().zip(&columns) {
                 values[i] = f.value;
             }
-            if latest
-                .insert((v.instrument.clone(), v.ts), values)
-                .is_some()
-            {
-                stats.superseded += 1;
+            let series = bars.entry(v.instrument.as_str()).or_default();
+            match series.last() {
+                Some((last, _)) if *last >= v.ts => {
+                    match series.binary_search_by_key(&v.ts, |(ts, _)| *ts) {
+                        Ok(i) => {
+                            series[i].1 = values;
+                            stats.superseded += 1;
+                        }
+                        Err(i) => series.insert(i, (v.ts, values)),
+                    }
+                }
+                _ => series.push((v.ts, values)),
             }
         }
         let width = names.len();
-        let mut rows: Vec<Row> = latest
-            .into_iter()
-            .map(|((instrument, ts), mut values)| {
+        let total: usize = bars.values().map(|b| b.len()).sum();
+        let mut rows: Vec<Row> =
+            Vec::with_capacity(window.map_or(total, |w| total.min(w * bars.len())));
+        for (instrument, series) in bars {
+            let skip = window.map_or(0, |w| series.len().saturating_sub(w));
+            stats.outside_window += skip;
+            rows.extend(series.into_iter().skip(skip).map(|(ts, mut values)| {
                 values.resize(width, None);
                 Row {
-                    instrument,
+                    instrument: instrument.to_string(),
                     ts,
                     values,
                 }
-            })
-            .collect();
-        if let Some(w) = window {
-            let mut keep = Vec::with_capacity(rows.len());
-            for chunk in rows.chunk_by(|a, b| a.instrument == b.instrument) {
-                let skip = chunk.len().saturating_sub(w);
-                stats.outside_window += skip;
-                keep.extend_from_slice(&chunk[skip..]);
-            }
-            rows = keep;
+            }));
         }
         (Table { names, rows }, stats)
     }
@@ -192,6 +210,44 @@ impl Table {
     /// address a reference set is stored under.
     pub fn content_hash(&self) -> String {
         hex::encode(Sha256::digest(self.to_bytes()))
+    }
+
+    /// SHA-256 of a canonical binary encoding of the table (names, then
+    /// per row the instrument, the bar time and each value's bits; lengths
+    /// prefixed, integers little-endian, an absent value as one zero byte):
+    /// what a training set's `FeatureBuild` records as its output. A
+    /// training set is not stored, so unlike a reference set (addressed by
+    /// [`Table::content_hash`] of its stored JSON) it needs no text form,
+    /// and this is a tenth of the time on twenty thousand rows.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        let text = |h: &mut Sha256, s: &str| {
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        };
+        h.update((self.names.len() as u64).to_le_bytes());
+        for name in &self.names {
+            text(&mut h, name);
+        }
+        h.update((self.rows.len() as u64).to_le_bytes());
+        let mut buf = Vec::with_capacity(9 * self.names.len() + 8);
+        for row in &self.rows {
+            text(&mut h, &row.instrument);
+            buf.clear();
+            buf.extend_from_slice(&row.ts.to_le_bytes());
+            buf.extend_from_slice(&(row.values.len() as u64).to_le_bytes());
+            for v in &row.values {
+                match v {
+                    Some(v) => {
+                        buf.push(1);
+                        buf.extend_from_slice(&v.to_bits().to_le_bytes());
+                    }
+                    None => buf.push(0),
+                }
+            }
+            h.update(&buf);
+        }
+        hex::encode(h.finalize())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -271,6 +327,122 @@ mod tests {
         }
     }
 
+    /// The build as first written: every row keyed by (instrument, bar)
+    /// in one map, the window cut afterwards.
+    fn reference_build(
+        records: &[FeatureVector],
+        instruments: &[String],
+        as_of: Option<i64>,
+        window: Option<usize>,
+    ) -> (Table, BuildStats) {
+        let mut stats = BuildStats::default();
+        let mut names: Vec<String> = Vec::new();
+        let mut latest: BTreeMap<(String, i64), Vec<Option<f64>>> = BTreeMap::new();
+        for v in records {
+            stats.records += 1;
+            if !instruments.is_empty() && !instruments.contains(&v.instrument) {
+                stats.other_instruments += 1;
+                continue;
+            }
+            if as_of.is_some_and(|t| v.ts > t) {
+                stats.after_as_of += 1;
+                continue;
+            }
+            let mut values = vec![None; names.len()];
+            for f in &v.values {
+                let i = names.iter().position(|n| *n == f.name).unwrap_or_else(|| {
+                    names.push(f.name.clone());
+                    values.push(None);
+                    names.len() - 1
+                });
+                values[i] = f.value;
+            }
+            if latest
+                .insert((v.instrument.clone(), v.ts), values)
+                .is_some()
+            {
+                stats.superseded += 1;
+            }
+        }
+        let width = names.len();
+        let mut rows: Vec<Row> = latest
+            .into_iter()
+            .map(|((instrument, ts), mut values)| {
+                values.resize(width, None);
+                Row {
+                    instrument,
+                    ts,
+                    values,
+                }
+            })
+            .collect();
+        if let Some(w) = window {
+            let mut keep = Vec::new();
+            for chunk in rows.chunk_by(|a, b| a.instrument == b.instrument) {
+                let skip = chunk.len().saturating_sub(w);
+                stats.outside_window += skip;
+                keep.extend_from_slice(&chunk[skip..]);
+            }
+            rows = keep;
+        }
+        (Table { names, rows }, stats)
+    }
+
+    #[test]
+    fn the_build_equals_a_from_scratch_build_on_random_records() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let features = ["lr", "rvol_20", "ema_gap", "range"];
+        for case in 0..300 {
+            let mut records = Vec::new();
+            let mut clock = [0i64; 3];
+            for _ in 0..rng.random_range(0..120) {
+                let which = rng.random_range(0..3);
+                // Mostly forward in time; some corrections and late bars.
+                let ts = match rng.random_range(0..10) {
+                    0 => rng.random_range(0..=clock[which].max(1)),
+                    _ => {
+                        clock[which] += rng.random_range(1..4);
+                        clock[which]
+                    }
+                };
+                // A contract's features in a fixed order, sometimes another
+                // order or a subset (a new contract version).
+                let mut names: Vec<&str> = features.to_vec();
+                if rng.random_range(0..8) == 0 {
+                    names.rotate_left(rng.random_range(0..4));
+                    names.truncate(rng.random_range(1..=4));
+                }
+                records.push(FeatureVector {
+                    instrument: ["a", "b", "c"][which].into(),
+                    timeframe: "1h".into(),
+                    ts,
+                    contract_version: "1".into(),
+                    bar_revision: 0,
+                    values: names
+                        .iter()
+                        .map(|n| FeatureValue {
+                            name: (*n).into(),
+                            value: (rng.random_range(0..6) > 0).then(|| rng.random::<f64>()),
+                        })
+                        .collect(),
+                });
+            }
+            let instruments: Vec<String> = match case % 3 {
+                0 => Vec::new(),
+                1 => vec!["a".into()],
+                _ => vec!["c".into(), "b".into()],
+            };
+            let as_of = (case % 2 == 0).then(|| rng.random_range(0..200));
+            let window = (case % 4 < 2).then(|| rng.random_range(1..30));
+            assert_eq!(
+                Table::build(&records, &instruments, as_of, window),
+                reference_build(&records, &instruments, as_of, window),
+                "case {case}"
+            );
+        }
+    }
+
     #[test]
     fn newest_record_per_bar_wins_and_windows_cut_per_instrument() {
         let records = vec![
@@ -335,5 +507,7 @@ mod tests {
         assert_eq!(Table::from_bytes(&bytes).expect("json"), reference);
         assert_eq!(reference.content_hash(), reference.clone().content_hash());
         assert_ne!(reference.content_hash(), train.content_hash());
+        assert_eq!(reference.fingerprint(), reference.clone().fingerprint());
+        assert_ne!(reference.fingerprint(), train.fingerprint());
     }
 }

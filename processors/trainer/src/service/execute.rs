@@ -131,6 +131,7 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         }
     };
 
+    let claimed = started.elapsed();
     // 2. Read them (from the cache when it covers them).
     progress_load(ctx, tx, id, 0.0);
     let records: Vec<Cached> = match ctx.cache.as_ref().and_then(|c| c.read(&ranges, IO_TIMEOUT)) {
@@ -155,6 +156,7 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         }
     };
     progress_load(ctx, tx, id, 1.0);
+    let read = started.elapsed();
     let undecodable = records.iter().filter(|r| r.is_none()).count();
     let wanted_contract = plan.trigger.feature_contract_version.as_ref();
     let usable: Vec<&FeatureVector> = records
@@ -216,6 +218,7 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         ctx,
     );
 
+    let built = started.elapsed();
     // 3. Flags in the window (a rerun repeats a decision already taken).
     let spans = table.spans();
     let mut critical = 0;
@@ -276,17 +279,18 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
 
     // 5. Train.
     let load_seconds = started.elapsed().as_secs_f64();
-    let (timeout, capacity) = {
+    let (timeout, running) = {
         let core = lock(ctx)?;
         (
             core.config.run_timeout_ms.max(0) as u64,
-            core.config.capacity.max(1),
+            core.queue.running().count().max(1),
         )
     };
-    // Runs share the cores: each fit gets its share (the model is the same
-    // whatever the share).
+    // Runs share the cores: each fit gets its share of the runs running
+    // now, all of them when it runs alone (the model is the same whatever
+    // the share).
     let budget = Budget {
-        threads: (crate::par::cores() / capacity).max(1),
+        threads: (crate::par::cores() / running).max(1),
         deadline: started.checked_add(Duration::from_millis(timeout)),
     };
     let mut begun = false;
@@ -335,6 +339,16 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         .map(|t| Fitted::Hmm(Box::new(t)))
     };
     let train_seconds = started.elapsed().as_secs_f64() - load_seconds;
+    tracing::debug!(
+        training = id,
+        claim_ms = claimed.as_secs_f64() * 1e3,
+        read_ms = (read - claimed).as_secs_f64() * 1e3,
+        table_ms = (built - read).as_secs_f64() * 1e3,
+        flags_ms = load_seconds * 1e3 - built.as_secs_f64() * 1e3,
+        train_ms = train_seconds * 1e3,
+        rows = table.len(),
+        "run timed"
+    );
     let trained = match trained {
         Ok(t) => t,
         // Data past the as-of time exists: no more will come for it.
@@ -511,7 +525,7 @@ fn feature_build(
             .collect(),
         as_of: plan.spec.as_of,
         rows: table.len() as i64,
-        output_sha256: Some(table.content_hash()),
+        output_sha256: Some(table.fingerprint()),
         built_at: (ctx.clock)(),
         contract: autotrain_features::manifest::ContractId {
             version: contract.to_string(),
