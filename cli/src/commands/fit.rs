@@ -119,10 +119,18 @@ fn no_huge_pages() {
     }
 }
 
-/// The selected columns of a CSV, row-major, and the rows skipped.
+/// The selected columns of a CSV, row-major, and the rows skipped (a row
+/// whose selected cells are not all finite numbers).
+///
+/// The file is read whole and its body parsed in one slice per core, cut
+/// at line ends, the slices' rows concatenated in file order: parsing is
+/// a sixth of a one-shot fit's time on one core. A file with a quote in it
+/// (a quoted cell may hold a line end) is parsed as one slice.
 pub fn read_columns(path: &PathBuf, columns: &[String]) -> Result<(Vec<f64>, usize)> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| path.display().to_string())?;
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    let mut reader = csv::Reader::from_reader(&bytes[..]);
     let header = reader.headers()?.clone();
+    let body = usize::try_from(reader.position().byte())?;
     let idx: Vec<usize> = columns
         .iter()
         .map(|c| {
@@ -135,13 +143,79 @@ pub fn read_columns(path: &PathBuf, columns: &[String]) -> Result<(Vec<f64>, usi
             })
         })
         .collect::<Result<_>>()?;
+    let body = &bytes[body.min(bytes.len())..];
+    let parts = if body.contains(&b'"') {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    let width = header.len();
+    let slices = split_at_lines(body, parts);
+    let parsed: Vec<Result<(Vec<f64>, usize)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = slices
+            .iter()
+            .map(|slice| scope.spawn(|| parse_rows(slice, width, &idx)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a CSV parser thread panicked"))
+            })
+            .collect()
+    });
+    let (mut x, mut skipped) = (Vec::new(), 0usize);
+    for part in parsed {
+        let (rows, s) = part?;
+        if x.is_empty() {
+            x = rows;
+        } else {
+            x.extend_from_slice(&rows);
+        }
+        skipped += s;
+    }
+    Ok((x, skipped))
+}
+
+/// `body` cut into at most `parts` slices of about equal length, each
+/// ending at a line end (or the end of the body).
+fn split_at_lines(body: &[u8], parts: usize) -> Vec<&[u8]> {
+    let mut slices = Vec::with_capacity(parts);
+    let mut from = 0;
+    for p in 1..parts {
+        let target = (body.len() * p / parts).max(from);
+        let Some(nl) = body[target..].iter().position(|&b| b == b'\n') else {
+            break;
+        };
+        let to = target + nl + 1;
+        slices.push(&body[from..to]);
+        from = to;
+    }
+    slices.push(&body[from..]);
+    slices
+}
+
+/// The selected cells (`idx`) of headerless CSV rows of `width` cells,
+/// row-major, and the rows skipped; a row of another width is an error.
+fn parse_rows(slice: &[u8], width: usize, idx: &[usize]) -> Result<(Vec<f64>, usize)> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(slice);
     // Rows of the width seen in the first ones: one allocation, not a
     // doubling copy of the whole table.
-    let guess = std::fs::metadata(path).map_or(0, |m| m.len() as usize) / 16;
-    let (mut x, mut skipped) = (Vec::with_capacity(guess * columns.len()), 0usize);
+    let guess = slice.len() / 16;
+    let (mut x, mut skipped) = (Vec::with_capacity(guess * idx.len()), 0usize);
     // One record buffer for every row, parsed in place.
     let mut record = csv::ByteRecord::new();
     while reader.read_byte_record(&mut record)? {
+        if record.len() != width {
+            bail!(
+                "a row of {} cells where the header has {width}: {:?}",
+                record.len(),
+                String::from_utf8_lossy(record.as_slice())
+            );
+        }
         let start = x.len();
         let whole = idx.iter().all(|i| {
             match record
@@ -357,4 +431,61 @@ pub async fn run(_config: &Config, cmd: FitCommand) -> Result<()> {
         println!("parameter hash {}", model.param_hash());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows, one in seven with a cell that is not a number, one in seven
+    /// with a NaN.
+    fn body(rows: usize) -> String {
+        (0..rows)
+            .map(|i| match i % 7 {
+                3 => format!("{i},x,{}\n", i as f64 * 0.5),
+                5 => format!("{i},{}, nan\n", i as f64 / 3.0),
+                _ => format!("{i},{},{}\n", i as f64 / 3.0, -(i as f64) * 1.25),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn any_number_of_slices_parses_as_one() {
+        for rows in [0, 1, 2, 9, 100, 1_001] {
+            let text = body(rows);
+            let whole = parse_rows(text.as_bytes(), 3, &[2, 1]).unwrap();
+            assert_eq!(
+                whole.1,
+                2 * (rows / 7) + usize::from(rows % 7 > 3) + usize::from(rows % 7 > 5)
+            );
+            for parts in 1..6 {
+                let slices = split_at_lines(text.as_bytes(), parts);
+                assert_eq!(slices.concat(), text.as_bytes());
+                let (mut x, mut skipped) = (Vec::new(), 0);
+                for s in slices {
+                    let (r, k) = parse_rows(s, 3, &[2, 1]).unwrap();
+                    x.extend(r);
+                    skipped += k;
+                }
+                assert_eq!((x, skipped), whole, "{rows} rows in {parts} slices");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_is_read_whole_a_short_row_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, format!("t,a,b\n{}", body(500))).unwrap();
+        let cols = ["a".to_string(), "b".to_string()];
+        let (x, skipped) = read_columns(&path, &cols).unwrap();
+        let expected = parse_rows(body(500).as_bytes(), 3, &[1, 2]).unwrap();
+        assert_eq!((x, skipped), expected);
+        std::fs::write(&path, format!("t,a,b\n{}9,1\n", body(20))).unwrap();
+        let err = read_columns(&path, &cols).unwrap_err().to_string();
+        assert!(
+            err.contains("a row of 2 cells where the header has 3"),
+            "{err}"
+        );
+    }
 }

@@ -54,7 +54,7 @@ pub fn best_of(
         threads,
         |r| {
             let run_seed = seed.wrapping_mul(1_000).wrapping_add(r as u64);
-            let centres = lloyd(rows, d, plus_plus(rows, d, k, run_seed), tol);
+            let centres = lloyd(rows, d, plus_plus(rows, d, k, run_seed), tol, 1);
             (inertia(rows, d, &centres), centres)
         },
         &mut |_, _| {},
@@ -65,7 +65,7 @@ pub fn best_of(
         .map(|(_, c)| c)
         .unwrap_or_default();
     if sampled {
-        best = lloyd(x, d, best, TOL * mean_variance(x, d));
+        best = lloyd(x, d, best, TOL * mean_variance(x, d), threads);
     }
     best
 }
@@ -117,30 +117,55 @@ pub fn nearest(row: &[f64], centres: &[f64], d: usize) -> usize {
     nearest_with_distance(row, centres, d).0
 }
 
-/// Lloyd iterations from `centres` until no row changes cluster, the
-/// centres move less than `tol` (sum of squared shifts), or 300 rounds.
-/// An emptied cluster keeps its centre.
-pub fn lloyd(x: &[f64], d: usize, mut centres: Vec<f64>, tol: f64) -> Vec<f64> {
+/// Rows per block of a pass over every row: blocks are summed on their
+/// own and their sums added in block order, so a pass gives the same bits
+/// whatever the thread count (and a sample of up to [`SAMPLE`] rows is one
+/// block, summed row by row).
+pub(crate) const BLOCK: usize = 16_384;
+
+/// `f` over the `n × d` rows `x` cut into [`BLOCK`]-row blocks, on up to
+/// `threads` threads, the results in block order.
+pub(crate) fn blocks<T: Send>(
+    x: &[f64],
+    d: usize,
+    threads: usize,
+    f: impl Fn(&[f64]) -> T + Sync,
+) -> Vec<T> {
+    let n = x.len() / d.max(1);
+    let count = n.div_ceil(BLOCK).max(1);
+    par::map(
+        count,
+        threads,
+        |b| f(&x[(b * BLOCK * d).min(x.len())..((b + 1) * BLOCK * d).min(x.len())]),
+        &mut |_, _| {},
+    )
+}
+
+/// Lloyd iterations from `centres` until the centres move less than `tol`
+/// (sum of squared shifts; a round in which no row changes cluster moves
+/// them by exactly 0) or 300 rounds, each round's assignment spread over
+/// `threads` threads (the result does not depend on it). An emptied
+/// cluster keeps its centre.
+pub fn lloyd(x: &[f64], d: usize, mut centres: Vec<f64>, tol: f64, threads: usize) -> Vec<f64> {
     let k = centres.len() / d;
-    let n = x.len() / d;
-    let mut labels = vec![usize::MAX; n];
-    let mut sums = vec![0.0; k * d];
-    let mut counts = vec![0usize; k];
     for _ in 0..MAX_ITER {
-        sums.fill(0.0);
-        counts.fill(0);
-        let mut changed = false;
-        for (row, label) in x.chunks_exact(d).zip(labels.iter_mut()) {
-            let (c, _) = nearest_with_distance(row, &centres, d);
-            changed |= c != *label;
-            *label = c;
-            counts[c] += 1;
-            for (s, v) in sums[c * d..(c + 1) * d].iter_mut().zip(row) {
-                *s += v;
+        let parts = blocks(x, d, threads, |rows| {
+            let mut sums = vec![0.0; k * d];
+            let mut counts = vec![0usize; k];
+            for row in rows.chunks_exact(d) {
+                let (c, _) = nearest_with_distance(row, &centres, d);
+                counts[c] += 1;
+                for (s, v) in sums[c * d..(c + 1) * d].iter_mut().zip(row) {
+                    *s += v;
+                }
             }
-        }
-        if !changed {
-            break;
+            (sums, counts)
+        });
+        let mut parts = parts.into_iter();
+        let (mut sums, mut counts) = parts.next().unwrap_or_default();
+        for (s, c) in parts {
+            sums.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+            counts.iter_mut().zip(&c).for_each(|(a, b)| *a += b);
         }
         let mut shift = 0.0;
         for c in 0..k {
@@ -210,8 +235,10 @@ mod tests {
 
     #[test]
     fn a_sampled_start_finds_the_clusters_of_every_row() {
-        let x = blobs(3 * SAMPLE);
+        let x = blobs(3 * BLOCK + 5);
         let centres = best_of(&x, 2, 3, 1, 10, 2);
+        assert_eq!(centres, best_of(&x, 2, 3, 1, 10, 1));
+        assert_eq!(centres, best_of(&x, 2, 3, 1, 10, 3));
         let mut firsts: Vec<f64> = centres.chunks(2).map(|c| c[0]).collect();
         firsts.sort_by(f64::total_cmp);
         for (got, want) in firsts.iter().zip([0.5, 10.5, 20.5]) {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 use super::{check, kernel, Covariance, GaussianHmm, HmmError, MAX_STATES};
-use crate::kmeans::{best_of, nearest};
+use crate::kmeans::{best_of, blocks, nearest};
 use crate::par;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,27 +70,53 @@ fn initial(x: &[f64], d: usize, o: &FitOptions, seed: u64, threads: usize) -> Ga
     } else {
         d
     };
+    // Per block of rows: counts, sums and second moments per cluster, all
+    // rows' second moments, the transitions within the block, and its
+    // first and last labels (to count the transition across blocks).
+    let parts = blocks(x, d, threads, |rows| {
+        let mut count = vec![0usize; k];
+        let mut sums = vec![0.0; k * d];
+        let mut moments = vec![0.0; k * d * d];
+        let mut all = vec![0.0; d * d];
+        let mut trans = vec![0.0; k * k];
+        let (mut first, mut last) = (None, None);
+        for row in rows.chunks_exact(d) {
+            let label = nearest(row, &means, d);
+            count[label] += 1;
+            for i in 0..d {
+                sums[label * d + i] += row[i];
+                for j in 0..d {
+                    moments[label * d * d + i * d + j] += row[i] * row[j];
+                    all[i * d + j] += row[i] * row[j];
+                }
+            }
+            if let Some(prev) = last {
+                trans[prev * k + label] += 1.0;
+            }
+            first.get_or_insert(label);
+            last = Some(label);
+        }
+        (count, sums, moments, all, trans, first, last)
+    });
     let mut count = vec![0usize; k];
     let mut sums = vec![0.0; k * d];
     let mut moments = vec![0.0; k * d * d];
     let mut all = vec![0.0; d * d];
     let mut trans = vec![1.0; k * k];
-    let mut last = None;
-    for row in x.chunks_exact(d) {
-        let label = nearest(row, &means, d);
-        count[label] += 1;
-        for i in 0..d {
-            sums[label * d + i] += row[i];
-            for j in 0..d {
-                moments[label * d * d + i * d + j] += row[i] * row[j];
-                all[i * d + j] += row[i] * row[j] / n as f64;
-            }
+    let add = |a: &mut [f64], b: &[f64]| a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+    let mut before: Option<usize> = None;
+    for (c, s, m, a, t, first, last) in parts {
+        count.iter_mut().zip(&c).for_each(|(a, b)| *a += b);
+        add(&mut sums, &s);
+        add(&mut moments, &m);
+        add(&mut all, &a);
+        add(&mut trans, &t);
+        if let (Some(prev), Some(next)) = (before, first) {
+            trans[prev * k + next] += 1.0;
         }
-        if let Some(prev) = last {
-            trans[prev * k + label] += 1.0;
-        }
-        last = Some(label);
+        before = last.or(before);
     }
+    all.iter_mut().for_each(|v| *v /= n as f64);
     let mut covars = Vec::with_capacity(k * width);
     for s in 0..k {
         let own = count[s] >= 2 * d;
@@ -305,7 +331,13 @@ pub fn fit_reporting(
                     *mean += shift;
                 }
                 let model = canonical(&model);
-                let loglik = model.score_on(x, inner)?;
+                // A converged fit stopped before its last M-step: the last
+                // E-step scored this very model (on the centred rows,
+                // which the shift leaves the same up to rounding).
+                let loglik = match history.last() {
+                    Some(&last) if converged => last,
+                    _ => model.score_on(x, inner)?,
+                };
                 Ok((model, history, converged, loglik))
             })
         },
