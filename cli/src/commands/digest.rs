@@ -153,9 +153,15 @@ pub fn canonical_records(
     Ok(read_canonical(settings, logical, starts)?.0)
 }
 
+/// Partitions of one topic read at once, and topics digested at once: at
+/// most 4 × 4 readers (clients) open, whatever the partition count.
+const READERS_PER_TOPIC: usize = 4;
+const TOPICS_AT_ONCE: usize = 4;
+
 /// [`canonical_records`], and whether every partition's log still starts
-/// at offset 0. The partitions are read at once, one reader each: a read
-/// waits on the broker's round trips far more than it computes.
+/// at offset 0. Up to [`READERS_PER_TOPIC`] partitions are read at once,
+/// one reader each: a read waits on the broker's round trips far more than
+/// it computes. Records come back in partition order.
 fn read_canonical(
     settings: &ClientSettings,
     logical: &str,
@@ -176,38 +182,35 @@ fn read_canonical(
         }
     }
     drop(probe);
-    let parts = std::thread::scope(|scope| {
-        let readers: Vec<_> = ranges
-            .iter()
-            .map(|&(partition, low, high)| {
-                let physical = &physical;
-                scope.spawn(move || -> Result<Vec<Canonical>> {
-                    let records = read_range(
-                        &settings.reader_config(),
-                        physical,
-                        partition,
-                        low,
-                        high,
-                        timeout,
-                    )?;
-                    Ok(records
-                        .into_iter()
-                        .filter(|r| r.progress.is_none())
-                        .map(|r| {
-                            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default())
-                                .into_owned();
-                            let (schema, value) = canonical(r.payload.as_deref());
-                            Canonical { key, schema, value }
-                        })
-                        .collect())
+    let physical = &physical;
+    let parts = autotrain_trainer::par::map(
+        ranges.len(),
+        READERS_PER_TOPIC,
+        |i| -> Result<Vec<Canonical>> {
+            let (partition, low, high) = ranges[i];
+            let records = read_range(
+                &settings.reader_config(),
+                physical,
+                partition,
+                low,
+                high,
+                timeout,
+            )?;
+            Ok(records
+                .into_iter()
+                .filter(|r| r.progress.is_none())
+                .map(|r| {
+                    let key =
+                        String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+                    let (schema, value) = canonical(r.payload.as_deref());
+                    Canonical { key, schema, value }
                 })
-            })
-            .collect();
-        readers
-            .into_iter()
-            .map(|h| h.join().expect("a partition reader panicked"))
-            .collect::<Result<Vec<_>>>()
-    })?;
+                .collect())
+        },
+        &mut |_, _| {},
+    )
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
     Ok((parts.into_iter().flatten().collect(), complete))
 }
 
@@ -242,22 +245,21 @@ pub fn topic_digest(
     })
 }
 
-/// Digests of several topics, read at once (blocking).
+/// Digests of several topics, up to [`TOPICS_AT_ONCE`] read at once
+/// (blocking).
 pub fn digests(
     settings: &ClientSettings,
     topics: &[&str],
     lines_dir: Option<&Path>,
 ) -> Result<BTreeMap<String, TopicDigest>> {
-    std::thread::scope(|scope| {
-        let digesting: Vec<_> = topics
-            .iter()
-            .map(|t| (t, scope.spawn(move || topic_digest(settings, t, lines_dir))))
-            .collect();
-        digesting
-            .into_iter()
-            .map(|(t, h)| Ok((t.to_string(), h.join().expect("a digest panicked")?)))
-            .collect()
-    })
+    autotrain_trainer::par::map(
+        topics.len(),
+        TOPICS_AT_ONCE,
+        |i| topic_digest(settings, topics[i], lines_dir).map(|d| (topics[i].to_string(), d)),
+        &mut |_, _| {},
+    )
+    .into_iter()
+    .collect()
 }
 
 pub async fn run(config: &Config, args: Args) -> Result<()> {
