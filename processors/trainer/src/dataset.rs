@@ -34,6 +34,23 @@ pub struct Row {
 /// A bar's time and values, while a table is built.
 type Bar = (i64, Vec<Option<f64>>);
 
+impl BuildStats {
+    /// Counts `v` and whether it enters a table: of a wanted instrument
+    /// (every one when none is named) and at or before `as_of`.
+    fn admit(&mut self, v: &FeatureVector, instruments: &[String], as_of: Option<i64>) -> bool {
+        self.records += 1;
+        if !instruments.is_empty() && !instruments.contains(&v.instrument) {
+            self.other_instruments += 1;
+            return false;
+        }
+        if as_of.is_some_and(|t| v.ts > t) {
+            self.after_as_of += 1;
+            return false;
+        }
+        true
+    }
+}
+
 /// Feature rows sorted by (instrument, ts).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Table {
@@ -86,13 +103,7 @@ impl Table {
         // of one contract list their features in the same order.
         let mut columns: Vec<usize> = Vec::new();
         for v in records {
-            stats.records += 1;
-            if !instruments.is_empty() && !instruments.contains(&v.instrument) {
-                stats.other_instruments += 1;
-                continue;
-            }
-            if as_of.is_some_and(|t| v.ts > t) {
-                stats.after_as_of += 1;
+            if !stats.admit(v, instruments, as_of) {
                 continue;
             }
             columns.truncate(v.values.len());
@@ -339,13 +350,7 @@ mod tests {
         let mut names: Vec<String> = Vec::new();
         let mut latest: BTreeMap<(String, i64), Vec<Option<f64>>> = BTreeMap::new();
         for v in records {
-            stats.records += 1;
-            if !instruments.is_empty() && !instruments.contains(&v.instrument) {
-                stats.other_instruments += 1;
-                continue;
-            }
-            if as_of.is_some_and(|t| v.ts > t) {
-                stats.after_as_of += 1;
+            if !stats.admit(v, instruments, as_of) {
                 continue;
             }
             let mut values = vec![None; names.len()];
