@@ -339,6 +339,50 @@ async fn train_promote_rollback_rerun_and_regimes_follow_prod() -> Result<()> {
         Some(1),
         "a rerun is not promoted"
     );
+    let warm_from = |v: &ModelVersion| {
+        v.manifest.as_ref().and_then(|m| {
+            m.hyperparams
+                .iter()
+                .find(|p| p.name == "warm_from")
+                .map(|p| p.value.clone())
+        })
+    };
+    assert_eq!(warm_from(&v3), None, "v1 started from no version");
+
+    // 6. A run of v1's shape also starts from the champion (v1): the
+    //    manifest names it, the fit is at least as good as its seeded
+    //    starts, and its rerun starts from v1 again (same parameters).
+    let c = trigger(&unique("c"), &[], false);
+    publish(&settings, TRAINING_TRIGGERS, KEY, std::slice::from_ref(&c)).await?;
+    let vc = ended(&settings, &format!("tr-{}", c.trigger_id)).await?;
+    assert_eq!(vc.state, TrainingState::Completed, "{vc:#?}");
+    assert!(metric(&vc, "fit_warm_loglik").is_finite(), "{vc:#?}");
+    assert!(metric(&vc, "fit_loglik") >= metric(&vc, "fit_warm_loglik"));
+    let r = registry(&settings).await?;
+    let v4 = r
+        .model(KEY)
+        .and_then(|m| m.versions.get(&4))
+        .cloned()
+        .expect("v4");
+    assert_eq!(warm_from(&v4), Some(v1.parameter_hash.clone()));
+    let mut rerun = trigger(&unique("rerun-warm"), &[], false);
+    rerun.reason = TriggerReason::Rerun;
+    rerun.rerun_of = Some(format!("tr-{}", c.trigger_id));
+    rerun.instruments.clear();
+    publish(
+        &settings,
+        TRAINING_TRIGGERS,
+        KEY,
+        std::slice::from_ref(&rerun),
+    )
+    .await?;
+    let vr = ended(&settings, &format!("tr-{}", rerun.trigger_id)).await?;
+    assert_eq!(vr.state, TrainingState::Completed, "{vr:#?}");
+    assert_eq!(metric(&vr, "rerun_parameter_hash_matches"), 1.0, "{vr:#?}");
+    assert_eq!(
+        metric(&vr, "fit_warm_loglik"),
+        metric(&vc, "fit_warm_loglik")
+    );
 
     trainer.stop().await?;
     let _ = stop_regime.send(());

@@ -80,6 +80,45 @@ impl TrainedModel {
         serde_json::from_slice(bytes)
     }
 
+    /// This model's HMM in the coordinates of `scaling` (the same
+    /// distribution of raw rows, standardised another way): the start of
+    /// a warm fit on rows standardised with `scaling`. `None` when the
+    /// columns differ.
+    pub fn hmm_in(&self, columns: &[String], scaling: &[Scale]) -> Option<GaussianHmm> {
+        let d = self.hmm.d;
+        if self.columns != columns || scaling.len() != d {
+            return None;
+        }
+        let unit = Scale {
+            mean: 0.0,
+            std: 1.0,
+        };
+        let from = |j: usize| self.scaling.get(j).copied().unwrap_or(unit);
+        // raw = z·σ₀ + μ₀, z' = (raw − μ₁)/σ₁ = z·a + b.
+        let a: Vec<f64> = (0..d).map(|j| from(j).std / scaling[j].std).collect();
+        let b: Vec<f64> = (0..d)
+            .map(|j| (from(j).mean - scaling[j].mean) / scaling[j].std)
+            .collect();
+        let mut hmm = self.hmm.clone();
+        for (i, m) in hmm.means.iter_mut().enumerate() {
+            *m = *m * a[i % d] + b[i % d];
+        }
+        match hmm.covariance {
+            crate::hmm::Covariance::Diag => {
+                for (i, c) in hmm.covars.iter_mut().enumerate() {
+                    *c *= a[i % d] * a[i % d];
+                }
+            }
+            crate::hmm::Covariance::Full => {
+                for (i, c) in hmm.covars.iter_mut().enumerate() {
+                    let (r, col) = ((i / d) % d, i % d);
+                    *c *= a[r] * a[col];
+                }
+            }
+        }
+        Some(hmm)
+    }
+
     /// Mean and (population) standard deviation per column of row-major
     /// `x`; a constant column gets std 1.
     pub fn scaling_of(x: &[f64], d: usize) -> Vec<Scale> {
@@ -141,5 +180,61 @@ impl TrainedModel {
     pub fn score(&self, x: &[f64]) -> Result<f64, HmmError> {
         let n = x.len() / self.hmm.d.max(1);
         Ok(self.hmm.score(&self.standardise(x))? + n as f64 * self.log_jacobian())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hmm::{Covariance, FitOptions};
+    use crate::simulate::{sample, Truth};
+
+    /// The same model in other coordinates scores raw rows the same (the
+    /// standardisation's Jacobian included), diagonal and full.
+    #[test]
+    fn a_model_moved_to_another_scaling_scores_raw_rows_the_same() {
+        let (x, _) = sample(&Truth::three_regimes(), 4_000, 3);
+        // Raw rows far from standard: shifted and stretched per column.
+        let raw: Vec<f64> = x
+            .chunks_exact(2)
+            .flat_map(|r| [r[0] * 0.01 + 0.002, r[1] * 40.0 - 7.0])
+            .collect();
+        let columns = vec!["a".to_string(), "b".to_string()];
+        for covariance in [Covariance::Diag, Covariance::Full] {
+            let (early, late) = raw.split_at(2_000 * 2);
+            let scaling = TrainedModel::scaling_of(early, 2);
+            let z: Vec<f64> = early
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v - scaling[i % 2].mean) / scaling[i % 2].std)
+                .collect();
+            let options = FitOptions {
+                covariance,
+                ..FitOptions::default()
+            };
+            let (hmm, _) = GaussianHmm::fit(&z, 2, &options).expect("fits");
+            let champion = TrainedModel {
+                columns: columns.clone(),
+                hmm,
+                scaling,
+                reference: Default::default(),
+                loglik_baseline: None,
+            };
+            let other = TrainedModel::scaling_of(late, 2);
+            let moved = TrainedModel {
+                hmm: champion.hmm_in(&columns, &other).expect("same columns"),
+                scaling: other.clone(),
+                ..champion.clone()
+            };
+            let (a, b) = (
+                champion.score(late).expect("scores"),
+                moved.score(late).expect("scores"),
+            );
+            assert!(
+                (a - b).abs() <= 1e-9 * a.abs(),
+                "{covariance:?}: {a} vs {b}"
+            );
+            assert_eq!(champion.hmm_in(&["a".into()], &other[..1]), None);
+        }
     }
 }

@@ -130,6 +130,11 @@ pub struct Plan {
     pub reference_hash: Option<String>,
     /// The current `prod` version of the model key.
     pub champion: Option<ModelVersion>,
+    /// hmm: the version a fit also starts from: the one the spec's
+    /// `warm_from` names (a rerun), else the champion when the spec asks
+    /// for a warm start. `None` with `warm_from` set: that version is not
+    /// in the registry (the run fails and says so).
+    pub warm: Option<ModelVersion>,
 }
 
 /// What a successful run hands back.
@@ -566,6 +571,12 @@ impl Trainer {
             let Ok(mut spec) = spec else {
                 continue;
             };
+            // A rerun starts from what its original started from, and
+            // from no other version (a manifest without `warm_from`
+            // predates warm starts or had no champion to start from).
+            if rerun_of.is_some() && spec.warm_from.is_none() {
+                spec.warm_start = false;
+            }
             if spec.mode == Mode::Sliding && spec.as_of.is_none() {
                 spec.as_of = Some(t.created_at);
             }
@@ -582,6 +593,16 @@ impl Trainer {
                 .model(&t.model_key)
                 .and_then(|m| m.alias(PROD))
                 .cloned();
+            let warm = match &spec.warm_from {
+                Some(hash) => self.registry.model(&t.model_key).and_then(|m| {
+                    m.versions
+                        .values()
+                        .find(|v| &v.parameter_hash == hash)
+                        .cloned()
+                }),
+                None if spec.warm_start => champion.clone(),
+                None => None,
+            };
             plans.push(Plan {
                 training_id: id,
                 attempt: job.attempt,
@@ -591,6 +612,7 @@ impl Trainer {
                 rerun_of,
                 reference_hash,
                 champion,
+                warm,
             });
         }
         plans

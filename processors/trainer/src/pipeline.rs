@@ -9,7 +9,7 @@ use crate::dataset::{DatasetError, Table};
 use crate::evaluate::{evaluate, EvalError, Evaluation};
 use crate::forecast::dataset as forecast_dataset;
 use crate::forecast::{ForecastModel, Scores};
-use crate::hmm::{fit_reporting, FitReport, HmmError};
+use crate::hmm::{fit_warm, FitReport, HmmError};
 use crate::spec::TrainSpec;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -74,15 +74,25 @@ pub struct Budget {
 /// Trains on `table`. `reference` is the split version's stored reference
 /// set, if one was cut already. `progress(stage, fraction)` is told as the
 /// run goes; past `budget.deadline` the fit gives up.
+/// The versions a new HMM run meets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Previous<'a> {
+    /// Scored on the same reference set, for the promotion decision.
+    pub champion: Option<&'a TrainedModel>,
+    /// Also a start of the fit (used when its shape fits the spec's).
+    pub warm: Option<&'a TrainedModel>,
+}
+
 pub fn train(
     spec: &TrainSpec,
     seed: u64,
     table: &Table,
     reference: Option<Table>,
-    champion: Option<&TrainedModel>,
+    previous: Previous<'_>,
     budget: Budget,
     progress: &mut dyn FnMut(&str, f64),
 ) -> Result<Trained, TrainError> {
+    let Previous { champion, warm } = previous;
     progress("split", 0.0);
     let (train_set, reference, new_reference, excluded) =
         split(table, reference, spec.reference_fraction);
@@ -124,11 +134,16 @@ pub fn train(
         loglik_baseline: None,
     };
     let x = model.standardise(&raw);
+    // The warm start, in this fit's coordinates, if its shape fits.
+    let warm = warm
+        .and_then(|w| w.hmm_in(&spec.columns, &model.scaling))
+        .filter(|h| h.k == spec.states && h.covariance == spec.covariance);
     progress("fit", 0.0);
-    let (hmm, fit) = fit_reporting(
+    let (hmm, fit) = fit_warm(
         &x,
         d,
         &spec.fit_options(seed),
+        warm.as_ref(),
         budget.threads,
         budget.deadline,
         &mut |done, of| progress("fit", done as f64 / of as f64),
@@ -350,15 +365,30 @@ mod tests {
         };
         let t = table(3_000, 4);
         let mut stages = Vec::new();
-        let a = train(&spec, 9, &t, None, None, Budget::default(), &mut |s, p| {
-            stages.push((s.to_string(), p))
-        })
+        let a = train(
+            &spec,
+            9,
+            &t,
+            None,
+            Previous::default(),
+            Budget::default(),
+            &mut |s, p| stages.push((s.to_string(), p)),
+        )
         .expect("trains");
         assert!(a.new_reference);
         assert_eq!(a.reference.len(), 600);
         assert_eq!(a.train_rows, 2_400);
         assert!(stages.contains(&("fit".to_string(), 1.0)));
-        let b = train(&spec, 9, &t, None, None, Budget::default(), &mut |_, _| {}).expect("again");
+        let b = train(
+            &spec,
+            9,
+            &t,
+            None,
+            Previous::default(),
+            Budget::default(),
+            &mut |_, _| {},
+        )
+        .expect("again");
         assert_eq!(a.model.hmm.param_hash(), b.model.hmm.param_hash());
         assert_eq!(a.reference_hash, b.reference_hash);
 
@@ -370,7 +400,10 @@ mod tests {
             9,
             &more,
             Some(a.reference.clone()),
-            Some(&a.model),
+            Previous {
+                champion: Some(&a.model),
+                warm: Some(&a.model),
+            },
             Budget::default(),
             &mut |_, _| {},
         )
@@ -381,6 +414,13 @@ mod tests {
         assert_eq!(c.train_rows, 3_400);
         let champion = c.champion.expect("champion scored");
         assert_eq!(champion.loglik_per_bar, a.evaluation.loglik_per_bar);
+        // The champion was one of the fit's starts, in place of the last
+        // seeded one, and the chosen fit is the best of them.
+        let warm = c.fit.warm.as_ref().expect("warm start tried");
+        assert_eq!(c.fit.restarts.len(), spec.restarts - 1);
+        let best_seeded = c.fit.restarts.iter().map(|r| r.1).fold(f64::MIN, f64::max);
+        assert_eq!(warm.chosen, warm.loglik > best_seeded);
+        assert_eq!(c.fit.loglik, warm.loglik.max(best_seeded));
     }
 
     /// A target the features explain exactly, and only 20 rounds: a
@@ -481,7 +521,7 @@ mod tests {
                 1,
                 &table(100, 1),
                 None,
-                None,
+                Previous::default(),
                 Budget::default(),
                 &mut |_, _| {}
             )

@@ -313,6 +313,14 @@ pub struct TrainSpec {
     /// registered, its parameters in the manifest.
     pub search_trials: usize,
     pub search_metric: String,
+    /// hmm: also start a fit from the champion's parameters (in place of
+    /// the last seeded restart) when the champion has the same columns,
+    /// states and covariance; it is kept only if it fits better.
+    pub warm_start: bool,
+    /// hmm: the `parameter_hash` of the version a fit started from
+    /// (written to the manifest by the run that did; a rerun starts from
+    /// that version again, and from none when this is empty).
+    pub warm_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -359,6 +367,8 @@ impl Default for TrainSpec {
             nbins: 256,
             search_trials: 0,
             search_metric: "rmsle".into(),
+            warm_start: true,
+            warm_from: None,
         }
     }
 }
@@ -416,6 +426,8 @@ impl TrainSpec {
                         _ => return Err(invalid(n, value, "strict or sliding")),
                     }
                 }
+                "warm_start" => s.warm_start = parse(n, value)?,
+                "warm_from" => s.warm_from = Some(value.trim().to_string()),
                 "train_window" => s.train_window = parse(n, value)?,
                 "min_rows" => s.min_rows = parse(n, value)?,
                 "columns" => {
@@ -571,6 +583,12 @@ impl TrainSpec {
         ];
         if let Some(t) = self.as_of {
             out.push(p("as_of", t.to_string()));
+        }
+        if self.family == Family::Hmm {
+            out.push(p("warm_start", self.warm_start.to_string()));
+            if let Some(h) = &self.warm_from {
+                out.push(p("warm_from", h.clone()));
+            }
         }
         // An HMM run's list is what it was before the gbdt family existed.
         if self.family == Family::Gbdt {

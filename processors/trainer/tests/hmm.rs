@@ -235,3 +235,50 @@ fn the_fit_is_bit_identical_on_1_2_and_4_threads() {
         ..options(covariance, 9)
     });
 }
+
+/// A fit that also starts from a previous model (a champion fitted on
+/// earlier rows): it stays at least as good as the seeded starts alone,
+/// gives the same bits on 1, 2 and 4 threads, and refuses a model of
+/// another shape.
+#[test]
+fn a_warm_start_is_kept_only_when_it_fits_better_and_is_deterministic() {
+    let truth = Truth::three_regimes();
+    let (x, _) = sample(&truth, 24_000, 11);
+    let (earlier, later) = x.split_at(16_000 * 2);
+    for covariance in [Covariance::Diag, Covariance::Full] {
+        let o = options(covariance, 5);
+        let (champion, _) = GaussianHmm::fit(earlier, 2, &o).expect("champion");
+        let fit = |threads: usize, warm: Option<&GaussianHmm>| {
+            autotrain_trainer::hmm::fit_warm(later, 2, &o, warm, threads, None, &mut |_, _| {})
+                .expect("fits")
+        };
+        let (cold, cold_report) = fit(1, None);
+        let (warmed, report) = fit(1, Some(&champion));
+        let w = report.warm.clone().expect("the warm start is reported");
+        assert!(cold_report.warm.is_none());
+        // The warm start replaced the last seeded restart.
+        assert_eq!(report.restarts.len(), o.restarts - 1);
+        assert_eq!(report.restarts[..], cold_report.restarts[..o.restarts - 1]);
+        let best_seeded = report.restarts.iter().map(|r| r.1).fold(f64::MIN, f64::max);
+        assert_eq!(w.chosen, w.loglik > best_seeded, "{report:?}");
+        assert_eq!(report.loglik, w.loglik.max(best_seeded));
+        if !w.chosen && cold_report.restarts[o.restarts - 1].1 <= best_seeded {
+            // Neither the warm start nor the restart it replaced won.
+            assert_eq!(warmed.param_hash(), cold.param_hash());
+        }
+        for threads in [2, 4] {
+            let (again, again_report) = fit(threads, Some(&champion));
+            assert_eq!(again.param_hash(), warmed.param_hash(), "{threads} threads");
+            assert_eq!(again_report, report);
+        }
+    }
+    let (champion, _) = GaussianHmm::fit(earlier, 2, &options(Covariance::Diag, 5)).expect("fits");
+    let four = FitOptions {
+        states: 4,
+        ..options(Covariance::Diag, 5)
+    };
+    assert!(matches!(
+        autotrain_trainer::hmm::fit_warm(later, 2, &four, Some(&champion), 1, None, &mut |_, _| {}),
+        Err(HmmError::Options(_))
+    ));
+}

@@ -50,6 +50,18 @@ pub struct FitReport {
     pub history: Vec<f64>,
     /// (seed, final log-likelihood, iterations) of every restart.
     pub restarts: Vec<(u64, f64, usize)>,
+    /// The fit started from a given model (a champion), if one was.
+    #[serde(default)]
+    pub warm: Option<WarmFit>,
+}
+
+/// How the fit started from a given model fared against the seeded ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmFit {
+    pub loglik: f64,
+    pub iters: usize,
+    /// It had the best log-likelihood (ties go to the seeded fits).
+    pub chosen: bool,
 }
 
 /// The starting model from a k-means partition of the rows: means are the
@@ -242,15 +254,25 @@ fn canonical(m: &GaussianHmm) -> GaussianHmm {
     out
 }
 
+/// Where one EM run starts.
+enum Start<'a> {
+    Seed(u64),
+    /// A model in the coordinates of the centred rows.
+    Model(&'a GaussianHmm),
+}
+
 fn fit_once(
     x: &[f64],
     d: usize,
     o: &FitOptions,
-    seed: u64,
+    start: &Start<'_>,
     threads: usize,
     deadline: Option<Instant>,
 ) -> Result<(GaussianHmm, Vec<f64>, bool), HmmError> {
-    let mut model = initial(x, d, o, seed, threads);
+    let mut model = match start {
+        Start::Seed(seed) => initial(x, d, o, *seed, threads),
+        Start::Model(m) => (*m).clone(),
+    };
     let mut history: Vec<f64> = Vec::new();
     let mut converged = false;
     let mut buffers = kernel::Buffers::default();
@@ -296,6 +318,24 @@ pub fn fit_reporting(
     deadline: Option<Instant>,
     done: &mut dyn FnMut(usize, usize),
 ) -> Result<(GaussianHmm, FitReport), HmmError> {
+    fit_warm(x, d, o, None, threads, deadline, done)
+}
+
+/// [`fit_reporting`], with `warm` (a model of the same shape, such as the
+/// champion's, in the coordinates of `x`) as one of the starts: it takes
+/// the place of the last seeded restart (of none when there is only one),
+/// and wins only with a strictly better log-likelihood than every seeded
+/// start, so the fit is at least as good as the seeded ones alone. A model
+/// of another shape is refused.
+pub fn fit_warm(
+    x: &[f64],
+    d: usize,
+    o: &FitOptions,
+    warm: Option<&GaussianHmm>,
+    threads: usize,
+    deadline: Option<Instant>,
+    done: &mut dyn FnMut(usize, usize),
+) -> Result<(GaussianHmm, FitReport), HmmError> {
     if o.states == 0
         || o.states > MAX_STATES
         || o.restarts == 0
@@ -308,6 +348,26 @@ pub fn fit_reporting(
         )));
     }
     check(x, d, 2 * o.states)?;
+    if let Some(w) = warm {
+        let width = if w.covariance == Covariance::Full {
+            d * d
+        } else {
+            d
+        };
+        if w.k != o.states
+            || w.d != d
+            || w.covariance != o.covariance
+            || w.means.len() != w.k * d
+            || w.covars.len() != w.k * width
+            || w.trans.len() != w.k * w.k
+            || w.start.len() != w.k
+        {
+            return Err(HmmError::Options(format!(
+                "a warm start needs {} states, {d} columns and {:?} covariances; it has {}, {} and {:?}",
+                o.states, o.covariance, w.k, w.d, w.covariance
+            )));
+        }
+    }
     let threads = if threads == 0 { par::cores() } else { threads };
     let n = x.len() / d;
     let offset: Vec<f64> = (0..d)
@@ -319,13 +379,27 @@ pub fn fit_reporting(
         .collect();
     // Restarts share the threads; a restart's own k-means gets what is
     // left over.
-    let inner = (threads / o.restarts).max(1);
+    let seeded = match warm {
+        Some(_) => (o.restarts - 1).max(1),
+        None => o.restarts,
+    };
+    let warm_centred = warm.map(|w| {
+        let mut w = w.clone();
+        for (mean, shift) in w.means.iter_mut().zip(offset.iter().cycle()) {
+            *mean -= shift;
+        }
+        w
+    });
+    let starts: Vec<Start<'_>> = (0..seeded)
+        .map(|r| Start::Seed(o.seed.wrapping_add(r as u64)))
+        .chain(warm_centred.as_ref().map(Start::Model))
+        .collect();
+    let inner = (threads / starts.len()).max(1);
     let runs = par::map(
-        o.restarts,
+        starts.len(),
         threads,
         |r| {
-            let seed = o.seed.wrapping_add(r as u64);
-            let once = fit_once(&centred, d, o, seed, inner, deadline);
+            let once = fit_once(&centred, d, o, &starts[r], inner, deadline);
             once.and_then(|(mut model, history, converged)| {
                 for (mean, shift) in model.means.iter_mut().zip(offset.iter().cycle()) {
                     *mean += shift;
@@ -345,13 +419,23 @@ pub fn fit_reporting(
     );
     let mut best: Option<(GaussianHmm, FitReport)> = None;
     let mut tried = Vec::new();
+    let mut warm_fit = None;
     let mut first_error = None;
-    for (r, once) in runs.into_iter().enumerate() {
-        let seed = o.seed.wrapping_add(r as u64);
-        match once {
-            Ok((model, history, converged, loglik)) => {
-                tried.push((seed, loglik, history.len()));
-                if best.as_ref().is_none_or(|(_, b)| loglik > b.loglik) {
+    for (once, start) in runs.into_iter().zip(&starts) {
+        match (once, start) {
+            (Ok((model, history, converged, loglik)), start) => {
+                let better = best.as_ref().is_none_or(|(_, b)| loglik > b.loglik);
+                match start {
+                    Start::Seed(seed) => tried.push((*seed, loglik, history.len())),
+                    Start::Model(_) => {
+                        warm_fit = Some(WarmFit {
+                            loglik,
+                            iters: history.len(),
+                            chosen: better,
+                        })
+                    }
+                }
+                if better {
                     best = Some((
                         model,
                         FitReport {
@@ -360,14 +444,24 @@ pub fn fit_reporting(
                             converged,
                             history,
                             restarts: Vec::new(),
+                            warm: None,
                         },
                     ));
                 }
             }
-            Err(e @ HmmError::DeadlinePassed { .. }) => return Err(e),
+            (Err(e @ HmmError::DeadlinePassed { .. }), _) => return Err(e),
             // A restart that degenerates does not sink the fit.
-            Err(e) => {
-                tried.push((seed, f64::NAN, 0));
+            (Err(e), start) => {
+                match start {
+                    Start::Seed(seed) => tried.push((*seed, f64::NAN, 0)),
+                    Start::Model(_) => {
+                        warm_fit = Some(WarmFit {
+                            loglik: f64::NAN,
+                            iters: 0,
+                            chosen: false,
+                        })
+                    }
+                }
                 first_error.get_or_insert(e);
             }
         }
@@ -375,6 +469,7 @@ pub fn fit_reporting(
     match best {
         Some((model, mut report)) => {
             report.restarts = tried;
+            report.warm = warm_fit;
             Ok((model, report))
         }
         None => {

@@ -25,7 +25,7 @@ pub const MAX_STATES: usize = 16;
 use sha2::{Digest, Sha256};
 
 pub use filter::OnlineFilter;
-pub use fit::{fit_reporting, FitOptions, FitReport};
+pub use fit::{fit_reporting, fit_warm, FitOptions, FitReport, WarmFit};
 pub use forward_backward::Posteriors;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,8 +26,8 @@ use crate::core::{Done, Event, Outcome, Plan, Trainer};
 use crate::dataset::Table;
 use crate::flags::FlagBook;
 use crate::forecast::ForecastModel;
-use crate::pipeline::{forecast_metrics, train, train_forecast, Budget, TrainError};
-use crate::spec::{Family, Mode};
+use crate::pipeline::{forecast_metrics, train, train_forecast, Budget, Previous, TrainError};
+use crate::spec::{Family, Mode, TrainSpec};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -327,12 +327,28 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         .map(|t| Fitted::Forecast(Box::new(t)))
     } else {
         let champion = champion_bytes.and_then(|b| TrainedModel::from_bytes(b).ok());
+        let warm = match (&plan.spec.warm_from, &plan.warm) {
+            (Some(hash), None) => {
+                return Err(format!(
+                    "the manifest's warm start, the version with parameter hash {hash}, is not in the registry of {}",
+                    plan.trigger.model_key
+                ))
+            }
+            (_, Some(v)) => v
+                .parameters
+                .as_deref()
+                .and_then(|b| TrainedModel::from_bytes(b).ok()),
+            (None, None) => None,
+        };
         train(
             &plan.spec,
             plan.seed,
             &table,
             reference,
-            champion.as_ref(),
+            Previous {
+                champion: champion.as_ref(),
+                warm: warm.as_ref(),
+            },
             budget,
             &mut on_progress,
         )
@@ -392,6 +408,13 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
                 m("fit_iters", t.fit.iters as f64),
                 m("fit_converged", f64::from(u8::from(t.fit.converged))),
             ]);
+            if let Some(w) = &t.fit.warm {
+                metrics.extend([
+                    m("fit_warm_loglik", w.loglik),
+                    m("fit_warm_iters", w.iters as f64),
+                    m("fit_warm_chosen", f64::from(u8::from(w.chosen))),
+                ]);
+            }
             (
                 metrics,
                 t.model.to_bytes(),
@@ -459,7 +482,16 @@ fn run(ctx: &Context, plan: &Plan, tx: &UnboundedSender<Msg>) -> Result<Outcome,
         hyperparams: match &trained {
             // A search's winner: what a rerun fits again.
             Fitted::Forecast(t) => t.spec.to_params(),
-            Fitted::Hmm(_) => plan.spec.to_params(),
+            // A fit that also started from a version names it.
+            Fitted::Hmm(t) => TrainSpec {
+                warm_from: plan
+                    .warm
+                    .as_ref()
+                    .filter(|_| t.fit.warm.is_some())
+                    .map(|v| v.parameter_hash.clone()),
+                ..plan.spec.clone()
+            }
+            .to_params(),
         },
         seed: plan.seed as i64,
         dataset_version: plan.trigger.dataset_version.clone().or_else(|| {
