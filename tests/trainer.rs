@@ -189,6 +189,26 @@ async fn settled(settings: &ClientSettings, group: &str, topics: &[&'static str]
     }
 }
 
+/// Publishes a rerun of `original`'s training and waits for it to end.
+async fn rerun(
+    settings: &ClientSettings,
+    id: &str,
+    original: &TrainingTrigger,
+) -> Result<TrainingView> {
+    let mut rerun = trigger(&unique(id), &[], false);
+    rerun.reason = TriggerReason::Rerun;
+    rerun.rerun_of = Some(format!("tr-{}", original.trigger_id));
+    rerun.instruments.clear();
+    publish(
+        settings,
+        TRAINING_TRIGGERS,
+        KEY,
+        std::slice::from_ref(&rerun),
+    )
+    .await?;
+    ended(settings, &format!("tr-{}", rerun.trigger_id)).await
+}
+
 fn metric(v: &TrainingView, name: &str) -> f64 {
     v.metric(name).unwrap_or(f64::NAN)
 }
@@ -313,18 +333,7 @@ async fn train_promote_rollback_rerun_and_regimes_follow_prod() -> Result<()> {
     settled(&settings, &regime_group, &["model.updates", "features"]).await?;
 
     // 5. Rerun of the first training: same parameter hash.
-    let mut rerun = trigger(&unique("rerun"), &[], false);
-    rerun.reason = TriggerReason::Rerun;
-    rerun.rerun_of = Some(format!("tr-{}", a.trigger_id));
-    rerun.instruments.clear();
-    publish(
-        &settings,
-        TRAINING_TRIGGERS,
-        KEY,
-        std::slice::from_ref(&rerun),
-    )
-    .await?;
-    let vr = ended(&settings, &format!("tr-{}", rerun.trigger_id)).await?;
+    let vr = rerun(&settings, "rerun", &a).await?;
     assert_eq!(vr.state, TrainingState::Completed, "{vr:#?}");
     assert_eq!(metric(&vr, "rerun_parameter_hash_matches"), 1.0);
     let r = registry(&settings).await?;
@@ -365,18 +374,7 @@ async fn train_promote_rollback_rerun_and_regimes_follow_prod() -> Result<()> {
         .cloned()
         .expect("v4");
     assert_eq!(warm_from(&v4), Some(v1.parameter_hash.clone()));
-    let mut rerun = trigger(&unique("rerun-warm"), &[], false);
-    rerun.reason = TriggerReason::Rerun;
-    rerun.rerun_of = Some(format!("tr-{}", c.trigger_id));
-    rerun.instruments.clear();
-    publish(
-        &settings,
-        TRAINING_TRIGGERS,
-        KEY,
-        std::slice::from_ref(&rerun),
-    )
-    .await?;
-    let vr = ended(&settings, &format!("tr-{}", rerun.trigger_id)).await?;
+    let vr = rerun(&settings, "rerun-warm", &c).await?;
     assert_eq!(vr.state, TrainingState::Completed, "{vr:#?}");
     assert_eq!(metric(&vr, "rerun_parameter_hash_matches"), 1.0, "{vr:#?}");
     assert_eq!(
@@ -1044,18 +1042,7 @@ async fn gbdt_forecasts_train_promote_roll_back_and_rerun_identically() -> Resul
         .any(|m| m.name == "rescored_rmsle" && m.value.is_finite()));
 
     // A rerun of v1's training: the same trees.
-    let mut rerun = trigger(&unique("grerun"), &[], false);
-    rerun.reason = TriggerReason::Rerun;
-    rerun.rerun_of = Some(format!("tr-{}", a.trigger_id));
-    rerun.instruments.clear();
-    publish(
-        &settings,
-        TRAINING_TRIGGERS,
-        KEY,
-        std::slice::from_ref(&rerun),
-    )
-    .await?;
-    let vr = ended(&settings, &format!("tr-{}", rerun.trigger_id)).await?;
+    let vr = rerun(&settings, "grerun", &a).await?;
     assert_eq!(vr.state, TrainingState::Completed, "{vr:#?}");
     assert_eq!(metric(&vr, "rerun_parameter_hash_matches"), 1.0);
     trainer.stop().await?;
@@ -1168,18 +1155,7 @@ async fn a_gbdt_search_registers_its_best_trial_reruns_it_and_stops_on_cancel() 
         "the manifest holds the winner, not the search"
     );
 
-    let mut rerun = trigger(&unique("srerun"), &[], false);
-    rerun.reason = TriggerReason::Rerun;
-    rerun.rerun_of = Some(format!("tr-{}", a.trigger_id));
-    rerun.instruments.clear();
-    publish(
-        &settings,
-        TRAINING_TRIGGERS,
-        KEY,
-        std::slice::from_ref(&rerun),
-    )
-    .await?;
-    let vr = ended(&settings, &format!("tr-{}", rerun.trigger_id)).await?;
+    let vr = rerun(&settings, "srerun", &a).await?;
     assert_eq!(metric(&vr, "rerun_parameter_hash_matches"), 1.0, "{vr:#?}");
 
     // A long search, cancelled once it is searching: it ends cancelled
